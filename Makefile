@@ -1,0 +1,47 @@
+# Lifeline: `make run` serves on http://127.0.0.1:8000, `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+export PORT
+
+.PHONY: run test install install-test browser lint migration bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/flask --app app db upgrade
+	$(BIN)/flask --app app serve --port $(PORT)
+
+# Debian's Chromium drives the browser tests (Playwright never downloads a browser).
+browser:
+	@bash scripts/ensure-chromium.sh
+
+lint: install-test
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+
+test: install-test browser lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+migration: install
+	$(BIN)/python -m contacts.system.makemigration "$(m)"
+
+bench: install
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/artifacts

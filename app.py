@@ -1,0 +1,155 @@
+"""Lifeline's entry point: create_app() wires settings -> database -> blueprints -> scheduler.
+
+`flask --app app ...` and `gunicorn app:app` use the module-level `app`, built on first use so
+that importing create_app (as the tests do) has no side effects.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, render_template
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import inspect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from contacts import access, api, db, ratelimit
+from contacts.crypto import Crypto
+from contacts.errors import ConfigError, LifelineError, register_http_errors
+from contacts.settings import PROJECT_ROOT, Settings, load_settings
+from contacts.staff import cli as staff_cli
+from contacts.staff import routes as staff_routes
+from contacts.staff import service as staff_service
+from contacts.staff.api import bp as staff_api
+from contacts.system import cli as system_cli
+from contacts.system import routes as system_routes
+from contacts.system.api import bp as system_api
+
+log = logging.getLogger("lifeline")
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    settings = load_settings(overrides)
+    logging.basicConfig(level=settings.app_log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"),
+                static_folder=str(PROJECT_ROOT / "static"))
+    app.config.update(
+        SECRET_KEY=settings.secrets.secret_key,
+        MAX_CONTENT_LENGTH=settings.server_max_body_bytes,
+        SESSION_COOKIE_NAME="lifeline_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.server_session_cookie_secure,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=settings.server_session_cookie_secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.server_session_lifetime_minutes),
+        WTF_CSRF_SSL_STRICT=settings.server_session_cookie_secure,
+    )
+    if settings.server_proxy_hops:
+        hops = settings.server_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    app.extensions["lifeline.settings"] = settings
+    app.extensions["lifeline.crypto"] = Crypto(settings.secrets.field_keys,
+                                               settings.secrets.blind_index_key)
+
+    engine = db.make_engine(settings.database_url,
+                            busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
+                            pool_size=settings.database_pool_size,
+                            max_overflow=settings.database_max_overflow)
+    db.init_app(app, engine)
+
+    CSRFProtect(app)
+    _init_login(app)
+    ratelimit.init_app(app, settings.security_rate_limit_storage_uri)
+    access.init_app(app, authenticate_token=_token_authenticator(engine),
+                    login_endpoint="staff.login")
+    register_http_errors(app, _render_error_page)
+    api.init_app(app)
+
+    for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api):
+        app.register_blueprint(blueprint)
+    app.extensions["csrf"].exempt(staff_api)
+    app.extensions["csrf"].exempt(system_api)
+    for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group):
+        app.cli.add_command(group)
+    app.cli.add_command(system_cli.serve)
+    app.cli.add_command(system_cli.worker)
+
+    app.after_request(_security_headers)
+    _bootstrap_admin(app, settings, engine)
+    return app
+
+
+def _init_login(app: Flask) -> None:
+    manager = LoginManager(app)
+    manager.login_view = "staff.login"
+    manager.session_protection = "strong"
+
+    @manager.user_loader
+    def load_user(identity: str):
+        user = staff_service.load_signed_in(db.request_session(), identity)
+        return staff_routes.SignedInStaff.of(user) if user else None
+
+
+def _token_authenticator(engine):
+    def authenticate(secret: str, ip: str | None, endpoint: str):
+        # Its own transaction: token use stays audited even when the call then fails.
+        with db.session_scope(engine) as session:
+            return staff_service.authenticate_token(session=session, secret=secret, ip=ip,
+                                                    endpoint=endpoint)
+
+    return authenticate
+
+
+def _render_error_page(status: int, code: str, message: str):
+    try:
+        return render_template("error.html", status=status, code=code, message=message), status
+    except Exception:  # an error page must never fail
+        log.exception("the error page itself failed to render")
+        return f"Error {status}: {message}", status, {"Content-Type": "text/plain"}
+
+
+def _security_headers(response):
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'")
+    return response
+
+
+def _bootstrap_admin(app: Flask, settings: Settings, engine) -> None:
+    import os
+
+    email = os.environ.get("LIFELINE_ADMIN_EMAIL")
+    password = os.environ.get("LIFELINE_ADMIN_PASSWORD")
+    if not (email and password) or not inspect(engine).has_table("staff_user"):
+        return
+    try:
+        with db.session_scope(engine) as session:
+            created = staff_service.bootstrap_admin(
+                session=session, crypto=app.extensions["lifeline.crypto"], email=email,
+                password=password, min_password_length=settings.security_password_min_length)
+    except LifelineError as exc:
+        raise ConfigError(f"LIFELINE_ADMIN_EMAIL/LIFELINE_ADMIN_PASSWORD: {exc.message}") from None
+    if created:
+        log.info("first admin created from LIFELINE_ADMIN_EMAIL (%s)", created.id)
+
+
+def __getattr__(name: str) -> Flask:
+    if name != "app":
+        raise AttributeError(name)
+    global app
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        print(f"lifeline: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    return app

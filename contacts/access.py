@@ -1,0 +1,141 @@
+"""Who may reach each endpoint: declared on the view, enforced before every request.
+
+Every endpoint declares its access with `@public`, `@staff(*roles)` or `@token(scope)`.
+An endpoint that declares nothing is refused (deny by default), so a new route can never be
+open by accident; the route-walking test proves each declaration holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from contacts.audit import Actor
+from contacts.errors import Forbidden, Unauthenticated
+
+ROLES = ("support", "comms", "admin")
+
+SCOPES = {
+    "read": "read accounts, contacts, incidents and progress",
+    "contacts:write": "push contact, account and site changes (the sync API)",
+    "progress:write": "report per-site restore progress",
+    "audit:read": "read the audit log",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str  # "public", "staff" or "token"
+    roles: tuple[str, ...] = ()
+    scope: str | None = None
+
+    def allows_role(self, role: str) -> bool:
+        return role == "admin" or not self.roles or role in self.roles
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    token_id: str
+    scopes: frozenset[str]
+
+
+def public(view: Callable) -> Callable:
+    view.access_rule = Rule("public")
+    return view
+
+
+def staff(*roles: str) -> Callable[[Callable], Callable]:
+    """Any signed-in staff member, or only the given roles (admin may always)."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}")
+
+    def declare(view: Callable) -> Callable:
+        view.access_rule = Rule("staff", roles=tuple(roles))
+        return view
+
+    return declare
+
+
+def token(scope: str) -> Callable[[Callable], Callable]:
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def declare(view: Callable) -> Callable:
+        view.access_rule = Rule("token", scope=scope)
+        return view
+
+    return declare
+
+
+def rule_for(app, endpoint: str | None) -> Rule | None:
+    if endpoint is None:
+        return None
+    named = app.extensions["lifeline.access"]["public_endpoints"]
+    if endpoint in named:
+        return Rule("public")
+    return getattr(app.view_functions.get(endpoint), "access_rule", None)
+
+
+def declare_public_endpoint(app, endpoint: str) -> None:
+    """For endpoints registered by libraries (static files, the OpenAPI document)."""
+    app.extensions["lifeline.access"]["public_endpoints"].add(endpoint)
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only same-site paths are followed after login."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+def client_ip() -> str | None:
+    from flask import request
+
+    return request.remote_addr
+
+
+def init_app(app, *, authenticate_token: Callable[[str, str | None, str], TokenIdentity | None],
+             login_endpoint: str) -> None:
+    """`authenticate_token(secret, ip, endpoint)` is supplied by the staff domain."""
+    from flask import g, redirect, request, url_for
+    from flask_login import current_user
+
+    app.extensions["lifeline.access"] = {"public_endpoints": {"static"}}
+
+    @app.before_request
+    def enforce_access():
+        if request.endpoint is None:
+            return None  # 404 and 405 are answered by the routing layer
+        rule = rule_for(app, request.endpoint)
+        ip = client_ip()
+        g.actor = Actor("anonymous", None, ip)
+        if rule is None:
+            app.logger.error("endpoint %s declares no access rule; refused", request.endpoint)
+            raise Forbidden("This address is not open to anyone.")
+        if rule.kind == "public":
+            if current_user.is_authenticated:
+                g.actor = Actor("staff", current_user.id, ip)
+            return None
+        if rule.kind == "staff":
+            if not current_user.is_authenticated:
+                return redirect(url_for(login_endpoint, next=request.full_path.rstrip("?")))
+            g.actor = Actor("staff", current_user.id, ip)
+            if not rule.allows_role(current_user.role):
+                raise Forbidden("Your role does not give access to this page.")
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Unauthenticated("Send an API token: Authorization: Bearer <token>.")
+        identity = authenticate_token(secret.strip(), ip, request.endpoint)
+        if identity is None:
+            raise Unauthenticated("The API token is unknown, revoked or expired.")
+        g.actor = Actor("token", identity.token_id, ip)
+        if rule.scope not in identity.scopes:
+            raise Forbidden(f"This call needs a token with the {rule.scope!r} scope.")
+        return None

@@ -1,0 +1,145 @@
+"""The JSON API's shared plumbing: the OpenAPI description, request validation, bodies.
+
+Every endpoint under /api/v1/ is decorated with `spec.validate(...)` and pydantic models, so
+the document at /api/v1/openapi.json is generated from the code and every body is validated
+the same way. Validation failures and malformed JSON answer our one error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pydantic import BaseModel, Field
+from spectree import SecurityScheme, SecuritySchemeData, SpecTree
+
+from contacts.errors import Invalid, LifelineError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+class ValidationFailed(Invalid):
+    status = 422
+    code = "validation_failed"
+
+
+class UnsupportedMediaType(LifelineError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, for example `invalid`.")
+    message: str = Field(description="What is wrong, in words a person can act on.")
+    details: object | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def _reject_invalid_request(req, resp, req_validation_error, instance, model_adapter):
+    if req_validation_error is None:
+        return
+    problems = [
+        {"field": ".".join(str(part) for part in error.get("loc", ())),
+         "message": error.get("msg", "invalid"), "type": error.get("type", "invalid")}
+        for error in req_validation_error.errors()
+    ]
+    summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems[:5])
+    raise ValidationFailed(f"The request does not match the schema: {summary}", details=problems)
+
+
+def _refuse_invalid_response(req, resp, resp_validation_error, instance, model_adapter):
+    if resp_validation_error is not None:
+        log.error("response of %s does not match its schema: %s", req.endpoint,
+                  resp_validation_error)
+        raise RuntimeError("response failed its own schema")
+
+
+spec = SpecTree(
+    "flask",
+    title="Lifeline API",
+    description="Out-of-band customer communication: contacts, intake, escalations, updates. "
+    "Authenticate with `Authorization: Bearer <token>`; errors are "
+    '`{"error": {"code": ..., "message": ...}}`.',
+    version="1",
+    # Spectree skips routes under its own document path, so it gets one of its own that
+    # nothing registers; /api/v1/openapi.json is served by init_app below.
+    path="_spectree",
+    openapi_version="3.1.0",
+    mode="strict",
+    page_templates={},
+    security_schemes=[
+        SecurityScheme(name="bearer", data=SecuritySchemeData(type="http", scheme="bearer")),
+    ],
+    annotations=True,
+    naming_strategy=lambda model: model.__name__,
+    nested_naming_strategy=lambda _parent, child: child,
+    validation_error_status=422,
+    before=_reject_invalid_request,
+    after=_refuse_invalid_response,
+)
+
+
+def init_app(app) -> None:
+    from flask import jsonify, request
+
+    from contacts.access import public
+
+    @app.get(API_PREFIX + "/openapi.json", endpoint="openapi")
+    @public
+    def openapi_document():
+        return jsonify(spec.spec)
+
+    @app.before_request
+    def parse_json_body():
+        """Refuse a body that is not JSON, or JSON that does not parse, naming the problem."""
+        if not request.path.startswith(API_PREFIX + "/"):
+            return
+        if request.method not in ("POST", "PUT", "PATCH") or not request.content_length:
+            return
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType(
+                f"Send the body as application/json, not {request.mimetype or 'no type'}."
+            )
+        try:
+            json.loads(request.get_data(cache=True))
+        except UnicodeDecodeError:
+            raise Invalid("The body is not valid UTF-8.") from None
+        except json.JSONDecodeError as exc:
+            raise Invalid(
+                f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
+            ) from None
+
+
+def operation(*, scope: str | None, response: type[BaseModel], status: int = 200,
+              query: type[BaseModel] | None = None, body: type[BaseModel] | None = None,
+              tags: tuple[str, ...] = ()):
+    """Declare an API operation: its access rule, its models and its documented errors.
+
+    `scope=None` makes the operation public; otherwise a bearer token with that scope is
+    required, and 401/403 are documented.
+    """
+    from spectree import Response
+
+    from contacts.access import public, token
+
+    codes = {f"HTTP_{status}": response, "HTTP_400": ErrorResponse, "HTTP_415": ErrorResponse,
+             "HTTP_429": ErrorResponse}
+    if query is not None or body is not None:
+        codes["HTTP_422"] = ErrorResponse
+    if scope is not None:
+        codes.update(HTTP_401=ErrorResponse, HTTP_403=ErrorResponse)
+    validate = spec.validate(
+        query=query, json=body, resp=Response(**codes), tags=list(tags),
+        security={"bearer": []} if scope is not None else {},
+    )
+    declare = public if scope is None else token(scope)
+
+    def decorate(view):
+        return declare(validate(view))
+
+    return decorate

@@ -1,0 +1,146 @@
+"""Engine, session helpers and SQLite pragmas; nothing else.
+
+A request gets one session (`request_session()`), committed once when the view returns
+normally and rolled back when an error is answered. CLI commands and jobs use
+`session_scope()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import DateTime, event
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, create_engine
+
+from contacts.errors import ConfigError
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every database (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC was expected")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and route them through psycopg 3."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5,
+                max_overflow: int = 10) -> Engine:
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError("database url is not a valid SQLAlchemy URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        _apply_sqlite_pragmas(engine, busy_timeout_ms)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
+                             pool_pre_ping=True)
+    raise ConfigError(f"unsupported database {parsed.get_backend_name()!r}: "
+                      "use sqlite:/// or postgresql://")
+
+
+def _apply_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def is_postgresql(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits when the block ends normally and rolls back otherwise."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# -- one session per request ------------------------------------------------------------
+
+def init_app(app, engine: Engine) -> None:
+    from flask import g
+
+    app.extensions["lifeline.engine"] = engine
+
+    @app.after_request
+    def commit_request_session(response):
+        # Commit before the response leaves, so nobody is told of a change that failed.
+        session = g.pop("db_session", None)
+        if session is None:
+            return response
+        try:
+            if g.pop("db_rollback", False) or response.status_code >= 500:
+                session.rollback()
+            else:
+                session.commit()
+        finally:
+            session.close()
+        return response
+
+    @app.teardown_request
+    def discard_request_session(_exc):
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.rollback()
+            session.close()
+
+
+def request_session() -> Session:
+    from flask import current_app, g
+
+    if "db_session" not in g:
+        g.db_session = Session(current_app.extensions["lifeline.engine"], expire_on_commit=False)
+    return g.db_session
+
+
+def rollback_request_session() -> None:
+    """Called when an error is answered: nothing the request changed is kept."""
+    from flask import g
+
+    if "db_session" in g:
+        g.db_rollback = True

@@ -1,0 +1,272 @@
+"""One loader for configuration and secrets.
+
+Settings come from config/default.toml, then the TOML file named by LIFELINE_CONFIG, then
+LIFELINE_<SECTION>_<KEY> environment variables, then the overrides passed to create_app().
+Secrets come only from the environment or key files, never from the TOML files.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import secrets as random_source
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contacts.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
+
+# Well-known environment names accepted beside LIFELINE_<SECTION>_<KEY>.
+ALIASES = {"LIFELINE_ENV": "app_env", "DATABASE_URL": "database_url", "PORT": "server_port"}
+
+SECRET_NAMES = ("secret_key", "field_keys", "blind_index_key", "backup_key")
+KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Secrets:
+    secret_key: str
+    # Ordered oldest to newest; the last one encrypts, all of them decrypt.
+    field_keys: tuple[tuple[str, bytes], ...]
+    blind_index_key: bytes
+    backup_key: bytes
+
+
+class Settings:
+    """Flat, read-only settings: `settings.server_port` is `[server] port`."""
+
+    def __init__(self, values: Mapping[str, Any], secrets: Secrets):
+        self._values = dict(values)
+        self.secrets = secrets
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no setting named {name!r}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def is_production(self) -> bool:
+        return self._values["app_env"] == "production"
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    values = _flatten(_read_toml(DEFAULT_CONFIG))
+    defaults = dict(values)
+    extra = environ.get("LIFELINE_CONFIG")
+    if extra:
+        values.update(_known_only(_flatten(_read_toml(Path(extra))), defaults, f"{extra}"))
+    values.update(_environment_overrides(environ, defaults))
+    secrets_given = overrides.pop("secrets", None)
+    values.update(_known_only(overrides, defaults, "create_app overrides"))
+    if values["app_env"] not in ("development", "production"):
+        raise ConfigError(f"app env must be 'development' or 'production', got {values['app_env']!r}")
+    keys_dir = _resolve(values["secrets_keys_dir"])
+    values["secrets_keys_dir"] = str(keys_dir)
+    secrets = secrets_given or load_secrets(
+        keys_dir, environ, generate=values["app_env"] != "production"
+    )
+    return Settings(values, secrets)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+
+
+def _flatten(document: Mapping[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"configuration key {section!r} must sit inside a [section]")
+        for key, value in table.items():
+            flat[f"{section}_{key}"] = value
+    return flat
+
+
+def _known_only(values: Mapping[str, Any], defaults: Mapping[str, Any], origin: str) -> dict:
+    for name, value in values.items():
+        if name not in defaults:
+            raise ConfigError(f"unknown setting {name!r} in {origin}")
+        _check_type(name, value, defaults[name], origin)
+    return dict(values)
+
+
+def _check_type(name: str, value: Any, default: Any, origin: str) -> None:
+    expected = type(default)
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"setting {name!r} in {origin} must be {expected.__name__}, got {value!r}")
+
+
+def _environment_overrides(environ: Mapping[str, str], defaults: Mapping[str, Any]) -> dict:
+    found: dict[str, Any] = {}
+    for variable, raw in environ.items():
+        if variable in ALIASES:
+            name = ALIASES[variable]
+        elif variable.startswith("LIFELINE_"):
+            name = variable.removeprefix("LIFELINE_").lower()
+            if name not in defaults:
+                continue  # secrets and other LIFELINE_ variables are not settings
+        else:
+            continue
+        found[name] = _coerce(variable, raw, defaults[name])
+    return found
+
+
+def _coerce(variable: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{variable} must be true or false, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{variable} must be a whole number, got {raw!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{variable} must be a number, got {raw!r}") from None
+    return raw
+
+
+def _resolve(path: str) -> Path:
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+def load_secrets(keys_dir: Path, environ: Mapping[str, str], *, generate: bool) -> Secrets:
+    raw: dict[str, str] = {}
+    missing: list[str] = []
+    for name in SECRET_NAMES:
+        value = _read_secret(name, keys_dir, environ)
+        if value is None:
+            missing.append(name)
+        else:
+            raw[name] = value
+    if missing and generate:
+        written = generate_missing_keys(keys_dir, missing)
+        for name in written:
+            raw[name] = (keys_dir / name).read_text()
+        log.warning("development keys generated in %s: %s (never use them in production)",
+                    keys_dir, ", ".join(written))
+        missing = []
+    if missing:
+        hints = ", ".join(f"LIFELINE_{name.upper()}" for name in missing)
+        raise ConfigError(
+            f"missing secret{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
+            f"(set {hints}, a *_FILE path, or key files in {keys_dir})"
+        )
+    return Secrets(
+        secret_key=_parse_secret_key(raw["secret_key"]),
+        field_keys=parse_keyring(raw["field_keys"]),
+        blind_index_key=_parse_key("blind_index_key", raw["blind_index_key"]),
+        backup_key=_parse_key("backup_key", raw["backup_key"]),
+    )
+
+
+def _read_secret(name: str, keys_dir: Path, environ: Mapping[str, str]) -> str | None:
+    variable = f"LIFELINE_{name.upper()}"
+    if environ.get(variable):
+        return environ[variable]
+    path_given = environ.get(f"{variable}_FILE")
+    if path_given:
+        try:
+            return Path(path_given).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{variable}_FILE: cannot read {path_given}: {exc.strerror}") from None
+    key_file = keys_dir / name
+    if key_file.is_file():
+        return key_file.read_text()
+    return None
+
+
+def generate_missing_keys(keys_dir: Path, names: list[str]) -> list[str]:
+    """Write fresh random keys for `names` into keys_dir (mode 0600); never overwrites."""
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    written = []
+    for name in names:
+        path = keys_dir / name
+        if path.exists():
+            continue
+        if name == "secret_key":
+            content = random_source.token_urlsafe(48)
+        elif name == "field_keys":
+            content = f"k1:{new_key_text()}\n"
+        else:
+            content = new_key_text()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content)
+        written.append(name)
+    return written
+
+
+def new_key_text() -> str:
+    return base64.b64encode(random_source.token_bytes(KEY_BYTES)).decode()
+
+
+def _parse_secret_key(value: str) -> str:
+    value = value.strip()
+    if len(value) < 32:
+        raise ConfigError("secret_key must be at least 32 characters")
+    return value
+
+
+def _parse_key(name: str, value: str) -> bytes:
+    try:
+        key = base64.b64decode(value.strip(), validate=True)
+    except binascii.Error:
+        raise ConfigError(f"{name} is not valid base64") from None
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"{name} must decode to {KEY_BYTES} bytes, got {len(key)}")
+    return key
+
+
+def parse_keyring(value: str) -> tuple[tuple[str, bytes], ...]:
+    entries = [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+    if not entries:
+        raise ConfigError("field_keys holds no key")
+    keyring: list[tuple[str, bytes]] = []
+    for position, entry in enumerate(entries, start=1):
+        key_id, _, encoded = entry.partition(":")
+        if not KEY_ID.match(key_id) or not encoded:
+            raise ConfigError(f"field_keys entry {position} is not 'key_id:base64key'")
+        if any(key_id == known for known, _ in keyring):
+            raise ConfigError(f"field_keys names key id {key_id!r} twice")
+        keyring.append((key_id, _parse_key(f"field_keys entry {position}", encoded)))
+    return tuple(keyring)

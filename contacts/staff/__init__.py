@@ -1,0 +1,1 @@
+"""Staff users, their sign-in, and the API tokens machine clients act with."""

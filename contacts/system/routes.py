@@ -1,0 +1,62 @@
+"""Health for load balancers and operators, and the admin's audit log page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from flask import Blueprint, current_app, jsonify, render_template, request, url_for
+
+from contacts import audit
+from contacts.access import public, staff
+from contacts.db import request_session
+from contacts.system import service
+
+bp = Blueprint("system", __name__)
+
+AUDIT_PAGE_SIZE = 50
+
+
+@bp.get("/healthz")
+@public
+def healthz():
+    settings = current_app.extensions["lifeline.settings"]
+    runner = current_app.extensions.get("lifeline.scheduler")
+    health = service.check_health(
+        engine=current_app.extensions["lifeline.engine"],
+        scheduler_state=runner.state if runner else "not running in this process",
+        heartbeat_seconds=settings.scheduler_heartbeat_seconds)
+    return jsonify(health.report), 200 if health.ok else 503
+
+
+def _day(value: str | None, *, end: bool = False) -> datetime | None:
+    if not value:
+        return None
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        return None
+    moment = datetime.combine(day, time.min, tzinfo=UTC)
+    return moment + timedelta(days=1) if end else moment
+
+
+@bp.get("/console/audit")
+@staff("admin")
+def audit_log():
+    args = request.args
+    filters = audit.AuditFilter(
+        actor_id=args.get("actor", "").strip() or None,
+        action=args.get("action", "").strip() or None,
+        target_id=args.get("target", "").strip() or None,
+        since=_day(args.get("since")),
+        until=_day(args.get("until"), end=True),
+    )
+    before = args.get("before", type=int)
+    session = request_session()
+    entries = audit.list_entries(session, filters, limit=AUDIT_PAGE_SIZE + 1, before_id=before)
+    older_url = None
+    if len(entries) > AUDIT_PAGE_SIZE:
+        entries = entries[:AUDIT_PAGE_SIZE]
+        kept = {key: value for key, value in args.items() if key != "before"}
+        older_url = url_for("system.audit_log", **kept, before=entries[-1].id)
+    return render_template("system/audit.html", entries=entries, older_url=older_url, args=args,
+                           actions=audit.distinct_actions(session))

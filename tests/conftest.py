@@ -1,0 +1,209 @@
+"""Fixtures: an app on a real SQLite file and on a real PostgreSQL database, for every test
+that touches the database; a client, a staff factory, a sign-in helper and a live server.
+
+PostgreSQL: each run creates its own database and drops it at the end, so runs never
+collide. With CI=true an unreachable PostgreSQL fails the run; otherwise its half is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import inspect, text
+from werkzeug.serving import make_server
+
+from app import create_app
+from contacts.audit import Actor
+from contacts.db import make_engine, session_scope
+from contacts.settings import load_secrets
+from contacts.staff import service as staff_service
+from contacts.system.service import upgrade_database
+
+PG_ADMIN_DSN = os.environ.get("LIFELINE_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
+IN_CI = os.environ.get("CI") == "true"
+PASSWORD = "correct horse battery staple"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def service_secrets(tmp_path_factory):
+    keys_dir = tmp_path_factory.mktemp("keys")
+    return load_secrets(keys_dir, {}, generate=True)
+
+
+def _pg_admin_connection():
+    return psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    try:
+        admin = _pg_admin_connection()
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL unreachable ({PG_ADMIN_DSN}): {str(exc).strip().splitlines()[0]}"
+        if IN_CI:
+            pytest.fail(f"{message}. CI=true requires it.", pytrace=False)
+        pytest.skip(f"{message}; the PostgreSQL half of the suite is skipped.")
+    name = f"lifeline_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    params = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    yield (f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host')}:"
+           f"{params.get('port', 5432)}/{name}")
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def migrated_template(backend, request, tmp_path_factory) -> str:
+    """A database at the latest migration, once per backend per run."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'template.db'}"
+    else:
+        url = request.getfixturevalue("postgresql_url")
+    engine = make_engine(url)
+    upgrade_database(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def database_url(backend, migrated_template, tmp_path) -> Iterator[str]:
+    """A migrated, empty database for one test: a copy of the SQLite template, or the
+    PostgreSQL database emptied after the test."""
+    if backend == "sqlite":
+        source = Path(migrated_template.removeprefix("sqlite:///"))
+        target = tmp_path / "lifeline.db"
+        shutil.copyfile(source, target)
+        yield f"sqlite:///{target}"
+        return
+    yield migrated_template
+    engine = make_engine(migrated_template)
+    with engine.begin() as connection:
+        tables = [name for name in inspect(connection).get_table_names()
+                  if name != "alembic_version"]
+        connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_url, service_secrets):
+    apps = []
+
+    def build(**overrides):
+        settings = {"database_url": database_url, "secrets": service_secrets}
+        settings.update(overrides)
+        app = create_app(settings)
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["lifeline.engine"].dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def engine(app):
+    return app.extensions["lifeline.engine"]
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@dataclass
+class StaffAccount:
+    id: str
+    email: str
+    role: str
+    password: str = PASSWORD
+
+
+@pytest.fixture
+def make_staff(app):
+    counter = iter(range(1, 10_000))
+
+    def build(role: str = "admin", email: str | None = None) -> StaffAccount:
+        email = email or f"{role}{next(counter)}@staff.example.com"
+        with session_scope(app.extensions["lifeline.engine"]) as session:
+            created = staff_service.create_staff(
+                session=session, crypto=app.extensions["lifeline.crypto"],
+                actor=Actor.system("test"), email=email, role=role, password=PASSWORD,
+                min_password_length=12)
+        return StaffAccount(created.id, email, role)
+
+    return build
+
+
+@pytest.fixture
+def make_token(app):
+    def build(*scopes: str, name: str = "test client") -> str:
+        with session_scope(app.extensions["lifeline.engine"]) as session:
+            _, secret = staff_service.create_token(session=session, actor=Actor.system("test"),
+                                                   name=name, scopes=list(scopes))
+        return secret
+
+    return build
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+def csrf_token_from(html: str) -> str:
+    match = CSRF_FIELD.search(html)
+    assert match, "the page has no CSRF token field"
+    return match.group(1)
+
+
+class Auth:
+    """Sign in and out through the real login form, CSRF token included."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def csrf(self, path: str = "/login") -> str:
+        return csrf_token_from(self.client.get(path).get_data(as_text=True))
+
+    def login(self, account: StaffAccount, password: str | None = None):
+        return self.client.post("/login", data={
+            "email": account.email, "password": password or account.password,
+            "csrf_token": self.csrf()})
+
+    def logout(self):
+        return self.client.post("/logout", data={"csrf_token": self.csrf("/console/")})
+
+
+@pytest.fixture
+def auth(client):
+    return Auth(client)
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served over real HTTP on 127.0.0.1, on a free port."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
