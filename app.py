@@ -11,13 +11,14 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import inspect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from contacts import access, api, db, ratelimit
+from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.errors import ConfigError, LifelineError, register_http_errors
 from contacts.settings import PROJECT_ROOT, Settings, load_settings
@@ -64,18 +65,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                             max_overflow=settings.database_max_overflow)
     db.init_app(app, engine)
 
-    CSRFProtect(app)
     _init_login(app)
-    ratelimit.init_app(app, settings.security_rate_limit_storage_uri)
+    # Access is checked first: an anonymous POST is sent to sign in, not told about CSRF.
     access.init_app(app, authenticate_token=_token_authenticator(engine),
                     login_endpoint="staff.login")
+    _init_csrf(app)
+    ratelimit.init_app(app, settings.security_rate_limit_storage_uri)
     register_http_errors(app, _render_error_page)
     api.init_app(app)
 
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api):
         app.register_blueprint(blueprint)
-    app.extensions["csrf"].exempt(staff_api)
-    app.extensions["csrf"].exempt(system_api)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group):
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)
@@ -84,6 +84,18 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.after_request(_security_headers)
     _bootstrap_admin(app, settings, engine)
     return app
+
+
+def _init_csrf(app: Flask) -> None:
+    """CSRF on every form. The JSON API is exempt: it authenticates with bearer tokens, not
+    cookies, and only accepts application/json, which no cross-site form can send."""
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf = CSRFProtect(app)
+
+    @app.before_request
+    def protect_forms():
+        if not request.path.startswith(API_PREFIX + "/"):
+            csrf.protect()
 
 
 def _init_login(app: Flask) -> None:

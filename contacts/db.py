@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import DateTime, event
-from sqlalchemy.types import TypeDecorator
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
 from contacts.errors import ConfigError

@@ -102,7 +102,10 @@ def register_http_errors(app, render_page: Callable[[int, str, str], Any]) -> No
 
     @app.errorhandler(LifelineError)
     def lifeline_error(exc: LifelineError):
-        return respond(exc.status, exc.code, exc.message, exc.details)
+        response = respond(exc.status, exc.code, exc.message, exc.details)
+        if exc.status == 401:
+            return (*response, {"WWW-Authenticate": "Bearer"})
+        return response
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):

@@ -133,6 +133,10 @@ class SchedulerRunner:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         if self._lock_connection is not None:
+            # Unlock and drop the connection: a pooled connection would keep holding the lock.
+            self._lock_connection.execute(
+                text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            self._lock_connection.invalidate()
             self._lock_connection.close()
             self._lock_connection = None
         self.state = "stopped"

@@ -79,7 +79,8 @@ def load_settings(
     secrets_given = overrides.pop("secrets", None)
     values.update(_known_only(overrides, defaults, "create_app overrides"))
     if values["app_env"] not in ("development", "production"):
-        raise ConfigError(f"app env must be 'development' or 'production', got {values['app_env']!r}")
+        raise ConfigError(
+            f"app env must be 'development' or 'production', got {values['app_env']!r}")
     keys_dir = _resolve(values["secrets_keys_dir"])
     values["secrets_keys_dir"] = str(keys_dir)
     secrets = secrets_given or load_secrets(
@@ -122,7 +123,8 @@ def _check_type(name: str, value: Any, default: Any, origin: str) -> None:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise ConfigError(f"setting {name!r} in {origin} must be {expected.__name__}, got {value!r}")
+        raise ConfigError(
+            f"setting {name!r} in {origin} must be {expected.__name__}, got {value!r}")
 
 
 def _environment_overrides(environ: Mapping[str, str], defaults: Mapping[str, Any]) -> dict:
@@ -208,7 +210,8 @@ def _read_secret(name: str, keys_dir: Path, environ: Mapping[str, str]) -> str |
         try:
             return Path(path_given).read_text()
         except OSError as exc:
-            raise ConfigError(f"{variable}_FILE: cannot read {path_given}: {exc.strerror}") from None
+            raise ConfigError(
+                f"{variable}_FILE: cannot read {path_given}: {exc.strerror}") from None
     key_file = keys_dir / name
     if key_file.is_file():
         return key_file.read_text()

@@ -8,12 +8,10 @@ collide. With CI=true an unreachable PostgreSQL fails the run; otherwise its hal
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -27,11 +25,10 @@ from contacts.db import make_engine, session_scope
 from contacts.settings import load_secrets
 from contacts.staff import service as staff_service
 from contacts.system.service import upgrade_database
+from tests.helpers import IN_CI, PASSWORD, Auth, StaffAccount
 
-PG_ADMIN_DSN = os.environ.get("LIFELINE_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres")
-IN_CI = os.environ.get("CI") == "true"
-PASSWORD = "correct horse battery staple"
-ARTIFACTS = Path(__file__).parent / "artifacts"
+PG_ADMIN_DSN = os.environ.get("LIFELINE_TEST_PG_DSN",
+                              "host=127.0.0.1 port=5432 dbname=test user=postgres")
 
 
 @pytest.fixture(scope="session")
@@ -131,14 +128,6 @@ def client(app):
     return app.test_client()
 
 
-@dataclass
-class StaffAccount:
-    id: str
-    email: str
-    role: str
-    password: str = PASSWORD
-
-
 @pytest.fixture
 def make_staff(app):
     counter = iter(range(1, 10_000))
@@ -164,33 +153,6 @@ def make_token(app):
         return secret
 
     return build
-
-
-CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
-
-
-def csrf_token_from(html: str) -> str:
-    match = CSRF_FIELD.search(html)
-    assert match, "the page has no CSRF token field"
-    return match.group(1)
-
-
-class Auth:
-    """Sign in and out through the real login form, CSRF token included."""
-
-    def __init__(self, client):
-        self.client = client
-
-    def csrf(self, path: str = "/login") -> str:
-        return csrf_token_from(self.client.get(path).get_data(as_text=True))
-
-    def login(self, account: StaffAccount, password: str | None = None):
-        return self.client.post("/login", data={
-            "email": account.email, "password": password or account.password,
-            "csrf_token": self.csrf()})
-
-    def logout(self):
-        return self.client.post("/logout", data={"csrf_token": self.csrf("/console/")})
 
 
 @pytest.fixture

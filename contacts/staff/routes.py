@@ -8,8 +8,16 @@ from datetime import UTC, datetime, time
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
-from wtforms import DateField, EmailField, PasswordField, SelectField, SelectMultipleField
-from wtforms import HiddenField, StringField
+from wtforms import (
+    DateField,
+    EmailField,
+    HiddenField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
 from wtforms.validators import DataRequired, Email, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -118,12 +126,12 @@ def home():
 
 class StaffForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=320)])
-    role = SelectField("Role", choices=[(role, role) for role in ROLES])
+    role = SelectField("Role", choices=[SelectChoice(role) for role in ROLES])
     password = PasswordField("Initial password", validators=[DataRequired(), Length(max=1024)])
 
 
 class RoleForm(FlaskForm):
-    role = SelectField("Role", choices=[(role, role) for role in ROLES])
+    role = SelectField("Role", choices=[SelectChoice(role) for role in ROLES])
 
 
 @bp.route("/console/staff", methods=["GET", "POST"])
@@ -177,7 +185,8 @@ def staff_set_role(staff_id: str):
 class TokenForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=100)])
     scopes = SelectMultipleField(
-        "Scopes", choices=[(scope, f"{scope}: {text}") for scope, text in SCOPES.items()],
+        "Scopes",
+        choices=[SelectChoice(scope, f"{scope}: {text}") for scope, text in SCOPES.items()],
         validators=[DataRequired(message="Choose at least one scope.")],
         option_widget=CheckboxInput(), widget=ListWidget(prefix_label=False))
     expires_on = DateField("Expires on (optional)", validators=[Optional()])

@@ -22,7 +22,7 @@ from contacts.ids import new_id, parse_id
 from contacts.staff.models import ApiToken, StaffUser
 
 EMAIL_CONTEXT = "staff.email"
-TOKEN_PREFIX = "llt_"
+TOKEN_PREFIX = "llt_"  # noqa: S105 (a prefix, not a secret)
 hasher = PasswordHasher()
 # Verified against when the email is unknown, so both answers take the same time.
 _UNKNOWN_USER_HASH = hasher.hash(secrets.token_urlsafe(16))

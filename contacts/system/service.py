@@ -75,7 +75,8 @@ def check_health(*, engine: Engine, scheduler_state: str, heartbeat_seconds: int
     except SQLAlchemyError as exc:
         database.update(ok=False, error=type(exc).__name__)
     database["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    scheduler = {"state": scheduler_state, "last_heartbeat": beat_at.isoformat() if beat_at else None}
+    scheduler = {"state": scheduler_state,
+                 "last_heartbeat": beat_at.isoformat() if beat_at else None}
     if beat_at is not None:
         age = (utcnow() - beat_at).total_seconds()
         scheduler["heartbeat_age_seconds"] = round(age, 1)

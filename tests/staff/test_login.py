@@ -1,0 +1,120 @@
+"""Staff sign-in: the form, the session cookie, failures audited, attempts rate limited."""
+
+import logging
+
+from sqlmodel import select
+
+from contacts.audit import AuditEntry
+from contacts.db import session_scope
+
+
+def audit_actions(engine) -> list[AuditEntry]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(AuditEntry).order_by(AuditEntry.id)))
+
+
+def test_a_staff_member_signs_in_and_reaches_the_console(client, auth, make_staff, engine):
+    account = make_staff("support")
+    response = auth.login(account)
+    assert response.status_code == 302 and response.headers["Location"] == "/console/"
+    page = client.get("/console/")
+    assert page.status_code == 200
+    assert account.id in page.get_data(as_text=True)
+    login = audit_actions(engine)[-1]
+    assert (login.action, login.actor_id, login.ip) == ("staff.login", account.id, "127.0.0.1")
+
+
+def test_the_session_cookie_is_httponly_and_samesite_lax(auth, make_staff, make_app, client):
+    response = auth.login(make_staff())
+    cookie = next(c for c in response.headers.getlist("Set-Cookie")
+                  if c.startswith("lifeline_session="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    secure_app = make_app(server_session_cookie_secure=True)
+    assert secure_app.config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_a_wrong_password_is_refused_and_audited_without_the_address(
+        client, auth, make_staff, engine, caplog):
+    account = make_staff()
+    caplog.set_level(logging.DEBUG)
+    response = auth.login(account, password="not the password at all")
+    assert response.status_code == 401
+    assert "Wrong email or password." in response.get_data(as_text=True)
+    assert client.get("/console/").status_code == 302
+    failure = audit_actions(engine)[-1]
+    assert failure.action == "staff.login_failed"
+    assert failure.target_id == account.id
+    assert failure.detail["reason"] == "wrong_password"
+    assert account.email not in str(failure.detail)
+    assert account.email not in caplog.text
+
+
+def test_an_unknown_address_gets_the_same_answer_as_a_wrong_password(client, auth, make_staff,
+                                                                     engine):
+    known = make_staff()
+    wrong = auth.login(known, password="not the password at all")
+    unknown = client.post("/login", data={"email": "nobody@example.com", "password": "whatever",
+                                          "csrf_token": auth.csrf()})
+    assert unknown.status_code == wrong.status_code == 401
+    assert "Wrong email or password." in unknown.get_data(as_text=True)
+    failure = audit_actions(engine)[-1]
+    assert failure.detail["reason"] == "unknown_email" and failure.target_id is None
+
+
+def test_the_sixth_rapid_wrong_attempt_is_rate_limited(client, auth, make_staff, engine):
+    account = make_staff()
+    statuses = [auth.login(account, password=f"wrong password {n}").status_code
+                for n in range(6)]
+    assert statuses == [401, 401, 401, 401, 401, 429]
+    # Even the right password waits until the window has passed.
+    assert auth.login(account).status_code == 429
+    failures = [e for e in audit_actions(engine) if e.action == "staff.login_failed"]
+    assert len(failures) == 5
+
+
+def test_successful_sign_ins_do_not_use_up_the_limit(client, auth, make_staff):
+    account = make_staff()
+    for _ in range(7):
+        assert auth.login(account).status_code == 302
+        assert auth.logout().status_code == 302
+
+
+def test_signing_out_ends_the_session_and_is_audited(client, auth, make_staff, engine):
+    account = make_staff()
+    auth.login(account)
+    response = auth.logout()
+    assert response.status_code == 302
+    assert client.get("/console/").status_code == 302
+    assert audit_actions(engine)[-1].action == "staff.logout"
+
+
+def test_after_sign_in_only_same_site_next_addresses_are_followed(client, auth, make_staff):
+    account = make_staff()
+    page = client.get("/login?next=//evil.example/steal").get_data(as_text=True)
+    assert "evil.example" not in page
+    response = client.post("/login", data={"email": account.email, "password": account.password,
+                                           "next": "https://evil.example/",
+                                           "csrf_token": auth.csrf()})
+    assert response.headers["Location"] == "/console/"
+
+
+def test_an_anonymous_visitor_is_sent_to_sign_in_and_back(client, auth, make_staff):
+    response = client.get("/console/audit?action=staff.login")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login?next=/console/audit?action%3Dstaff.login"
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert 'value="/console/audit?action=staff.login"' in page
+
+
+def test_a_deactivated_account_loses_its_session(client, auth, make_staff, app):
+    from contacts.audit import Actor
+    from contacts.staff import service
+
+    admin, member = make_staff("admin"), make_staff("support")
+    auth.login(member)
+    assert client.get("/console/").status_code == 200
+    with session_scope(app.extensions["lifeline.engine"]) as session:
+        service.set_active(session=session, actor=Actor("staff", admin.id), staff_id=member.id,
+                           active=False)
+    assert client.get("/console/").status_code == 302
+    assert auth.login(member).status_code == 401
