@@ -41,7 +41,9 @@ migration: install
 	$(BIN)/python -m contacts.system.makemigration "$(m)"
 
 bench: install
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@found=0; for script in bench/*.py; do [ -e "$$script" ] || continue; found=1; \
+	  echo "== $$script"; $(BIN)/python $$script || exit 1; done; \
+	[ $$found = 1 ] || echo "no benchmark yet (see docs/BENCHMARKS.md)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/artifacts

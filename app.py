@@ -70,7 +70,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     access.init_app(app, authenticate_token=_token_authenticator(engine),
                     login_endpoint="staff.login")
     _init_csrf(app)
-    ratelimit.init_app(app, settings.security_rate_limit_storage_uri)
     register_http_errors(app, _render_error_page)
     api.init_app(app)
 
@@ -80,6 +79,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)
     app.cli.add_command(system_cli.worker)
+    ratelimit.init_app(app, settings)
 
     app.after_request(_security_headers)
     _bootstrap_admin(app, settings, engine)

@@ -24,7 +24,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from contacts.access import ROLES, SCOPES, public, safe_next, staff
 from contacts.db import request_session
 from contacts.errors import LifelineError
-from contacts.ratelimit import limiter
+from contacts.ratelimit import RateLimit, limited
 from contacts.staff import service
 from contacts.staff.models import StaffUser
 
@@ -72,10 +72,9 @@ def _failed_attempt(response) -> bool:
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-@limiter.limit(lambda: _settings().security_login_rate_limit, methods=["POST"],
-               deduct_when=_failed_attempt)
-@limiter.limit(lambda: _settings().security_login_rate_limit_per_email, methods=["POST"],
-               key_func=_login_email_key, deduct_when=_failed_attempt)
+@limited(RateLimit("security_login_rate_limit", counts=_failed_attempt),
+         RateLimit("security_login_rate_limit_per_email", key=_login_email_key,
+                   counts=_failed_attempt))
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("staff.home"))

@@ -1,11 +1,15 @@
 """Staff sign-in: the form, the session cookie, failures audited, attempts rate limited."""
 
 import logging
+import uuid
 
+import pytest
+import redis
 from sqlmodel import select
 
 from contacts.audit import AuditEntry
 from contacts.db import session_scope
+from tests.helpers import IN_CI, Auth
 
 
 def audit_actions(engine) -> list[AuditEntry]:
@@ -118,3 +122,22 @@ def test_a_deactivated_account_loses_its_session(client, auth, make_staff, app):
                            active=False)
     assert client.get("/console/").status_code == 302
     assert auth.login(member).status_code == 401
+
+
+def test_processes_sharing_redis_share_the_login_limit(make_app, make_staff):
+    """Several web processes count attempts together when the limiter uses Redis."""
+    url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.ConnectionError:
+        if IN_CI:
+            pytest.fail("Redis unreachable on 127.0.0.1:6379", pytrace=False)
+        pytest.skip("Redis unreachable on 127.0.0.1:6379")
+    prefix = f"test-{uuid.uuid4().hex}"
+    first, second = (make_app(security_rate_limit_storage_uri=url,
+                              security_rate_limit_key_prefix=prefix) for _ in range(2))
+    account = make_staff()
+    one, two = Auth(first.test_client()), Auth(second.test_client())
+    statuses = [(one if n % 2 else two).login(account, password=f"wrong {n}").status_code
+                for n in range(6)]
+    assert statuses == [401, 401, 401, 401, 401, 429]
