@@ -8,6 +8,7 @@ collide. With CI=true an unreachable PostgreSQL fails the run; otherwise its hal
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -169,3 +170,25 @@ def live_server(app):
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(timeout=5)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many database tests ran on each backend, so a skipped half cannot hide."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") not in ("call", "setup"):
+                continue
+            if outcome == "passed" and report.when != "call":
+                continue
+            match = re.search(r"\[(sqlite|postgresql)[\]-]", report.nodeid)
+            if match:
+                per_backend = counts.setdefault(match.group(1), {})
+                per_backend[outcome] = per_backend.get(outcome, 0) + 1
+    if counts:
+        terminalreporter.section("database backends")
+        for backend in ("sqlite", "postgresql"):
+            tally = counts.get(backend, {})
+            terminalreporter.write_line(
+                f"{backend}: " + ", ".join(f"{n} {what}" for what, n in sorted(tally.items()))
+                if tally else f"{backend}: no database test ran")
