@@ -37,7 +37,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(overrides)
     logging.basicConfig(level=settings.app_log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    for chatty in ("alembic.runtime.migration", "apscheduler.executors.default"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"),
                 static_folder=str(PROJECT_ROOT / "static"))
     app.config.update(

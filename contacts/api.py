@@ -97,8 +97,8 @@ def init_app(app) -> None:
     @app.before_request
     def parse_json_body():
         """Refuse a body that is not JSON, or JSON that does not parse, naming the problem."""
-        if not request.path.startswith(API_PREFIX + "/"):
-            return
+        if not request.path.startswith(API_PREFIX + "/") or request.routing_exception:
+            return  # not the API, or an address that answers 404/405 anyway
         if request.method not in ("POST", "PUT", "PATCH") or not request.content_length:
             return
         if request.mimetype != "application/json":
