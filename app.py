@@ -29,6 +29,8 @@ from contacts.staff.api import bp as staff_api
 from contacts.system import cli as system_cli
 from contacts.system import routes as system_routes
 from contacts.system.api import bp as system_api
+from contacts.vault import cli as vault_cli
+from contacts.vault.api import bp as vault_api
 
 log = logging.getLogger("lifeline")
 
@@ -74,9 +76,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_http_errors(app, _render_error_page)
     api.init_app(app)
 
-    for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api):
+    for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_api):
         app.register_blueprint(blueprint)
-    for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group):
+    for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
+                  vault_cli.contacts_group):
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)
     app.cli.add_command(system_cli.worker)

@@ -6,6 +6,7 @@ from sqlmodel import SQLModel
 import contacts.audit  # noqa: F401  (each import registers its tables on SQLModel.metadata)
 import contacts.scheduler  # noqa: F401
 import contacts.staff.models  # noqa: F401
+import contacts.vault.models  # noqa: F401
 from contacts.db import UTCDateTime
 
 target_metadata = SQLModel.metadata

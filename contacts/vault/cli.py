@@ -1,0 +1,91 @@
+"""`flask --app app contacts ...`: import files into the vault and read it from a terminal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from contacts import audit
+from contacts.audit import Actor
+from contacts.db import session_scope
+from contacts.errors import CliError, cli_errors
+from contacts.vault import importer, service
+
+
+def vault() -> service.Vault:
+    return service.Vault.from_settings(current_app.extensions["lifeline.settings"],
+                                       current_app.extensions["lifeline.crypto"])
+
+
+@click.group("contacts", help="The contact vault: import and read contacts.")
+def contacts_group():
+    pass
+
+
+@contacts_group.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--format", "file_format", type=click.Choice(["csv", "json"]), default=None,
+              help="Default: from the file's extension.")
+@click.option("--strict", is_flag=True, help="Any rejected entry aborts the whole import.")
+@with_appcontext
+@cli_errors
+def import_contacts(file: Path, file_format: str | None, strict: bool):
+    """Upsert the accounts, sites and contacts of a CSV or JSON file (see the README)."""
+    if not file.is_file():
+        raise CliError(f"no such file: {file}")
+    parsed = importer.parse_file(file, file_format)
+    actor = Actor.system("cli")
+    engine = current_app.extensions["lifeline.engine"]
+    with session_scope(engine) as session:
+        with click.progressbar(length=parsed.contact_count, label="Importing contacts",
+                               show_pos=True, file=click.get_text_stream("stderr")) as bar:
+            report = service.sync(session=session, vault=vault(), actor=actor,
+                                  entries=parsed.entries, source="import", progress=bar.update)
+        report.merge(parsed.report)
+        if strict and report.rejections:
+            first = report.rejections[0]
+            session.rollback()
+            raise CliError(f"{len(report.rejections)} rejected entries, nothing imported "
+                           f"(--strict); first: {first.line} {first.kind} "
+                           f"{first.external_id or ''}: {first.reason}")
+    for kind in ("accounts", "sites", "contacts"):
+        tally = getattr(report, kind)
+        click.echo(f"{kind:<9} created {tally.created:>7}  updated {tally.updated:>7}  "
+                   f"unchanged {tally.unchanged:>7}  deleted {tally.deleted:>5}  "
+                   f"rejected {tally.rejected:>5}")
+    for rejection in report.rejections[:50]:
+        click.echo(f"rejected {rejection.line}: {rejection.kind} "
+                   f"{rejection.external_id or '(no id)'}: {rejection.reason}")
+    if len(report.rejections) > 50:
+        click.echo(f"... and {len(report.rejections) - 50} more rejections")
+
+
+@contacts_group.command("list")
+@click.argument("account_id")
+@click.option("--as-of", "as_of", default=None,
+              help="Show the contacts as they were at this time (ISO 8601 with a zone).")
+@with_appcontext
+@cli_errors
+def list_contacts(account_id: str, as_of: str | None):
+    """Print an account's contacts, decrypted (the read is audited)."""
+    moment = None
+    if as_of:
+        try:
+            moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        except ValueError:
+            raise CliError(f"--as-of must be an ISO 8601 time, got {as_of!r}") from None
+        if moment.tzinfo is None:
+            raise CliError("--as-of needs a time zone, for example 2026-04-05T07:30:00Z")
+    engine = current_app.extensions["lifeline.engine"]
+    with session_scope(engine) as session:
+        contacts = service.list_contacts(session=session, vault=vault(), account_id=account_id,
+                                         as_of=moment)
+        audit.record(session, Actor.system("cli"), "contact.read", target_kind="account",
+                     target_id=account_id, count=len(contacts), as_of=as_of)
+    for contact in contacts:
+        click.echo(f"{contact.id}  {contact.role:<10} {contact.name} <{contact.email}> "
+                   f"{contact.phone or ''}  sites: {', '.join(contact.sites) or '-'}")

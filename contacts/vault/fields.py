@@ -1,0 +1,99 @@
+"""Checking and normalizing contact fields, and masking them for display."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from urllib.parse import urlsplit
+from zoneinfo import available_timezones
+
+import phonenumbers
+
+from contacts.crypto import normalize_email
+from contacts.errors import Invalid
+from contacts.vault.models import ROLES
+
+LOCALE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME = re.compile(rf"^{LABEL}(?:\.{LABEL})*$")
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def checked_email(value: str) -> str:
+    """The address as stored (trimmed); raises Invalid when it is not an address."""
+    value = value.strip()
+    if len(value) > 320 or " " in value:
+        raise Invalid("email is not a valid address")
+    normalize_email(value)
+    return value
+
+
+def email_domain(address: str) -> str:
+    return normalize_email(address).rpartition("@")[2]
+
+
+def e164_phone(value: str, default_region: str) -> str:
+    try:
+        number = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException:
+        raise Invalid("phone is not a phone number") from None
+    if not phonenumbers.is_possible_number(number):
+        raise Invalid("phone is not a possible phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def checked_role(value: str) -> str:
+    role = value.strip().lower().replace(" ", "_").replace("-", "_")
+    if role == "admin":
+        role = "site_admin"
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}, got {value!r}")
+    return role
+
+
+def checked_locale(value: str) -> str:
+    value = value.strip()
+    if not LOCALE.match(value):
+        raise Invalid(f"locale must look like 'en' or 'fr-FR', got {value!r}")
+    return value.replace("_", "-")
+
+
+def checked_timezone(value: str) -> str:
+    value = value.strip()
+    if value not in _time_zones():
+        raise Invalid(f"timezone must be an IANA name such as 'Europe/Paris', got {value!r}")
+    return value
+
+
+def hostname_of(value: str | None) -> str | None:
+    """The lower-case hostname of a URL or a bare host ('https://Acme.example/x')."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    if "://" not in text:
+        text = "//" + text
+    try:
+        host = (urlsplit(text).hostname or "").strip(".")
+        host = host.encode("idna").decode("ascii").lower() if host else ""
+    except (ValueError, UnicodeError):
+        return None
+    return host if host and HOSTNAME.match(host) else None
+
+
+def mask_email(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_phone(number: str | None) -> str | None:
+    if not number:
+        return None
+    return number[:3] + "*" * max(len(number) - 5, 0) + number[-2:]
+
+
+def mask_name(name: str) -> str:
+    return " ".join(part[:1] + "***" for part in name.split())

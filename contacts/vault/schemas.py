@@ -1,0 +1,119 @@
+"""What the vault accepts and returns: pydantic models shared by the sync API, the importer,
+the console and the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["site_admin", "billing", "technical", "other"]
+
+
+class SiteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str = Field(min_length=1, max_length=128, description="The product's site ID.")
+    url: str | None = Field(default=None, max_length=2048)
+    name: str | None = Field(default=None, max_length=200)
+    deleted: bool = Field(default=False, description="True soft-deletes the site.")
+
+
+class ContactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str = Field(min_length=1, max_length=128,
+                             description="The product's ID for this contact.")
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=320)
+    phone: str | None = Field(default=None, max_length=40)
+    role: str = Field(default="other", max_length=32,
+                      description="site_admin, billing, technical or other.")
+    locale: str = Field(default="en", max_length=35)
+    timezone: str = Field(default="UTC", max_length=64)
+    sites: list[str] = Field(default_factory=list, max_length=1000,
+                             description="External IDs of the sites this contact administers.")
+    deleted: bool = Field(default=False, description="True soft-deletes the contact.")
+
+
+class AccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str = Field(min_length=1, max_length=128, description="The product's ID.")
+    name: str = Field(min_length=1, max_length=200)
+    sites: list[SiteIn] = Field(default_factory=list, max_length=10_000)
+    contacts: list[ContactIn] = Field(default_factory=list, max_length=10_000)
+
+
+class SyncDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accounts: list[AccountIn] = Field(max_length=5_000)
+
+
+class Rejection(BaseModel):
+    line: str = Field(description="CSV line number or JSON path of the rejected entry.")
+    kind: str
+    external_id: str | None
+    reason: str
+
+
+class Tally(BaseModel):
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+
+
+class ImportReport(BaseModel):
+    accounts: Tally = Field(default_factory=Tally)
+    sites: Tally = Field(default_factory=Tally)
+    contacts: Tally = Field(default_factory=Tally)
+    rejections: list[Rejection] = Field(default_factory=list)
+
+    def merge(self, other: ImportReport) -> None:
+        """Add another report's figures (for example the rejections found while parsing)."""
+        for kind in ("accounts", "sites", "contacts"):
+            mine, theirs = getattr(self, kind), getattr(other, kind)
+            for figure in Tally.model_fields:
+                setattr(mine, figure, getattr(mine, figure) + getattr(theirs, figure))
+        self.rejections = other.rejections + self.rejections
+
+    def reject(self, kind: str, line: str, external_id: str | None, reason: str) -> None:
+        getattr(self, kind + "s").rejected += 1
+        self.rejections.append(Rejection(line=line, kind=kind, external_id=external_id,
+                                         reason=reason))
+
+
+class ContactOut(BaseModel):
+    id: str
+    account_id: str
+    external_id: str
+    name: str
+    email: str
+    phone: str | None
+    role: str
+    locale: str
+    timezone: str
+    sites: list[str] = Field(description="External IDs of the contact's sites.")
+    source: str
+    last_confirmed_at: datetime | None
+    version: int
+
+
+class ContactList(BaseModel):
+    account_id: str
+    as_of: datetime | None
+    contacts: list[ContactOut]
+
+
+class ContactMatch(BaseModel):
+    id: str
+    account_id: str
+    role: str
+
+
+class LookupResult(BaseModel):
+    matches: list[ContactMatch]

@@ -1,0 +1,114 @@
+"""Sync and import: idempotent upserts keyed on external IDs, versions, per-entry rejections."""
+
+import copy
+from datetime import timedelta
+
+from sqlmodel import func, select
+
+from contacts.db import session_scope, utcnow
+from contacts.vault import service
+from contacts.vault.models import Account, Contact, ContactVersion, Site
+
+
+def count(engine, model) -> int:
+    with session_scope(engine) as session:
+        return session.exec(select(func.count()).select_from(model)).one()
+
+
+def account_id_of(engine, external_id: str) -> str:
+    with session_scope(engine) as session:
+        return session.exec(select(Account.id).where(Account.external_id == external_id)).one()
+
+
+def test_a_sync_creates_then_the_same_sync_changes_nothing(engine, sync_document, small_document):
+    first = sync_document(small_document)
+    assert (first.accounts.created, first.sites.created, first.contacts.created) == (3, 4, 6)
+    again = sync_document(small_document)
+    assert again.contacts.unchanged == 6 and again.contacts.created == again.contacts.updated == 0
+    assert (again.accounts.unchanged, again.sites.unchanged) == (3, 4)
+    assert (count(engine, Account), count(engine, Site), count(engine, Contact)) == (3, 4, 6)
+    assert count(engine, ContactVersion) == 6
+
+
+def test_a_changed_contact_gets_a_new_version(engine, vault, sync_document, small_document):
+    sync_document(small_document)
+    changed = copy.deepcopy(small_document)
+    changed["accounts"][0]["contacts"][0]["email"] = "New.Address@Acme.example.net"
+    report = sync_document(changed)
+    assert (report.contacts.updated, report.contacts.unchanged) == (1, 5)
+    account = account_id_of(engine, "A00000")
+    with session_scope(engine) as session:
+        contacts = service.list_contacts(session=session, vault=vault, account_id=account)
+    assert contacts[0].email == "New.Address@Acme.example.net" and contacts[0].version == 2
+    assert count(engine, ContactVersion) == 7
+
+
+def test_as_of_returns_contacts_as_they_were_before_a_change_and_a_delete(
+        engine, vault, sync_document, small_document):
+    sync_document(small_document)
+    before = utcnow()
+    original = small_document["accounts"][0]["contacts"]
+    changed = copy.deepcopy(small_document)
+    changed["accounts"][0]["contacts"][0]["name"] = "Renamed Person"
+    changed["accounts"][0]["contacts"][1]["deleted"] = True
+    report = sync_document(changed)
+    assert (report.contacts.updated, report.contacts.deleted) == (1, 1)
+    account = account_id_of(engine, "A00000")
+    with session_scope(engine) as session:
+        now = service.list_contacts(session=session, vault=vault, account_id=account)
+        then = service.list_contacts(session=session, vault=vault, account_id=account,
+                                     as_of=before)
+        earliest = service.list_contacts(session=session, vault=vault, account_id=account,
+                                         as_of=before - timedelta(days=1))
+    assert [c.name for c in now] == ["Renamed Person"]
+    assert [(c.name, c.email, c.sites) for c in then] == [
+        (c["name"], c["email"], c["sites"]) for c in original]
+    assert earliest == []
+
+
+def test_a_deleted_contact_comes_back_when_synced_again(engine, vault, sync_document,
+                                                        small_document):
+    sync_document(small_document)
+    gone = copy.deepcopy(small_document)
+    gone["accounts"][0]["contacts"][0]["deleted"] = True
+    sync_document(gone)
+    report = sync_document(small_document)
+    assert report.contacts.updated == 1
+    with session_scope(engine) as session:
+        events = list(session.exec(select(ContactVersion.event).order_by(ContactVersion.id)))
+    assert events[-2:] == ["deleted", "restored"]
+
+
+def test_bad_entries_are_rejected_with_their_path_and_the_rest_is_stored(
+        engine, sync_document, small_document):
+    bad = copy.deepcopy(small_document)
+    contacts = bad["accounts"][1]["contacts"]
+    contacts[0]["phone"] = "not a phone"
+    contacts[1]["timezone"] = "Mars/Olympus"
+    bad["accounts"][2]["contacts"][0]["sites"] = ["S99999-0"]
+    report = sync_document(bad)
+    assert report.contacts.created == 3 and report.contacts.rejected == 3
+    reasons = {(r.line, r.reason) for r in report.rejections}
+    assert reasons == {
+        ("accounts[1].contacts[0]", "phone is not a phone number"),
+        ("accounts[1].contacts[1]", "timezone must be an IANA name such as 'Europe/Paris', "
+                                    "got 'Mars/Olympus'"),
+        ("accounts[2].contacts[0]", "site 'S99999-0' is not a site of account 'A00002'"),
+    }
+
+
+def test_a_site_of_another_account_is_refused(engine, sync_document, small_document):
+    sync_document(small_document)
+    thief = {"accounts": [{"external_id": "A00009", "name": "Other",
+                           "sites": [small_document["accounts"][0]["sites"][0]]}]}
+    report = sync_document(thief)
+    assert report.sites.rejected == 1
+    assert report.rejections[0].reason.startswith("site belongs to another account (acc_")
+
+
+def test_a_contact_listed_twice_is_rejected_the_second_time(sync_document, small_document):
+    doubled = copy.deepcopy(small_document)
+    doubled["accounts"][0]["contacts"].append(doubled["accounts"][0]["contacts"][0])
+    report = sync_document(doubled)
+    assert report.contacts.created == 6 and report.contacts.rejected == 1
+    assert report.rejections[0].line == "accounts[0].contacts[2]"
