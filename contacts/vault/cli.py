@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def import_contacts(file: Path, file_format: str | None, strict: bool):
     engine = current_app.extensions["lifeline.engine"]
     with session_scope(engine) as session:
         with click.progressbar(length=parsed.contact_count, label="Importing contacts",
-                               show_pos=True, file=click.get_text_stream("stderr")) as bar:
+                               show_pos=True, file=sys.stderr) as bar:
             report = service.sync(session=session, vault=vault(), actor=actor,
                                   entries=parsed.entries, source="import", progress=bar.update)
         report.merge(parsed.report)
