@@ -21,7 +21,7 @@ from contacts import access, api, db, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.errors import ConfigError, LifelineError, register_http_errors
-from contacts.settings import PROJECT_ROOT, Settings, load_settings
+from contacts.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
 from contacts.staff import service as staff_service
@@ -59,8 +59,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         hops = settings.server_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["lifeline.settings"] = settings
-    app.extensions["lifeline.crypto"] = Crypto(settings.secrets.field_keys,
-                                               settings.secrets.blind_index_key)
+    app.extensions["lifeline.crypto"] = Crypto(
+        settings.secrets.field_keys, settings.secrets.blind_index_key,
+        reload_field_keys=None if settings.secrets_given else field_keys_loader(settings))
 
     engine = db.make_engine(settings.database_url,
                             busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
@@ -79,7 +80,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
-                  vault_cli.contacts_group):
+                  system_cli.keys_group, vault_cli.contacts_group):
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)
     app.cli.add_command(system_cli.worker)

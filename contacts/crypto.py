@@ -13,9 +13,13 @@ import binascii
 import hashlib
 import hmac
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Table
 
 from contacts.errors import Invalid, LifelineError
 
@@ -27,14 +31,38 @@ class DecryptionFailed(LifelineError):
     code = "decryption_failed"
 
 
+Keyring = tuple[tuple[str, bytes], ...]
+
+
 class FieldCipher:
-    def __init__(self, keyring: tuple[tuple[str, bytes], ...]):
+    """Encrypts with the newest key of the keyring, decrypts with any of them.
+
+    With a `reload` callable, the keyring is read again when a field names a key this
+    process does not know, and every `reload_seconds` before encrypting, so a rotation
+    started elsewhere reaches running processes without a restart.
+    """
+
+    def __init__(self, keyring: Keyring, *, reload: Callable[[], Keyring] | None = None,
+                 reload_seconds: float = 10.0):
+        self._reload = reload
+        self._reload_seconds = reload_seconds
+        self._install(keyring)
+
+    def _install(self, keyring: Keyring) -> None:
         if not keyring:
             raise ValueError("a field cipher needs at least one key")
         self._keys = {key_id: AESGCM(key) for key_id, key in keyring}
         self.active_key_id = keyring[-1][0]
+        self.key_ids = tuple(key_id for key_id, _ in keyring)
+        self._loaded_at = time.monotonic()
+
+    def reload(self) -> None:
+        if self._reload is not None:
+            self._install(self._reload())
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
+        if self._reload and time.monotonic() - self._loaded_at > self._reload_seconds:
+            self.reload()
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._keys[self.active_key_id].encrypt(
             nonce, plaintext.encode("utf-8"), context.encode("utf-8")
@@ -45,6 +73,9 @@ class FieldCipher:
     def decrypt(self, stored: str, *, context: str) -> str:
         key_id, _, body = stored.partition(".")
         aead = self._keys.get(key_id)
+        if aead is None and self._reload is not None:
+            self.reload()
+            aead = self._keys.get(key_id)
         if aead is None:
             raise DecryptionFailed(f"field encrypted with unknown key id {key_id!r}")
         try:
@@ -86,6 +117,25 @@ def normalize_email(address: str) -> str:
 class Crypto:
     """What services need to store and find personal data: the cipher and the blind index."""
 
-    def __init__(self, field_keys: tuple[tuple[str, bytes], ...], blind_index_key: bytes):
-        self.cipher = FieldCipher(field_keys)
+    def __init__(self, field_keys: Keyring, blind_index_key: bytes,
+                 reload_field_keys: Callable[[], Keyring] | None = None):
+        self.cipher = FieldCipher(field_keys, reload=reload_field_keys)
         self.index = BlindIndex(blind_index_key)
+
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    """A column holding FieldCipher values; key rotation re-encrypts every one listed."""
+
+    table: Table
+    column: str
+    context: str
+
+
+ENCRYPTED_COLUMNS: list[EncryptedColumn] = []
+
+
+def encrypted_column(table: Table, column: str, context: str) -> str:
+    """Register a column for key rotation; returns the context, for the model to use."""
+    ENCRYPTED_COLUMNS.append(EncryptedColumn(table, column, context))
+    return context

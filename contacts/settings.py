@@ -46,9 +46,11 @@ class Secrets:
 class Settings:
     """Flat, read-only settings: `settings.server_port` is `[server] port`."""
 
-    def __init__(self, values: Mapping[str, Any], secrets: Secrets):
+    def __init__(self, values: Mapping[str, Any], secrets: Secrets, secrets_given: bool = False):
         self._values = dict(values)
         self.secrets = secrets
+        # True when create_app() was handed the secrets (tests): there is nothing to reload.
+        self.secrets_given = secrets_given
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -86,7 +88,7 @@ def load_settings(
     secrets = secrets_given or load_secrets(
         keys_dir, environ, generate=values["app_env"] != "production"
     )
-    return Settings(values, secrets)
+    return Settings(values, secrets, secrets_given=secrets_given is not None)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -169,6 +171,18 @@ def _resolve(path: str) -> Path:
 
 
 # -- secrets ------------------------------------------------------------------------------
+
+
+def field_keys_loader(settings: Settings, environ: Mapping[str, str] | None = None):
+    """Reads the field keyring again from where it came from (for live key rotation)."""
+    environ = os.environ if environ is None else environ
+    keys_dir = Path(settings.secrets_keys_dir)
+
+    def load() -> tuple[tuple[str, bytes], ...]:
+        raw = _read_secret("field_keys", keys_dir, environ)
+        return parse_keyring(raw) if raw else settings.secrets.field_keys
+
+    return load
 
 
 def load_secrets(keys_dir: Path, environ: Mapping[str, str], *, generate: bool) -> Secrets:

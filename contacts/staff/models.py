@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import Column
 from sqlmodel import Field, SQLModel
 
+from contacts.crypto import encrypted_column
 from contacts.db import UTCDateTime
 
 
@@ -46,3 +47,6 @@ class ApiToken(SQLModel, table=True):
 
     def is_usable(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+STAFF_EMAIL = encrypted_column(StaffUser.__table__, "email_encrypted", "staff.email")

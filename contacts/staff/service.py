@@ -19,9 +19,8 @@ from contacts.crypto import Crypto
 from contacts.db import utcnow
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
-from contacts.staff.models import ApiToken, StaffUser
+from contacts.staff.models import STAFF_EMAIL, ApiToken, StaffUser
 
-EMAIL_CONTEXT = "staff.email"
 TOKEN_PREFIX = "llt_"  # noqa: S105 (a prefix, not a secret)
 hasher = PasswordHasher()
 # Verified against when the email is unknown, so both answers take the same time.
@@ -43,7 +42,7 @@ class StaffView:
 def _view(user: StaffUser, crypto: Crypto) -> StaffView:
     return StaffView(
         id=user.id,
-        email=crypto.cipher.decrypt(user.email_encrypted, context=EMAIL_CONTEXT),
+        email=crypto.cipher.decrypt(user.email_encrypted, context=STAFF_EMAIL),
         role=user.role,
         is_active=user.is_active,
         created_at=user.created_at,
@@ -82,7 +81,7 @@ def create_staff(*, session: Session, crypto: Crypto, actor: Actor, email: str, 
         raise Conflict("a staff account with this email already exists")
     user = StaffUser(
         id=new_id("stf"),
-        email_encrypted=crypto.cipher.encrypt(email, context=EMAIL_CONTEXT),
+        email_encrypted=crypto.cipher.encrypt(email, context=STAFF_EMAIL),
         email_index=email_index,
         role=role,
         password_hash=hasher.hash(password),

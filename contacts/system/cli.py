@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 from werkzeug.serving import run_simple
 
+from contacts import audit, keyring
+from contacts.audit import Actor
+from contacts.db import session_scope
 from contacts.errors import CliError, cli_errors
 from contacts.jobs import scheduled_jobs
 from contacts.scheduler import SchedulerRunner
@@ -107,3 +113,70 @@ def worker():
     stop.wait()
     runner.shutdown()
     click.echo("worker stopped")
+
+
+@click.group("keys", help="Field-encryption keys: rotate, retire, status.")
+def keys_group():
+    pass
+
+
+def _keyring_path() -> Path:
+    settings = current_app.extensions["lifeline.settings"]
+    return keyring.keyring_file(Path(settings.secrets_keys_dir), os.environ)
+
+
+@keys_group.command("status")
+@with_appcontext
+@cli_errors
+def keys_status():
+    """How many encrypted fields each key of the keyring holds."""
+    cipher = current_app.extensions["lifeline.crypto"].cipher
+    cipher.reload()
+    for key_id in cipher.key_ids:
+        fields = keyring.count_fields(_engine(), key_id=key_id)
+        active = "  (active)" if key_id == cipher.active_key_id else ""
+        click.echo(f"{key_id}: {fields} fields{active}")
+
+
+@keys_group.command("rotate")
+@click.option("--reencrypt-only", is_flag=True,
+              help="Add no key: re-encrypt under the newest key already in the keyring.")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000))
+@with_appcontext
+@cli_errors
+def keys_rotate(reencrypt_only: bool, batch_size: int):
+    """Add a new field key and re-encrypt every field with it, while the service serves."""
+    cipher = current_app.extensions["lifeline.crypto"].cipher
+    if not reencrypt_only:
+        key_id = keyring.add_key(_keyring_path())
+        click.echo(f"added key {key_id} to {_keyring_path()}")
+    cipher.reload()
+    engine = _engine()
+    stale = keyring.count_fields(engine, not_key_id=cipher.active_key_id)
+    with click.progressbar(length=stale, label=f"Re-encrypting with {cipher.active_key_id}",
+                           show_pos=True, file=sys.stderr) as bar:
+        changed = keyring.reencrypt(engine, cipher, batch_size=batch_size, progress=bar.update)
+    # Fields written meanwhile by processes that had not reloaded yet: one more pass.
+    changed += keyring.reencrypt(engine, cipher, batch_size=batch_size)
+    left = keyring.count_fields(engine, not_key_id=cipher.active_key_id)
+    with session_scope(engine) as session:
+        audit.record(session, Actor.system("cli"), "keys.rotated", key_id=cipher.active_key_id,
+                     reencrypted=changed, left=left)
+    click.echo(f"re-encrypted {changed} fields with {cipher.active_key_id}; {left} left under "
+               "older keys")
+    if left == 0:
+        older = [key_id for key_id in cipher.key_ids if key_id != cipher.active_key_id]
+        if older:
+            click.echo(f"older keys can now be retired: flask --app app keys retire {older[0]}")
+
+
+@keys_group.command("retire")
+@click.argument("key_id")
+@with_appcontext
+@cli_errors
+def keys_retire(key_id: str):
+    """Remove a key from the keyring once no field uses it."""
+    keyring.retire_key(_keyring_path(), key_id, _engine())
+    with session_scope(_engine()) as session:
+        audit.record(session, Actor.system("cli"), "keys.retired", key_id=key_id)
+    click.echo(f"retired {key_id}")

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from contacts.crypto import encrypted_column
 from contacts.db import UTCDateTime
 
 ROLES = ("site_admin", "billing", "technical", "other")
@@ -117,3 +118,11 @@ class ContactVersion(SQLModel, table=True):
     actor_kind: str = Field(max_length=16)
     actor_id: str | None = Field(default=None, max_length=64)
     snapshot_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+
+
+# Each ciphertext is bound to its column (the context is the AEAD's associated data).
+CONTACT_NAME = encrypted_column(Contact.__table__, "name_encrypted", "contact.name")
+CONTACT_EMAIL = encrypted_column(Contact.__table__, "email_encrypted", "contact.email")
+CONTACT_PHONE = encrypted_column(Contact.__table__, "phone_encrypted", "contact.phone")
+VERSION_SNAPSHOT = encrypted_column(ContactVersion.__table__, "snapshot_encrypted",
+                                    "contact_version.snapshot")

@@ -20,12 +20,20 @@ from contacts.db import utcnow
 from contacts.errors import Invalid, NotFound
 from contacts.ids import new_id, parse_id
 from contacts.vault import fields
-from contacts.vault.models import Account, Contact, ContactSite, ContactVersion, Site
+from contacts.vault.models import (
+    CONTACT_EMAIL,
+    CONTACT_NAME,
+    CONTACT_PHONE,
+    VERSION_SNAPSHOT,
+    Account,
+    Contact,
+    ContactSite,
+    ContactVersion,
+    Site,
+)
 from contacts.vault.schemas import AccountIn, ContactIn, ContactOut, ImportReport
 
-# Associated data of each encrypted column: a ciphertext only decrypts in its own column.
-NAME, EMAIL, PHONE, SNAPSHOT = ("contact.name", "contact.email", "contact.phone",
-                                "contact_version.snapshot")
+NAME, EMAIL, PHONE, SNAPSHOT = CONTACT_NAME, CONTACT_EMAIL, CONTACT_PHONE, VERSION_SNAPSHOT
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""`keys rotate` re-encrypts every field under a new key while lookups keep answering; the
+old key can then be retired and everything still decrypts."""
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from contacts import keyring
+from contacts.audit import Actor
+from contacts.db import session_scope
+from contacts.vault import service
+from contacts.vault.models import Account
+from contacts.vault.schemas import SyncDocument
+from tests.vault.fixtures import make_document
+
+
+@pytest.fixture
+def keyed_app(make_app, tmp_path):
+    """An app whose keys live in a keys folder, as in production (not handed over)."""
+    return make_app(secrets=None, secrets_keys_dir=str(tmp_path / "keys"))
+
+
+def vault_of(app):
+    return service.Vault.from_settings(app.extensions["lifeline.settings"],
+                                       app.extensions["lifeline.crypto"])
+
+
+def sync(app, document):
+    entries = [service.AccountEntry.from_document(account, index) for index, account
+               in enumerate(SyncDocument.model_validate(document).accounts)]
+    with session_scope(app.extensions["lifeline.engine"]) as session:
+        service.sync(session=session, vault=vault_of(app), actor=Actor.system("t"),
+                     entries=entries, source="sync")
+
+
+def all_contacts(app):
+    with session_scope(app.extensions["lifeline.engine"]) as session:
+        accounts = session.exec(select(Account.id)).all()
+        return [contact for account in accounts for contact in
+                service.list_contacts(session=session, vault=vault_of(app), account_id=account)]
+
+
+def test_rotation_reencrypts_everything_while_lookups_keep_answering(keyed_app, make_app,
+                                                                     tmp_path):
+    document = make_document(accounts=100, contacts_per_account=5)
+    sync(keyed_app, document)
+    before = all_contacts(keyed_app)
+    engine = keyed_app.extensions["lifeline.engine"]
+    target = document["accounts"][42]["contacts"][3]
+    answers, failures, stop = [], [], threading.Event()
+
+    def look_up_repeatedly():
+        while not stop.is_set():
+            try:
+                with session_scope(engine) as session:
+                    found = service.find_contacts(session=session, vault=vault_of(keyed_app),
+                                                  email=target["email"])
+                    answers.append(service.contact_view(session=session,
+                                                        vault=vault_of(keyed_app),
+                                                        contact=found[0]).email)
+            except Exception as exc:  # noqa: BLE001 (any failure fails the test below)
+                failures.append(exc)
+
+    reader = threading.Thread(target=look_up_repeatedly)
+    reader.start()
+    try:
+        rotator = make_app(secrets=None, secrets_keys_dir=str(tmp_path / "keys"))
+        result = rotator.test_cli_runner().invoke(args=["keys", "rotate", "--batch-size", "50"])
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert "added key k2" in result.output
+    assert "left under older keys" in result.output and "; 0 left" in result.output
+    assert failures == [] and len(answers) > 0 and set(answers) == {target["email"]}
+    assert keyring.count_fields(engine, not_key_id="k2") == 0
+    assert keyring.count_fields(engine, key_id="k2") == 500 * 4  # name, email, phone, version
+    # The serving app had only k1 in memory: it reloads the keyring and reads k2 fields.
+    assert all_contacts(keyed_app) == before
+
+    retired = rotator.test_cli_runner().invoke(args=["keys", "retire", "k1"])
+    assert retired.exit_code == 0, retired.output
+    assert (tmp_path / "keys" / "field_keys").read_text().startswith("k2:")
+    fresh = make_app(secrets=None, secrets_keys_dir=str(tmp_path / "keys"))
+    assert fresh.extensions["lifeline.crypto"].cipher.key_ids == ("k2",)
+    assert all_contacts(fresh) == before
+
+
+def test_a_key_in_use_or_active_cannot_be_retired(keyed_app):
+    sync(keyed_app, make_document(accounts=1, contacts_per_account=1))
+    runner = keyed_app.test_cli_runner()
+    active = runner.invoke(args=["keys", "retire", "k1"])
+    assert active.exit_code == 2
+    assert active.output.strip() == "Error: k1 is the active key; rotate to a new key first"
+    keys_file = keyed_app.extensions["lifeline.settings"].secrets_keys_dir + "/field_keys"
+    keyring.add_key(Path(keys_file))
+    in_use = runner.invoke(args=["keys", "retire", "k1"])
+    assert in_use.exit_code == 2
+    assert "fields are still encrypted with k1" in in_use.output
+    unknown = runner.invoke(args=["keys", "retire", "k9"])
+    assert unknown.output.strip() == "Error: no key 'k9' in the keyring (k1, k2)"
+
+
+def test_rotation_refuses_to_edit_keys_given_in_the_environment(keyed_app, monkeypatch):
+    monkeypatch.setenv("LIFELINE_FIELD_KEYS", "k1:" + "A" * 43 + "=")
+    result = keyed_app.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(
+        "Error: field_keys comes from LIFELINE_FIELD_KEYS: add the new key there")
