@@ -11,16 +11,17 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, current_app, render_template, request
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from contacts import access, api, db, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
-from contacts.errors import ConfigError, LifelineError, register_http_errors
+from contacts.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
 from contacts.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
@@ -86,6 +87,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(system_cli.worker)
     ratelimit.init_app(app, settings)
 
+    app.before_request(_refuse_nul_bytes)
     app.after_request(_security_headers)
     _bootstrap_admin(app, settings, engine)
     return app
@@ -99,7 +101,10 @@ def _init_csrf(app: Flask) -> None:
 
     @app.before_request
     def protect_forms():
-        if not request.path.startswith(API_PREFIX + "/"):
+        rule = access.rule_for(app, request.endpoint)
+        api_call = request.path.startswith(API_PREFIX + "/") and (rule is None
+                                                                   or rule.kind != "staff")
+        if not api_call:
             csrf.protect()
 
 
@@ -132,7 +137,21 @@ def _render_error_page(status: int, code: str, message: str):
         return f"Error {status}: {message}", status, {"Content-Type": "text/plain"}
 
 
+def _refuse_nul_bytes():
+    """PostgreSQL cannot store NUL in text; no legitimate input has one."""
+    values = [*request.args.values(), *request.args.keys()]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        values += [*request.form.values(), *request.form.keys()]
+    if any("\x00" in value for value in values):
+        raise Invalid("The request contains a NUL character.")
+
+
 def _security_headers(response):
+    if request.endpoint != "static":
+        # Console pages show personal data and one-time secrets: never cache them.
+        response.headers.setdefault("Cache-Control", "no-store")
+    if current_app.config["SESSION_COOKIE_SECURE"]:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
@@ -154,6 +173,10 @@ def _bootstrap_admin(app: Flask, settings: Settings, engine) -> None:
             created = staff_service.bootstrap_admin(
                 session=session, crypto=app.extensions["lifeline.crypto"], email=email,
                 password=password, min_password_length=settings.security_password_min_length)
+    except Conflict:
+        return  # another process created it first
+    except IntegrityError:
+        return  # another worker created the same admin at the same moment
     except LifelineError as exc:
         raise ConfigError(f"LIFELINE_ADMIN_EMAIL/LIFELINE_ADMIN_PASSWORD: {exc.message}") from None
     if created:

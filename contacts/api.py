@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 
 from contacts.errors import Invalid, LifelineError
@@ -28,6 +30,19 @@ class ValidationFailed(Invalid):
 class UnsupportedMediaType(LifelineError):
     status = 415
     code = "unsupported_media_type"
+
+
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _within_reason(value: datetime) -> datetime:
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError("must be between 1970 and 9000")
+    return value
+
+
+# A time given to the API: with a zone, and in a range every database can store.
+Moment = Annotated[AwareDatetime, AfterValidator(_within_reason)]
 
 
 class ErrorDetail(BaseModel):
@@ -113,6 +128,8 @@ def init_app(app) -> None:
             raise Invalid(
                 f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
             ) from None
+        except RecursionError:
+            raise Invalid("The body is nested too deeply.") from None
 
 
 def operation(*, scope: str | None, response: type[BaseModel], status: int = 200,

@@ -110,24 +110,18 @@ def init_app(app, engine: Engine) -> None:
     @app.after_request
     def commit_request_session(response):
         # Commit before the response leaves, so nobody is told of a change that failed.
+        # Error handlers have already rolled back and closed the session.
         session = g.pop("db_session", None)
-        if session is None:
-            return response
-        try:
-            if g.pop("db_rollback", False) or response.status_code >= 500:
-                session.rollback()
-            else:
+        if session is not None:
+            try:
                 session.commit()
-        finally:
-            session.close()
+            finally:
+                session.close()
         return response
 
     @app.teardown_request
     def discard_request_session(_exc):
-        session = g.pop("db_session", None)
-        if session is not None:
-            session.rollback()
-            session.close()
+        rollback_request_session()
 
 
 def request_session() -> Session:
@@ -139,8 +133,10 @@ def request_session() -> Session:
 
 
 def rollback_request_session() -> None:
-    """Called when an error is answered: nothing the request changed is kept."""
+    """Nothing the request changed is kept: called when an error is answered."""
     from flask import g
 
-    if "db_session" in g:
-        g.db_rollback = True
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.rollback()
+        session.close()

@@ -86,26 +86,34 @@ HTTP_ERRORS = {
 }
 
 
-def register_http_errors(app, render_page: Callable[[int, str, str], Any]) -> None:
-    """Answer errors as JSON under /api/ and as friendly pages elsewhere."""
-    from flask import request
+def register_http_errors(app, render_page: Callable[[int, str, str], Any],
+                         api_prefix: str = "/api/") -> None:
+    """Answer errors as JSON under the API and as friendly pages elsewhere."""
+    from flask import jsonify, make_response, request
     from flask_wtf.csrf import CSRFError
     from werkzeug.exceptions import HTTPException
 
     from contacts.db import rollback_request_session
 
-    def respond(status: int, code: str, message: str, details: Any = None):
+    def respond(status: int, code: str, message: str, details: Any = None,
+                headers: dict[str, str] | None = None):
         rollback_request_session()
-        if request.path.startswith("/api/"):
-            return error_body(code, message, details), status
-        return render_page(status, code, message)
+        if request.path.startswith(api_prefix):
+            response = make_response(jsonify(error_body(code, message, details)), status)
+        else:
+            response = make_response(render_page(status, code, message))
+            response.status_code = status
+        response.headers.update(headers or {})
+        return response
 
     @app.errorhandler(LifelineError)
     def lifeline_error(exc: LifelineError):
-        response = respond(exc.status, exc.code, exc.message, exc.details)
-        if exc.status == 401:
-            return (*response, {"WWW-Authenticate": "Bearer"})
-        return response
+        if exc.status >= 500:  # our fault, whatever the message says: log it, show nothing
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path,
+                      exc.message)
+            return respond(500, *HTTP_ERRORS[500])
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return respond(exc.status, exc.code, exc.message, exc.details, headers)
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
@@ -118,10 +126,10 @@ def register_http_errors(app, render_page: Callable[[int, str, str], Any]) -> No
         code, message = HTTP_ERRORS.get(status, ("http_error", exc.name))
         if status == 429 and exc.description:
             message = f"Too many attempts ({exc.description}). Wait a little and try again."
-        response = respond(status, code, message)
-        if status == 405 and exc.valid_methods:
-            return (*response, {"Allow": ", ".join(exc.valid_methods)})
-        return response
+        headers = None
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers = {"Allow": ", ".join(exc.valid_methods)}
+        return respond(status, code, message, headers=headers)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
@@ -136,7 +144,9 @@ class CliError(click.ClickException):
 
 
 def cli_errors(command: Callable) -> Callable:
-    """Turn our errors raised by a CLI command into one line and exit code 2."""
+    """Turn errors raised by a CLI command into one line and exit code 2."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -144,5 +154,11 @@ def cli_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except LifelineError as exc:
             raise CliError(exc.message) from None
+        except CommandError as exc:
+            raise CliError(f"migrations: {str(exc).splitlines()[0]}") from None
+        except SQLAlchemyError as exc:
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise CliError(f"database: {first} (is it migrated? flask --app app db upgrade)"
+                           ) from None
 
     return wrapper

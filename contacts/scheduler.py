@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Column, text
+from sqlalchemy import Column, create_engine, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
 from sqlmodel import Field, Session, SQLModel
 
 from contacts.db import UTCDateTime, is_postgresql, session_scope, utcnow
@@ -73,46 +74,95 @@ def last_heartbeat(session: Session) -> SchedulerHeartbeat | None:
 
 
 class SchedulerRunner:
-    def __init__(self, engine: Engine, jobs: list[ScheduledJob]):
+    """Runs the scheduler while this process holds the lock; stands by otherwise.
+
+    The lock lives on a connection of its own (outside the pool). A watchdog checks that
+    connection: if it is lost, so is the lock, and the scheduler stops and stands by again,
+    so two schedulers never run at once.
+    """
+
+    def __init__(self, engine: Engine, jobs: list[ScheduledJob],
+                 check_seconds: float = STANDBY_RETRY_SECONDS):
         self.engine = engine
         self.jobs = jobs
         self.state = "stopped"
+        self.check_seconds = check_seconds
         self._scheduler: BackgroundScheduler | None = None
+        self._lock_engine: Engine | None = None
         self._lock_connection: Connection | None = None
         self._stop = threading.Event()
-        self._standby: threading.Thread | None = None
+        self._watch: threading.Thread | None = None
 
     def start(self) -> None:
         global _engine
         _engine = self.engine
+        if is_postgresql(self.engine):
+            self._lock_engine = create_engine(self.engine.url, poolclass=NullPool)
+        self._step()
+        if self._lock_engine is not None:
+            self._watch = threading.Thread(target=self._watch_leadership, daemon=True,
+                                           name="lifeline-scheduler-watch")
+            self._watch.start()
+
+    def _step(self) -> None:
+        """Become leader if the lock is free; stop being leader if the lock was lost."""
+        if self._scheduler is not None:
+            if self._lock_held():
+                return
+            log.error("scheduler lock lost; stopping the scheduler and standing by")
+            self._stop_scheduler()
         if self._try_become_leader():
             self._start_scheduler()
-            return
-        self.state = "standby"
-        log.info("another process holds the scheduler lock; this one stands by")
-        self._standby = threading.Thread(target=self._wait_for_leadership, daemon=True,
-                                         name="lifeline-scheduler-standby")
-        self._standby.start()
+        elif self.state != "standby":
+            self.state = "standby"
+            log.info("another process holds the scheduler lock; this one stands by")
+
+    def _watch_leadership(self) -> None:
+        while not self._stop.wait(self.check_seconds):
+            try:
+                self._step()
+            except Exception:  # a database hiccup must not end the watch
+                log.exception("scheduler leadership check failed; will retry")
+
+    def _lock_held(self) -> bool:
+        if self._lock_engine is None:
+            return True
+        try:
+            self._lock_connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            self._drop_lock_connection()
+            return False
 
     def _try_become_leader(self) -> bool:
-        if not is_postgresql(self.engine):
+        if self._lock_engine is None:
             return True  # SQLite: one process by design
-        connection = self.engine.connect()
-        acquired = connection.execute(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}).scalar()
-        connection.commit()
+        connection = self._lock_engine.connect()
+        try:
+            acquired = connection.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}).scalar()
+            connection.commit()
+        except Exception:
+            connection.close()
+            raise
         if acquired:
             self._lock_connection = connection  # the lock lives as long as this connection
         else:
             connection.close()
         return bool(acquired)
 
-    def _wait_for_leadership(self) -> None:
-        while not self._stop.wait(STANDBY_RETRY_SECONDS):
-            if self._try_become_leader():
-                log.info("scheduler lock acquired; this process now runs the scheduler")
-                self._start_scheduler()
-                return
+    def _drop_lock_connection(self) -> None:
+        if self._lock_connection is not None:
+            try:
+                self._lock_connection.close()  # closing the session releases the lock
+            except Exception:
+                log.warning("closing the scheduler lock connection failed", exc_info=True)
+            self._lock_connection = None
+
+    def _stop_scheduler(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
 
     def _start_scheduler(self) -> None:
         scheduler = BackgroundScheduler(
@@ -129,14 +179,8 @@ class SchedulerRunner:
 
     def shutdown(self) -> None:
         self._stop.set()
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
-        if self._lock_connection is not None:
-            # Unlock and drop the connection: a pooled connection would keep holding the lock.
-            self._lock_connection.execute(
-                text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
-            self._lock_connection.invalidate()
-            self._lock_connection.close()
-            self._lock_connection = None
+        self._stop_scheduler()
+        self._drop_lock_connection()
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
         self.state = "stopped"

@@ -88,6 +88,9 @@ def load_settings(
     secrets = secrets_given or load_secrets(
         keys_dir, environ, generate=values["app_env"] != "production"
     )
+    if values["app_env"] == "production" and not values["server_session_cookie_secure"]:
+        raise ConfigError("production serves staff over HTTPS only: set "
+                          "LIFELINE_SERVER_SESSION_COOKIE_SECURE=true")
     return Settings(values, secrets, secrets_given=secrets_given is not None)
 
 

@@ -3,9 +3,16 @@
 import json
 import re
 
+from flask import request
 from openapi_spec_validator import validate
+from sqlmodel import select
 
+from contacts import audit
 from contacts.access import public
+from contacts.audit import Actor, AuditEntry
+from contacts.crypto import DecryptionFailed
+from contacts.db import request_session, session_scope
+from contacts.errors import Invalid
 
 
 def test_a_form_post_without_a_csrf_token_is_refused(client, make_staff):
@@ -134,3 +141,72 @@ def test_the_openapi_document_is_valid_and_describes_every_api_route(app, client
         operation = document["paths"][path][method.lower()]
         assert {"401", "403"} <= set(operation["responses"]), (path, method)
         assert operation["security"] == [{"bearer": []}]
+
+
+def test_a_write_followed_by_an_error_is_rolled_back(app, engine):
+    @app.post("/api/v1/_write", endpoint="test_write")
+    @public
+    def write():
+        audit.record(request_session(), Actor.system("t"), "test.written")
+        if "fail" in request.args:
+            raise Invalid("refused after writing")
+        return {"ok": True}
+
+    client = app.test_client()
+    assert client.post("/api/v1/_write?fail=1").status_code == 400
+    assert client.post("/api/v1/_write").status_code == 200
+    with session_scope(engine) as session:
+        assert len(session.exec(select(AuditEntry)).all()) == 1
+
+
+def test_a_server_side_failure_of_ours_is_logged_and_not_described(app, caplog):
+    @app.get("/api/v1/_decrypt", endpoint="test_decrypt")
+    @public
+    def decrypt():
+        raise DecryptionFailed("field encrypted with unknown key id 'k1'")
+
+    response = app.test_client().get("/api/v1/_decrypt")
+    assert response.status_code == 500
+    assert "k1" not in response.get_data(as_text=True)
+    assert "unknown key id 'k1'" in caplog.text
+
+
+def test_hostile_query_strings_get_4xx_not_500(client, auth, make_staff, make_token, engine):
+    with session_scope(engine) as session:
+        for _ in range(55):
+            audit.record(session, Actor.system("t"), "test.filler")
+    auth.login(make_staff())
+    page = client.get("/console/audit?_method=POST&_scheme=x&_external=1&until=9999-12-31"
+                      "&before=99999999999999999999999")
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert "_scheme" not in body and "_method" not in body
+    assert client.get("/console/audit?actor=%00").status_code == 400
+    headers = {"Authorization": f"Bearer {make_token('audit:read')}"}
+    for query in ("before_id=99999999999999999999999", "since=0001-01-01T00:00:00%2B01:00",
+                  "until=9999-12-31T23:59:59-01:00"):
+        assert client.get(f"/api/v1/audit?{query}", headers=headers).status_code == 422, query
+    assert client.get("/api/v1/audit?action=%00", headers=headers).status_code == 400
+
+
+def test_deeply_nested_json_is_refused(app):
+    @app.post("/api/v1/_echo", endpoint="test_echo")
+    @public
+    def echo():
+        return {"ok": True}
+
+    response = app.test_client().post("/api/v1/_echo", data="[" * 100_000,
+                                      content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == "The body is nested too deeply."
+
+
+def test_cli_database_errors_are_one_line(app, make_app, tmp_path):
+    result = app.test_cli_runner().invoke(args=["db", "upgrade", "nosuch"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("Error: migrations: ")
+    empty = make_app(database_url=f"sqlite:///{tmp_path}/empty.db")
+    listed = empty.test_cli_runner().invoke(args=["tokens", "list"])
+    assert listed.exit_code == 2
+    assert len(listed.output.strip().splitlines()) == 1
+    assert "is it migrated?" in listed.output

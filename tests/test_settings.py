@@ -82,7 +82,8 @@ def test_production_without_keys_refuses_naming_each_missing_secret(tmp_path):
 
 
 def test_production_reads_secrets_from_environment_and_files(tmp_path):
-    environ = full_secret_env() | {"LIFELINE_ENV": "production"}
+    environ = full_secret_env() | {"LIFELINE_ENV": "production",
+                                   "LIFELINE_SERVER_SESSION_COOKIE_SECURE": "true"}
     backup = tmp_path / "backup.key"
     backup.write_text(KEY)
     del environ["LIFELINE_BACKUP_KEY"]
@@ -91,6 +92,12 @@ def test_production_reads_secrets_from_environment_and_files(tmp_path):
     assert settings.is_production
     assert settings.secrets.backup_key == b"k" * 32
     assert settings.secrets.field_keys == (("k1", b"k" * 32),)
+
+
+def test_production_refuses_a_session_cookie_sent_over_plain_http(tmp_path):
+    environ = full_secret_env() | {"LIFELINE_ENV": "production"}
+    with pytest.raises(ConfigError, match="set LIFELINE_SERVER_SESSION_COOKIE_SECURE=true"):
+        load_settings({"secrets_keys_dir": str(tmp_path)}, environ=environ)
 
 
 @pytest.mark.parametrize(("value", "said"), [

@@ -22,7 +22,7 @@ from wtforms.validators import DataRequired, Email, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from contacts.access import ROLES, SCOPES, public, safe_next, staff
-from contacts.db import request_session
+from contacts.db import request_session, rollback_request_session
 from contacts.errors import LifelineError
 from contacts.ratelimit import RateLimit, limited
 from contacts.staff import service
@@ -66,15 +66,12 @@ def _login_email_key() -> str:
     return "login-email:" + service.email_digest(_crypto(), request.form.get("email", ""))
 
 
-def _failed_attempt(response) -> bool:
-    return response.status_code != 302
-
-
 @bp.route("/login", methods=["GET", "POST"])
 @public
-@limited(RateLimit("security_login_rate_limit", counts=_failed_attempt),
-         RateLimit("security_login_rate_limit_per_email", key=_login_email_key,
-                   counts=_failed_attempt))
+# Every attempt counts, and is counted before the password is checked, so a burst of
+# parallel guesses cannot slip past the limit.
+@limited(RateLimit("security_login_rate_limit"),
+         RateLimit("security_login_rate_limit_per_email", key=_login_email_key))
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("staff.home"))
@@ -94,17 +91,12 @@ def login():
     return render_template("staff/login.html", form=form), status
 
 
-class EmptyForm(FlaskForm):
-    """A form with only its CSRF token, for buttons that change something."""
-
-
 @bp.route("/logout", methods=["POST"])
 @staff()
 def logout():
-    if EmptyForm().validate_on_submit():
-        service.record_logout(session=request_session(), actor=g.actor)
-        logout_user()
-        flash("You are signed out.")
+    service.record_logout(session=request_session(), actor=g.actor)
+    logout_user()
+    flash("You are signed out.")
     return redirect(url_for("staff.login"))
 
 
@@ -147,34 +139,32 @@ def staff_list():
                     email=form.email.data, role=form.role.data, password=form.password.data,
                     min_password_length=_settings().security_password_min_length)
             except LifelineError as exc:
+                rollback_request_session()
                 form.email.errors = [exc.message]
             else:
                 flash(f"Staff account {created.id} created with role {created.role}.")
                 return redirect(url_for("staff.staff_list"))
     members = service.list_staff(session=request_session(), crypto=_crypto())
     return render_template("staff/staff_list.html", form=form, members=members,
-                           action_form=EmptyForm(), role_form=RoleForm()), status
+                           role_form=RoleForm()), status
 
 
 @bp.route("/console/staff/<staff_id>/active", methods=["POST"])
 @staff("admin")
 def staff_set_active(staff_id: str):
-    if EmptyForm().validate_on_submit():
-        active = request.form.get("active") == "1"
-        service.set_active(session=request_session(), actor=g.actor, staff_id=staff_id,
-                           active=active)
-        flash("Account activated." if active else "Account deactivated; its sessions ended.")
+    active = request.form.get("active") == "1"
+    service.set_active(session=request_session(), actor=g.actor, staff_id=staff_id,
+                       active=active)
+    flash("Account activated." if active else "Account deactivated; its sessions ended.")
     return redirect(url_for("staff.staff_list"))
 
 
 @bp.route("/console/staff/<staff_id>/role", methods=["POST"])
 @staff("admin")
 def staff_set_role(staff_id: str):
-    form = RoleForm()
-    if form.validate_on_submit():
-        service.set_role(session=request_session(), actor=g.actor, staff_id=staff_id,
-                         role=form.role.data)
-        flash(f"Role changed to {form.role.data}.")
+    role = request.form.get("role", "")
+    service.set_role(session=request_session(), actor=g.actor, staff_id=staff_id, role=role)
+    flash(f"Role changed to {role}.")
     return redirect(url_for("staff.staff_list"))
 
 
@@ -204,19 +194,19 @@ def tokens():
                 session=request_session(), actor=g.actor, name=form.name.data,
                 scopes=form.scopes.data, expires_at=expires_at)
         except LifelineError as exc:
+            rollback_request_session()
             form.name.errors = [exc.message]
         else:
             return render_template("staff/token_created.html", token=token, secret=secret)
     status = 400 if request.method == "POST" else 200
     listing = service.list_tokens(session=request_session())
     return render_template("staff/tokens.html", form=form, tokens=listing,
-                           action_form=EmptyForm(), now=datetime.now(UTC)), status
+                           now=datetime.now(UTC)), status
 
 
 @bp.route("/console/tokens/<token_id>/revoke", methods=["POST"])
 @staff("admin")
 def token_revoke(token_id: str):
-    if EmptyForm().validate_on_submit():
-        token = service.revoke_token(session=request_session(), actor=g.actor, token_id=token_id)
-        flash(f"Token {token.name} revoked.")
+    token = service.revoke_token(session=request_session(), actor=g.actor, token_id=token_id)
+    flash(f"Token {token.name} revoked.")
     return redirect(url_for("staff.tokens"))

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from contacts import audit
-from contacts.api import API_PREFIX, operation
+from contacts.api import API_PREFIX, Moment, operation
 from contacts.db import request_session
 
 bp = Blueprint("system_api", __name__, url_prefix=API_PREFIX)
@@ -19,9 +19,10 @@ class AuditQuery(BaseModel):
     actor: str | None = Field(default=None, max_length=64, description="Actor ID (stf_, tok_).")
     action: str | None = Field(default=None, max_length=64, description="Action, or its prefix.")
     target: str | None = Field(default=None, max_length=64, description="Target object ID.")
-    since: AwareDatetime | None = Field(default=None, description="With a time zone.")
-    until: AwareDatetime | None = Field(default=None, description="With a time zone.")
-    before_id: int | None = Field(default=None, ge=1, description="Page back from this entry.")
+    since: Moment | None = Field(default=None, description="With a time zone.")
+    until: Moment | None = Field(default=None, description="With a time zone.")
+    before_id: int | None = Field(default=None, ge=1, le=2**63 - 1,
+                                  description="Page back from this entry.")
     limit: int = Field(default=100, ge=1, le=1000)
 
 

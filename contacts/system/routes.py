@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 
@@ -28,15 +29,20 @@ def healthz():
     return jsonify(health.report), 200 if health.ok else 503
 
 
+AUDIT_FILTERS = ("actor", "action", "target", "since", "until")
+LARGEST_ID = 2**63 - 1
+
+
 def _day(value: str | None, *, end: bool = False) -> datetime | None:
+    """A YYYY-MM-DD filter as a UTC instant; None when empty or not a date."""
     if not value:
         return None
     try:
-        day = datetime.strptime(value, "%Y-%m-%d").date()
-    except ValueError:
+        moment = datetime.combine(datetime.strptime(value, "%Y-%m-%d").date(), time.min,
+                                  tzinfo=UTC)
+        return moment + timedelta(days=1) if end else moment
+    except (ValueError, OverflowError):
         return None
-    moment = datetime.combine(day, time.min, tzinfo=UTC)
-    return moment + timedelta(days=1) if end else moment
 
 
 @bp.get("/console/audit")
@@ -51,12 +57,14 @@ def audit_log():
         until=_day(args.get("until"), end=True),
     )
     before = args.get("before", type=int)
+    if before is not None and not 0 < before <= LARGEST_ID:
+        before = None
     session = request_session()
     entries = audit.list_entries(session, filters, limit=AUDIT_PAGE_SIZE + 1, before_id=before)
     older_url = None
     if len(entries) > AUDIT_PAGE_SIZE:
         entries = entries[:AUDIT_PAGE_SIZE]
-        kept = {key: value for key, value in args.items() if key != "before"}
-        older_url = url_for("system.audit_log", **kept, before=entries[-1].id)
+        kept = {name: args[name] for name in AUDIT_FILTERS if args.get(name)}
+        older_url = f"{url_for('system.audit_log')}?{urlencode({**kept, 'before': entries[-1].id})}"
     return render_template("system/audit.html", entries=entries, older_url=older_url, args=args,
                            actions=audit.distinct_actions(session))

@@ -21,9 +21,14 @@ from contacts.scheduler import last_heartbeat
 from contacts.settings import PROJECT_ROOT
 
 
-def alembic_config(engine: Engine) -> Config:
+def _script_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    return config
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = _script_config()
     config.attributes["engine"] = engine
     return config
 
@@ -42,15 +47,9 @@ def database_revision(engine: Engine) -> str | None:
 
 
 @functools.cache
-def _head_revision() -> str | None:
-    config = Config()
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
-    return ScriptDirectory.from_config(config).get_current_head()
-
-
-def head_revision(engine: Engine) -> str | None:
+def head_revision(_engine: Engine | None = None) -> str | None:
     """The latest migration shipped with this code (read once per process)."""
-    return _head_revision()
+    return ScriptDirectory.from_config(_script_config()).get_current_head()
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ and lookups by blind index."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, g
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from contacts import audit
-from contacts.api import API_PREFIX, operation
+from contacts.api import API_PREFIX, Moment, operation
 from contacts.db import request_session
 from contacts.vault import service
 from contacts.vault.schemas import (
@@ -41,7 +41,7 @@ def sync(json: SyncDocument):
 
 
 class AsOfQuery(BaseModel):
-    as_of: AwareDatetime | None = Field(
+    as_of: Moment | None = Field(
         default=None, description="The contacts as they were at this time (with a zone).")
 
 

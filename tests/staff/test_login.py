@@ -2,6 +2,7 @@
 
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -9,7 +10,7 @@ from sqlmodel import select
 
 from contacts.audit import AuditEntry
 from contacts.db import session_scope
-from tests.helpers import IN_CI, Auth
+from tests.helpers import IN_CI, Auth, csrf_token_from
 
 
 def audit_actions(engine) -> list[AuditEntry]:
@@ -33,8 +34,17 @@ def test_the_session_cookie_is_httponly_and_samesite_lax(auth, make_staff, make_
     cookie = next(c for c in response.headers.getlist("Set-Cookie")
                   if c.startswith("lifeline_session="))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
-    secure_app = make_app(server_session_cookie_secure=True)
-    assert secure_app.config["SESSION_COOKIE_SECURE"] is True
+    secure_client = make_app(server_session_cookie_secure=True).test_client()
+    page = secure_client.get("/login", base_url="https://localhost")
+    token = csrf_token_from(page.get_data(as_text=True))
+    response = secure_client.post("/login", base_url="https://localhost",
+                                  headers={"Referer": "https://localhost/login"},
+                                  data={"email": "x@example.com", "password": "whatever",
+                                        "csrf_token": token})
+    cookie = next(c for c in response.headers.getlist("Set-Cookie")
+                  if c.startswith("lifeline_session="))
+    assert "; Secure" in cookie
+    assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
 
 
 def test_a_wrong_password_is_refused_and_audited_without_the_address(
@@ -76,11 +86,25 @@ def test_the_sixth_rapid_wrong_attempt_is_rate_limited(client, auth, make_staff,
     assert len(failures) == 5
 
 
-def test_successful_sign_ins_do_not_use_up_the_limit(client, auth, make_staff):
+def test_a_burst_of_parallel_guesses_cannot_slip_past_the_limit(app, make_staff):
     account = make_staff()
-    for _ in range(7):
-        assert auth.login(account).status_code == 302
-        assert auth.logout().status_code == 302
+    clients = [app.test_client() for _ in range(12)]
+    tokens = [Auth(client).csrf() for client in clients]
+
+    def guess(number):
+        return clients[number].post("/login", data={
+            "email": account.email, "password": f"guess {number}",
+            "csrf_token": tokens[number]}).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(guess, range(12)))
+    assert sorted(statuses) == [401] * 5 + [429] * 7
+
+
+def test_console_pages_are_never_cached(client, auth, make_staff):
+    auth.login(make_staff())
+    assert client.get("/console/").headers["Cache-Control"] == "no-store"
+    assert "no-store" not in client.get("/static/lifeline.css").headers.get("Cache-Control", "")
 
 
 def test_signing_out_ends_the_session_and_is_audited(client, auth, make_staff, engine):

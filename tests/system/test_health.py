@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from sqlalchemy import text
 
 from contacts.db import make_engine
 from contacts.jobs import scheduled_jobs
@@ -58,18 +59,31 @@ def test_the_running_scheduler_beats_and_health_shows_it(app, client, engine):
 
 # The advisory lock is PostgreSQL's; on SQLite one process serves by design.
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_only_one_process_runs_the_scheduler_on_postgresql(database_url):
+def test_only_one_process_runs_the_scheduler_and_a_standby_takes_over(database_url):
     jobs = [ScheduledJob("scheduler-heartbeat", record_heartbeat, 30)]
-    first_engine, second_engine = make_engine(database_url), make_engine(database_url)
-    first, second = SchedulerRunner(first_engine, jobs), SchedulerRunner(second_engine, jobs)
+    engines = [make_engine(database_url) for _ in range(3)]
+    first, second = (SchedulerRunner(engine, jobs, check_seconds=0.2) for engine in engines[:2])
     try:
         first.start()
         second.start()
         assert (first.state, second.state) == ("running", "standby")
         first.shutdown()
-        assert second._try_become_leader() is True  # the lock is free once the first is gone
+        assert wait_for(lambda: second.state == "running")
+
+        # The leader's lock connection dies (a network cut, a DBA's kill): it must stop.
+        lost = second._lock_connection
+        with engines[2].begin() as connection:
+            pid = lost.execute(text("SELECT pg_backend_pid()")).scalar()
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # It notices, stops its scheduler, and (the lock being free) takes it again.
+        assert wait_for(lambda: second._lock_connection not in (None, lost))
+        assert second.state == "running"
+        third = SchedulerRunner(engines[2], jobs, check_seconds=0.2)
+        third.start()
+        assert sorted([second.state, third.state]) == ["running", "standby"]
+        third.shutdown()
     finally:
         first.shutdown()
         second.shutdown()
-        first_engine.dispose()
-        second_engine.dispose()
+        for engine in engines:
+            engine.dispose()
