@@ -22,6 +22,7 @@ from contacts import access, api, db, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
+from contacts.jobs import scheduled_jobs
 from contacts.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
@@ -60,6 +61,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         hops = settings.server_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["lifeline.settings"] = settings
+    app.extensions["lifeline.jobs"] = scheduled_jobs(settings)
     app.extensions["lifeline.crypto"] = Crypto(
         settings.secrets.field_keys, settings.secrets.blind_index_key,
         reload_field_keys=None if settings.secrets_given else field_keys_loader(settings))

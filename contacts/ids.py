@@ -21,6 +21,7 @@ KINDS = {
     "ctc": "contact",
     "stf": "staff user",
     "tok": "API token",
+    "del": "bulk deletion",
 }
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

@@ -47,6 +47,7 @@ class ScheduledJob:
 
 
 _engine: Engine | None = None
+_app = None
 
 
 def current_engine() -> Engine:
@@ -54,6 +55,13 @@ def current_engine() -> Engine:
     if _engine is None:
         raise RuntimeError("the scheduler has not been started in this process")
     return _engine
+
+
+def current_app():
+    """The Flask app whose settings and keys jobs use."""
+    if _app is None:
+        raise RuntimeError("the scheduler was started without an app")
+    return _app
 
 
 def holder_name() -> str:
@@ -82,8 +90,9 @@ class SchedulerRunner:
     """
 
     def __init__(self, engine: Engine, jobs: list[ScheduledJob],
-                 check_seconds: float = STANDBY_RETRY_SECONDS):
+                 check_seconds: float = STANDBY_RETRY_SECONDS, app=None):
         self.engine = engine
+        self.app = app
         self.jobs = jobs
         self.state = "stopped"
         self.check_seconds = check_seconds
@@ -94,8 +103,8 @@ class SchedulerRunner:
         self._watch: threading.Thread | None = None
 
     def start(self) -> None:
-        global _engine
-        _engine = self.engine
+        global _engine, _app
+        _engine, _app = self.engine, self.app
         if is_postgresql(self.engine):
             self._lock_engine = create_engine(self.engine.url, poolclass=NullPool)
         self._step()

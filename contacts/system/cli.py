@@ -17,7 +17,6 @@ from contacts import audit, keyring
 from contacts.audit import Actor
 from contacts.db import session_scope
 from contacts.errors import CliError, cli_errors
-from contacts.jobs import scheduled_jobs
 from contacts.scheduler import SchedulerRunner
 from contacts.system import service
 
@@ -63,7 +62,8 @@ def _start_background(app) -> SchedulerRunner | None:
     settings = app.extensions["lifeline.settings"]
     if not settings.scheduler_enabled:
         return None
-    runner = SchedulerRunner(app.extensions["lifeline.engine"], scheduled_jobs(settings))
+    runner = SchedulerRunner(app.extensions["lifeline.engine"], app.extensions["lifeline.jobs"],
+                             app=app)
     runner.start()
     app.extensions["lifeline.scheduler"] = runner
     return runner

@@ -3,13 +3,15 @@ and lookups by blind index."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from flask import Blueprint, current_app, g
 from pydantic import BaseModel, Field, model_validator
 
 from contacts import audit
 from contacts.api import API_PREFIX, Moment, operation
 from contacts.db import request_session
-from contacts.vault import service
+from contacts.vault import deletions, service
 from contacts.vault.schemas import (
     ContactList,
     ContactMatch,
@@ -78,3 +80,58 @@ def lookup(query: LookupQuery):
                                   phone=query.phone, domain=query.domain)
     return LookupResult(matches=[ContactMatch(id=row.id, account_id=row.account_id,
                                               role=row.role) for row in found])
+
+
+def _limits() -> deletions.Limits:
+    settings = current_app.extensions["lifeline.settings"]
+    return deletions.Limits(cap=settings.vault_bulk_delete_cap,
+                            token_minutes=settings.vault_bulk_delete_token_minutes,
+                            retention_days=settings.vault_retention_days)
+
+
+class DeletionRequest(BaseModel):
+    kind: Literal["account", "site", "app", "contact"] = Field(
+        description="The kind every ID must be; an ID of another kind refuses the request.")
+    ids: list[str] = Field(min_length=1, max_length=10_000)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class DeletionConfirmation(BaseModel):
+    kind: Literal["account", "site", "app", "contact"]
+    ids: list[str] = Field(min_length=1, max_length=10_000)
+    token: str = Field(min_length=1, max_length=100)
+
+
+class Undone(BaseModel):
+    deletion_id: str
+    restored: int
+
+
+@bp.post("/deletions")
+@operation(scope="contacts:write", response=deletions.DryRun, body=DeletionRequest,
+           tags=("vault",))
+def plan_deletion(json: DeletionRequest):
+    """Dry run of a bulk delete: the count, a sample and a token bound to exactly this set.
+
+    Nothing is deleted. Above the blast-radius cap the request is refused (403).
+    """
+    return deletions.plan(session=request_session(), actor=g.actor, kind=json.kind,
+                          ids=json.ids, limits=_limits(), reason=json.reason)
+
+
+@bp.post("/deletions/confirm")
+@operation(scope="contacts:write", response=deletions.Done, body=DeletionConfirmation,
+           tags=("vault",))
+def confirm_deletion(json: DeletionConfirmation):
+    """Soft-delete the set a dry run planned; restorable until the retention period ends."""
+    return deletions.confirm(session=request_session(), vault=_vault(), actor=g.actor,
+                             kind=json.kind, ids=json.ids, token=json.token, limits=_limits())
+
+
+@bp.post("/deletions/<deletion_id>/undo")
+@operation(scope="contacts:write", response=Undone, tags=("vault",))
+def undo_deletion(deletion_id: str):
+    """Restore everything a confirmed bulk delete removed."""
+    restored = deletions.undo(session=request_session(), vault=_vault(), actor=g.actor,
+                              deletion_id=deletion_id)
+    return Undone(deletion_id=deletion_id, restored=restored)

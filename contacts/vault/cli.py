@@ -12,9 +12,9 @@ from flask.cli import with_appcontext
 
 from contacts import audit
 from contacts.audit import Actor
-from contacts.db import session_scope
+from contacts.db import session_scope, utcnow
 from contacts.errors import CliError, cli_errors
-from contacts.vault import importer, service
+from contacts.vault import deletions, importer, purge, service
 
 
 def vault() -> service.Vault:
@@ -90,3 +90,66 @@ def list_contacts(account_id: str, as_of: str | None):
     for contact in contacts:
         click.echo(f"{contact.id}  {contact.role:<10} {contact.name} <{contact.email}> "
                    f"{contact.phone or ''}  sites: {', '.join(contact.sites) or '-'}")
+
+
+def _limits() -> deletions.Limits:
+    settings = current_app.extensions["lifeline.settings"]
+    return deletions.Limits(cap=settings.vault_bulk_delete_cap,
+                            token_minutes=settings.vault_bulk_delete_token_minutes,
+                            retention_days=settings.vault_retention_days)
+
+
+@contacts_group.command("delete")
+@click.argument("kind", type=click.Choice(list(service.KINDS)))
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--reason", default=None, help="Required above the blast-radius cap.")
+@click.option("--yes", is_flag=True, help="Confirm without asking (after the dry run).")
+@with_appcontext
+@cli_errors
+def delete_objects(kind: str, ids: tuple[str, ...], reason: str | None, yes: bool):
+    """Soft-delete objects of one KIND, after a dry run you confirm."""
+    actor = Actor.system("cli")
+    engine = current_app.extensions["lifeline.engine"]
+    with session_scope(engine) as session:
+        dry_run = deletions.plan(session=session, actor=actor, kind=kind, ids=list(ids),
+                                 limits=_limits(), is_admin=True, reason=reason)
+    click.echo(f"dry run {dry_run.deletion_id}: {dry_run.count} {kind}(s) would be deleted")
+    for item in dry_run.sample:
+        click.echo(f"  {item.id}  {item.external_id or ''}  {item.label or ''}")
+    if not yes:
+        typed = click.prompt(f"Type {dry_run.count} to delete them", default="",
+                             show_default=False)
+        if typed.strip() != str(dry_run.count):
+            raise CliError("not confirmed; nothing deleted")
+    with session_scope(engine) as session:
+        done = deletions.confirm(session=session, vault=vault(), actor=actor, kind=kind,
+                                 ids=list(ids), token=dry_run.token, limits=_limits())
+    click.echo(f"deleted {done.deleted} {kind}(s); restorable until "
+               f"{done.restorable_until:%Y-%m-%d %H:%M} UTC with: "
+               f"flask --app app contacts undelete {done.deletion_id}")
+
+
+@contacts_group.command("undelete")
+@click.argument("deletion_id")
+@with_appcontext
+@cli_errors
+def undelete(deletion_id: str):
+    """Restore everything a confirmed bulk delete removed."""
+    with session_scope(current_app.extensions["lifeline.engine"]) as session:
+        restored = deletions.undo(session=session, vault=vault(), actor=Actor.system("cli"),
+                                  deletion_id=deletion_id)
+    click.echo(f"restored {restored} object(s)")
+
+
+@contacts_group.command("purge")
+@with_appcontext
+@cli_errors
+def purge_now():
+    """Remove records deleted longer ago than the retention period (the job does it hourly)."""
+    settings = current_app.extensions["lifeline.settings"]
+    with session_scope(current_app.extensions["lifeline.engine"]) as session:
+        purged = purge.purge_expired(session=session, now=utcnow(),
+                                     retention_days=settings.vault_retention_days)
+    click.echo(f"purged {purged.accounts} accounts, {purged.sites} sites, {purged.apps} apps, "
+               f"{purged.contacts} contacts deleted more than {settings.vault_retention_days} "
+               "days ago")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from contacts.crypto import encrypted_column
@@ -118,6 +118,25 @@ class ContactVersion(SQLModel, table=True):
     actor_kind: str = Field(max_length=16)
     actor_id: str | None = Field(default=None, max_length=64)
     snapshot_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class BulkDeletion(SQLModel, table=True):
+    """A guarded bulk delete: planned by a dry run, acted on only with its token."""
+
+    __tablename__ = "bulk_deletion"
+
+    id: str = Field(primary_key=True, max_length=40)
+    kind: str = Field(max_length=16)
+    target_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    targets_digest: str = Field(max_length=64)
+    token_hash: str = Field(max_length=64, unique=True)
+    reason: str | None = Field(default=None, max_length=500)
+    planned_by: str = Field(max_length=64)
+    planned_at: datetime = Field(sa_column=_time())
+    expires_at: datetime = Field(sa_column=_time())
+    confirmed_by: str | None = Field(default=None, max_length=64)
+    confirmed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    undone_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
 
 
 # Each ciphertext is bound to its column (the context is the AEAD's associated data).

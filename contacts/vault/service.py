@@ -17,7 +17,7 @@ from contacts import audit
 from contacts.audit import Actor
 from contacts.crypto import Crypto
 from contacts.db import utcnow
-from contacts.errors import Invalid, NotFound
+from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
 from contacts.vault import fields
 from contacts.vault.models import (
@@ -26,6 +26,7 @@ from contacts.vault.models import (
     CONTACT_PHONE,
     VERSION_SNAPSHOT,
     Account,
+    App,
     Contact,
     ContactSite,
     ContactVersion,
@@ -468,35 +469,92 @@ def get_contact(*, session: Session, contact_id: str) -> Contact:
     return contact
 
 
-def soft_delete_contact(*, session: Session, vault: Vault, actor: Actor,
-                        contact_id: str) -> Contact:
-    contact = get_contact(session=session, contact_id=contact_id)
-    if contact.deleted_at is not None:
-        return contact
-    now = utcnow()
-    snapshot = _snapshot_of_row(vault, contact, _site_refs(session, [contact.id])[contact.id])
-    contact.deleted_at, contact.updated_at = now, now
-    contact.version += 1
-    session.add(contact)
-    session.execute(insert(ContactVersion), [_version_row(vault, contact.model_dump(), "deleted",
-                                                          now, actor, snapshot)])
-    audit.record(session, actor, "contact.deleted", target_kind="contact", target_id=contact.id)
-    return contact
+# -- soft delete and restore ----------------------------------------------------------------
+
+KINDS = {"account": ("acc", Account), "site": ("site", Site), "app": ("app", App),
+         "contact": ("ctc", Contact)}
 
 
-def restore_contact(*, session: Session, vault: Vault, actor: Actor, contact_id: str) -> Contact:
-    contact = get_contact(session=session, contact_id=contact_id)
-    if contact.deleted_at is None:
-        return contact
+def _objects(session: Session, model, ids: list[str]) -> list:
+    return list(session.exec(select(model).where(col(model.id).in_(ids)))) if ids else []
+
+
+def _affected(session: Session, kind: str, ids: list[str], deleted_at: datetime | None):
+    """The objects a delete (deleted_at None: live ones) or a restore (deleted at exactly
+    `deleted_at`) touches: the targets and what hangs under them."""
+    def matching(model, *conditions):
+        state = (col(model.deleted_at).is_(None) if deleted_at is None
+                 else model.deleted_at == deleted_at)
+        return list(session.exec(select(model).where(state, *conditions)))
+
+    accounts = sites = apps = contacts = []
+    if kind == "account":
+        accounts = matching(Account, col(Account.id).in_(ids))
+        account_ids = [a.id for a in accounts]
+        sites = matching(Site, col(Site.account_id).in_(account_ids))
+        contacts = matching(Contact, col(Contact.account_id).in_(account_ids))
+    elif kind == "site":
+        sites = matching(Site, col(Site.id).in_(ids))
+    elif kind == "app":
+        apps = matching(App, col(App.id).in_(ids))
+    else:
+        contacts = matching(Contact, col(Contact.id).in_(ids))
+    if sites and kind != "app":
+        apps = matching(App, col(App.site_id).in_([site.id for site in sites]))
+    return accounts, sites, apps, contacts
+
+
+def soft_delete(*, session: Session, vault: Vault, actor: Actor, kind: str, ids: list[str],
+                at: datetime | None = None) -> int:
+    """Mark objects of one kind deleted, with what hangs under them (an account's sites,
+    apps and contacts; a site's apps). Nothing is removed: `restore` brings it all back
+    until the purge job runs after the retention period. Returns the targets' count."""
+    at = at or utcnow()
+    accounts, sites, apps, contacts = _affected(session, kind, ids, None)
+    refs = _site_refs(session, [contact.id for contact in contacts])
+    for contact in contacts:
+        snapshot = _snapshot_of_row(vault, contact, refs[contact.id])
+        contact.version += 1
+        session.execute(insert(ContactVersion), [_version_row(
+            vault, contact.model_dump(), "deleted", at, actor, snapshot)])
+    for obj in (*accounts, *sites, *apps, *contacts):
+        obj.deleted_at, obj.updated_at = at, at
+        session.add(obj)
+        audit.record(session, actor, f"{_kind_of(obj)}.deleted", target_kind=_kind_of(obj),
+                     target_id=obj.id)
+    session.flush()
+    return len({"account": accounts, "site": sites, "app": apps, "contact": contacts}[kind])
+
+
+def restore(*, session: Session, vault: Vault, actor: Actor, kind: str, ids: list[str],
+            deleted_at: datetime) -> int:
+    """Bring back objects deleted at `deleted_at`, with what was deleted along with them."""
+    accounts, sites, apps, contacts = _affected(session, kind, ids, deleted_at)
+    targets = {"account": accounts, "site": sites, "app": apps, "contact": contacts}[kind]
+    parents = {"site": [s.account_id for s in sites], "contact": [c.account_id for c in contacts],
+               "app": [a.site_id for a in apps]}.get(kind, [])
+    parent_model = Site if kind == "app" else Account
+    if any(parent.deleted_at for parent in _objects(session, parent_model, parents)):
+        raise Conflict(f"restore the {'site' if kind == 'app' else 'account'} first: "
+                       f"it is deleted too")
     now = utcnow()
-    contact.deleted_at, contact.updated_at = None, now
-    contact.version += 1
-    session.add(contact)
-    snapshot = _snapshot_of_row(vault, contact, _site_refs(session, [contact.id])[contact.id])
-    session.execute(insert(ContactVersion), [_version_row(vault, contact.model_dump(),
-                                                          "restored", now, actor, snapshot)])
-    audit.record(session, actor, "contact.restored", target_kind="contact", target_id=contact.id)
-    return contact
+    for obj in (*accounts, *sites, *apps, *contacts):
+        obj.deleted_at, obj.updated_at = None, now
+        session.add(obj)
+        audit.record(session, actor, f"{_kind_of(obj)}.restored", target_kind=_kind_of(obj),
+                     target_id=obj.id)
+    refs = _site_refs(session, [contact.id for contact in contacts])
+    for contact in contacts:
+        contact.version += 1
+        session.execute(insert(ContactVersion), [_version_row(
+            vault, contact.model_dump(), "restored", now, actor,
+            _snapshot_of_row(vault, contact, refs[contact.id]))])
+    session.flush()
+    return len(targets)
+
+
+def _kind_of(obj) -> str:
+    return {Account: "account", Site: "site", App: "app", Contact: "contact"}[type(obj)]
 
 
 def contact_view(*, session: Session, vault: Vault, contact: Contact) -> ContactOut:

@@ -6,7 +6,6 @@ import pytest
 from sqlalchemy import text
 
 from contacts.db import make_engine
-from contacts.jobs import scheduled_jobs
 from contacts.scheduler import ScheduledJob, SchedulerRunner, record_heartbeat
 
 
@@ -46,7 +45,7 @@ def wait_for(condition, seconds=10.0):
 
 
 def test_the_running_scheduler_beats_and_health_shows_it(app, client, engine):
-    runner = SchedulerRunner(engine, scheduled_jobs(app.extensions["lifeline.settings"]))
+    runner = SchedulerRunner(engine, app.extensions["lifeline.jobs"], app=app)
     runner.start()
     app.extensions["lifeline.scheduler"] = runner
     try:
