@@ -6,6 +6,7 @@ that importing create_app (as the tests do) has no side effects.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from datetime import timedelta
@@ -31,6 +32,7 @@ from contacts.staff.api import bp as staff_api
 from contacts.system import cli as system_cli
 from contacts.system import routes as system_routes
 from contacts.system.api import bp as system_api
+from contacts.vault import backup
 from contacts.vault import cli as vault_cli
 from contacts.vault.api import bp as vault_api
 
@@ -62,6 +64,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["lifeline.settings"] = settings
     app.extensions["lifeline.jobs"] = scheduled_jobs(settings)
+    app.extensions["lifeline.health_probes"] = {
+        "backups": functools.partial(backup.drill_health,
+                                     max_age_hours=settings.backup_drill_max_age_hours)}
     app.extensions["lifeline.crypto"] = Crypto(
         settings.secrets.field_keys, settings.secrets.blind_index_key,
         reload_field_keys=None if settings.secrets_given else field_keys_loader(settings))
@@ -83,7 +88,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
-                  system_cli.keys_group, vault_cli.contacts_group):
+                  system_cli.keys_group, vault_cli.contacts_group, vault_cli.backup_group):
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)
     app.cli.add_command(system_cli.worker)

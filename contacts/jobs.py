@@ -6,10 +6,14 @@ arguments (the job store keeps it by reference); it reaches the app through
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+from contacts import audit, schema
+from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
 from contacts.scheduler import ScheduledJob, current_app, record_heartbeat
-from contacts.vault import purge
+from contacts.settings import PROJECT_ROOT
+from contacts.vault import backup, purge
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +31,49 @@ def purge_deleted_records() -> None:
                  settings.vault_retention_days)
 
 
+def _backup_dir(settings) -> Path:
+    configured = Path(settings.backup_dir)
+    return configured if configured.is_absolute() else PROJECT_ROOT / configured
+
+
+def snapshot_and_drill() -> None:
+    """A new snapshot, old ones pruned, and the new one drilled at once."""
+    app = current_app()
+    settings = app.extensions["lifeline.settings"]
+    engine = app.extensions["lifeline.engine"]
+    directory = _backup_dir(settings)
+    path, manifest = backup.create_snapshot(engine=engine,
+                                            backup_key=settings.secrets.backup_key,
+                                            directory=directory,
+                                            revision=schema.database_revision(engine))
+    backup.prune_snapshots(directory, settings.backup_keep)
+    with session_scope(engine) as session:
+        audit.record(session, Actor.system("scheduler"), "backup.created", snapshot=path.name,
+                     rows=manifest.rows)
+    drill_latest_snapshot()
+
+
+def drill_latest_snapshot() -> None:
+    app = current_app()
+    settings = app.extensions["lifeline.settings"]
+    result = backup.drill_latest(directory=_backup_dir(settings),
+                                 backup_key=settings.secrets.backup_key,
+                                 cipher=app.extensions["lifeline.crypto"].cipher,
+                                 engine=app.extensions["lifeline.engine"])
+    if not result.ok:
+        log.error("backup drill of %s failed: %s", result.snapshot, result.detail)
+
+
 def scheduled_jobs(settings) -> list[ScheduledJob]:
-    return [
+    jobs = [
         ScheduledJob("scheduler-heartbeat", record_heartbeat, settings.scheduler_heartbeat_seconds),
         ScheduledJob("vault-purge", purge_deleted_records, HOUR),
     ]
+    if settings.backup_interval_hours > 0:
+        jobs.append(ScheduledJob("backup-snapshot", snapshot_and_drill,
+                                 int(settings.backup_interval_hours * HOUR), first_run_after=60))
+    if settings.backup_drill_interval_hours > 0:
+        seconds = int(settings.backup_drill_interval_hours * HOUR)
+        jobs.append(ScheduledJob("backup-drill", drill_latest_snapshot, seconds,
+                                 first_run_after=seconds))
+    return jobs

@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -44,6 +44,7 @@ class ScheduledJob:
     id: str
     func: Callable[[], None]  # module-level, so the job store can find it after a restart
     seconds: int
+    first_run_after: int = 0  # seconds after start-up; 0 runs it at once
 
 
 _engine: Engine | None = None
@@ -181,8 +182,9 @@ class SchedulerRunner:
         )
         scheduler.start()
         for job in self.jobs:
+            first = datetime.now(UTC) + timedelta(seconds=job.first_run_after)
             scheduler.add_job(job.func, "interval", seconds=job.seconds, id=job.id,
-                              replace_existing=True, next_run_time=datetime.now(UTC))
+                              replace_existing=True, next_run_time=first)
         self._scheduler = scheduler
         self.state = "running"
 

@@ -23,9 +23,9 @@ from werkzeug.serving import make_server
 from app import create_app
 from contacts.audit import Actor
 from contacts.db import make_engine, session_scope
+from contacts.schema import upgrade_database
 from contacts.settings import load_secrets
 from contacts.staff import service as staff_service
-from contacts.system.service import upgrade_database
 from tests.helpers import IN_CI, PASSWORD, Auth, StaffAccount
 
 PG_ADMIN_DSN = os.environ.get("LIFELINE_TEST_PG_DSN",
@@ -58,6 +58,17 @@ def postgresql_url() -> Iterator[str]:
            f"{params.get('port', 5432)}/{name}")
     admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
+
+
+@pytest.fixture
+def empty_postgresql_url(postgresql_url):
+    """Another, empty PostgreSQL database (for restores), dropped after the test."""
+    name = f"{postgresql_url.rsplit('/', 1)[1]}_x{uuid.uuid4().hex[:6]}"
+    with _pg_admin_connection() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield postgresql_url.rsplit("/", 1)[0] + "/" + name
+    with _pg_admin_connection() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

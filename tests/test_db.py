@@ -12,7 +12,7 @@ from sqlmodel import SQLModel, select
 from contacts import audit
 from contacts.audit import Actor, AuditEntry
 from contacts.db import make_engine, session_scope
-from contacts.system.service import (
+from contacts.schema import (
     database_revision,
     downgrade_database,
     head_revision,

@@ -13,12 +13,11 @@ from flask import current_app
 from flask.cli import with_appcontext
 from werkzeug.serving import run_simple
 
-from contacts import audit, keyring
+from contacts import audit, keyring, schema
 from contacts.audit import Actor
 from contacts.db import session_scope
 from contacts.errors import CliError, cli_errors
 from contacts.scheduler import SchedulerRunner
-from contacts.system import service
 
 
 def _engine():
@@ -36,8 +35,8 @@ def db_group():
 @cli_errors
 def upgrade(revision: str):
     """Apply migrations up to REVISION (default: the latest)."""
-    service.upgrade_database(_engine(), revision)
-    click.echo(f"database at revision {service.database_revision(_engine())}")
+    schema.upgrade_database(_engine(), revision)
+    click.echo(f"database at revision {schema.database_revision(_engine())}")
 
 
 @db_group.command("downgrade")
@@ -46,16 +45,16 @@ def upgrade(revision: str):
 @cli_errors
 def downgrade(revision: str):
     """Revert migrations down to REVISION ("base" empties the schema)."""
-    service.downgrade_database(_engine(), revision)
-    click.echo(f"database at revision {service.database_revision(_engine()) or 'base'}")
+    schema.downgrade_database(_engine(), revision)
+    click.echo(f"database at revision {schema.database_revision(_engine()) or 'base'}")
 
 
 @db_group.command("current")
 @with_appcontext
 def current():
     """Show the database's revision and the latest one."""
-    click.echo(f"database: {service.database_revision(_engine()) or 'empty'}; "
-               f"latest: {service.head_revision(_engine())}")
+    click.echo(f"database: {schema.database_revision(_engine()) or 'empty'}; "
+               f"latest: {schema.head_revision(_engine())}")
 
 
 def _start_background(app) -> SchedulerRunner | None:
@@ -79,7 +78,7 @@ def serve(host: str | None, port: int | None):
     app = current_app._get_current_object()
     settings = app.extensions["lifeline.settings"]
     engine = _engine()
-    if service.database_revision(engine) != service.head_revision(engine):
+    if schema.database_revision(engine) != schema.head_revision(engine):
         raise CliError("the database is not migrated: run flask --app app db upgrade")
     host = host or settings.server_host
     port = port or settings.server_port

@@ -12,7 +12,7 @@ import tempfile
 from alembic import command
 
 from contacts.db import make_engine
-from contacts.system.service import alembic_config, upgrade_database
+from contacts.schema import alembic_config, upgrade_database
 
 
 def main(message: str) -> int:

@@ -25,7 +25,8 @@ def healthz():
     health = service.check_health(
         engine=current_app.extensions["lifeline.engine"],
         scheduler_state=runner.state if runner else "not running in this process",
-        heartbeat_seconds=settings.scheduler_heartbeat_seconds)
+        heartbeat_seconds=settings.scheduler_heartbeat_seconds,
+        probes=current_app.extensions.get("lifeline.health_probes"))
     return jsonify(health.report), 200 if health.ok else 503
 
 

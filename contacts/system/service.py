@@ -1,16 +1,13 @@
-"""Health checks and database migrations."""
+"""Health checks; database migrations come from contacts.schema."""
 
 from __future__ import annotations
 
-import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from alembic import command
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,38 +15,7 @@ from sqlmodel import Session
 
 from contacts.db import utcnow
 from contacts.scheduler import last_heartbeat
-from contacts.settings import PROJECT_ROOT
-
-
-def _script_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
-    return config
-
-
-def alembic_config(engine: Engine) -> Config:
-    config = _script_config()
-    config.attributes["engine"] = engine
-    return config
-
-
-def upgrade_database(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
-
-
-def downgrade_database(engine: Engine, revision: str) -> None:
-    command.downgrade(alembic_config(engine), revision)
-
-
-def database_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
-
-
-@functools.cache
-def head_revision(_engine: Engine | None = None) -> str | None:
-    """The latest migration shipped with this code (read once per process)."""
-    return ScriptDirectory.from_config(_script_config()).get_current_head()
+from contacts.schema import head_revision
 
 
 @dataclass(frozen=True)
@@ -58,7 +24,14 @@ class Health:
     report: dict
 
 
-def check_health(*, engine: Engine, scheduler_state: str, heartbeat_seconds: int) -> Health:
+HealthProbe = Callable[[Session], dict]
+
+
+def check_health(*, engine: Engine, scheduler_state: str, heartbeat_seconds: int,
+                 probes: dict[str, HealthProbe] | None = None) -> Health:
+    """Database and scheduler state, plus the probes other areas register (each answers a
+    dict with "ok"). Unavailable (503) only when the database is; a failing probe makes the
+    service "degraded" but keeps it serving."""
     started = time.perf_counter()
     database: dict = {"backend": engine.dialect.name}
     beat_at: datetime | None = None
@@ -81,5 +54,12 @@ def check_health(*, engine: Engine, scheduler_state: str, heartbeat_seconds: int
         scheduler["heartbeat_age_seconds"] = round(age, 1)
         scheduler["heartbeat_fresh"] = age <= 3 * heartbeat_seconds
     ok = database["ok"] and database.get("migrated", False)
-    return Health(ok=ok, report={"status": "ok" if ok else "unavailable", "database": database,
-                                 "scheduler": scheduler})
+    report = {"status": "ok" if ok else "unavailable", "database": database,
+              "scheduler": scheduler}
+    if ok:
+        with Session(engine) as session:
+            for name, probe in (probes or {}).items():
+                report[name] = probe(session)
+                if not report[name].get("ok", True):
+                    report["status"] = "degraded"
+    return Health(ok=ok, report=report)

@@ -13,7 +13,9 @@ def test_health_reports_the_database_ok(client, backend):
     response = client.get("/healthz")
     assert response.status_code == 200
     report = response.get_json()
-    assert report["status"] == "ok"
+    # Serving, but degraded until a backup drill has passed.
+    assert report["status"] == "degraded"
+    assert report["backups"] == {"ok": False, "last_good_drill": None, "age_hours": None}
     assert report["database"]["ok"] is True and report["database"]["migrated"] is True
     assert report["database"]["backend"] == backend
     assert report["scheduler"]["state"] == "not running in this process"
