@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import time
@@ -94,8 +93,7 @@ class BlindIndex:
         self._key = key
 
     def digest(self, purpose: str, normalized: str) -> str:
-        message = f"{purpose}\x00{normalized}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, f"{purpose}\x00{normalized}".encode(), "sha256").hex()
 
     def email(self, address: str) -> str:
         return self.digest("email", normalize_email(address))

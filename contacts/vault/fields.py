@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from zoneinfo import available_timezones
 
 import phonenumbers
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
 from contacts.crypto import normalize_email
 from contacts.errors import Invalid
@@ -23,12 +24,18 @@ def _time_zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+NOT_IN_ADDRESS = re.compile(r'[\s<>(),;:"\[\]]')
+E164_LIKE = re.compile(r"\+[1-9]\d{6,14}")
+PHONE_FORMATTING = re.compile(r"[\s\-.()/]")
+
+
 def checked_email(value: str) -> str:
     """The address as stored (trimmed); raises Invalid when it is not an address."""
     value = value.strip()
-    if len(value) > 320 or " " in value:
+    local, at, domain = value.rpartition("@")
+    if len(value) > 320 or not local or not at or "." not in domain or NOT_IN_ADDRESS.search(
+            value):
         raise Invalid("email is not a valid address")
-    normalize_email(value)
     return value
 
 
@@ -37,6 +44,9 @@ def email_domain(address: str) -> str:
 
 
 def e164_phone(value: str, default_region: str) -> str:
+    fast = _international_number(value)
+    if fast is not None:
+        return fast
     try:
         number = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException:
@@ -44,6 +54,21 @@ def e164_phone(value: str, default_region: str) -> str:
     if not phonenumbers.is_possible_number(number):
         raise Invalid("phone is not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _international_number(value: str) -> str | None:
+    """E.164 for a number already written with its +country code, without a full parse
+    (imports are hot); None sends the value through phonenumbers.parse."""
+    digits = PHONE_FORMATTING.sub("", value)
+    if not E164_LIKE.fullmatch(digits):
+        return None
+    for length in (1, 2, 3):
+        code = int(digits[1:1 + length])
+        national = digits[1 + length:]
+        if code in COUNTRY_CODE_TO_REGION_CODE and national and national[0] != "0":
+            number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+            return digits if phonenumbers.is_possible_number(number) else None
+    return None
 
 
 def checked_role(value: str) -> str:

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from contacts import audit
 from contacts.audit import Actor
-from contacts.crypto import Crypto
+from contacts.crypto import Crypto, normalize_email
 from contacts.db import utcnow
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
@@ -169,7 +169,7 @@ def _upsert_accounts(session: Session, chunk: list[AccountEntry], now: datetime,
         else:
             report.accounts.unchanged += 1
     if new_rows:
-        session.execute(insert(Account), new_rows)
+        session.execute(insert(Account.__table__), new_rows)
     if changes:
         session.execute(update(Account), changes)
     return existing
@@ -217,7 +217,7 @@ def _upsert_sites(session: Session, chunk: list[AccountEntry], accounts: dict[st
             else:
                 report.sites.unchanged += 1
     if new_rows:
-        session.execute(insert(Site), new_rows)
+        session.execute(insert(Site.__table__), new_rows)
     if changes:
         session.execute(update(Site), changes)
     return existing
@@ -226,6 +226,7 @@ def _upsert_sites(session: Session, chunk: list[AccountEntry], accounts: dict[st
 def _check_contact(vault: Vault, given: ContactIn, line: str, account: dict,
                    sites: dict[str, dict]) -> _Checked:
     email = fields.checked_email(given.email)
+    normalized_email = normalize_email(email)
     phone = (fields.e164_phone(given.phone, vault.default_phone_region)
              if given.phone and given.phone.strip() else None)
     role = fields.checked_role(given.role)
@@ -244,9 +245,10 @@ def _check_contact(vault: Vault, given: ContactIn, line: str, account: dict,
     return _Checked(
         entry=given, line=line, account_id=account["id"], email=email, phone=phone, role=role,
         locale=locale, timezone=timezone, site_ids=site_ids,
-        site_external_ids=site_external_ids, email_index=index.email(email),
+        site_external_ids=site_external_ids,
+        email_index=index.digest("email", normalized_email),
         phone_index=index.digest("phone", phone) if phone else None,
-        domain_index=index.digest("domain", fields.email_domain(email)),
+        domain_index=index.digest("domain", normalized_email.rpartition("@")[2]),
         digest=index.digest("contact", canonical),
     )
 
@@ -335,15 +337,15 @@ def _upsert_contacts(session: Session, vault: Vault, actor: Actor, chunk: list[A
                 "timezone": checked.timezone, "sites": checked.site_external_ids,
                 "source": source, "last_confirmed_at": _iso(row["last_confirmed_at"])}))
     if new_rows:
-        session.execute(insert(Contact), new_rows)
+        session.execute(insert(Contact.__table__), new_rows)
     if changes:
         session.execute(update(Contact), changes)
     if relinked:
         session.execute(delete(ContactSite).where(col(ContactSite.contact_id).in_(relinked)))
     if links:
-        session.execute(insert(ContactSite), links)
+        session.execute(insert(ContactSite.__table__), links)
     if versions:
-        session.execute(insert(ContactVersion), versions)
+        session.execute(insert(ContactVersion.__table__), versions)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -515,7 +517,7 @@ def soft_delete(*, session: Session, vault: Vault, actor: Actor, kind: str, ids:
     for contact in contacts:
         snapshot = _snapshot_of_row(vault, contact, refs[contact.id])
         contact.version += 1
-        session.execute(insert(ContactVersion), [_version_row(
+        session.execute(insert(ContactVersion.__table__), [_version_row(
             vault, contact.model_dump(), "deleted", at, actor, snapshot)])
     for obj in (*accounts, *sites, *apps, *contacts):
         obj.deleted_at, obj.updated_at = at, at
@@ -546,7 +548,7 @@ def restore(*, session: Session, vault: Vault, actor: Actor, kind: str, ids: lis
     refs = _site_refs(session, [contact.id for contact in contacts])
     for contact in contacts:
         contact.version += 1
-        session.execute(insert(ContactVersion), [_version_row(
+        session.execute(insert(ContactVersion.__table__), [_version_row(
             vault, contact.model_dump(), "restored", now, actor,
             _snapshot_of_row(vault, contact, refs[contact.id]))])
     session.flush()
