@@ -35,6 +35,7 @@ from contacts.system.api import bp as system_api
 from contacts.vault import backup
 from contacts.vault import cli as vault_cli
 from contacts.vault.api import bp as vault_api
+from contacts.vault.routes import bp as vault_routes
 
 log = logging.getLogger("lifeline")
 
@@ -85,7 +86,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_http_errors(app, _render_error_page)
     api.init_app(app)
 
-    for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_api):
+    for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,
+                      vault_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
                   system_cli.keys_group, vault_cli.contacts_group, vault_cli.backup_group):

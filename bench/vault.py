@@ -142,7 +142,7 @@ def vault_import(engine, vault, entries, batch: int) -> float:
     started = time.perf_counter()
     with session_scope(engine) as session:
         service.sync(session=session, vault=vault, actor=Actor.system("bench"), entries=entries,
-                     source="import")
+                     source="import", parallel=True)
     return time.perf_counter() - started
 
 

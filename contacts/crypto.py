@@ -51,6 +51,7 @@ class FieldCipher:
         if not keyring:
             raise ValueError("a field cipher needs at least one key")
         self._keys = {key_id: AESGCM(key) for key_id, key in keyring}
+        self.keyring = keyring
         self.active_key_id = keyring[-1][0]
         self.key_ids = tuple(key_id for key_id, _ in keyring)
         self._loaded_at = time.monotonic()
@@ -90,10 +91,10 @@ class FieldCipher:
 
 class BlindIndex:
     def __init__(self, key: bytes):
-        self._key = key
+        self.key = key
 
     def digest(self, purpose: str, normalized: str) -> str:
-        return hmac.digest(self._key, f"{purpose}\x00{normalized}".encode(), "sha256").hex()
+        return hmac.digest(self.key, f"{purpose}\x00{normalized}".encode(), "sha256").hex()
 
     def email(self, address: str) -> str:
         return self.digest("email", normalize_email(address))

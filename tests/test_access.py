@@ -12,6 +12,7 @@ from contacts.ids import new_id
 PUBLIC_ENDPOINTS = {"static", "openapi", "staff.login", "staff.index", "system.healthz"}
 PLACEHOLDERS = {"staff_id": lambda: new_id("stf"), "token_id": lambda: new_id("tok"),
                 "account_id": lambda: new_id("acc"), "deletion_id": lambda: new_id("del"),
+                "contact_id": lambda: new_id("ctc"),
                 "filename": lambda: "lifeline.css"}
 
 

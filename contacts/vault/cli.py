@@ -18,6 +18,9 @@ from contacts.errors import CliError, cli_errors
 from contacts.settings import PROJECT_ROOT
 from contacts.vault import backup, deletions, importer, purge, service
 
+# Below this many contacts, starting a worker process costs more than it saves.
+PARALLEL_FROM = 5000
+
 
 def vault() -> service.Vault:
     return service.Vault.from_settings(current_app.extensions["lifeline.settings"],
@@ -47,7 +50,8 @@ def import_contacts(file: Path, file_format: str | None, strict: bool):
         with click.progressbar(length=parsed.contact_count, label="Importing contacts",
                                show_pos=True, file=sys.stderr) as bar:
             report = service.sync(session=session, vault=vault(), actor=actor,
-                                  entries=parsed.entries, source="import", progress=bar.update)
+                                  entries=parsed.entries, source="import", progress=bar.update,
+                                  parallel=parsed.contact_count >= PARALLEL_FROM)
         report.merge(parsed.report)
         if strict and report.rejections:
             first = report.rejections[0]

@@ -40,21 +40,29 @@ def _reason(error: ValidationError) -> str:
 
 def parse_file(path: Path, file_format: str | None = None) -> ParsedFile:
     file_format = file_format or path.suffix.lstrip(".").lower()
+    if file_format not in ("csv", "json"):
+        raise Invalid(f"cannot tell the format of {path.name}: use a .csv or .json file, "
+                      "or --format")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise Invalid(f"{path.name} is not UTF-8 text") from None
+    return parse_text(text, file_format, name=path.name)
+
+
+def parse_text(text: str, file_format: str, name: str = "the file") -> ParsedFile:
     if file_format == "csv":
         return parse_csv(text)
     if file_format == "json":
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise Invalid(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno} "
+            raise Invalid(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} "
                           f"column {exc.colno}") from None
+        except RecursionError:
+            raise Invalid(f"{name} is nested too deeply") from None
         return parse_document(document)
-    raise Invalid(f"cannot tell the format of {path.name}: use a .csv or .json file, "
-                  "or --format")
+    raise Invalid(f"unknown format {file_format!r}: use csv or json")
 
 
 def parse_document(document: object) -> ParsedFile:

@@ -6,11 +6,14 @@ never the vault's tables.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import case, delete, func, insert, update
 from sqlmodel import Session, col, select
 
 from contacts import audit
@@ -27,12 +30,13 @@ from contacts.vault.models import (
     VERSION_SNAPSHOT,
     Account,
     App,
+    BackupDrill,
     Contact,
     ContactSite,
     ContactVersion,
     Site,
 )
-from contacts.vault.schemas import AccountIn, ContactIn, ContactOut, ImportReport
+from contacts.vault.schemas import AccountIn, ContactOut, ImportReport
 
 NAME, EMAIL, PHONE, SNAPSHOT = CONTACT_NAME, CONTACT_EMAIL, CONTACT_PHONE, VERSION_SNAPSHOT
 
@@ -68,35 +72,18 @@ class AccountEntry:
                    [f"{prefix}.contacts[{n}]" for n in range(len(account.contacts))])
 
 
-@dataclass
-class _Checked:
-    """A contact entry after checking: normalized values and blind indexes, no ciphertext."""
-
-    entry: ContactIn
-    line: str
-    account_id: str
-    email: str
-    phone: str | None
-    role: str
-    locale: str
-    timezone: str
-    site_ids: list[str]
-    site_external_ids: list[str]
-    email_index: str
-    phone_index: str | None
-    domain_index: str
-    digest: str
-
-
 # -- sync -----------------------------------------------------------------------------------
 
 
 def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountEntry],
-         source: str, progress: Callable[[int], None] | None = None) -> ImportReport:
+         source: str, progress: Callable[[int], None] | None = None,
+         parallel: bool = False) -> ImportReport:
     """Upsert accounts, sites and contacts keyed on the product's external IDs.
 
     Idempotent: the same document twice changes nothing the second time. A bad entry is
-    rejected with its line and reason; the rest goes on.
+    rejected with its line and reason; the rest goes on. With `parallel`, the checking and
+    encryption of each batch runs in a worker process while this one writes the previous
+    batch (large imports; the two cores both work).
     """
     report = ImportReport()
     seen_accounts: set[str] = set()
@@ -108,10 +95,23 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
             continue
         seen_accounts.add(entry.account.external_id)
         unique.append(entry)
-    for chunk in _chunks(unique, vault.batch_size):
-        _sync_chunk(session, vault, actor, chunk, source, report)
-        if progress:
-            progress(sum(len(entry.account.contacts) for entry in chunk))
+    pool = _worker_pool(vault) if parallel else None
+    try:
+        pending = None
+        for chunk in _chunks(unique, vault.batch_size):
+            plan = _plan_chunk(session, vault, actor, chunk, report)
+            prepared = (pool.submit(_prepare_in_worker, plan.jobs, source) if pool
+                        else prepare_contacts(vault, plan.jobs, source))
+            if pending is not None:
+                _apply_chunk(session, actor, *pending, report)
+            pending = (plan, prepared)
+            if progress:
+                progress(sum(len(entry.account.contacts) for entry in chunk))
+        if pending is not None:
+            _apply_chunk(session, actor, *pending, report)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     audit.record(session, actor, "vault.synced", source=source,
                  contacts=report.contacts.model_dump(), accounts=report.accounts.model_dump(),
                  sites=report.sites.model_dump())
@@ -129,14 +129,6 @@ def _chunks(entries: list[AccountEntry], size: int) -> Iterator[list[AccountEntr
             chunk, weight = [], 0
     if chunk:
         yield chunk
-
-
-def _sync_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[AccountEntry],
-                source: str, report: ImportReport) -> None:
-    now = utcnow()
-    accounts = _upsert_accounts(session, chunk, now, report)
-    sites = _upsert_sites(session, chunk, accounts, now, report)
-    _upsert_contacts(session, vault, actor, chunk, accounts, sites, source, now, report)
 
 
 def _rows(session: Session, model, *conditions) -> list[dict]:
@@ -223,39 +215,27 @@ def _upsert_sites(session: Session, chunk: list[AccountEntry], accounts: dict[st
     return existing
 
 
-def _check_contact(vault: Vault, given: ContactIn, line: str, account: dict,
-                   sites: dict[str, dict]) -> _Checked:
-    email = fields.checked_email(given.email)
-    normalized_email = normalize_email(email)
-    phone = (fields.e164_phone(given.phone, vault.default_phone_region)
-             if given.phone and given.phone.strip() else None)
-    role = fields.checked_role(given.role)
-    locale = fields.checked_locale(given.locale)
-    timezone = fields.checked_timezone(given.timezone)
-    site_external_ids = sorted(set(given.sites))
-    site_ids = []
-    for external_id in site_external_ids:
-        site = sites.get(external_id)
-        if site is None or site["account_id"] != account["id"] or site["deleted_at"]:
-            raise Invalid(f"site {external_id!r} is not a site of account "
-                          f"{account['external_id']!r}")
-        site_ids.append(site["id"])
-    index = vault.crypto.index
-    canonical = json.dumps([given.name, email, phone, role, locale, timezone, site_external_ids])
-    return _Checked(
-        entry=given, line=line, account_id=account["id"], email=email, phone=phone, role=role,
-        locale=locale, timezone=timezone, site_ids=site_ids,
-        site_external_ids=site_external_ids,
-        email_index=index.digest("email", normalized_email),
-        phone_index=index.digest("phone", phone) if phone else None,
-        domain_index=index.digest("domain", normalized_email.rpartition("@")[2]),
-        digest=index.digest("contact", canonical),
-    )
+# A contact to check and encrypt: plain values only, so it can go to a worker process.
+# (line, account_id, contact fields, site ids or an error, existing live digest, confirmed)
+ContactJob = tuple
 
 
-def _upsert_contacts(session: Session, vault: Vault, actor: Actor, chunk: list[AccountEntry],
-                     accounts: dict[str, dict], sites: dict[str, dict], source: str,
-                     now: datetime, report: ImportReport) -> None:
+@dataclass
+class _Plan:
+    """One batch after its reads: what to prepare, and what the writes will need."""
+
+    jobs: list[ContactJob]
+    existing: dict[tuple[str, str], dict]
+    now: datetime
+    changes: list[dict] = field(default_factory=list)
+    versions: list[dict] = field(default_factory=list)
+
+
+def _plan_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[AccountEntry],
+                report: ImportReport) -> _Plan:
+    now = utcnow()
+    accounts = _upsert_accounts(session, chunk, now, report)
+    sites = _upsert_sites(session, chunk, accounts, now, report)
     account_ids = [accounts[entry.account.external_id]["id"] for entry in chunk]
     wanted = [given.external_id for entry in chunk for given in entry.account.contacts]
     missing_sites = {ref for entry in chunk for given in entry.account.contacts
@@ -268,13 +248,8 @@ def _upsert_contacts(session: Session, vault: Vault, actor: Actor, chunk: list[A
         existing = {(row["account_id"], row["external_id"]): row for row in _rows(
             session, Contact, col(Contact.account_id).in_(account_ids),
             col(Contact.external_id).in_(wanted))}
-    deleting = [existing[(accounts[entry.account.external_id]["id"], given.external_id)]["id"]
-                for entry in chunk for given in entry.account.contacts
-                if given.deleted and (accounts[entry.account.external_id]["id"],
-                                      given.external_id) in existing]
-    old_refs = _site_refs(session, deleting)
-    cipher = vault.crypto.cipher
-    new_rows, changes, versions, links, relinked = [], [], [], [], []
+    plan = _Plan(jobs=[], existing=existing, now=now)
+    deleting = []
     for entry in chunk:
         account = accounts[entry.account.external_id]
         seen: set[str] = set()
@@ -287,55 +262,113 @@ def _upsert_contacts(session: Session, vault: Vault, actor: Actor, chunk: list[A
             row = existing.get((account["id"], given.external_id))
             if given.deleted:
                 if row is not None and row["deleted_at"] is None:
-                    row.update(deleted_at=now, version=row["version"] + 1, updated_at=now)
-                    changes.append({"id": row["id"], "deleted_at": now,
-                                    "version": row["version"], "updated_at": now})
-                    snapshot = _snapshot_of_row(vault, Contact(**row), old_refs[row["id"]])
-                    versions.append(_version_row(vault, row, "deleted", now, actor, snapshot))
+                    deleting.append(row)
                     report.contacts.deleted += 1
                 else:
                     report.contacts.unchanged += 1
                 continue
-            try:
-                checked = _check_contact(vault, given, line, account, sites)
-            except Invalid as exc:
-                report.reject("contact", line, given.external_id, exc.message)
-                continue
-            if (row is not None and row["deleted_at"] is None
-                    and row["content_digest"] == checked.digest):
-                report.contacts.unchanged += 1
-                continue
-            encrypted = {
-                "name_encrypted": cipher.encrypt(given.name, context=NAME),
-                "email_encrypted": cipher.encrypt(checked.email, context=EMAIL),
-                "phone_encrypted": (cipher.encrypt(checked.phone, context=PHONE)
-                                    if checked.phone else None),
-                "email_index": checked.email_index, "phone_index": checked.phone_index,
-                "domain_index": checked.domain_index, "content_digest": checked.digest,
-                "role": checked.role, "locale": checked.locale, "timezone": checked.timezone,
-                "source": source, "updated_at": now, "deleted_at": None,
-            }
-            if row is None:
-                row = {"id": new_id("ctc"), "account_id": account["id"],
-                       "external_id": given.external_id, "version": 1, "created_at": now,
-                       "last_confirmed_at": None, **encrypted}
-                existing[(account["id"], given.external_id)] = row
-                new_rows.append(row)
-                event = "created"
-                report.contacts.created += 1
-            else:
-                event = "restored" if row["deleted_at"] is not None else "updated"
-                row.update(encrypted, version=row["version"] + 1)
-                changes.append({"id": row["id"], "version": row["version"], **encrypted})
-                relinked.append(row["id"])
-                report.contacts.updated += 1
-            links.extend({"contact_id": row["id"], "site_id": site_id}
-                         for site_id in checked.site_ids)
-            versions.append(_version_row(vault, row, event, now, actor, {
-                "external_id": given.external_id, "name": given.name, "email": checked.email,
-                "phone": checked.phone, "role": checked.role, "locale": checked.locale,
-                "timezone": checked.timezone, "sites": checked.site_external_ids,
-                "source": source, "last_confirmed_at": _iso(row["last_confirmed_at"])}))
+            site_ids, site_error = [], None
+            for external_id in sorted(set(given.sites)):
+                site = sites.get(external_id)
+                if site is None or site["account_id"] != account["id"] or site["deleted_at"]:
+                    site_error = (f"site {external_id!r} is not a site of account "
+                                  f"{account['external_id']!r}")
+                    break
+                site_ids.append(site["id"])
+            live_digest = row["content_digest"] if row and row["deleted_at"] is None else None
+            plan.jobs.append((line, account["id"], given.external_id, given.name, given.email,
+                              given.phone, given.role, given.locale, given.timezone,
+                              sorted(set(given.sites)), site_ids, site_error, live_digest,
+                              _iso(row["last_confirmed_at"]) if row else None))
+    refs = _site_refs(session, [row["id"] for row in deleting])
+    for row in deleting:
+        snapshot = _snapshot_of_row(vault, Contact(**row), refs[row["id"]])
+        row.update(deleted_at=now, version=row["version"] + 1, updated_at=now)
+        plan.changes.append({"id": row["id"], "deleted_at": now, "version": row["version"],
+                             "updated_at": now})
+        plan.versions.append(_version_row(vault, row, "deleted", now, actor, snapshot))
+    return plan
+
+
+def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str) -> list:
+    """Check, normalize, index and encrypt contacts. CPU only, no database: for each job,
+    None (unchanged), a rejection reason (str), or the stored fields and the sealed
+    version snapshot."""
+    cipher, index = vault.crypto.cipher, vault.crypto.index
+    results: list = []
+    for (_line, _account_id, external_id, name, email, phone, role, locale, timezone,
+         site_external_ids, _site_ids, site_error, live_digest, confirmed) in jobs:
+        try:
+            if site_error:
+                raise Invalid(site_error)
+            email = fields.checked_email(email)
+            normalized_email = normalize_email(email)
+            phone = (fields.e164_phone(phone, vault.default_phone_region)
+                     if phone and phone.strip() else None)
+            role = fields.checked_role(role)
+            locale = fields.checked_locale(locale)
+            timezone = fields.checked_timezone(timezone)
+        except Invalid as exc:
+            results.append(exc.message)
+            continue
+        digest = index.digest("contact", json.dumps(
+            [name, email, phone, role, locale, timezone, site_external_ids]))
+        if digest == live_digest:
+            results.append(None)
+            continue
+        snapshot = json.dumps({
+            "external_id": external_id, "name": name, "email": email, "phone": phone,
+            "role": role, "locale": locale, "timezone": timezone, "sites": site_external_ids,
+            "source": source, "last_confirmed_at": confirmed})
+        results.append(({
+            "name_encrypted": cipher.encrypt(name, context=NAME),
+            "email_encrypted": cipher.encrypt(email, context=EMAIL),
+            "phone_encrypted": cipher.encrypt(phone, context=PHONE) if phone else None,
+            "email_index": index.digest("email", normalized_email),
+            "phone_index": index.digest("phone", phone) if phone else None,
+            "domain_index": index.digest("domain", normalized_email.rpartition("@")[2]),
+            "content_digest": digest, "role": role, "locale": locale, "timezone": timezone,
+            "source": source,
+        }, cipher.encrypt(snapshot, context=SNAPSHOT)))
+    return results
+
+
+def _apply_chunk(session: Session, actor: Actor, plan: _Plan, prepared, report: ImportReport
+                 ) -> None:
+    """Write one batch: new contacts, changed ones, their site links and versions."""
+    if hasattr(prepared, "result"):
+        prepared = prepared.result()
+    now = plan.now
+    new_rows, links, relinked = [], [], []
+    changes, versions = plan.changes, plan.versions
+    for job, outcome in zip(plan.jobs, prepared, strict=True):
+        line, account_id, external_id, site_ids = job[0], job[1], job[2], job[10]
+        if outcome is None:
+            report.contacts.unchanged += 1
+            continue
+        if isinstance(outcome, str):
+            report.reject("contact", line, external_id, outcome)
+            continue
+        stored, sealed_snapshot = outcome
+        stored = {**stored, "updated_at": now, "deleted_at": None}
+        row = plan.existing.get((account_id, external_id))
+        if row is None:
+            row = {"id": new_id("ctc"), "account_id": account_id, "external_id": external_id,
+                   "version": 1, "created_at": now, "last_confirmed_at": None, **stored}
+            new_rows.append(row)
+            event = "created"
+            report.contacts.created += 1
+        else:
+            event = "restored" if row["deleted_at"] is not None else "updated"
+            row.update(stored, version=row["version"] + 1)
+            changes.append({"id": row["id"], "version": row["version"], **stored})
+            relinked.append(row["id"])
+            report.contacts.updated += 1
+        links.extend({"contact_id": row["id"], "site_id": site_id} for site_id in site_ids)
+        versions.append({"contact_id": row["id"], "account_id": account_id,
+                         "version": row["version"], "event": event, "at": now,
+                         "actor_kind": actor.kind, "actor_id": actor.id,
+                         "snapshot_encrypted": sealed_snapshot})
     if new_rows:
         session.execute(insert(Contact.__table__), new_rows)
     if changes:
@@ -346,6 +379,29 @@ def _upsert_contacts(session: Session, vault: Vault, actor: Actor, chunk: list[A
         session.execute(insert(ContactSite.__table__), links)
     if versions:
         session.execute(insert(ContactVersion.__table__), versions)
+
+
+# -- the worker process of a parallel sync ---------------------------------------------------
+
+_worker_vault: Vault | None = None
+
+
+def _worker_pool(vault: Vault) -> ProcessPoolExecutor:
+    # "spawn": a fresh interpreter that shares no database connection with this process.
+    return ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(vault.crypto.cipher.keyring, vault.crypto.index.key,
+                  vault.default_phone_region, vault.batch_size))
+
+
+def _start_worker(keyring, blind_index_key: bytes, region: str, batch_size: int) -> None:
+    global _worker_vault
+    _worker_vault = Vault(Crypto(keyring, blind_index_key), region, batch_size)
+
+
+def _prepare_in_worker(jobs: list[ContactJob], source: str) -> list:
+    return prepare_contacts(_worker_vault, jobs, source)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -561,3 +617,149 @@ def _kind_of(obj) -> str:
 
 def contact_view(*, session: Session, vault: Vault, contact: Contact) -> ContactOut:
     return _decrypt(vault, contact, _site_refs(session, [contact.id])[contact.id])
+
+
+# -- the console: search, account pages, reveals ----------------------------------------------
+
+PHONE_LIKE = re.compile(r"^\+?[\d\s().\-/]{6,}$")
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    id: str
+    external_id: str
+    name: str
+    sites: int
+    contacts: int
+    confirmed_admins: int
+
+
+@dataclass(frozen=True)
+class MaskedContact:
+    id: str
+    external_id: str
+    name: str
+    email: str
+    phone: str | None
+    role: str
+    locale: str
+    timezone: str
+    sites: list[str]
+    last_confirmed_at: datetime | None
+    stale: bool
+    deleted_at: datetime | None
+
+
+def search_accounts(*, session: Session, vault: Vault, query: str, confirm_after_days: int,
+                    limit: int = 50) -> list[AccountSummary]:
+    """Accounts found by a contact's email, phone or email domain (blind indexes), or by
+    account name, external ID, site name or hostname. Two queries, whatever the count."""
+    text_query = query.strip()
+    account_ids: set[str] | None = None
+    conditions = [col(Account.deleted_at).is_(None)]
+    if text_query:
+        account_ids = set()
+        lowered = text_query.lower()
+        try:
+            if "@" in text_query and not text_query.startswith("@"):
+                found = find_contacts(session=session, vault=vault, email=text_query)
+            elif PHONE_LIKE.match(text_query):
+                found = find_contacts(session=session, vault=vault, phone=text_query)
+            elif " " not in text_query and "." in text_query:
+                found = find_contacts(session=session, vault=vault, domain=text_query)
+            else:
+                found = []
+        except Invalid:
+            found = []
+        account_ids |= {contact.account_id for contact in found}
+        pattern = f"%{lowered}%"
+        hostname = fields.hostname_of(text_query)
+        site_match = select(Site.account_id).where(
+            col(Site.deleted_at).is_(None),
+            func.lower(col(Site.name)).like(pattern) | (col(Site.hostname) == hostname)
+            if hostname else func.lower(col(Site.name)).like(pattern))
+        conditions.append(
+            col(Account.id).in_(account_ids) | func.lower(col(Account.name)).like(pattern)
+            | (col(Account.external_id) == text_query) | col(Account.id).in_(site_match)
+            | (col(Account.id) == text_query))
+    accounts = list(session.exec(select(Account).where(*conditions)
+                                 .order_by(Account.name).limit(limit)))
+    ids = [account.id for account in accounts]
+    counts = _account_counts(session, ids, confirm_after_days)
+    return [AccountSummary(account.id, account.external_id, account.name,
+                           *counts.get(account.id, (0, 0, 0))) for account in accounts]
+
+
+def _account_counts(session: Session, ids: list[str], confirm_after_days: int
+                    ) -> dict[str, tuple[int, int, int]]:
+    if not ids:
+        return {}
+    fresh_after = utcnow() - timedelta(days=confirm_after_days)
+    sites = dict(session.exec(select(Site.account_id, func.count()).where(
+        col(Site.account_id).in_(ids), col(Site.deleted_at).is_(None))
+        .group_by(Site.account_id)).all())
+    confirmed = case(((col(Contact.role) == "site_admin")
+                      & (col(Contact.last_confirmed_at) >= fresh_after), 1), else_=0)
+    contacts = {account_id: (total, admins or 0) for account_id, total, admins in session.exec(
+        select(Contact.account_id, func.count(), func.sum(confirmed)).where(
+            col(Contact.account_id).in_(ids), col(Contact.deleted_at).is_(None))
+        .group_by(Contact.account_id)).all()}
+    return {account_id: (sites.get(account_id, 0), *contacts.get(account_id, (0, 0)))
+            for account_id in ids}
+
+
+def account_contacts_masked(*, session: Session, vault: Vault, account_id: str,
+                            confirm_after_days: int) -> tuple[list[Site], list[MaskedContact]]:
+    """An account's live sites, and its contacts (deleted ones too), masked."""
+    account = get_account(session=session, account_id=account_id)
+    sites = list(session.exec(select(Site).where(Site.account_id == account.id,
+                                                 col(Site.deleted_at).is_(None))
+                              .order_by(Site.external_id)))
+    rows = list(session.exec(select(Contact).where(Contact.account_id == account.id)
+                             .order_by(col(Contact.deleted_at).is_not(None), Contact.role,
+                                       Contact.external_id)))
+    refs = _site_refs(session, [row.id for row in rows])
+    fresh_after = utcnow() - timedelta(days=confirm_after_days)
+    masked = []
+    for row in rows:
+        view = _decrypt(vault, row, refs[row.id])
+        masked.append(MaskedContact(
+            id=row.id, external_id=row.external_id, name=fields.mask_name(view.name),
+            email=fields.mask_email(view.email), phone=fields.mask_phone(view.phone),
+            role=row.role, locale=row.locale, timezone=row.timezone, sites=view.sites,
+            last_confirmed_at=row.last_confirmed_at,
+            stale=row.last_confirmed_at is None or row.last_confirmed_at < fresh_after,
+            deleted_at=row.deleted_at))
+    return sites, masked
+
+
+def reveal_contact(*, session: Session, vault: Vault, actor: Actor, contact_id: str,
+                   reason: str) -> ContactOut:
+    """A staff member reads a contact in clear: only with a reason, always audited."""
+    reason = reason.strip()
+    if len(reason) < 5:
+        raise Invalid("say why you need to see this contact (at least 5 characters)")
+    contact = get_contact(session=session, contact_id=contact_id)
+    audit.record(session, actor, "contact.revealed", target_kind="contact",
+                 target_id=contact.id, account_id=contact.account_id, reason=reason[:500])
+    return contact_view(session=session, vault=vault, contact=contact)
+
+
+def stale_accounts(*, session: Session, confirm_after_days: int,
+                   limit: int = 200) -> list[AccountSummary]:
+    """Live accounts with no site admin who confirmed within the period."""
+    fresh_after = utcnow() - timedelta(days=confirm_after_days)
+    confirmed = select(Contact.account_id).where(
+        col(Contact.deleted_at).is_(None), Contact.role == "site_admin",
+        col(Contact.last_confirmed_at) >= fresh_after)
+    accounts = list(session.exec(select(Account).where(
+        col(Account.deleted_at).is_(None), col(Account.id).not_in(confirmed))
+        .order_by(Account.name).limit(limit)))
+    counts = _account_counts(session, [account.id for account in accounts], confirm_after_days)
+    return [AccountSummary(account.id, account.external_id, account.name,
+                           *counts.get(account.id, (0, 0, 0))) for account in accounts]
+
+
+def recent_drills(*, session: Session, limit: int = 20) -> list[BackupDrill]:
+    return list(session.exec(select(BackupDrill).order_by(col(BackupDrill.at).desc())
+                             .limit(limit)))

@@ -1,0 +1,183 @@
+"""Console pages of the vault: account search, account pages with masked contacts and audited
+reveals, stale accounts, and the admin's import and backup pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileAllowed, FileField, FileRequired
+from wtforms import BooleanField, StringField
+from wtforms.validators import DataRequired, Length
+
+from contacts import audit, schema
+from contacts.access import staff
+from contacts.db import request_session, rollback_request_session
+from contacts.errors import Invalid, LifelineError
+from contacts.settings import PROJECT_ROOT
+from contacts.vault import backup, importer, service
+
+bp = Blueprint("vault", __name__)
+
+
+def _settings():
+    return current_app.extensions["lifeline.settings"]
+
+
+def _vault() -> service.Vault:
+    return service.Vault.from_settings(_settings(), current_app.extensions["lifeline.crypto"])
+
+
+@bp.get("/console/accounts")
+@staff()
+def accounts():
+    query = request.args.get("q", "")[:200]
+    found = service.search_accounts(session=request_session(), vault=_vault(), query=query,
+                                    confirm_after_days=_settings().vault_confirm_after_days)
+    return render_template("vault/accounts.html", accounts=found, query=query)
+
+
+class RevealForm(FlaskForm):
+    reason = StringField("Why do you need to see this contact?",
+                         validators=[DataRequired(), Length(min=5, max=500)])
+
+
+@bp.get("/console/accounts/<account_id>")
+@staff()
+def account(account_id: str):
+    session = request_session()
+    account = service.get_account(session=session, account_id=account_id)
+    sites, contacts = service.account_contacts_masked(
+        session=session, vault=_vault(), account_id=account.id,
+        confirm_after_days=_settings().vault_confirm_after_days)
+    return render_template("vault/account.html", account=account, sites=sites,
+                           contacts=contacts, revealed=None, reveal_form=RevealForm())
+
+
+@bp.post("/console/contacts/<contact_id>/reveal")
+@staff()
+def reveal(contact_id: str):
+    session = request_session()
+    contact = service.get_contact(session=session, contact_id=contact_id)
+    form = RevealForm()
+    revealed = None
+    status = 400
+    if form.validate_on_submit():
+        revealed = service.reveal_contact(session=session, vault=_vault(), actor=g.actor,
+                                          contact_id=contact.id, reason=form.reason.data)
+        status = 200
+    account = service.get_account(session=session, account_id=contact.account_id,
+                                  include_deleted=True)
+    sites, contacts = service.account_contacts_masked(
+        session=session, vault=_vault(), account_id=account.id,
+        confirm_after_days=_settings().vault_confirm_after_days)
+    return render_template("vault/account.html", account=account, sites=sites,
+                           contacts=contacts, revealed=revealed, reveal_form=form,
+                           reveal_for=contact.id), status
+
+
+@bp.post("/console/contacts/<contact_id>/restore")
+@staff("admin")
+def restore_contact(contact_id: str):
+    session = request_session()
+    contact = service.get_contact(session=session, contact_id=contact_id)
+    if contact.deleted_at is not None:
+        service.restore(session=session, vault=_vault(), actor=g.actor, kind="contact",
+                        ids=[contact.id], deleted_at=contact.deleted_at)
+        flash("Contact restored.")
+    return redirect(url_for("vault.account", account_id=contact.account_id))
+
+
+@bp.get("/console/stale-accounts")
+@staff()
+def stale():
+    days = _settings().vault_confirm_after_days
+    found = service.stale_accounts(session=request_session(), confirm_after_days=days)
+    return render_template("vault/stale.html", accounts=found, days=days)
+
+
+# -- admin: import and backups ----------------------------------------------------------------
+
+
+class ImportForm(FlaskForm):
+    file = FileField("Contacts file (CSV or JSON)", validators=[
+        FileRequired(), FileAllowed(["csv", "json"], "Upload a .csv or a .json file.")])
+    strict = BooleanField("Strict: any rejected entry aborts the whole import")
+
+
+@bp.route("/console/import", methods=["GET", "POST"])
+@staff("admin")
+def import_contacts():
+    form = ImportForm()
+    report = None
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.validate_on_submit():
+            upload = form.file.data
+            suffix = Path(upload.filename or "").suffix.lstrip(".").lower()
+            try:
+                report = _import_upload(upload.read(), suffix, form.strict.data)
+                status = 200
+            except LifelineError as exc:
+                rollback_request_session()
+                form.file.errors = [exc.message]
+    return render_template("vault/import.html", form=form, report=report), status
+
+
+def _import_upload(content: bytes, file_format: str, strict: bool):
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Invalid("the file is not UTF-8 text") from None
+    parsed = importer.parse_text(text, file_format)
+    session = request_session()
+    report = service.sync(session=session, vault=_vault(), actor=g.actor,
+                          entries=parsed.entries, source="import")
+    report.merge(parsed.report)
+    if strict and report.rejections:
+        first = report.rejections[0]
+        raise Invalid(f"{len(report.rejections)} rejected entries, nothing imported "
+                               f"(strict); first: {first.line}: {first.reason}")
+    return report
+
+
+def _backup_dir() -> Path:
+    configured = Path(_settings().backup_dir)
+    return configured if configured.is_absolute() else PROJECT_ROOT / configured
+
+
+@bp.get("/console/backups")
+@staff("admin")
+def backups():
+    directory = _backup_dir()
+    snapshots = sorted(directory.glob(f"lifeline-*{backup.SUFFIX}"), reverse=True)[:30]
+    drills = service.recent_drills(session=request_session(), limit=20)
+    return render_template("vault/backups.html", snapshots=snapshots, drills=drills,
+                           directory=directory, action_form=FlaskForm())
+
+
+@bp.post("/console/backups/drill")
+@staff("admin")
+def run_drill():
+    result = backup.drill_latest(directory=_backup_dir(),
+                                 backup_key=_settings().secrets.backup_key,
+                                 cipher=current_app.extensions["lifeline.crypto"].cipher,
+                                 engine=current_app.extensions["lifeline.engine"])
+    flash(f"Drill of {result.snapshot} {'passed' if result.ok else 'FAILED'}: {result.detail}")
+    return redirect(url_for("vault.backups"))
+
+
+@bp.post("/console/backups/create")
+@staff("admin")
+def create_snapshot():
+    engine = current_app.extensions["lifeline.engine"]
+    path, manifest = backup.create_snapshot(engine=engine,
+                                            backup_key=_settings().secrets.backup_key,
+                                            directory=_backup_dir(),
+                                            revision=schema.database_revision(engine))
+    audit.record(request_session(), g.actor, "backup.created", snapshot=path.name,
+                 rows=manifest.rows)
+    flash(f"Snapshot {path.name} written ({manifest.rows} rows).")
+    return redirect(url_for("vault.backups"))
