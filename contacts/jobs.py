@@ -11,9 +11,10 @@ from pathlib import Path
 from contacts import audit, schema
 from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
+from contacts.mail import Mailer
 from contacts.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.settings import PROJECT_ROOT
-from contacts.vault import backup, purge
+from contacts.vault import backup, freshness, purge, service
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,39 @@ def drill_latest_snapshot() -> None:
         log.error("backup drill of %s failed: %s", result.snapshot, result.detail)
 
 
+def render_confirmation(app):
+    """The confirmation email in the contact's language (English unless French)."""
+
+    def render(message: freshness.ConfirmationMessage) -> tuple[str, str, str]:
+        language = "fr" if message.locale.lower().startswith("fr") else "en"
+        values = vars(message)
+        parts = [app.jinja_env.get_template(f"messages/confirm_contact/{language}/{part}")
+                 .render(**values) for part in ("subject.txt", "body.txt", "body.html")]
+        return parts[0].strip(), parts[1], parts[2]
+
+    return render
+
+
+def ask_contacts_to_confirm() -> None:
+    app = current_app()
+    settings = app.extensions["lifeline.settings"]
+    vault = service.Vault.from_settings(settings, app.extensions["lifeline.crypto"])
+    with session_scope(app.extensions["lifeline.engine"]) as session:
+        sent = freshness.request_confirmations(
+            session=session, vault=vault, mailer=Mailer.from_settings(settings),
+            render=render_confirmation(app), secret_key=settings.secrets.secret_key,
+            base_url=settings.app_base_url, now=utcnow(),
+            after_days=settings.vault_confirm_after_days,
+            link_days=settings.vault_confirm_link_days, limit=settings.vault_confirm_batch)
+    if sent:
+        log.info("asked %d contacts to confirm their details", sent)
+
+
 def scheduled_jobs(settings) -> list[ScheduledJob]:
     jobs = [
         ScheduledJob("scheduler-heartbeat", record_heartbeat, settings.scheduler_heartbeat_seconds),
         ScheduledJob("vault-purge", purge_deleted_records, HOUR),
+        ScheduledJob("vault-freshness", ask_contacts_to_confirm, HOUR, first_run_after=300),
     ]
     if settings.backup_interval_hours > 0:
         jobs.append(ScheduledJob("backup-snapshot", snapshot_and_drill,

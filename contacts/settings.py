@@ -41,6 +41,7 @@ class Secrets:
     field_keys: tuple[tuple[str, bytes], ...]
     blind_index_key: bytes
     backup_key: bytes
+    mail_password: str | None = None  # optional: only when the SMTP server asks for one
 
 
 class Settings:
@@ -210,7 +211,9 @@ def load_secrets(keys_dir: Path, environ: Mapping[str, str], *, generate: bool) 
             f"missing secret{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
             f"(set {hints}, a *_FILE path, or key files in {keys_dir})"
         )
+    mail_password = _read_secret("mail_password", keys_dir, environ)
     return Secrets(
+        mail_password=mail_password.strip() if mail_password else None,
         secret_key=_parse_secret_key(raw["secret_key"]),
         field_keys=parse_keyring(raw["field_keys"]),
         blind_index_key=_parse_key("blind_index_key", raw["blind_index_key"]),

@@ -7,9 +7,12 @@ collide. With CI=true an unreachable PostgreSQL fails the run; otherwise its hal
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -203,3 +206,30 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(
                 f"{backend}: " + ", ".join(f"{n} {what}" for what, n in sorted(tally.items()))
                 if tally else f"{backend}: no database test ran")
+
+
+class MailSink:
+    """What a real SMTP server on 127.0.0.1 received, parsed."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        self.messages.append(email.message_from_bytes(envelope.content,
+                                                      policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1; yields (port, sink)."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = MailSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, sink
+    controller.stop()

@@ -9,10 +9,11 @@ import pytest
 from contacts.access import ROLES, SCOPES, rule_for
 from contacts.ids import new_id
 
-PUBLIC_ENDPOINTS = {"static", "openapi", "staff.login", "staff.index", "system.healthz"}
+PUBLIC_ENDPOINTS = {"static", "openapi", "staff.login", "staff.index", "system.healthz",
+                    "vault.confirm_page", "vault.confirm_details"}
 PLACEHOLDERS = {"staff_id": lambda: new_id("stf"), "token_id": lambda: new_id("tok"),
                 "account_id": lambda: new_id("acc"), "deletion_id": lambda: new_id("del"),
-                "contact_id": lambda: new_id("ctc"),
+                "contact_id": lambda: new_id("ctc"), "token": lambda: "not-a-token",
                 "filename": lambda: "lifeline.css"}
 
 

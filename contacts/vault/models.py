@@ -85,6 +85,9 @@ class Contact(SQLModel, table=True):
     source: str = Field(max_length=16)
     version: int = Field(default=1)
     last_confirmed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    # When the freshness job last emailed this contact a link to confirm their details.
+    confirmation_requested_at: datetime | None = Field(default=None,
+                                                       sa_column=_time(nullable=True))
     created_at: datetime = Field(sa_column=_time())
     updated_at: datetime = Field(sa_column=_time())
     deleted_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))

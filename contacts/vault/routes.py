@@ -12,11 +12,11 @@ from wtforms import BooleanField, StringField
 from wtforms.validators import DataRequired, Length
 
 from contacts import audit, schema
-from contacts.access import staff
-from contacts.db import request_session, rollback_request_session
-from contacts.errors import Invalid, LifelineError
+from contacts.access import public, staff
+from contacts.db import request_session, rollback_request_session, utcnow
+from contacts.errors import Invalid, LifelineError, NotFound
 from contacts.settings import PROJECT_ROOT
-from contacts.vault import backup, importer, service
+from contacts.vault import backup, freshness, importer, service
 
 bp = Blueprint("vault", __name__)
 
@@ -181,3 +181,41 @@ def create_snapshot():
                  rows=manifest.rows)
     flash(f"Snapshot {path.name} written ({manifest.rows} rows).")
     return redirect(url_for("vault.backups"))
+
+
+# -- public: a contact confirms their details ----------------------------------------------------
+
+
+def _contact_from_link(token: str) -> str:
+    settings = _settings()
+    return freshness.contact_of_token(settings.secrets.secret_key, token,
+                                      settings.vault_confirm_link_days)
+
+
+@bp.get("/confirm/<token>")
+@public
+def confirm_page(token: str):
+    try:
+        contact_id = _contact_from_link(token)
+        account_name, masked = freshness.describe_for_confirmation(
+            session=request_session(), vault=_vault(), contact_id=contact_id)
+    except (Invalid, NotFound) as exc:
+        return render_template("public/confirm.html", error=exc.message), 400
+    return render_template("public/confirm.html", account_name=account_name,
+                           masked_email=masked)
+
+
+@bp.post("/confirm/<token>")
+@public
+def confirm_details(token: str):
+    session = request_session()
+    try:
+        contact_id = _contact_from_link(token)
+        account_name, _ = freshness.describe_for_confirmation(session=session, vault=_vault(),
+                                                              contact_id=contact_id)
+        freshness.confirm(session=session, vault=_vault(), actor=g.actor,
+                          contact_id=contact_id, now=utcnow())
+    except (Invalid, NotFound) as exc:
+        rollback_request_session()
+        return render_template("public/confirm.html", error=exc.message), 400
+    return render_template("public/confirm.html", confirmed=True, account_name=account_name)

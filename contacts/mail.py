@@ -1,0 +1,66 @@
+"""Sending email over SMTP. Callers pass what to send; nothing here logs an address."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from contacts.errors import LifelineError
+
+
+class MailFailed(LifelineError):
+    status = 502
+    code = "mail_failed"
+
+
+@dataclass(frozen=True)
+class Mailer:
+    host: str
+    port: int
+    sender: str
+    security: str = "none"  # none, starttls or tls
+    username: str = ""
+    password: str | None = None
+    timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings) -> Mailer:
+        return cls(host=settings.mail_host, port=settings.mail_port, sender=settings.mail_sender,
+                   security=settings.mail_security, username=settings.mail_username,
+                   password=settings.secrets.mail_password,
+                   timeout=settings.mail_timeout_seconds)
+
+    def send(self, *, to: str, subject: str, text: str, html: str | None = None,
+             message_id: str | None = None, headers: dict[str, str] | None = None) -> str:
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = to
+        message["Subject"] = subject
+        message["Date"] = formatdate(usegmt=True)
+        message["Message-ID"] = message_id or make_msgid(domain="lifeline")
+        for name, value in (headers or {}).items():
+            message[name] = value
+        message.set_content(text)
+        if html:
+            message.add_alternative(html, subtype="html")
+        try:
+            with self._connect() as smtp:
+                if self.username:
+                    smtp.login(self.username, self.password or "")
+                smtp.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise MailFailed(f"sending through {self.host}:{self.port} failed: "
+                             f"{type(exc).__name__}") from None
+        return message["Message-ID"]
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.security == "tls":
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=ssl.create_default_context())
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        if self.security == "starttls":
+            smtp.starttls(context=ssl.create_default_context())
+        return smtp
