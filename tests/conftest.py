@@ -29,6 +29,8 @@ from contacts.db import make_engine, session_scope
 from contacts.schema import upgrade_database
 from contacts.settings import load_secrets
 from contacts.staff import service as staff_service
+from contacts.vault import service as vault_service
+from contacts.vault.schemas import SyncDocument
 from tests.helpers import IN_CI, PASSWORD, Auth, StaffAccount
 
 PG_ADMIN_DSN = os.environ.get("LIFELINE_TEST_PG_DSN",
@@ -206,6 +208,28 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(
                 f"{backend}: " + ", ".join(f"{n} {what}" for what, n in sorted(tally.items()))
                 if tally else f"{backend}: no database test ran")
+
+
+@pytest.fixture
+def vault(app):
+    return vault_service.Vault.from_settings(app.extensions["lifeline.settings"],
+                                       app.extensions["lifeline.crypto"])
+
+
+@pytest.fixture
+def sync_document(engine, vault):
+    """Sync a document through the service, as the API and the importer do."""
+
+    def run(document: dict, actor: Actor | None = None):
+        parsed = SyncDocument.model_validate(document)
+        entries = [vault_service.AccountEntry.from_document(account, index)
+                   for index, account in enumerate(parsed.accounts)]
+        with session_scope(engine) as session:
+            return vault_service.sync(session=session, vault=vault,
+                                      actor=actor or Actor.system("t"), entries=entries,
+                                      source="sync")
+
+    return run
 
 
 class MailSink:
