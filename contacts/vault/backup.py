@@ -25,10 +25,27 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import DateTime, Integer, Table, func, insert, select, text
+from psycopg import sql
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Integer,
+    String,
+    Table,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel, col
 from sqlmodel import select as orm_select
+from sqlmodel.sql.sqltypes import AutoString
 
 from contacts import audit, schema
 from contacts.audit import Actor
@@ -66,6 +83,17 @@ def backed_up_tables() -> list[Table]:
 
 
 # -- values ---------------------------------------------------------------------------------
+#
+# The canonical form of a row, which the manifest's checksums are taken over, is one compact
+# JSON list per line (UTF-8, no ASCII escaping) of its values in column order:
+#   text as a string, integers as numbers, NULL as null, booleans as true/false,
+#   JSON columns as their JSON value, times in UTC as Python's isoformat() gives them
+#   ("2026-11-26T11:22:33.123456+00:00", or without ".ffffff" when it is zero).
+# Rows are read straight from the DB-API cursor and turned into that form per column kind,
+# the same on SQLite and PostgreSQL; a column of any other type goes through SQLAlchemy.
+
+_encode_line = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+BATCH_ROWS = 10_000
 
 
 def _encode(value):
@@ -74,6 +102,29 @@ def _encode(value):
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     return value
+
+
+def _line(values) -> bytes:
+    return _encode_line(values).encode() + b"\n"
+
+
+def _lines(rows: list) -> bytes:
+    return ("\n".join(map(_encode_line, rows)) + "\n").encode()
+
+
+def _kind(column) -> str:
+    kind = column.type
+    if isinstance(kind, UTCDateTime):
+        return "time"
+    if isinstance(kind, Boolean):
+        return "bool"
+    if isinstance(kind, JSON):
+        return "json"
+    if isinstance(kind, Integer):
+        return "int"
+    if isinstance(kind, AutoString) or (isinstance(kind, String) and not isinstance(kind, Enum)):
+        return "text"
+    return "other"  # read and written through SQLAlchemy
 
 
 def _decoders(table: Table) -> list[Callable]:
@@ -87,15 +138,123 @@ def _decoders(table: Table) -> list[Callable]:
             for column in table.columns]
 
 
-def _ordered_rows(connection: Connection, table: Table, batch: int = 5000) -> Iterator[tuple]:
+_sqlite_datetime = sqlite.DATETIME().result_processor(sqlite.dialect(), None)
+
+
+def _time_from_sqlite(value):
+    """'2026-11-26 11:22:33.123456' (naive UTC, as SQLAlchemy stores it) -> canonical."""
+    if value is None:
+        return None
+    if len(value) == 26 and value[10] == " " and value[19] == ".":
+        if value.endswith("000000"):
+            return f"{value[:10]}T{value[11:19]}+00:00"
+        return f"{value[:10]}T{value[11:]}+00:00"
+    return _sqlite_datetime(value).replace(tzinfo=UTC).isoformat()
+
+
+def _time_to_sqlite(value):
+    """Canonical -> SQLite's stored form."""
+    if value is None:
+        return None
+    if value[10:11] == "T" and value.endswith("+00:00"):
+        if len(value) == 32:
+            return f"{value[:10]} {value[11:26]}"
+        if len(value) == 25:
+            return f"{value[:10]} {value[11:19]}.000000"
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given where UTC was expected")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _bool_from_sqlite(value):
+    return None if value is None else bool(value)
+
+
+def _json_from_text(value):
+    return None if value is None else json.loads(value)
+
+
+_SQLITE_READ = {"time": _time_from_sqlite, "bool": _bool_from_sqlite, "json": _json_from_text}
+_SQLITE_WRITE = {"time": _time_to_sqlite, "json": json.dumps}
+_POSTGRESQL_WRITE = {"json": json.dumps}  # times go to COPY in their canonical text form
+
+def _postgresql_time(column):
+    """PostgreSQL formats times in the canonical form itself, so its rows need no work here
+    (and the server does it on its own core while this process encodes)."""
+    utc = func.timezone("UTC", column)
+    return func.to_char(utc, case(
+        (func.date_trunc("second", utc) == utc, literal('YYYY-MM-DD"T"HH24:MI:SS"+00:00"')),
+        else_=literal('YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
+
+
+def _select_sql(connection: Connection, table: Table, kinds: list[str]) -> str:
+    postgresql = connection.dialect.name == "postgresql"
+    columns = [_postgresql_time(column) if postgresql and kind == "time" else column
+               for column, kind in zip(table.columns, kinds, strict=True)]
+    query = select(*columns).order_by(*table.primary_key.columns)
+    return str(query.compile(dialect=connection.dialect,
+                             compile_kwargs={"literal_binds": True}))
+
+
+def _convert(rows: list, width: int, converters: list[tuple[int, Callable]]) -> list:
+    """Apply per-column converters to a batch of rows (each must have `width` values)."""
+    try:
+        columns = list(zip(*rows, strict=True))
+    except ValueError:
+        columns = []
+    if len(columns) != width:
+        raise SnapshotRefused("a row does not have as many values as its table has columns")
+    for index, convert in converters:
+        columns[index] = map(convert, columns[index])
+    return list(zip(*columns, strict=True))
+
+
+def _table_batches(connection: Connection, table: Table,
+                   batch: int = BATCH_ROWS) -> Iterator[list]:
+    """The table's rows in canonical form, ordered by primary key, in lists of `batch`."""
+    kinds = [_kind(column) for column in table.columns]
+    if "other" in kinds:
+        yield from _sqlalchemy_batches(connection, table, batch)
+        return
+    query = _select_sql(connection, table, kinds)
+    raw = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        with raw.cursor(name=f"lifeline_backup_{os.urandom(4).hex()}") as cursor:
+            cursor.execute(query)
+            while rows := cursor.fetchmany(batch):
+                yield rows
+        return
+    converters = [(index, _SQLITE_READ[kind]) for index, kind in enumerate(kinds)
+                  if kind in _SQLITE_READ]
+    cursor = raw.cursor()
+    try:
+        cursor.execute(query)
+        while rows := cursor.fetchmany(batch):
+            yield _convert(rows, len(kinds), converters) if converters else rows
+    finally:
+        cursor.close()
+
+
+def _sqlalchemy_batches(connection: Connection, table: Table, batch: int) -> Iterator[list]:
     query = select(*table.columns).order_by(*table.primary_key.columns)
     result = connection.execution_options(stream_results=True, yield_per=batch).execute(query)
-    for row in result:
-        yield tuple(_encode(value) for value in row)
+    for part in result.partitions():
+        yield [tuple(_encode(value) for value in row) for row in part]
 
 
-def _line(values: tuple) -> bytes:
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+def _table_checksums(batches: Iterator[list], sink: Callable[[bytes], None] | None = None,
+                     progress: Callable[[int], None] | None = None) -> dict:
+    digest, count = hashlib.sha256(), 0
+    for rows in batches:
+        data = _lines(rows)
+        digest.update(data)
+        if sink:
+            sink(data)
+        count += len(rows)
+        if progress:
+            progress(len(rows))
+    return {"rows": count, "sha256": digest.hexdigest()}
 
 
 # -- sealing --------------------------------------------------------------------------------
@@ -111,14 +270,19 @@ class _Sealer:
 
     def write(self, data: bytes) -> None:
         self.buffer += data
-        while len(self.buffer) >= CHUNK_BYTES:
-            self._seal(bytes(self.buffer[:CHUNK_BYTES]), final=False)
-            del self.buffer[:CHUNK_BYTES]
+        if len(self.buffer) < CHUNK_BYTES:
+            return
+        sealed = 0
+        with memoryview(self.buffer) as view:
+            while len(view) - sealed >= CHUNK_BYTES:
+                self._seal(view[sealed:sealed + CHUNK_BYTES], final=False)
+                sealed += CHUNK_BYTES
+        del self.buffer[:sealed]
 
     def close(self) -> None:
         self._seal(bytes(self.buffer), final=True)
 
-    def _seal(self, chunk: bytes, *, final: bool) -> None:
+    def _seal(self, chunk, *, final: bool) -> None:
         nonce = self.prefix + struct.pack(">I", self.counter)
         aad = self.header + struct.pack(">I?", self.counter, final)
         sealed = self.aead.encrypt(nonce, chunk, aad)
@@ -180,17 +344,8 @@ def create_snapshot(*, engine: Engine, backup_key: bytes, directory: Path, revis
             sealer = _Sealer(backup_key, handle, header)
             for table in backed_up_tables():
                 sealer.write(_line(["#table", table.name, [c.name for c in table.columns]]))
-                digest, rows = hashlib.sha256(), 0
-                for values in _ordered_rows(connection, table):
-                    line = _line(values)
-                    digest.update(line)
-                    sealer.write(line)
-                    rows += 1
-                    if progress and rows % 1000 == 0:
-                        progress(1000)
-                if progress:
-                    progress(rows % 1000)
-                manifest.tables[table.name] = {"rows": rows, "sha256": digest.hexdigest()}
+                manifest.tables[table.name] = _table_checksums(
+                    _table_batches(connection, table), sealer.write, progress)
             sealer.write(_line(["#manifest", manifest.__dict__]))
             sealer.close()
             handle.flush()
@@ -215,6 +370,11 @@ class _consistent_read:
         self.connection = self.engine.connect().execution_options(**options)
         self.transaction = self.connection.begin()
         if not is_postgresql(self.engine):
+            # pysqlite opens no transaction for a SELECT by itself: without BEGIN each
+            # statement would read the database as it is at that moment.
+            raw = self.connection.connection.driver_connection
+            if not raw.in_transaction:
+                raw.execute("BEGIN")
             self.connection.execute(text("SELECT 1 FROM sqlite_master LIMIT 1"))
         return self.connection
 
@@ -232,8 +392,23 @@ def count_rows(engine: Engine) -> int:
 # -- read and restore -------------------------------------------------------------------------
 
 
-def read_snapshot(path: Path, backup_key: bytes) -> Iterator[tuple[str, object]]:
-    """Yield ("table", (name, columns)), ("row", values) and finally ("manifest", dict)."""
+def _parse_lines(lines: list[bytes]) -> list:
+    """Each line is one JSON value; parse them all at once, one by one if that fails."""
+    try:
+        items = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        items = None
+    if items is None or len(items) != len(lines):
+        try:
+            items = [json.loads(line) for line in lines]
+        except ValueError:
+            raise SnapshotRefused("the snapshot's contents are damaged") from None
+    return items
+
+
+def _snapshot_parts(path: Path, backup_key: bytes) -> Iterator[tuple[str, object]]:
+    """Yield ("table", (name, columns)), ("rows", (lines, rows)) for runs of rows (their
+    lines as stored, and parsed), and finally ("manifest", dict)."""
     try:
         handle = path.open("rb")
     except OSError as exc:
@@ -243,19 +418,44 @@ def read_snapshot(path: Path, backup_key: bytes) -> Iterator[tuple[str, object]]
         pending = b""
         manifest_seen = False
         for chunk in _open_chunks(backup_key, handle, header):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                item = json.loads(line)
-                if isinstance(item, list) and item and item[0] == "#table":
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            if not lines:
+                continue
+            if manifest_seen:
+                raise SnapshotRefused("the snapshot has lines after its manifest")
+            items = _parse_lines(lines)
+            start = 0
+            for index, item in enumerate(items):
+                if type(item) is not list or not item:
+                    raise SnapshotRefused("the snapshot's contents are damaged")
+                marker = item[0]
+                if marker != "#table" and marker != "#manifest":
+                    continue
+                if index > start:
+                    yield "rows", (lines[start:index], items[start:index])
+                start = index + 1
+                if marker == "#table":
                     yield "table", (item[1], item[2])
-                elif isinstance(item, list) and item and item[0] == "#manifest":
+                else:
+                    if index != len(items) - 1:
+                        raise SnapshotRefused("the snapshot has lines after its manifest")
                     manifest_seen = True
                     yield "manifest", item[1]
-                else:
-                    yield "row", item
+            if start < len(items):
+                yield "rows", (lines[start:], items[start:])
         if pending or not manifest_seen:
             raise SnapshotRefused("the snapshot ends without its manifest")
+
+
+def read_snapshot(path: Path, backup_key: bytes) -> Iterator[tuple[str, object]]:
+    """Yield ("table", (name, columns)), ("row", values) and finally ("manifest", dict)."""
+    for kind, payload in _snapshot_parts(path, backup_key):
+        if kind == "rows":
+            for values in payload[1]:
+                yield "row", values
+        else:
+            yield kind, payload
 
 
 def verify_snapshot(path: Path, backup_key: bytes) -> Manifest:
@@ -264,26 +464,100 @@ def verify_snapshot(path: Path, backup_key: bytes) -> Manifest:
     current = None
     digest = None
     manifest = None
-    for kind, payload in read_snapshot(path, backup_key):
+    for kind, payload in _snapshot_parts(path, backup_key):
         if kind == "table":
             current, digest = payload[0], hashlib.sha256()
-            counted[current] = {"rows": 0}
-        elif kind == "row":
-            digest.update(_line(tuple(payload)))
-            counted[current]["rows"] += 1
+            counted[current] = {"rows": 0, "sha256": digest.hexdigest()}
+        elif kind == "rows":
+            if current is None:
+                raise SnapshotRefused("the snapshot has rows before its first table")
+            lines = payload[0]
+            # The lines as stored are the canonical lines the manifest's checksums cover.
+            digest.update(b"\n".join(lines) + b"\n")
+            counted[current]["rows"] += len(lines)
             counted[current]["sha256"] = digest.hexdigest()
         else:
             manifest = Manifest(**payload)
     for name, figures in counted.items():
-        figures.setdefault("sha256", hashlib.sha256().hexdigest())
         if manifest.tables.get(name) != figures:
             raise SnapshotRefused(f"table {name} does not match the snapshot's manifest")
     return manifest
 
 
+class _SqliteWriter:
+    """Plain executemany of rows in SQLite's stored form, in the caller's transaction."""
+
+    def __init__(self, connection: Connection, table: Table, kinds: list[str]):
+        self.sql = str(insert(table).compile(dialect=connection.dialect))
+        self.width = len(kinds)
+        self.converters = [(index, _SQLITE_WRITE[kind]) for index, kind in enumerate(kinds)
+                           if kind in _SQLITE_WRITE]
+        self.cursor = connection.connection.driver_connection.cursor()
+
+    def write(self, rows: list) -> None:
+        self.cursor.executemany(self.sql, _convert(rows, self.width, self.converters))
+
+    def close(self, failed: bool = False) -> None:
+        self.cursor.close()
+
+
+class _CopyWriter:
+    """COPY ... FROM STDIN into PostgreSQL, in the caller's transaction."""
+
+    def __init__(self, connection: Connection, table: Table, kinds: list[str]):
+        self.width = len(kinds)
+        self.converters = [(index, _POSTGRESQL_WRITE[kind]) for index, kind in enumerate(kinds)
+                           if kind in _POSTGRESQL_WRITE]
+        self.cursor = connection.connection.driver_connection.cursor()
+        self.copying = self.cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table.name),
+            sql.SQL(", ").join(sql.Identifier(column.name) for column in table.columns)))
+        self.copy = self.copying.__enter__()
+
+    def write(self, rows: list) -> None:
+        write_row = self.copy.write_row
+        for row in _convert(rows, self.width, self.converters):
+            write_row(row)
+
+    def close(self, failed: bool = False) -> None:
+        try:
+            if failed:
+                error = SnapshotRefused("restore stopped")
+                self.copying.__exit__(SnapshotRefused, error, None)
+            else:
+                self.copying.__exit__(None, None, None)
+        finally:
+            self.cursor.close()
+
+
+class _SqlalchemyWriter:
+    def __init__(self, connection: Connection, table: Table, kinds: list[str]):
+        self.connection, self.table = connection, table
+        self.names = [column.name for column in table.columns]
+        self.decoders = _decoders(table)
+
+    def write(self, rows: list) -> None:
+        self.connection.execute(insert(self.table), [
+            {name: decode(value) for name, decode, value in zip(self.names, self.decoders, row,
+                                                                strict=True)}
+            for row in rows])
+
+    def close(self, failed: bool = False) -> None:
+        pass
+
+
+def _writer(connection: Connection, table: Table):
+    kinds = [_kind(column) for column in table.columns]
+    if "other" in kinds:
+        return _SqlalchemyWriter(connection, table, kinds)
+    if connection.dialect.name == "postgresql":
+        return _CopyWriter(connection, table, kinds)
+    return _SqliteWriter(connection, table, kinds)
+
+
 def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revision: str | None,
                      progress: Callable[[int], None] | None = None,
-                     batch: int = 5000) -> Manifest:
+                     batch: int = BATCH_ROWS) -> Manifest:
     """Fill an empty, migrated database from a snapshot, then check it row for row."""
     tables = {table.name: table for table in backed_up_tables()}
     with engine.connect() as connection:
@@ -293,35 +567,34 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
                                       "has rows): restore only into an empty database")
     manifest = None
     with engine.begin() as connection:
-        table, decoders, rows = None, [], []
-
-        def flush():
-            if rows:
-                names = [column.name for column in table.columns]
-                connection.execute(insert(table), [
-                    {name: decode(value) for name, decode, value in zip(names, decoders, row,
-                                                                        strict=True)}
-                    for row in rows])
-                if progress:
-                    progress(len(rows))
-                rows.clear()
-
-        for kind, payload in read_snapshot(path, backup_key):
-            if kind == "table":
-                flush()
-                name, columns = payload
-                table = tables.get(name)
-                if table is None or [c.name for c in table.columns] != columns:
-                    raise SnapshotRefused(f"table {name} in the snapshot does not match this "
-                                          "version of Lifeline's schema")
-                decoders = _decoders(table)
-            elif kind == "row":
-                rows.append(payload)
-                if len(rows) >= batch:
-                    flush()
-            else:
-                flush()
-                manifest = Manifest(**payload)
+        writer = None
+        try:
+            for kind, payload in _snapshot_parts(path, backup_key):
+                if kind == "rows":
+                    if writer is None:
+                        raise SnapshotRefused("the snapshot has rows before its first table")
+                    rows = payload[1]
+                    for start in range(0, len(rows), batch):
+                        writer.write(rows[start:start + batch])
+                    if progress:
+                        progress(len(rows))
+                    continue
+                if writer is not None:
+                    done, writer = writer, None
+                    done.close()
+                if kind == "table":
+                    name, columns = payload
+                    table = tables.get(name)
+                    if table is None or [c.name for c in table.columns] != columns:
+                        raise SnapshotRefused(f"table {name} in the snapshot does not match "
+                                              "this version of Lifeline's schema")
+                    writer = _writer(connection, table)
+                else:
+                    manifest = Manifest(**payload)
+        except BaseException:
+            if writer is not None:
+                writer.close(failed=True)
+            raise
         if manifest.revision != head_revision:
             raise SnapshotRefused(f"the snapshot was made at schema revision "
                                   f"{manifest.revision}; this Lifeline is at {head_revision}")
@@ -344,15 +617,11 @@ def _reset_sequences(connection: Connection, tables) -> None:
 
 
 def database_checksums(engine: Engine) -> dict[str, dict]:
-    figures = {}
+    """Row counts and checksums of the canonical lines of every backed-up table, read afresh
+    from the database (what a snapshot's manifest must match)."""
     with _consistent_read(engine) as connection:
-        for table in backed_up_tables():
-            digest, rows = hashlib.sha256(), 0
-            for values in _ordered_rows(connection, table):
-                digest.update(_line(values))
-                rows += 1
-            figures[table.name] = {"rows": rows, "sha256": digest.hexdigest()}
-    return figures
+        return {table.name: _table_checksums(_table_batches(connection, table))
+                for table in backed_up_tables()}
 
 
 def check_database(engine: Engine, manifest: Manifest) -> None:

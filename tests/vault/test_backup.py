@@ -102,3 +102,106 @@ def test_a_failed_drill_is_recorded_and_exits_2(app, client, document, tmp_path)
     assert result.exit_code == 2
     assert "drill failed: the snapshot failed authentication" in result.output
     assert client.get("/healthz").get_json()["backups"]["ok"] is False
+
+
+# -- the canonical form, whichever backend reads or writes -----------------------------------
+
+AWKWARD_TEXT = 'quote " backslash \\ tab \t newline \n cr \r ctl \x01 del \x7f é ü 日本 🙂 \u2028'
+
+
+def awkward_rows(engine):
+    """Rows whose values test every column kind's canonical form: times with and without
+    microseconds (and at the ends of the range), booleans, JSON values, NULLs, odd text."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+    from sqlmodel import SQLModel
+
+    tables = SQLModel.metadata.tables
+    whole = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with engine.begin() as connection:
+        connection.execute(insert(tables["staff_user"]), [
+            {"id": "stf_awkward_1", "email_encrypted": AWKWARD_TEXT, "email_index": "i1",
+             "role": "admin", "password_hash": "h", "is_active": True, "session_version": 7,
+             "created_at": whole, "last_login_at": None},
+            {"id": "stf_awkward_2", "email_encrypted": "e", "email_index": "i2",
+             "role": "viewer", "password_hash": "h", "is_active": False,
+             "session_version": -2147483648,
+             "created_at": datetime(1, 1, 1, tzinfo=UTC),
+             "last_login_at": datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)}])
+        connection.execute(insert(tables["audit_log"]), [
+            {"at": whole.replace(microsecond=1), "actor_kind": "system", "actor_id": None,
+             "action": "awkward", "detail": {"z": 1, "a": [1, 2.5, None, True, False, "é\n"],
+                                             "nested": {"b": {}, "a": []}, "text": AWKWARD_TEXT,
+                                             "big": 2 ** 53 + 1}},
+            {"at": whole.replace(microsecond=999999), "actor_kind": "system",
+             "actor_id": "x", "action": "empty", "detail": {}}])
+        connection.execute(insert(tables["bulk_deletion"]), [
+            {"id": "del_awkward", "kind": "contact", "target_ids": ["ctc_1", "ctc_2"],
+             "targets_digest": "d", "token_hash": "t", "reason": AWKWARD_TEXT,
+             "planned_by": "x", "planned_at": whole.replace(microsecond=500000),
+             "expires_at": whole.replace(microsecond=10), "confirmed_at": None}])
+
+
+def reference_checksums(engine) -> dict[str, dict]:
+    """The checksum definition spelled out through SQLAlchemy's own result processing: each
+    row a compact JSON list, times as UTC ISO 8601, JSON columns as their JSON value."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    figures = {}
+    with engine.connect() as connection:
+        for table in backup.backed_up_tables():
+            digest, rows = hashlib.sha256(), 0
+            query = select(*table.columns).order_by(*table.primary_key.columns)
+            for row in connection.execute(query):
+                values = [value.astimezone(UTC).isoformat() if isinstance(value, datetime)
+                          else value for value in row]
+                digest.update(json.dumps(values, separators=(",", ":"),
+                                         ensure_ascii=False).encode() + b"\n")
+                rows += 1
+            figures[table.name] = {"rows": rows, "sha256": digest.hexdigest()}
+    return figures
+
+
+def test_checksums_follow_the_canonical_form_across_backends(
+        engine, document, tmp_path, empty_postgresql_url):
+    from contacts.schema import head_revision, upgrade_database
+
+    awkward_rows(engine)
+    source = backup.database_checksums(engine)
+    assert source == reference_checksums(engine)
+    assert source["staff_user"]["rows"] == 2 and source["audit_log"]["rows"] >= 2
+    key = b"\x07" * 32
+    snapshot, manifest = backup.create_snapshot(engine=engine, backup_key=key,
+                                                directory=tmp_path / "backups",
+                                                revision=head_revision())
+    assert manifest.tables == source
+    assert backup.verify_snapshot(snapshot, key).tables == source
+    for url in (f"sqlite:///{tmp_path / 'restored.db'}", empty_postgresql_url):
+        target = make_engine(url)
+        try:
+            upgrade_database(target)
+            backup.restore_snapshot(path=snapshot, backup_key=key, engine=target,
+                                    head_revision=head_revision())
+            assert backup.database_checksums(target) == source
+            assert reference_checksums(target) == source
+        finally:
+            target.dispose()
+
+
+def test_a_snapshot_reads_every_table_at_one_point_in_time(engine, document):
+    from sqlalchemy import func, select
+
+    from contacts.audit import Actor, record
+    from contacts.db import session_scope
+
+    audit_log = backup.SQLModel.metadata.tables["audit_log"]
+    with backup._consistent_read(engine) as connection:
+        before = connection.execute(select(func.count()).select_from(audit_log)).scalar_one()
+        with session_scope(engine) as session:
+            record(session, Actor.system("t"), "written.meanwhile")
+        after = connection.execute(select(func.count()).select_from(audit_log)).scalar_one()
+    assert after == before
