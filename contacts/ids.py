@@ -31,6 +31,7 @@ ID_PATTERN = re.compile(r"^([a-z]{2,8})_([0-9a-hjkmnp-tv-z]{26})$")
 
 # Every 10-bit group as two characters: 13 lookups make an ID (imports make many of them).
 _PAIRS = [a + b for a in ALPHABET for b in ALPHABET]
+_SHIFTS = tuple(range(120, -10, -10))
 
 
 def new_id(kind: str) -> str:
@@ -38,8 +39,7 @@ def new_id(kind: str) -> str:
         raise ValueError(f"unknown ID kind {kind!r}")
     # 130 bits: two zero bits, 48 bits of milliseconds, 80 random bits; 26 characters.
     value = (time.time_ns() // 1_000_000 << 80) | int.from_bytes(os.urandom(10))
-    return kind + "_" + "".join(_PAIRS[(value >> shift) & 1023]
-                                for shift in range(120, -10, -10))
+    return kind + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def kind_of(value: str) -> str | None:

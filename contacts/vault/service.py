@@ -100,15 +100,15 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
         pending = None
         for chunk in _chunks(unique, vault.batch_size):
             plan = _plan_chunk(session, vault, actor, chunk, report)
-            prepared = (pool.submit(_prepare_in_worker, plan.jobs, source) if pool
-                        else prepare_contacts(vault, plan.jobs, source))
+            prepared = (pool.submit(_prepare_in_worker, plan.jobs, source, plan.now, actor)
+                        if pool else prepare_contacts(vault, plan.jobs, source, plan.now, actor))
             if pending is not None:
-                _apply_chunk(session, actor, *pending, report)
+                _apply_chunk(session, *pending, report)
             pending = (plan, prepared)
             if progress:
                 progress(sum(len(entry.account.contacts) for entry in chunk))
         if pending is not None:
-            _apply_chunk(session, actor, *pending, report)
+            _apply_chunk(session, *pending, report)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -216,7 +216,8 @@ def _upsert_sites(session: Session, chunk: list[AccountEntry], accounts: dict[st
 
 
 # A contact to check and encrypt: plain values only, so it can go to a worker process.
-# (line, account_id, contact fields, site ids or an error, existing live digest, confirmed)
+# (line, account_id, contact fields, site ids or an error, existing live digest, confirmed,
+#  existing id, existing version, whether the existing row is deleted)
 ContactJob = tuple
 
 
@@ -279,7 +280,9 @@ def _plan_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[Accoun
             plan.jobs.append((line, account["id"], given.external_id, given.name, given.email,
                               given.phone, given.role, given.locale, given.timezone,
                               sorted(set(given.sites)), site_ids, site_error, live_digest,
-                              _iso(row["last_confirmed_at"]) if row else None))
+                              _iso(row["last_confirmed_at"]) if row else None,
+                              row["id"] if row else None, row["version"] if row else 0,
+                              bool(row and row["deleted_at"])))
     refs = _site_refs(session, [row["id"] for row in deleting])
     for row in deleting:
         snapshot = _snapshot_of_row(vault, Contact(**row), refs[row["id"]])
@@ -290,14 +293,16 @@ def _plan_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[Accoun
     return plan
 
 
-def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str) -> list:
-    """Check, normalize, index and encrypt contacts. CPU only, no database: for each job,
-    None (unchanged), a rejection reason (str), or the stored fields and the sealed
-    version snapshot."""
+def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str, now: datetime,
+                     actor: Actor) -> list:
+    """Check, normalize, index and encrypt contacts, and build the rows to write. CPU only,
+    no database (it runs in a worker process for large imports). For each job: None
+    (unchanged), a rejection reason (str), or (event, contact row, version row, links)."""
     cipher, index = vault.crypto.cipher, vault.crypto.index
     results: list = []
-    for (_line, _account_id, external_id, name, email, phone, role, locale, timezone,
-         site_external_ids, _site_ids, site_error, live_digest, confirmed) in jobs:
+    for (_line, account_id, external_id, name, email, phone, role, locale, timezone,
+         site_external_ids, site_ids, site_error, live_digest, confirmed, existing_id,
+         existing_version, was_deleted) in jobs:
         try:
             if site_error:
                 raise Invalid(site_error)
@@ -320,7 +325,7 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str) -> list:
             "external_id": external_id, "name": name, "email": email, "phone": phone,
             "role": role, "locale": locale, "timezone": timezone, "sites": site_external_ids,
             "source": source, "last_confirmed_at": confirmed})
-        results.append(({
+        stored = {
             "name_encrypted": cipher.encrypt(name, context=NAME),
             "email_encrypted": cipher.encrypt(email, context=EMAIL),
             "phone_encrypted": cipher.encrypt(phone, context=PHONE) if phone else None,
@@ -328,47 +333,49 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str) -> list:
             "phone_index": index.digest("phone", phone) if phone else None,
             "domain_index": index.digest("domain", normalized_email.rpartition("@")[2]),
             "content_digest": digest, "role": role, "locale": locale, "timezone": timezone,
-            "source": source,
-        }, cipher.encrypt(snapshot, context=SNAPSHOT)))
+            "source": source, "updated_at": now, "deleted_at": None,
+        }
+        version = existing_version + 1
+        if existing_id is None:
+            contact_id = new_id("ctc")
+            event = "created"
+            row = {"id": contact_id, "account_id": account_id, "external_id": external_id,
+                   "version": 1, "created_at": now, "last_confirmed_at": None, **stored}
+        else:
+            contact_id = existing_id
+            event = "restored" if was_deleted else "updated"
+            row = {"id": contact_id, "version": version, **stored}
+        results.append((event, row, {
+            "contact_id": contact_id, "account_id": account_id, "version": version,
+            "event": event, "at": now, "actor_kind": actor.kind, "actor_id": actor.id,
+            "snapshot_encrypted": cipher.encrypt(snapshot, context=SNAPSHOT)},
+            [{"contact_id": contact_id, "site_id": site_id} for site_id in site_ids]))
     return results
 
 
-def _apply_chunk(session: Session, actor: Actor, plan: _Plan, prepared, report: ImportReport
-                 ) -> None:
+def _apply_chunk(session: Session, plan: _Plan, prepared, report: ImportReport) -> None:
     """Write one batch: new contacts, changed ones, their site links and versions."""
     if hasattr(prepared, "result"):
         prepared = prepared.result()
-    now = plan.now
     new_rows, links, relinked = [], [], []
     changes, versions = plan.changes, plan.versions
+    tally = report.contacts
     for job, outcome in zip(plan.jobs, prepared, strict=True):
-        line, account_id, external_id, site_ids = job[0], job[1], job[2], job[10]
         if outcome is None:
-            report.contacts.unchanged += 1
-            continue
-        if isinstance(outcome, str):
-            report.reject("contact", line, external_id, outcome)
-            continue
-        stored, sealed_snapshot = outcome
-        stored = {**stored, "updated_at": now, "deleted_at": None}
-        row = plan.existing.get((account_id, external_id))
-        if row is None:
-            row = {"id": new_id("ctc"), "account_id": account_id, "external_id": external_id,
-                   "version": 1, "created_at": now, "last_confirmed_at": None, **stored}
-            new_rows.append(row)
-            event = "created"
-            report.contacts.created += 1
+            tally.unchanged += 1
+        elif isinstance(outcome, str):
+            report.reject("contact", job[0], job[2], outcome)
         else:
-            event = "restored" if row["deleted_at"] is not None else "updated"
-            row.update(stored, version=row["version"] + 1)
-            changes.append({"id": row["id"], "version": row["version"], **stored})
-            relinked.append(row["id"])
-            report.contacts.updated += 1
-        links.extend({"contact_id": row["id"], "site_id": site_id} for site_id in site_ids)
-        versions.append({"contact_id": row["id"], "account_id": account_id,
-                         "version": row["version"], "event": event, "at": now,
-                         "actor_kind": actor.kind, "actor_id": actor.id,
-                         "snapshot_encrypted": sealed_snapshot})
+            event, row, version, contact_links = outcome
+            if event == "created":
+                new_rows.append(row)
+                tally.created += 1
+            else:
+                changes.append(row)
+                relinked.append(row["id"])
+                tally.updated += 1
+            versions.append(version)
+            links.extend(contact_links)
     if new_rows:
         session.execute(insert(Contact.__table__), new_rows)
     if changes:
@@ -400,8 +407,9 @@ def _start_worker(keyring, blind_index_key: bytes, region: str, batch_size: int)
     _worker_vault = Vault(Crypto(keyring, blind_index_key), region, batch_size)
 
 
-def _prepare_in_worker(jobs: list[ContactJob], source: str) -> list:
-    return prepare_contacts(_worker_vault, jobs, source)
+def _prepare_in_worker(jobs: list[ContactJob], source: str, now: datetime,
+                       actor: Actor) -> list:
+    return prepare_contacts(_worker_vault, jobs, source, now, actor)
 
 
 def _iso(moment: datetime | None) -> str | None:
