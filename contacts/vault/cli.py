@@ -59,7 +59,7 @@ def import_contacts(file: Path, file_format: str | None, strict: bool):
             raise CliError(f"{len(report.rejections)} rejected entries, nothing imported "
                            f"(--strict); first: {first.line} {first.kind} "
                            f"{first.external_id or ''}: {first.reason}")
-    for kind in ("accounts", "sites", "contacts"):
+    for kind in ("accounts", "sites", "apps", "contacts"):
         tally = getattr(report, kind)
         click.echo(f"{kind:<9} created {tally.created:>7}  updated {tally.updated:>7}  "
                    f"unchanged {tally.unchanged:>7}  deleted {tally.deleted:>5}  "

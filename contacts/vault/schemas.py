@@ -11,12 +11,22 @@ from pydantic import BaseModel, ConfigDict, Field
 Role = Literal["site_admin", "billing", "technical", "other"]
 
 
+class AppIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str = Field(min_length=1, max_length=128, description="The product's app ID.")
+    name: str | None = Field(default=None, max_length=200)
+    deleted: bool = Field(default=False, description="True soft-deletes the app.")
+
+
 class SiteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     external_id: str = Field(min_length=1, max_length=128, description="The product's site ID.")
     url: str | None = Field(default=None, max_length=2048)
     name: str | None = Field(default=None, max_length=200)
+    apps: list[AppIn] = Field(default_factory=list, max_length=1000,
+                              description="Apps installed on the site (optional).")
     deleted: bool = Field(default=False, description="True soft-deletes the site.")
 
 
@@ -70,12 +80,13 @@ class Tally(BaseModel):
 class ImportReport(BaseModel):
     accounts: Tally = Field(default_factory=Tally)
     sites: Tally = Field(default_factory=Tally)
+    apps: Tally = Field(default_factory=Tally)
     contacts: Tally = Field(default_factory=Tally)
     rejections: list[Rejection] = Field(default_factory=list)
 
     def merge(self, other: ImportReport) -> None:
         """Add another report's figures (for example the rejections found while parsing)."""
-        for kind in ("accounts", "sites", "contacts"):
+        for kind in ("accounts", "sites", "apps", "contacts"):
             mine, theirs = getattr(self, kind), getattr(other, kind)
             for figure in Tally.model_fields:
                 setattr(mine, figure, getattr(mine, figure) + getattr(theirs, figure))

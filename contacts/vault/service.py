@@ -114,7 +114,7 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
             pool.shutdown(cancel_futures=True)
     audit.record(session, actor, "vault.synced", source=source,
                  contacts=report.contacts.model_dump(), accounts=report.accounts.model_dump(),
-                 sites=report.sites.model_dump())
+                 sites=report.sites.model_dump(), apps=report.apps.model_dump())
     return report
 
 
@@ -215,6 +215,54 @@ def _upsert_sites(session: Session, chunk: list[AccountEntry], accounts: dict[st
     return existing
 
 
+def _upsert_apps(session: Session, chunk: list[AccountEntry], accounts: dict[str, dict],
+                 sites: dict[str, dict], now: datetime, report: ImportReport) -> None:
+    given_apps = [(accounts[entry.account.external_id]["id"], site, app, line)
+                  for entry in chunk
+                  for site, line in zip(entry.account.sites, entry.site_lines, strict=True)
+                  for app in site.apps]
+    if not given_apps:
+        return
+    wanted = [app.external_id for _, _, app, _ in given_apps]
+    existing = {row["external_id"]: row for row in
+                _rows(session, App, col(App.external_id).in_(wanted))}
+    new_rows, changes = [], []
+    for account_id, site_in, given, line in given_apps:
+        site = sites.get(site_in.external_id)
+        if site is None or site["account_id"] != account_id:
+            continue  # its site was rejected, and said so
+        row = existing.get(given.external_id)
+        if row is not None and row["site_id"] != site["id"]:
+            report.reject("app", line, given.external_id,
+                          f"app belongs to another site ({row['site_id']})")
+            continue
+        if given.deleted:
+            if row is not None and row["deleted_at"] is None:
+                row["deleted_at"] = now
+                changes.append({"id": row["id"], "deleted_at": now, "updated_at": now})
+                report.apps.deleted += 1
+            else:
+                report.apps.unchanged += 1
+        elif row is None:
+            row = {"id": new_id("app"), "site_id": site["id"], "external_id": given.external_id,
+                   "name": given.name, "created_at": now, "updated_at": now,
+                   "deleted_at": None}
+            existing[given.external_id] = row
+            new_rows.append(row)
+            report.apps.created += 1
+        elif (row["name"], row["deleted_at"]) != (given.name, None):
+            row.update(name=given.name, deleted_at=None)
+            changes.append({"id": row["id"], "name": given.name, "deleted_at": None,
+                            "updated_at": now})
+            report.apps.updated += 1
+        else:
+            report.apps.unchanged += 1
+    if new_rows:
+        session.execute(insert(App.__table__), new_rows)
+    if changes:
+        session.execute(update(App), changes)
+
+
 # A contact to check and encrypt: plain values only, so it can go to a worker process.
 # (line, account_id, contact fields, site ids or an error, existing live digest, confirmed,
 #  existing id, existing version, whether the existing row is deleted)
@@ -237,6 +285,7 @@ def _plan_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[Accoun
     now = utcnow()
     accounts = _upsert_accounts(session, chunk, now, report)
     sites = _upsert_sites(session, chunk, accounts, now, report)
+    _upsert_apps(session, chunk, accounts, sites, now, report)
     account_ids = [accounts[entry.account.external_id]["id"] for entry in chunk]
     wanted = [given.external_id for entry in chunk for given in entry.account.contacts]
     missing_sites = {ref for entry in chunk for given in entry.account.contacts

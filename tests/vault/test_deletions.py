@@ -10,7 +10,7 @@ from contacts.audit import Actor, AuditEntry
 from contacts.db import session_scope, utcnow
 from contacts.errors import Forbidden, WrongKind
 from contacts.vault import deletions, purge, service
-from contacts.vault.models import Account, Contact, ContactVersion, Site
+from contacts.vault.models import Account, App, Contact, ContactVersion, Site
 from tests.vault.fixtures import make_document
 
 
@@ -147,3 +147,23 @@ def test_the_cli_delete_asks_for_the_count_before_acting(app, engine, populated)
     assert done.exit_code == 0, done.output
     assert "deleted 2 site(s)" in done.output
     assert len(ids_of(engine, Site)) - len(ids_of(engine, Site, deleted_at=None)) == 2
+
+
+def test_the_seed_mistake_site_ids_given_for_an_app_delete_deletes_nothing(
+        client, make_token, engine, sync_document):
+    document = make_document(accounts=3, contacts_per_account=1)
+    for number, account in enumerate(document["accounts"]):
+        account["sites"][0]["apps"] = [{"external_id": f"INSIGHT-{number}", "name": "Insight"}]
+    sync_document(document)
+    sites = ids_of(engine, Site)
+    response = client.post("/api/v1/deletions", json={"kind": "app", "ids": sites},
+                           headers=bearer(make_token("contacts:write")))
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == (
+        "ids[0]: expected a app ID (app_...), got a site ID (site_...)")
+    assert len(ids_of(engine, Site, deleted_at=None)) == len(sites)
+    apps = ids_of(engine, App)
+    dry_run = client.post("/api/v1/deletions", json={"kind": "app", "ids": apps},
+                          headers=bearer(make_token("contacts:write"))).get_json()
+    assert dry_run["count"] == 3
+    assert {item["label"] for item in dry_run["sample"]} == {"Insight"}

@@ -7,7 +7,7 @@ from sqlmodel import func, select
 
 from contacts.db import session_scope, utcnow
 from contacts.vault import service
-from contacts.vault.models import Account, Contact, ContactVersion, Site
+from contacts.vault.models import Account, App, Contact, ContactVersion, Site
 
 
 def count(engine, model) -> int:
@@ -112,3 +112,21 @@ def test_a_contact_listed_twice_is_rejected_the_second_time(sync_document, small
     report = sync_document(doubled)
     assert report.contacts.created == 6 and report.contacts.rejected == 1
     assert report.rejections[0].line == "accounts[0].contacts[2]"
+
+
+def test_apps_are_synced_under_their_sites_and_cannot_move_between_them(engine, sync_document,
+                                                                        small_document):
+    document = copy.deepcopy(small_document)
+    document["accounts"][0]["sites"][0]["apps"] = [{"external_id": "APP-1", "name": "Insight"}]
+    report = sync_document(document)
+    assert report.apps.created == 1
+    assert sync_document(document).apps.unchanged == 1
+    moved = copy.deepcopy(document)
+    moved["accounts"][0]["sites"][0]["apps"] = []
+    moved["accounts"][1]["sites"][0]["apps"] = [{"external_id": "APP-1", "name": "Insight"}]
+    report = sync_document(moved)
+    assert report.apps.rejected == 1
+    assert report.rejections[0].reason.startswith("app belongs to another site (site_")
+    with session_scope(engine) as session:
+        (app,) = session.exec(select(App)).all()
+    assert app.id.startswith("app_") and app.name == "Insight"
