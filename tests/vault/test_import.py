@@ -92,7 +92,7 @@ def test_json_entries_with_the_wrong_shape_are_rejected_one_by_one(app, engine, 
     assert contact_count(engine) == 2
 
 
-def test_a_thousand_imported_contacts_leave_no_plaintext_in_the_database_or_logs(
+def test_a_thousand_imported_contacts_leave_no_plaintext_in_database_backup_or_logs(
         app, engine, backend, database_url, tmp_path, caplog):
     document = make_document(accounts=250, contacts_per_account=4)
     (tmp_path / "vault.csv").write_text(as_csv(document))
@@ -115,5 +115,11 @@ def test_a_thousand_imported_contacts_leave_no_plaintext_in_the_database_or_logs
     assert len(values) == 4000
     leaked = [value for value in values if value.encode() in stored]
     assert leaked == []
-    logs = caplog.text + result.output
+    snapshot_dir = tmp_path / "backups"
+    made = app.test_cli_runner().invoke(args=["backup", "create", "--to", str(snapshot_dir)])
+    assert made.exit_code == 0, made.output
+    (snapshot,) = snapshot_dir.glob("*.llbackup")
+    sealed = snapshot.read_bytes()
+    assert [value for value in values if value.encode() in sealed] == []
+    logs = caplog.text + result.output + made.output
     assert [value for value in values if value in logs] == []
