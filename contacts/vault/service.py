@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -96,19 +97,19 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
         seen_accounts.add(entry.account.external_id)
         unique.append(entry)
     pool = _worker_pool(vault) if parallel else None
+    in_flight: deque = deque()  # (plan, prepared or its future), oldest first
     try:
-        pending = None
         for chunk in _chunks(unique, vault.batch_size):
             plan = _plan_chunk(session, vault, actor, chunk, report)
-            prepared = (pool.submit(_prepare_in_worker, plan.jobs, source, plan.now, actor)
-                        if pool else prepare_contacts(vault, plan.jobs, source, plan.now, actor))
-            if pending is not None:
-                _apply_chunk(session, *pending, report)
-            pending = (plan, prepared)
+            in_flight.append((plan, pool.submit(_prepare_in_worker, plan.jobs, source, plan.now,
+                                                actor) if pool
+                              else prepare_contacts(vault, plan.jobs, source, plan.now, actor)))
+            if len(in_flight) > (WORKERS if pool else 0):
+                _apply_chunk(session, *in_flight.popleft(), report)
             if progress:
                 progress(sum(len(entry.account.contacts) for entry in chunk))
-        if pending is not None:
-            _apply_chunk(session, *pending, report)
+        while in_flight:
+            _apply_chunk(session, *in_flight.popleft(), report)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -442,10 +443,14 @@ def _apply_chunk(session: Session, plan: _Plan, prepared, report: ImportReport) 
 _worker_vault: Vault | None = None
 
 
+# Worker processes of a parallel sync; each has a batch in flight while this one writes.
+WORKERS = 2
+
+
 def _worker_pool(vault: Vault) -> ProcessPoolExecutor:
     # "spawn": a fresh interpreter that shares no database connection with this process.
     return ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+        max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
         initargs=(vault.crypto.cipher.keyring, vault.crypto.index.key,
                   vault.default_phone_region, vault.batch_size))
