@@ -19,8 +19,10 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -34,10 +36,13 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    and_,
     case,
     func,
     insert,
     literal,
+    literal_column,
+    null,
     select,
     text,
 )
@@ -92,8 +97,18 @@ def backed_up_tables() -> list[Table]:
 # Rows are read straight from the DB-API cursor and turned into that form per column kind,
 # the same on SQLite and PostgreSQL; a column of any other type goes through SQLAlchemy.
 
-_encode_line = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 BATCH_ROWS = 10_000
+RESTORE_CACHE_KIB = 256 * 1024  # SQLite's page cache while it restores
+
+
+def _unencodable(value):
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# What json.dumps(values, separators=(",", ":"), ensure_ascii=False) gives, from the C encoder
+# called directly (no per-row Python frame); rows hold no cycles, so no circularity markers.
+_c_encode = json.encoder.c_make_encoder(None, _unencodable, json.encoder.encode_basestring,
+                                        None, ":", ",", False, False, True)
 
 
 def _encode(value):
@@ -105,11 +120,11 @@ def _encode(value):
 
 
 def _line(values) -> bytes:
-    return _encode_line(values).encode() + b"\n"
+    return ("".join(_c_encode(values, 0)) + "\n").encode()
 
 
 def _lines(rows: list) -> bytes:
-    return ("\n".join(map(_encode_line, rows)) + "\n").encode()
+    return ("\n".join(map("".join, map(_c_encode, rows, repeat(0)))) + "\n").encode()
 
 
 def _kind(column) -> str:
@@ -175,9 +190,54 @@ def _json_from_text(value):
     return None if value is None else json.loads(value)
 
 
-_SQLITE_READ = {"time": _time_from_sqlite, "bool": _bool_from_sqlite, "json": _json_from_text}
-_SQLITE_WRITE = {"time": _time_to_sqlite, "json": json.dumps}
+_SQLITE_READ = {"bool": _bool_from_sqlite, "json": _json_from_text}
+_SQLITE_WRITE = {"json": json.dumps}
 _POSTGRESQL_WRITE = {"json": json.dumps}  # times go to COPY in their canonical text form
+
+# SQLite turns times from and to their stored form in SQL (the common shapes) and calls back
+# into Python only for anything else.
+_SQLITE_TIME_FROM = "lifeline_time_from_sqlite"
+_SQLITE_TIME_TO = "lifeline_time_to_sqlite"
+
+
+def _concat(*parts):
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.op("||")(part)
+    return joined
+
+
+def _sqlite_time_read(column):
+    """Like _time_from_sqlite."""
+    return case(
+        (column.is_(None), null()),
+        (and_(func.length(column) == 26, func.substr(column, 11, 1) == " ",
+              func.substr(column, 20, 1) == "."),
+         _concat(func.substr(column, 1, 10), literal("T"),
+                 case((func.substr(column, 21) == "000000", func.substr(column, 12, 8)),
+                      else_=func.substr(column, 12)),
+                 literal("+00:00"))),
+        else_=getattr(func, _SQLITE_TIME_FROM)(column))
+
+
+def _sqlite_time_write(value):
+    """Like _time_to_sqlite."""
+    return case(
+        (value.is_(None), null()),
+        (and_(func.length(value) == 32, func.substr(value, 11, 1) == "T",
+              func.substr(value, 27) == "+00:00"),
+         _concat(func.substr(value, 1, 10), literal(" "), func.substr(value, 12, 15))),
+        (and_(func.length(value) == 25, func.substr(value, 11, 1) == "T",
+              func.substr(value, 20) == "+00:00"),
+         _concat(func.substr(value, 1, 10), literal(" "), func.substr(value, 12, 8),
+                 literal(".000000"))),
+        else_=getattr(func, _SQLITE_TIME_TO)(value))
+
+
+def _sqlite_functions(raw) -> None:
+    raw.create_function(_SQLITE_TIME_FROM, 1, _time_from_sqlite, deterministic=True)
+    raw.create_function(_SQLITE_TIME_TO, 1, _time_to_sqlite, deterministic=True)
+
 
 def _postgresql_time(column):
     """PostgreSQL formats times in the canonical form itself, so its rows need no work here
@@ -189,8 +249,9 @@ def _postgresql_time(column):
 
 
 def _select_sql(connection: Connection, table: Table, kinds: list[str]) -> str:
-    postgresql = connection.dialect.name == "postgresql"
-    columns = [_postgresql_time(column) if postgresql and kind == "time" else column
+    read_time = (_postgresql_time if connection.dialect.name == "postgresql"
+                 else _sqlite_time_read)
+    columns = [read_time(column) if kind == "time" else column
                for column, kind in zip(table.columns, kinds, strict=True)]
     query = select(*columns).order_by(*table.primary_key.columns)
     return str(query.compile(dialect=connection.dialect,
@@ -199,6 +260,11 @@ def _select_sql(connection: Connection, table: Table, kinds: list[str]) -> str:
 
 def _convert(rows: list, width: int, converters: list[tuple[int, Callable]]) -> list:
     """Apply per-column converters to a batch of rows (each must have `width` values)."""
+    if not converters:
+        if set(map(len, rows)) != {width}:
+            raise SnapshotRefused("a row does not have as many values as its table has "
+                                  "columns")
+        return rows
     try:
         columns = list(zip(*rows, strict=True))
     except ValueError:
@@ -227,6 +293,7 @@ def _table_batches(connection: Connection, table: Table,
         return
     converters = [(index, _SQLITE_READ[kind]) for index, kind in enumerate(kinds)
                   if kind in _SQLITE_READ]
+    _sqlite_functions(raw)
     cursor = raw.cursor()
     try:
         cursor.execute(query)
@@ -488,11 +555,19 @@ class _SqliteWriter:
     """Plain executemany of rows in SQLite's stored form, in the caller's transaction."""
 
     def __init__(self, connection: Connection, table: Table, kinds: list[str]):
-        self.sql = str(insert(table).compile(dialect=connection.dialect))
+        # Numbered parameters, so that a time's parameter can appear in its SQL conversion.
+        values = {}
+        for number, (column, kind) in enumerate(zip(table.columns, kinds, strict=True), 1):
+            value = literal_column(f"?{number}")
+            values[column.name] = _sqlite_time_write(value) if kind == "time" else value
+        self.sql = str(insert(table).values(values).inline().compile(
+            dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
         self.width = len(kinds)
         self.converters = [(index, _SQLITE_WRITE[kind]) for index, kind in enumerate(kinds)
                            if kind in _SQLITE_WRITE]
-        self.cursor = connection.connection.driver_connection.cursor()
+        raw = connection.connection.driver_connection
+        _sqlite_functions(raw)
+        self.cursor = raw.cursor()
 
     def write(self, rows: list) -> None:
         self.cursor.executemany(self.sql, _convert(rows, self.width, self.converters))
@@ -566,7 +641,7 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
                 raise SnapshotRefused(f"the target database is not empty (table {table.name} "
                                       "has rows): restore only into an empty database")
     manifest = None
-    with engine.begin() as connection:
+    with engine.begin() as connection, _restore_settings(connection):
         writer = None
         try:
             for kind, payload in _snapshot_parts(path, backup_key):
@@ -602,6 +677,21 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
             _reset_sequences(connection, tables.values())
     check_database(engine, manifest)
     return manifest
+
+
+@contextmanager
+def _restore_settings(connection: Connection) -> Iterator[None]:
+    """SQLite: a page cache big enough for the indexes being filled, for this restore only."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    (before,) = raw.execute("PRAGMA cache_size").fetchone()
+    raw.execute(f"PRAGMA cache_size = {-RESTORE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA cache_size = {int(before)}")
 
 
 def _reset_sequences(connection: Connection, tables) -> None:
