@@ -642,6 +642,9 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
                                       "has rows): restore only into an empty database")
     manifest = None
     with engine.begin() as connection, _restore_settings(connection):
+        # Secondary indexes and foreign keys are set aside while rows load and rebuilt after
+        # (one sort per index, one join per key, all checked), in the same transaction.
+        rebuild = _set_aside_indexes_and_keys(connection, list(tables))
         writer = None
         try:
             for kind, payload in _snapshot_parts(path, backup_key):
@@ -673,6 +676,9 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
         if manifest.revision != head_revision:
             raise SnapshotRefused(f"the snapshot was made at schema revision "
                                   f"{manifest.revision}; this Lifeline is at {head_revision}")
+        raw = connection.connection.driver_connection
+        for statement in rebuild:
+            raw.execute(statement)
         if is_postgresql(engine):
             _reset_sequences(connection, tables.values())
     check_database(engine, manifest)
@@ -681,17 +687,64 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
 
 @contextmanager
 def _restore_settings(connection: Connection) -> Iterator[None]:
-    """SQLite: a page cache big enough for the indexes being filled, for this restore only."""
-    if connection.dialect.name != "sqlite":
+    """For this restore only: SQLite gets a page cache big enough for the indexes it builds
+    (and an explicit transaction, so that the DDL below is in it too); PostgreSQL more
+    memory to sort rows for its indexes."""
+    raw = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        raw.execute(f"SET LOCAL maintenance_work_mem = '{RESTORE_CACHE_KIB}kB'")
         yield
         return
-    raw = connection.connection.driver_connection
     (before,) = raw.execute("PRAGMA cache_size").fetchone()
     raw.execute(f"PRAGMA cache_size = {-RESTORE_CACHE_KIB}")
     try:
+        if not raw.in_transaction:
+            raw.execute("BEGIN")
         yield
     finally:
         raw.execute(f"PRAGMA cache_size = {int(before)}")
+
+
+_POSTGRESQL_SET_ASIDE = """
+WITH restored AS (
+    SELECT to_regclass(quote_ident(name)) AS oid FROM unnest(CAST(:tables AS text[])) AS name
+)
+SELECT 'index', format('DROP INDEX %I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indrelid IN (SELECT oid FROM restored)
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid
+                  AND k.contype IN ('p', 'u', 'x'))
+UNION ALL
+SELECT 'key', format('ALTER TABLE %I.%I DROP CONSTRAINT %I', n.nspname, t.relname, k.conname),
+       format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', n.nspname, t.relname, k.conname,
+              pg_get_constraintdef(k.oid))
+FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM restored)
+"""
+
+_SQLITE_SET_ASIDE = """
+SELECT 'DROP INDEX ' || quote(name), sql FROM sqlite_master
+WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN (SELECT value FROM json_each(?))
+"""
+
+
+def _set_aside_indexes_and_keys(connection: Connection, tables: list[str]) -> list[str]:
+    """Drop the restored tables' secondary indexes (and on PostgreSQL their foreign keys);
+    return the statements that put them back, indexes first. (SQLite checks foreign keys
+    row by row against the parents' primary keys, which stay.)"""
+    raw = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        found = connection.execute(text(_POSTGRESQL_SET_ASIDE), {"tables": tables}).all()
+        found.sort(key=lambda row: row[0] != "index")
+        drops, rebuild = [row[1] for row in found], [row[2] for row in found]
+    else:
+        found = raw.execute(_SQLITE_SET_ASIDE, (json.dumps(tables),)).fetchall()
+        drops, rebuild = [row[0] for row in found], [row[1] for row in found]
+    for statement in reversed(drops):
+        raw.execute(statement)
+    return rebuild
 
 
 def _reset_sequences(connection: Connection, tables) -> None:
