@@ -5,6 +5,7 @@ never the vault's tables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import re
@@ -14,7 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, insert, update
+from sqlalchemy import case, delete, func, insert, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from contacts import audit
@@ -98,6 +100,11 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
         unique.append(entry)
     pool = _worker_pool(vault) if parallel else None
     in_flight: deque = deque()  # (plan, prepared or its future), oldest first
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        # Within one long import the planner's statistics still say the tables are empty,
+        # and it would scan them whole for every batch's lookups: insist on the indexes.
+        session.execute(text("SET LOCAL enable_seqscan = off"))
     try:
         for chunk in _chunks(unique, vault.batch_size):
             plan = _plan_chunk(session, vault, actor, chunk, report)
@@ -113,6 +120,9 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if postgresql:
+            with contextlib.suppress(SQLAlchemyError):  # an aborted transaction refuses it
+                session.execute(text("SET LOCAL enable_seqscan = on"))
     audit.record(session, actor, "vault.synced", source=source,
                  contacts=report.contacts.model_dump(), accounts=report.accounts.model_dump(),
                  sites=report.sites.model_dump(), apps=report.apps.model_dump())
