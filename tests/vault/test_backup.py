@@ -205,3 +205,66 @@ def test_a_snapshot_reads_every_table_at_one_point_in_time(engine, document):
             record(session, Actor.system("t"), "written.meanwhile")
         after = connection.execute(select(func.count()).select_from(audit_log)).scalar_one()
     assert after == before
+
+
+def schema_of(engine) -> dict:
+    """Every table's indexes, unique constraints and foreign keys, as the database has them."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    described = {}
+    for name in sorted(inspector.get_table_names()):
+        described[name] = (
+            sorted((index["name"], tuple(index["column_names"]), bool(index["unique"]))
+                   for index in inspector.get_indexes(name)),
+            sorted((unique["name"] or "", tuple(unique["column_names"]))
+                   for unique in inspector.get_unique_constraints(name)),
+            sorted((key["name"] or "", tuple(key["constrained_columns"]), key["referred_table"],
+                    tuple(key["referred_columns"]))
+                   for key in inspector.get_foreign_keys(name)))
+    return described
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgresql"])
+def test_a_restore_leaves_the_schema_as_migrated_and_a_refused_one_leaves_it_empty(
+        engine, document, tmp_path, empty_postgresql_url, target):
+    from contacts.schema import head_revision, upgrade_database
+
+    key = b"\x05" * 32
+    snapshot, manifest = backup.create_snapshot(engine=engine, backup_key=key,
+                                                directory=tmp_path / "backups",
+                                                revision=head_revision())
+    url = f"sqlite:///{tmp_path / 'restored.db'}" if target == "sqlite" else empty_postgresql_url
+    restored = make_engine(url)
+    try:
+        upgrade_database(restored)
+        migrated = schema_of(restored)
+        assert any(indexes for indexes, _, _ in migrated.values())
+        with pytest.raises(backup.SnapshotRefused, match="made at schema revision"):
+            backup.restore_snapshot(path=snapshot, backup_key=key, engine=restored,
+                                    head_revision="not-this-one")
+        assert backup.count_rows(restored) == 0
+        assert schema_of(restored) == migrated
+        backup.restore_snapshot(path=snapshot, backup_key=key, engine=restored,
+                                head_revision=head_revision())
+        assert schema_of(restored) == migrated
+        assert backup.database_checksums(restored) == manifest.tables
+    finally:
+        restored.dispose()
+
+
+def test_times_in_other_stored_shapes_read_and_write_in_the_canonical_form(engine):
+    from sqlalchemy import text
+
+    assert backup._time_to_sqlite("2026-01-02T05:04:05.123+02:00") == "2026-01-02 03:04:05.123000"
+    assert backup._time_to_sqlite("2026-01-02T03:04:05+00:00") == "2026-01-02 03:04:05.000000"
+    with pytest.raises(ValueError, match="naive"):
+        backup._time_to_sqlite("2026-01-02T03:04:05")
+    assert backup._time_from_sqlite("2026-01-02 03:04:05") == "2026-01-02T03:04:05+00:00"
+    with engine.begin() as connection:  # a time stored without microseconds, as raw SQL may
+        connection.execute(text(
+            "INSERT INTO api_token (id, name, prefix, secret_hash, scopes, created_by, "
+            "created_at) VALUES ('tok_raw', 'raw', 'p', 's', 'read', 'x', "
+            "'2026-01-02 03:04:05')"))
+    assert backup.database_checksums(engine)["api_token"] == \
+        reference_checksums(engine)["api_token"]
