@@ -37,7 +37,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    and_,
     case,
     func,
     insert,
@@ -208,30 +207,30 @@ def _concat(*parts):
     return joined
 
 
+_D = "[0-9]"
+_SQLITE_STORED = f"{_D * 4}-{_D * 2}-{_D * 2} {_D * 2}:{_D * 2}:{_D * 2}.{_D * 6}"
+_CANONICAL = f"{_D * 4}-{_D * 2}-{_D * 2}T{_D * 2}:{_D * 2}:{_D * 2}"
+
+
 def _sqlite_time_read(column):
-    """Like _time_from_sqlite."""
+    """Like _time_from_sqlite: one GLOB checks the shape SQLAlchemy stores ('.ffffff' is
+    the only '.', ' ' the only space)."""
     return case(
-        (column.is_(None), null()),
-        (and_(func.length(column) == 26, func.substr(column, 11, 1) == " ",
-              func.substr(column, 20, 1) == "."),
-         _concat(func.substr(column, 1, 10), literal("T"),
-                 case((func.substr(column, 21) == "000000", func.substr(column, 12, 8)),
-                      else_=func.substr(column, 12)),
+        (column.op("GLOB")(literal(_SQLITE_STORED, String())),
+         _concat(func.replace(func.replace(column, ".000000", ""), " ", "T"),
                  literal("+00:00"))),
+        (column.is_(None), null()),
         else_=getattr(func, _SQLITE_TIME_FROM)(column))
 
 
 def _sqlite_time_write(value):
     """Like _time_to_sqlite."""
     return case(
+        (value.op("GLOB")(literal(f"{_CANONICAL}.{_D * 6}+00:00", String())),
+         func.replace(func.substr(value, 1, 26), "T", " ")),
+        (value.op("GLOB")(literal(f"{_CANONICAL}+00:00", String())),
+         _concat(func.replace(func.substr(value, 1, 19), "T", " "), literal(".000000"))),
         (value.is_(None), null()),
-        (and_(func.length(value) == 32, func.substr(value, 11, 1) == "T",
-              func.substr(value, 27) == "+00:00"),
-         _concat(func.substr(value, 1, 10), literal(" "), func.substr(value, 12, 15))),
-        (and_(func.length(value) == 25, func.substr(value, 11, 1) == "T",
-              func.substr(value, 20) == "+00:00"),
-         _concat(func.substr(value, 1, 10), literal(" "), func.substr(value, 12, 8),
-                 literal(".000000"))),
         else_=getattr(func, _SQLITE_TIME_TO)(value))
 
 
