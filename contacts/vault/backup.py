@@ -320,39 +320,29 @@ def _sqlalchemy_batches(connection: Connection, table: Table, batch: int) -> Ite
         yield [tuple(_encode(value) for value in row) for row in part]
 
 
-# SQLite builds the lines of tables of text, integer, boolean and time columns itself (JSON
-# columns need Python's re-encoding), but only where its json_quote() quotes strings exactly
-# as the canonical form does, which this probe checks first. (On PostgreSQL, to_json() per
-# value costs the server more than encoding costs this process, which runs alongside it.)
-_PROBE = "".join(map(chr, range(1, 128))) + "é ü 日本 🙂 \u2028\u2029\ufeff\U0010ffff"
-_PROBE_QUOTED = "".join(_c_encode([_PROBE], 0))[1:-1]
-_LINE_KINDS = {"text", "int", "bool", "time"}
+# SQLite builds the lines of tables of text, integer and time columns itself with json_array()
+# (JSON columns need Python's re-encoding), but only where that gives exactly the canonical
+# line, which this probe checks first. (On PostgreSQL, to_json() per value costs the server
+# more than encoding costs this process, which runs alongside it.)
+_PROBE_TEXT = "".join(map(chr, range(1, 128))) + "é ü 日本 🙂 \u2028\u2029\ufeff\U0010ffff"
+_PROBE = [_PROBE_TEXT, 0, -1, 2 ** 63 - 1, -(2 ** 63), None, "", "2026-01-02T03:04:05+00:00"]
+_PROBE_LINE = "".join(_c_encode(_PROBE, 0))
+_LINE_KINDS = {"text", "int", "time"}
 
 
 def _lines_in_database(connection: Connection, kinds: list[str]) -> bool:
     if connection.dialect.name != "sqlite" or not set(kinds) <= _LINE_KINDS:
         return False
     raw = connection.connection.driver_connection
-    return raw.execute("SELECT json_quote(?)", (_PROBE,)).fetchone()[0] == _PROBE_QUOTED
-
-
-def _sqlite_quoted(column, kind: str):
-    """A column's canonical JSON text, in SQLite's SQL."""
-    if kind == "bool":
-        return case((column.is_(None), literal("null")), (column, literal("true")),
-                    else_=literal("false"))
-    return func.json_quote(_sqlite_time_read(column) if kind == "time" else column)
+    got = raw.execute(f"SELECT json_array({', '.join('?' * len(_PROBE))})", _PROBE).fetchone()
+    return got[0] == _PROBE_LINE
 
 
 def _database_lines(connection: Connection, table: Table, kinds: list[str],
                     batch: int) -> Iterator[tuple[int, bytes]]:
-    parts = [literal("[")]
-    for column, kind in zip(table.columns, kinds, strict=True):
-        if len(parts) > 1:
-            parts.append(literal(","))
-        parts.append(_sqlite_quoted(column, kind))
-    parts.append(literal("]"))
-    query = str(select(_concat(*parts)).order_by(*table.primary_key.columns).compile(
+    values = [_sqlite_time_read(column) if kind == "time" else column
+              for column, kind in zip(table.columns, kinds, strict=True)]
+    query = str(select(func.json_array(*values)).order_by(*table.primary_key.columns).compile(
         dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     raw = connection.connection.driver_connection
     _sqlite_functions(raw)
