@@ -17,6 +17,7 @@ import json
 import os
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
+from queue import Empty, Queue
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -283,8 +285,53 @@ def _table_blocks(connection: Connection, table: Table,
     if _lines_in_database(connection, kinds):
         yield from _database_lines(connection, table, kinds, batch)
         return
-    for rows in _table_batches(connection, table, kinds, batch):
+    batches = _table_batches(connection, table, kinds, batch)
+    if connection.dialect.name == "postgresql":
+        # PostgreSQL prepares the next batch while this thread encodes the last one.
+        batches = _in_background(batches)
+    for rows in batches:
         yield len(rows), _lines(rows)
+
+
+def _in_background(items: Iterator, depth: int = 2) -> Iterator:
+    """Yield what `items` yields, running it in a thread up to `depth` items ahead. (Only
+    where that thread mostly waits: a thread that keeps the GIL busy slows both down.)"""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    finished = object()
+
+    def run() -> None:
+        try:
+            for item in items:
+                queue.put((True, item))
+                if stop.is_set():
+                    return
+            queue.put((False, finished))
+        except BaseException as exc:  # raised in the consumer
+            queue.put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close:
+                close()
+
+    thread = threading.Thread(target=run, name="lifeline-backup", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = queue.get()
+            if ok:
+                yield item
+            elif item is finished:
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a producer blocked on a full queue see the stop
+            try:
+                queue.get_nowait()
+            except Empty:
+                thread.join(0.01)
 
 
 def _table_batches(connection: Connection, table: Table, kinds: list[str],
