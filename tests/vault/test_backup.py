@@ -279,3 +279,25 @@ def test_times_in_other_stored_shapes_read_and_write_in_the_canonical_form(engin
             "'2026-01-02 03:04:05')"))
     assert backup.database_checksums(engine)["api_token"] == \
         reference_checksums(engine)["api_token"]
+
+
+def test_reading_ahead_in_a_thread_passes_on_errors_and_stops_when_abandoned():
+    closed = []
+
+    def numbers():
+        try:
+            yield from range(1000)
+        finally:
+            closed.append(True)
+
+    ahead = backup._in_background(numbers())
+    assert [next(ahead), next(ahead)] == [0, 1]
+    ahead.close()
+    assert closed == [True]
+
+    def failing():
+        yield 1
+        raise backup.SnapshotRefused("went wrong while reading")
+
+    with pytest.raises(backup.SnapshotRefused, match="went wrong while reading"):
+        list(backup._in_background(failing()))
