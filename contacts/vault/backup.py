@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel, col
 from sqlmodel import select as orm_select
 from sqlmodel.sql.sqltypes import AutoString
@@ -96,8 +97,12 @@ def backed_up_tables() -> list[Table]:
 #   text as a string, integers as numbers, NULL as null, booleans as true/false,
 #   JSON columns as their JSON value, times in UTC as Python's isoformat() gives them
 #   ("2026-11-26T11:22:33.123456+00:00", or without ".ffffff" when it is zero).
-# Rows are read straight from the DB-API cursor and turned into that form per column kind,
-# the same on SQLite and PostgreSQL; a column of any other type goes through SQLAlchemy.
+# Rows are read straight from the DB-API cursor, ordered by primary key: PostgreSQL formats
+# times itself and Python encodes the rows; SQLite builds whole lines with json_array() where
+# that is checked to give the same bytes. A column of any other type goes through SQLAlchemy.
+# Restore loads with COPY (PostgreSQL) or executemany (SQLite) in one transaction, rebuilds
+# the secondary indexes (and PostgreSQL's foreign keys) it set aside, commits, then reads the
+# database again and compares every table with the manifest.
 
 BATCH_ROWS = 10_000
 RESTORE_CACHE_KIB = 256 * 1024  # SQLite's page cache while it restores
@@ -278,19 +283,31 @@ def _convert(rows: list, width: int, converters: list[tuple[int, Callable]]) -> 
     return list(zip(*columns, strict=True))
 
 
+@contextmanager
+def _driver_errors(connection: Connection) -> Iterator[None]:
+    """Errors of the DB-API cursors used here, raised as SQLAlchemy's (which callers, such
+    as the CLI, turn into one line)."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi.Error) from exc
+
+
 def _table_blocks(connection: Connection, table: Table,
-                 batch: int = BATCH_ROWS) -> Iterator[tuple[int, bytes]]:
+                  batch: int = BATCH_ROWS) -> Iterator[tuple[int, bytes]]:
     """The table's canonical lines, ordered by primary key, as (row count, bytes) blocks."""
     kinds = [_kind(column) for column in table.columns]
-    if _lines_in_database(connection, kinds):
-        yield from _database_lines(connection, table, kinds, batch)
-        return
-    batches = _table_batches(connection, table, kinds, batch)
-    if connection.dialect.name == "postgresql":
-        # PostgreSQL prepares the next batch while this thread encodes the last one.
-        batches = _in_background(batches)
-    for rows in batches:
-        yield len(rows), _lines(rows)
+    with _driver_errors(connection):
+        if _lines_in_database(connection, kinds):
+            yield from _database_lines(connection, table, kinds, batch)
+            return
+        batches = _table_batches(connection, table, kinds, batch)
+        if connection.dialect.name == "postgresql":
+            # PostgreSQL prepares the next batch while this thread encodes the last one.
+            batches = _in_background(batches)
+        for rows in batches:
+            yield len(rows), _lines(rows)
 
 
 def _in_background(items: Iterator, depth: int = 2) -> Iterator:
@@ -733,7 +750,8 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
                 raise SnapshotRefused(f"the target database is not empty (table {table.name} "
                                       "has rows): restore only into an empty database")
     manifest = None
-    with engine.begin() as connection, _restore_settings(connection):
+    with (engine.begin() as connection, _driver_errors(connection),
+          _restore_settings(connection)):
         # Secondary indexes and foreign keys are set aside while rows load and rebuilt after
         # (one sort per index, one join per key, all checked), in the same transaction.
         rebuild = _set_aside_indexes_and_keys(connection, list(tables))

@@ -301,3 +301,39 @@ def test_reading_ahead_in_a_thread_passes_on_errors_and_stops_when_abandoned():
 
     with pytest.raises(backup.SnapshotRefused, match="went wrong while reading"):
         list(backup._in_background(failing()))
+
+
+def test_a_restore_that_fails_halfway_leaves_an_empty_database_and_a_database_error(
+        tmp_path, empty_postgresql_url):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DataError
+
+    from contacts.schema import head_revision, upgrade_database
+
+    source = make_engine(f"sqlite:///{tmp_path / 'source.db'}")
+    target = make_engine(empty_postgresql_url)
+    try:
+        upgrade_database(source)
+        with source.begin() as connection:  # SQLite keeps a value PostgreSQL refuses
+            connection.execute(text(
+                "INSERT INTO account (id, external_id, name, created_at, updated_at) "
+                "VALUES ('acc_1', 'A1', 'Acme', '2026-01-02 03:04:05.000000', "
+                "'2026-01-02 03:04:05.000000')"))
+            connection.execute(text(
+                "INSERT INTO api_token (id, name, prefix, secret_hash, scopes, created_by, "
+                "created_at) VALUES ('tok_1', 'n', :prefix, 's', '', 'x', "
+                "'2026-01-02 03:04:05.000000')"), {"prefix": "p" * 17})
+        key = b"\x09" * 32
+        snapshot, _ = backup.create_snapshot(engine=source, backup_key=key,
+                                             directory=tmp_path / "backups",
+                                             revision=head_revision())
+        upgrade_database(target)
+        migrated = schema_of(target)
+        with pytest.raises(DataError, match="value too long"):
+            backup.restore_snapshot(path=snapshot, backup_key=key, engine=target,
+                                    head_revision=head_revision())
+        assert backup.count_rows(target) == 0
+        assert schema_of(target) == migrated
+    finally:
+        source.dispose()
+        target.dispose()
