@@ -255,12 +255,21 @@ def _postgresql_time(column):
         else_=literal('YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
 
 
+def _key_order(connection: Connection, table: Table) -> list:
+    """Primary-key order by bytes on every database, so checksums never depend on a
+    PostgreSQL collation (SQLite compares bytes already)."""
+    if connection.dialect.name != "postgresql":
+        return list(table.primary_key.columns)
+    return [column.collate("C") if isinstance(column.type, String) else column
+            for column in table.primary_key.columns]
+
+
 def _select_sql(connection: Connection, table: Table, kinds: list[str]) -> str:
     read_time = (_postgresql_time if connection.dialect.name == "postgresql"
                  else _sqlite_time_read)
     columns = [read_time(column) if kind == "time" else column
                for column, kind in zip(table.columns, kinds, strict=True)]
-    query = select(*columns).order_by(*table.primary_key.columns)
+    query = select(*columns).order_by(*_key_order(connection, table))
     return str(query.compile(dialect=connection.dialect,
                              compile_kwargs={"literal_binds": True}))
 
@@ -378,7 +387,7 @@ def _table_batches(connection: Connection, table: Table, kinds: list[str],
 
 
 def _sqlalchemy_batches(connection: Connection, table: Table, batch: int) -> Iterator[list]:
-    query = select(*table.columns).order_by(*table.primary_key.columns)
+    query = select(*table.columns).order_by(*_key_order(connection, table))
     result = connection.execution_options(stream_results=True, yield_per=batch).execute(query)
     for part in result.partitions():
         yield [tuple(_encode(value) for value in row) for row in part]
