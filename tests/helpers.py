@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import text
 
 IN_CI = os.environ.get("CI") == "true"
 PASSWORD = "correct horse battery staple"
@@ -45,3 +48,16 @@ class Auth:
 
     def logout(self):
         return self.client.post("/logout", data={"csrf_token": self.csrf("/console/")})
+
+
+def stored_bytes(engine) -> bytes:
+    """Everything the database holds, as bytes: the SQLite file and its WAL after a
+    checkpoint, or a pg_dump of the PostgreSQL database. Plaintext scans grep this."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        files = [Path(url.database), Path(url.database + "-wal")]
+        return b"".join(path.read_bytes() for path in files if path.exists())
+    return subprocess.run(["pg_dump", "-h", url.host, "-p", str(url.port), "-U", url.username,
+                           url.database], capture_output=True, check=True, timeout=120).stdout

@@ -2,14 +2,12 @@
 
 import json
 import logging
-import os
-import subprocess
 
-from sqlalchemy import text
 from sqlmodel import func, select
 
 from contacts.db import session_scope
 from contacts.vault.models import Contact
+from tests.helpers import stored_bytes
 from tests.vault.fixtures import as_csv, make_document, personal_values
 
 
@@ -93,23 +91,13 @@ def test_json_entries_with_the_wrong_shape_are_rejected_one_by_one(app, engine, 
 
 
 def test_a_thousand_imported_contacts_leave_no_plaintext_in_database_backup_or_logs(
-        app, engine, backend, database_url, tmp_path, caplog):
+        app, engine, tmp_path, caplog):
     document = make_document(accounts=250, contacts_per_account=4)
     (tmp_path / "vault.csv").write_text(as_csv(document))
     caplog.set_level(logging.DEBUG)
     result = run_import(app, tmp_path / "vault.csv")
     assert result.exit_code == 0 and "contacts  created    1000" in result.output
-    if backend == "sqlite":
-        with engine.connect() as connection:
-            connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-        path = database_url.removeprefix("sqlite:///")
-        stored = b"".join(open(name, "rb").read() for name in (path, path + "-wal")
-                          if os.path.exists(name))
-    else:
-        url = engine.url
-        stored = subprocess.run(["pg_dump", "-h", url.host, "-p", str(url.port), "-U",
-                                 url.username, url.database], capture_output=True, check=True,
-                                timeout=120).stdout
+    stored = stored_bytes(engine)
     assert b"acme00000-0.example.net" in stored  # the scan does see the data it should
     values = personal_values(document)
     assert len(values) == 4000
