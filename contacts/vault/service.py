@@ -149,129 +149,96 @@ def _rows(session: Session, model, *conditions) -> list[dict]:
             session.execute(select(model.__table__).where(*conditions))]
 
 
+@dataclass
+class _Wanted:
+    """One account, site or app as the product describes it."""
+
+    external_id: str
+    line: str
+    values: dict  # the columns the product gives: compared with the row, written if changed
+    owner: tuple[str, str] | None = None  # (column, id) an existing row must already have
+    deleted: bool = False
+
+
+def _upsert(session: Session, kind: str, wanted: list[_Wanted], now: datetime,
+            report: ImportReport) -> dict[str, dict]:
+    """Create, update, restore or soft-delete rows of one kind by external ID, in bulk.
+    Returns every row read or written, by external ID (rows of another owner included)."""
+    prefix, model = KINDS[kind]
+    tally = getattr(report, kind + "s")
+    existing: dict[str, dict] = {}
+    if wanted:
+        existing = {row["external_id"]: row for row in _rows(
+            session, model, col(model.external_id).in_([item.external_id for item in wanted]))}
+    new_rows, changes = [], []
+    for item in wanted:
+        row = existing.get(item.external_id)
+        if row is not None and item.owner and row[item.owner[0]] != item.owner[1]:
+            column = item.owner[0]
+            report.reject(kind, item.line, item.external_id,
+                          f"{kind} belongs to another {column.removesuffix('_id')} "
+                          f"({row[column]})")
+        elif item.deleted:
+            if row is not None and row["deleted_at"] is None:
+                row["deleted_at"] = now
+                changes.append({"id": row["id"], "deleted_at": now, "updated_at": now})
+                tally.deleted += 1
+            else:
+                tally.unchanged += 1
+        elif row is None:
+            row = {"id": new_id(prefix), "external_id": item.external_id,
+                   **(dict([item.owner]) if item.owner else {}), **item.values,
+                   "created_at": now, "updated_at": now, "deleted_at": None}
+            existing[item.external_id] = row
+            new_rows.append(row)
+            tally.created += 1
+        elif row["deleted_at"] is not None or any(row[name] != value
+                                                  for name, value in item.values.items()):
+            change = {**item.values, "deleted_at": None, "updated_at": now}
+            row.update(change)
+            changes.append({"id": row["id"], **change})
+            tally.updated += 1
+        else:
+            tally.unchanged += 1
+    if new_rows:
+        session.execute(insert(model.__table__), new_rows)
+    if changes:
+        session.execute(update(model), changes)
+    return existing
+
+
 def _upsert_accounts(session: Session, chunk: list[AccountEntry], now: datetime,
                      report: ImportReport) -> dict[str, dict]:
-    wanted = [entry.account.external_id for entry in chunk]
-    existing = {row["external_id"]: row for row in
-                _rows(session, Account, col(Account.external_id).in_(wanted))}
-    new_rows, changes = [], []
-    for entry in chunk:
-        given = entry.account
-        row = existing.get(given.external_id)
-        if row is None:
-            row = {"id": new_id("acc"), "external_id": given.external_id, "name": given.name,
-                   "created_at": now, "updated_at": now, "deleted_at": None}
-            existing[given.external_id] = row
-            new_rows.append(row)
-            report.accounts.created += 1
-        elif row["name"] != given.name or row["deleted_at"] is not None:
-            row.update(name=given.name, deleted_at=None, updated_at=now)
-            changes.append({"id": row["id"], "name": given.name, "deleted_at": None,
-                            "updated_at": now})
-            report.accounts.updated += 1
-        else:
-            report.accounts.unchanged += 1
-    if new_rows:
-        session.execute(insert(Account.__table__), new_rows)
-    if changes:
-        session.execute(update(Account), changes)
-    return existing
+    return _upsert(session, "account", [
+        _Wanted(entry.account.external_id, entry.line, {"name": entry.account.name})
+        for entry in chunk], now, report)
 
 
 def _upsert_sites(session: Session, chunk: list[AccountEntry], accounts: dict[str, dict],
                   now: datetime, report: ImportReport) -> dict[str, dict]:
-    wanted = [site.external_id for entry in chunk for site in entry.account.sites]
-    existing: dict[str, dict] = {}
-    if wanted:
-        existing = {row["external_id"]: row for row in
-                    _rows(session, Site, col(Site.external_id).in_(wanted))}
-    new_rows, changes = [], []
-    for entry in chunk:
-        account = accounts[entry.account.external_id]
-        for given, line in zip(entry.account.sites, entry.site_lines, strict=True):
-            row = existing.get(given.external_id)
-            if row is not None and row["account_id"] != account["id"]:
-                report.reject("site", line, given.external_id,
-                              f"site belongs to another account ({row['account_id']})")
-                continue
-            hostname = fields.hostname_of(given.url) or fields.hostname_of(given.name)
-            if given.deleted:
-                if row is not None and row["deleted_at"] is None:
-                    row["deleted_at"] = now
-                    changes.append({"id": row["id"], "deleted_at": now, "updated_at": now})
-                    report.sites.deleted += 1
-                else:
-                    report.sites.unchanged += 1
-                continue
-            if row is None:
-                row = {"id": new_id("site"), "account_id": account["id"],
-                       "external_id": given.external_id, "url": given.url,
-                       "hostname": hostname, "name": given.name, "created_at": now,
-                       "updated_at": now, "deleted_at": None}
-                existing[given.external_id] = row
-                new_rows.append(row)
-                report.sites.created += 1
-            elif (row["url"], row["name"], row["deleted_at"]) != (given.url, given.name, None):
-                change = {"url": given.url, "name": given.name, "hostname": hostname,
-                          "deleted_at": None, "updated_at": now}
-                row.update(change)
-                changes.append({"id": row["id"], **change})
-                report.sites.updated += 1
-            else:
-                report.sites.unchanged += 1
-    if new_rows:
-        session.execute(insert(Site.__table__), new_rows)
-    if changes:
-        session.execute(update(Site), changes)
-    return existing
+    return _upsert(session, "site", [
+        _Wanted(site.external_id, line,
+                {"url": site.url, "name": site.name,
+                 "hostname": fields.hostname_of(site.url) or fields.hostname_of(site.name)},
+                owner=("account_id", accounts[entry.account.external_id]["id"]),
+                deleted=site.deleted)
+        for entry in chunk
+        for site, line in zip(entry.account.sites, entry.site_lines, strict=True)], now, report)
 
 
 def _upsert_apps(session: Session, chunk: list[AccountEntry], accounts: dict[str, dict],
                  sites: dict[str, dict], now: datetime, report: ImportReport) -> None:
-    given_apps = [(accounts[entry.account.external_id]["id"], site, app, line)
-                  for entry in chunk
-                  for site, line in zip(entry.account.sites, entry.site_lines, strict=True)
-                  for app in site.apps]
-    if not given_apps:
-        return
-    wanted = [app.external_id for _, _, app, _ in given_apps]
-    existing = {row["external_id"]: row for row in
-                _rows(session, App, col(App.external_id).in_(wanted))}
-    new_rows, changes = [], []
-    for account_id, site_in, given, line in given_apps:
-        site = sites.get(site_in.external_id)
-        if site is None or site["account_id"] != account_id:
-            continue  # its site was rejected, and said so
-        row = existing.get(given.external_id)
-        if row is not None and row["site_id"] != site["id"]:
-            report.reject("app", line, given.external_id,
-                          f"app belongs to another site ({row['site_id']})")
-            continue
-        if given.deleted:
-            if row is not None and row["deleted_at"] is None:
-                row["deleted_at"] = now
-                changes.append({"id": row["id"], "deleted_at": now, "updated_at": now})
-                report.apps.deleted += 1
-            else:
-                report.apps.unchanged += 1
-        elif row is None:
-            row = {"id": new_id("app"), "site_id": site["id"], "external_id": given.external_id,
-                   "name": given.name, "created_at": now, "updated_at": now,
-                   "deleted_at": None}
-            existing[given.external_id] = row
-            new_rows.append(row)
-            report.apps.created += 1
-        elif (row["name"], row["deleted_at"]) != (given.name, None):
-            row.update(name=given.name, deleted_at=None)
-            changes.append({"id": row["id"], "name": given.name, "deleted_at": None,
-                            "updated_at": now})
-            report.apps.updated += 1
-        else:
-            report.apps.unchanged += 1
-    if new_rows:
-        session.execute(insert(App.__table__), new_rows)
-    if changes:
-        session.execute(update(App), changes)
+    wanted = []
+    for entry in chunk:
+        account_id = accounts[entry.account.external_id]["id"]
+        for site_in, line in zip(entry.account.sites, entry.site_lines, strict=True):
+            site = sites.get(site_in.external_id)
+            if site is None or site["account_id"] != account_id:
+                continue  # its site was rejected, and said so
+            wanted += [_Wanted(app.external_id, line, {"name": app.name},
+                               owner=("site_id", site["id"]), deleted=app.deleted)
+                       for app in site_in.apps]
+    _upsert(session, "app", wanted, now, report)
 
 
 # A contact to check and encrypt: plain values only, so it can go to a worker process.
