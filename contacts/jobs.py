@@ -13,7 +13,6 @@ from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
 from contacts.mail import Mailer
 from contacts.scheduler import ScheduledJob, current_app, record_heartbeat
-from contacts.settings import PROJECT_ROOT
 from contacts.vault import backup, freshness, purge, service
 
 log = logging.getLogger(__name__)
@@ -33,8 +32,7 @@ def purge_deleted_records() -> None:
 
 
 def _backup_dir(settings) -> Path:
-    configured = Path(settings.backup_dir)
-    return configured if configured.is_absolute() else PROJECT_ROOT / configured
+    return Path(settings.backup_dir)
 
 
 def snapshot_and_drill() -> None:

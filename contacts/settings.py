@@ -86,6 +86,7 @@ def load_settings(
             f"app env must be 'development' or 'production', got {values['app_env']!r}")
     keys_dir = _resolve(values["secrets_keys_dir"])
     values["secrets_keys_dir"] = str(keys_dir)
+    values["backup_dir"] = str(_resolve(values["backup_dir"]))
     secrets = secrets_given or load_secrets(
         keys_dir, environ, generate=values["app_env"] != "production"
     )

@@ -83,10 +83,7 @@ def lookup(query: LookupQuery):
 
 
 def _limits() -> deletions.Limits:
-    settings = current_app.extensions["lifeline.settings"]
-    return deletions.Limits(cap=settings.vault_bulk_delete_cap,
-                            token_minutes=settings.vault_bulk_delete_token_minutes,
-                            retention_days=settings.vault_retention_days)
+    return deletions.Limits.from_settings(current_app.extensions["lifeline.settings"])
 
 
 class DeletionRequest(BaseModel):

@@ -15,7 +15,6 @@ from contacts import audit, schema
 from contacts.audit import Actor
 from contacts.db import make_engine, session_scope, utcnow
 from contacts.errors import CliError, cli_errors
-from contacts.settings import PROJECT_ROOT
 from contacts.vault import backup, deletions, importer, purge, service
 
 # Below this many contacts, starting a worker process costs more than it saves.
@@ -99,10 +98,7 @@ def list_contacts(account_id: str, as_of: str | None):
 
 
 def _limits() -> deletions.Limits:
-    settings = current_app.extensions["lifeline.settings"]
-    return deletions.Limits(cap=settings.vault_bulk_delete_cap,
-                            token_minutes=settings.vault_bulk_delete_token_minutes,
-                            retention_days=settings.vault_retention_days)
+    return deletions.Limits.from_settings(current_app.extensions["lifeline.settings"])
 
 
 @contacts_group.command("delete")
@@ -174,10 +170,7 @@ def _backup_key() -> bytes:
 
 
 def _backup_dir(given: Path | None) -> Path:
-    if given is not None:
-        return given
-    configured = Path(current_app.extensions["lifeline.settings"].backup_dir)
-    return configured if configured.is_absolute() else PROJECT_ROOT / configured
+    return given or Path(current_app.extensions["lifeline.settings"].backup_dir)
 
 
 @backup_group.command("create")

@@ -53,6 +53,12 @@ class Limits:
     token_minutes: int = 15
     retention_days: int = 30
 
+    @classmethod
+    def from_settings(cls, settings) -> Limits:
+        return cls(cap=settings.vault_bulk_delete_cap,
+                   token_minutes=settings.vault_bulk_delete_token_minutes,
+                   retention_days=settings.vault_retention_days)
+
 
 def _digest(kind: str, ids: list[str]) -> str:
     return hashlib.sha256(f"{kind}:{','.join(sorted(ids))}".encode()).hexdigest()

@@ -15,7 +15,6 @@ from contacts import audit, schema
 from contacts.access import public, staff
 from contacts.db import request_session, rollback_request_session, utcnow
 from contacts.errors import Invalid, LifelineError, NotFound
-from contacts.settings import PROJECT_ROOT
 from contacts.vault import backup, freshness, importer, service
 
 bp = Blueprint("vault", __name__)
@@ -144,8 +143,7 @@ def _import_upload(content: bytes, file_format: str, strict: bool):
 
 
 def _backup_dir() -> Path:
-    configured = Path(_settings().backup_dir)
-    return configured if configured.is_absolute() else PROJECT_ROOT / configured
+    return Path(_settings().backup_dir)
 
 
 @bp.get("/console/backups")
