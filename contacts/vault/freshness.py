@@ -7,13 +7,12 @@ outside any incident, is how the vault stays worth having on the day it is neede
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import insert, or_
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from contacts import audit
@@ -21,7 +20,7 @@ from contacts.audit import Actor
 from contacts.errors import Invalid
 from contacts.mail import Mailer
 from contacts.vault import fields, service
-from contacts.vault.models import Account, Contact, ContactVersion
+from contacts.vault.models import Account, Contact
 
 SALT = "contact-confirmation"
 
@@ -109,17 +108,9 @@ def confirm(*, session: Session, vault: service.Vault, actor: Actor, contact_id:
     if contact.deleted_at is not None:
         raise Invalid("This contact has been removed; there is nothing to confirm.")
     contact.last_confirmed_at = now
-    contact.version += 1
     session.add(contact)
-    view = service.contact_view(session=session, vault=vault, contact=contact)
-    snapshot = {key: value for key, value in view.model_dump(mode="json").items()
-                if key in ("external_id", "name", "email", "phone", "role", "locale", "timezone",
-                           "sites", "source", "last_confirmed_at")}
-    session.execute(insert(ContactVersion.__table__), [{
-        "contact_id": contact.id, "account_id": contact.account_id, "version": contact.version,
-        "event": "confirmed", "at": now, "actor_kind": actor.kind, "actor_id": actor.id,
-        "snapshot_encrypted": vault.crypto.cipher.encrypt(json.dumps(snapshot),
-                                                          context=service.SNAPSHOT)}])
+    service.record_contact_version(session=session, vault=vault, actor=actor, contact=contact,
+                                   event="confirmed", at=now)
     audit.record(session, actor, "contact.confirmed", target_kind="contact",
                  target_id=contact.id)
     return contact

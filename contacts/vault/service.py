@@ -608,12 +608,7 @@ def soft_delete(*, session: Session, vault: Vault, actor: Actor, kind: str, ids:
     until the purge job runs after the retention period. Returns the targets' count."""
     at = at or utcnow()
     accounts, sites, apps, contacts = _affected(session, kind, ids, None)
-    refs = _site_refs(session, [contact.id for contact in contacts])
-    for contact in contacts:
-        snapshot = _snapshot_of_row(vault, contact, refs[contact.id])
-        contact.version += 1
-        session.execute(insert(ContactVersion.__table__), [_version_row(
-            vault, contact.model_dump(), "deleted", at, actor, snapshot)])
+    _record_versions(session, vault, actor, contacts, "deleted", at)
     for obj in (*accounts, *sites, *apps, *contacts):
         obj.deleted_at, obj.updated_at = at, at
         session.add(obj)
@@ -640,14 +635,29 @@ def restore(*, session: Session, vault: Vault, actor: Actor, kind: str, ids: lis
         session.add(obj)
         audit.record(session, actor, f"{_kind_of(obj)}.restored", target_kind=_kind_of(obj),
                      target_id=obj.id)
-    refs = _site_refs(session, [contact.id for contact in contacts])
-    for contact in contacts:
-        contact.version += 1
-        session.execute(insert(ContactVersion.__table__), [_version_row(
-            vault, contact.model_dump(), "restored", now, actor,
-            _snapshot_of_row(vault, contact, refs[contact.id]))])
+    _record_versions(session, vault, actor, contacts, "restored", now)
     session.flush()
     return len(targets)
+
+
+def _record_versions(session: Session, vault: Vault, actor: Actor, contacts: list[Contact],
+                     event: str, at: datetime) -> None:
+    """One new version per contact, as it stands, written in one insert."""
+    if not contacts:
+        return
+    refs = _site_refs(session, [contact.id for contact in contacts])
+    rows = []
+    for contact in contacts:
+        contact.version += 1
+        rows.append(_version_row(vault, contact.model_dump(), event, at, actor,
+                                 _snapshot_of_row(vault, contact, refs[contact.id])))
+    session.execute(insert(ContactVersion.__table__), rows)
+
+
+def record_contact_version(*, session: Session, vault: Vault, actor: Actor, contact: Contact,
+                           event: str, at: datetime) -> None:
+    """For other vault modules (confirmation): a version after a change they made."""
+    _record_versions(session, vault, actor, [contact], event, at)
 
 
 def _kind_of(obj) -> str:
