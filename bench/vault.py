@@ -26,12 +26,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
-from sqlalchemy import Column, Index, MetaData, Table, insert  # noqa: E402
+from sqlalchemy import Column, Index, MetaData, Table  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 from contacts.audit import Actor  # noqa: E402
 from contacts.crypto import Crypto  # noqa: E402
-from contacts.db import make_engine, session_scope  # noqa: E402
+from contacts.db import bulk_insert, make_engine, session_scope  # noqa: E402
 from contacts.ids import new_id  # noqa: E402
 from contacts.schema import database_revision, head_revision, upgrade_database  # noqa: E402
 from contacts.vault import backup, service  # noqa: E402
@@ -132,7 +132,7 @@ def plain_insert(engine, rows: list[dict], batch: int) -> float:
     with engine.begin() as connection:
         for name, table_rows in prepared.items():
             for start in range(0, len(table_rows), batch):
-                connection.execute(insert(copies[name]), table_rows[start:start + batch])
+                bulk_insert(connection, copies[name], table_rows[start:start + batch])
     seconds = time.perf_counter() - started
     metadata.drop_all(engine)
     return seconds

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import DateTime, Table, event, insert
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
@@ -42,6 +42,47 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def bulk_insert(connection: Connection, table: Table, rows: list[dict]) -> None:
+    """Insert many rows that share the same keys, in one executemany.
+
+    SQLAlchemy's own executemany runs every value through its column's bind processor; a
+    bulk import's rows repeat the same few values in their time columns (one `now` per
+    batch), so each column's processor here converts each distinct value once.
+    """
+    if not rows:
+        return
+    keys = list(rows[0])
+    dialect = connection.dialect
+    compiled = insert(table).compile(dialect=dialect, column_keys=keys)
+    order = ([compiled.binds[name].key for name in compiled.positiontup]
+             if compiled.positional else keys)
+    converters = [_memoized(table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
+                  for key in order]
+    plan = list(zip(order, converters, strict=True))
+    if compiled.positional:
+        parameters = [tuple(convert(row[key]) for key, convert in plan) for row in rows]
+    else:
+        parameters = [{key: convert(row[key]) for key, convert in plan} for row in rows]
+    connection.exec_driver_sql(compiled.string, parameters)
+
+
+def _memoized(processor):
+    if processor is None:
+        return lambda value: value
+    seen: dict = {}
+
+    def convert(value):
+        try:
+            return seen[value]
+        except KeyError:
+            seen[value] = converted = processor(value)
+            return converted
+        except TypeError:  # unhashable
+            return processor(value)
+
+    return convert
 
 
 def normalize_url(url: str) -> str:

@@ -1,17 +1,19 @@
 """The database layer on SQLite and PostgreSQL: migrations, pragmas, the audit log's guard."""
 
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Column, MetaData, String, Table, cast, insert, text
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import DatabaseError
 from sqlmodel import SQLModel, select
 
 from contacts import audit
 from contacts.audit import Actor, AuditEntry
-from contacts.db import make_engine, session_scope
+from contacts.db import UTCDateTime, bulk_insert, make_engine, session_scope
 from contacts.schema import (
     database_revision,
     downgrade_database,
@@ -93,3 +95,29 @@ def test_a_naive_time_is_refused_rather_than_guessed(engine):
             entry = audit.record(session, Actor.system("test"), "test.time")
             entry.at = datetime(2026, 4, 5, 7, 38)
             session.flush()
+
+
+def test_bulk_insert_stores_exactly_what_sqlalchemy_would(engine):
+    metadata = MetaData()
+    table = Table(f"bulk_probe_{uuid.uuid4().hex[:6]}", metadata,
+                  Column("id", String, primary_key=True), Column("at", UTCDateTime),
+                  Column("note", String))
+    metadata.create_all(engine)
+    moment = datetime(2026, 4, 5, 9, 38, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        with engine.begin() as connection:
+            bulk_insert(connection, table, [
+                {"id": "bulk-1", "at": moment, "note": "100% été"},
+                {"note": None, "at": None, "id": "bulk-2"},  # keys in another order
+                {"id": "bulk-3", "at": moment, "note": "100% été"}])
+            connection.execute(insert(table), [{"id": "core-1", "at": moment, "note": "100% été"}])
+        with engine.connect() as connection:
+            read = {row.id: (row.at, row.note) for row in connection.execute(core_select(table))}
+            raw = dict(connection.execute(core_select(
+                table.c.id, cast(table.c.at, String))).all())  # as stored, not parsed
+    finally:
+        metadata.drop_all(engine)
+    assert read["bulk-1"] == read["bulk-3"] == read["core-1"] == (moment, "100% été")
+    assert read["bulk-1"][0].tzinfo == UTC
+    assert read["bulk-2"] == (None, None)
+    assert raw["bulk-1"] == raw["core-1"]  # same stored shape as SQLAlchemy's own insert

@@ -15,14 +15,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, insert, text, update
+from sqlalchemy import case, delete, func, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from contacts import audit
 from contacts.audit import Actor
 from contacts.crypto import Crypto, normalize_email
-from contacts.db import utcnow
+from contacts.db import bulk_insert, utcnow
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
 from contacts.vault import fields
@@ -201,7 +201,7 @@ def _upsert(session: Session, kind: str, wanted: list[_Wanted], now: datetime,
         else:
             tally.unchanged += 1
     if new_rows:
-        session.execute(insert(model.__table__), new_rows)
+        bulk_insert(session.connection(), model.__table__, new_rows)
     if changes:
         session.execute(update(model), changes)
     return existing
@@ -404,15 +404,15 @@ def _apply_chunk(session: Session, plan: _Plan, prepared, report: ImportReport) 
             versions.append(version)
             links.extend(contact_links)
     if new_rows:
-        session.execute(insert(Contact.__table__), new_rows)
+        bulk_insert(session.connection(), Contact.__table__, new_rows)
     if changes:
         session.execute(update(Contact), changes)
     if relinked:
         session.execute(delete(ContactSite).where(col(ContactSite.contact_id).in_(relinked)))
     if links:
-        session.execute(insert(ContactSite.__table__), links)
+        bulk_insert(session.connection(), ContactSite.__table__, links)
     if versions:
-        session.execute(insert(ContactVersion.__table__), versions)
+        bulk_insert(session.connection(), ContactVersion.__table__, versions)
 
 
 # -- the worker process of a parallel sync ---------------------------------------------------
@@ -651,7 +651,7 @@ def _record_versions(session: Session, vault: Vault, actor: Actor, contacts: lis
         contact.version += 1
         rows.append(_version_row(vault, contact.model_dump(), event, at, actor,
                                  _snapshot_of_row(vault, contact, refs[contact.id])))
-    session.execute(insert(ContactVersion.__table__), rows)
+    bulk_insert(session.connection(), ContactVersion.__table__, rows)
 
 
 def record_contact_version(*, session: Session, vault: Vault, actor: Actor, contact: Contact,
