@@ -23,7 +23,10 @@ from contacts import access, api, db, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
-from contacts.jobs import scheduled_jobs
+from contacts.intake import routes as intake_routes
+from contacts.intake import service as intake_service
+from contacts.intake.api import bp as intake_api
+from contacts.jobs import message_renderer, scheduled_jobs
 from contacts.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
@@ -87,7 +90,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     api.init_app(app)
 
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,
-                      vault_api):
+                      vault_api, intake_routes.bp, intake_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
                   system_cli.keys_group, vault_cli.contacts_group, vault_cli.backup_group):
@@ -99,6 +102,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.before_request(_refuse_nul_bytes)
     app.after_request(_security_headers)
     _bootstrap_admin(app, settings, engine)
+    _replay_spooled_requests(app, settings, engine)
     return app
 
 
@@ -190,6 +194,23 @@ def _bootstrap_admin(app: Flask, settings: Settings, engine) -> None:
         raise ConfigError(f"LIFELINE_ADMIN_EMAIL/LIFELINE_ADMIN_PASSWORD: {exc.message}") from None
     if created:
         log.info("first admin created from LIFELINE_ADMIN_EMAIL (%s)", created.id)
+
+
+def _replay_spooled_requests(app: Flask, settings: Settings, engine) -> None:
+    """Requests kept on this machine's disk while the database was down are stored at
+    start-up (and by the intake job): each process drains its own machine's spool."""
+    intake = intake_service.Intake.from_settings(settings, app.extensions["lifeline.crypto"])
+    if not intake.spool.pending():
+        return
+    try:
+        if not inspect(engine).has_table("support_request"):
+            return
+        with app.app_context():
+            intake_service.replay_spool(engine=engine, intake=intake,
+                                        render=message_renderer(app), now=db.utcnow())
+    except Exception as exc:  # noqa: BLE001 - the job retries; start-up must go on
+        log.warning("spooled requests not stored yet (%s); the intake job will retry",
+                    type(exc).__name__)
 
 
 def __getattr__(name: str) -> Flask:

@@ -22,6 +22,7 @@ KINDS = {
     "stf": "staff user",
     "tok": "API token",
     "del": "bulk deletion",
+    "req": "support request",
 }
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

@@ -11,7 +11,9 @@ from pathlib import Path
 from contacts import audit, schema
 from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
-from contacts.mail import Mailer
+from contacts.delivery import outbox
+from contacts.intake import service as intake_service
+from contacts.mail import Mailer, render_message
 from contacts.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.vault import backup, freshness, purge, service
 
@@ -67,11 +69,7 @@ def render_confirmation(app):
     """The confirmation email in the contact's language (English unless French)."""
 
     def render(message: freshness.ConfirmationMessage) -> tuple[str, str, str]:
-        language = "fr" if message.locale.lower().startswith("fr") else "en"
-        values = vars(message)
-        parts = [app.jinja_env.get_template(f"messages/confirm_contact/{language}/{part}")
-                 .render(**values) for part in ("subject.txt", "body.txt", "body.html")]
-        return parts[0].strip(), parts[1], parts[2]
+        return render_message(app.jinja_env, "confirm_contact", message.locale, vars(message))
 
     return render
 
@@ -91,11 +89,45 @@ def ask_contacts_to_confirm() -> None:
         log.info("asked %d contacts to confirm their details", sent)
 
 
+def send_queued_messages() -> None:
+    app = current_app()
+    settings = app.extensions["lifeline.settings"]
+    report = outbox.drain(engine=app.extensions["lifeline.engine"],
+                          cipher=app.extensions["lifeline.crypto"].cipher,
+                          mailer=Mailer.from_settings(settings), now=utcnow())
+    if report.sent or report.retried or report.failed:
+        log.info("outbox: %d sent, %d to retry, %d failed", report.sent, report.retried,
+                 report.failed)
+
+
+def message_renderer(app) -> intake_service.Renderer:
+    return lambda kind, locale, values: render_message(app.jinja_env, kind, locale, values)
+
+
+def process_requests() -> None:
+    """Store spooled requests, then match new requests to accounts."""
+    app = current_app()
+    settings = app.extensions["lifeline.settings"]
+    crypto = app.extensions["lifeline.crypto"]
+    intake = intake_service.Intake.from_settings(settings, crypto)
+    engine = app.extensions["lifeline.engine"]
+    intake_service.replay_spool(engine=engine, intake=intake, render=message_renderer(app),
+                                now=utcnow())
+    with session_scope(engine) as session:
+        matched = intake_service.process_pending(
+            session=session, intake=intake, vault=service.Vault.from_settings(settings, crypto),
+            now=utcnow())
+    if matched:
+        log.info("matched %d new requests", matched)
+
+
 def scheduled_jobs(settings) -> list[ScheduledJob]:
     jobs = [
         ScheduledJob("scheduler-heartbeat", record_heartbeat, settings.scheduler_heartbeat_seconds),
         ScheduledJob("vault-purge", purge_deleted_records, HOUR),
         ScheduledJob("vault-freshness", ask_contacts_to_confirm, HOUR, first_run_after=300),
+        ScheduledJob("delivery-drain", send_queued_messages, settings.delivery_drain_seconds),
+        ScheduledJob("intake-process", process_requests, settings.intake_process_seconds),
     ]
     if settings.backup_interval_hours > 0:
         jobs.append(ScheduledJob("backup-snapshot", snapshot_and_drill,

@@ -64,3 +64,20 @@ class Mailer:
         if self.security == "starttls":
             smtp.starttls(context=ssl.create_default_context())
         return smtp
+
+
+LANGUAGES = ("en", "fr")
+
+
+def language_of(locale: str | None) -> str:
+    """The language a message is written in for a locale: French or English."""
+    return "fr" if (locale or "").lower().startswith("fr") else "en"
+
+
+def render_message(environment, kind: str, locale: str | None,
+                   values: dict) -> tuple[str, str, str]:
+    """(subject, text, html) of templates/messages/<kind>/<language>/, for a locale."""
+    folder = f"messages/{kind}/{language_of(locale)}"
+    subject, text, html = (environment.get_template(f"{folder}/{part}").render(**values)
+                           for part in ("subject.txt", "body.txt", "body.html"))
+    return " ".join(subject.split()), text, html

@@ -19,6 +19,7 @@ class RateLimit:
     methods: tuple[str, ...] = ("POST",)
     key: Callable[[], str] | None = None  # default: the client's address
     counts: Callable | None = None  # which responses count; default: every one
+    exempt: Callable[[], bool] | None = None  # requests this limit does not apply to
 
 
 def limited(*limits: RateLimit) -> Callable[[Callable], Callable]:
@@ -43,7 +44,8 @@ def init_app(app, settings) -> Limiter:
         wrapped = view
         for rule in getattr(view, "rate_limits", ()):
             wrapped = limiter.limit(getattr(settings, rule.setting), key_func=rule.key,
-                                    methods=list(rule.methods), deduct_when=rule.counts)(wrapped)
+                                    methods=list(rule.methods), deduct_when=rule.counts,
+                                    exempt_when=rule.exempt)(wrapped)
         app.view_functions[endpoint] = wrapped
     app.extensions["lifeline.limiter"] = limiter
     return limiter

@@ -87,6 +87,7 @@ def load_settings(
     keys_dir = _resolve(values["secrets_keys_dir"])
     values["secrets_keys_dir"] = str(keys_dir)
     values["backup_dir"] = str(_resolve(values["backup_dir"]))
+    values["intake_spool_dir"] = str(_resolve(values["intake_spool_dir"]))
     secrets = secrets_given or load_secrets(
         keys_dir, environ, generate=values["app_env"] != "production"
     )

@@ -114,11 +114,12 @@ def database_url(backend, migrated_template, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
-def make_app(database_url, service_secrets):
+def make_app(database_url, service_secrets, tmp_path):
     apps = []
 
     def build(**overrides):
-        settings = {"database_url": database_url, "secrets": service_secrets}
+        settings = {"database_url": database_url, "secrets": service_secrets,
+                    "intake_spool_dir": str(tmp_path / "spool")}
         settings.update(overrides)
         app = create_app(settings)
         app.config["TESTING"] = True

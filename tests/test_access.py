@@ -10,11 +10,15 @@ from contacts.access import ROLES, SCOPES, rule_for
 from contacts.ids import new_id
 
 PUBLIC_ENDPOINTS = {"static", "openapi", "staff.login", "staff.index", "system.healthz",
-                    "vault.confirm_page", "vault.confirm_details"}
+                    "vault.confirm_page", "vault.confirm_details",
+                    # the out-of-band intake: no login, by design
+                    "intake.contact", "intake.verify", "intake.resend", "intake.confirm_link",
+                    "intake.status", "intake.customer_reply", "intake_api.create_request"}
 PLACEHOLDERS = {"staff_id": lambda: new_id("stf"), "token_id": lambda: new_id("tok"),
                 "account_id": lambda: new_id("acc"), "deletion_id": lambda: new_id("del"),
                 "contact_id": lambda: new_id("ctc"), "token": lambda: "not-a-token",
-                "filename": lambda: "lifeline.css"}
+                "filename": lambda: "lifeline.css", "request_id": lambda: new_id("req"),
+                "reference": lambda: "LL-7KQ2-9XHD"}
 
 
 def walk(app):

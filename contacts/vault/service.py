@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, func, text, update
+from sqlalchemy import case, delete, func, or_, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -812,3 +812,50 @@ def stale_accounts(*, session: Session, confirm_after_days: int,
 def recent_drills(*, session: Session, limit: int = 20) -> list[BackupDrill]:
     return list(session.exec(select(BackupDrill).order_by(col(BackupDrill.at).desc())
                              .limit(limit)))
+
+
+# -- what other areas ask of the vault (the intake's matching, the console) -----------------
+
+
+def sites_by_hostname(*, session: Session, value: str) -> list[Site]:
+    """Live sites whose hostname is the one in a URL or host as a customer remembers it
+    (with or without "www.")."""
+    host = fields.hostname_of(value)
+    if host is None:
+        return []
+    bare = host.removeprefix("www.")
+    query = select(Site).where(col(Site.hostname).in_({bare, "www." + bare}),
+                               col(Site.deleted_at).is_(None))
+    return list(session.exec(query.order_by(Site.id).limit(50)))
+
+
+def sites_named_like(*, session: Session, words: list[str], limit: int = 200) -> list[Site]:
+    """Live sites whose name or hostname contains one of the words (a bounded first cut for
+    a similarity match)."""
+    if not words:
+        return []
+    conditions = [func.lower(Site.name).contains(word, autoescape=True) for word in words]
+    conditions += [col(Site.hostname).contains(word, autoescape=True) for word in words]
+    query = select(Site).where(or_(*conditions), col(Site.deleted_at).is_(None))
+    return list(session.exec(query.order_by(Site.id).limit(limit)))
+
+
+def accounts_named_like(*, session: Session, words: list[str],
+                        limit: int = 200) -> list[Account]:
+    if not words:
+        return []
+    conditions = [func.lower(Account.name).contains(word, autoescape=True) for word in words]
+    query = select(Account).where(or_(*conditions), col(Account.deleted_at).is_(None))
+    return list(session.exec(query.order_by(Account.id).limit(limit)))
+
+
+def accounts_by_id(*, session: Session, ids: Iterable[str]) -> dict[str, Account]:
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    return {account.id: account
+            for account in session.exec(select(Account).where(col(Account.id).in_(wanted)))}
+
+
+def mask_email(address: str) -> str:
+    return fields.mask_email(address)

@@ -1,0 +1,43 @@
+"""The outbox: one row per message to send, written in the same transaction as the change
+that calls for it, so a message is neither lost with a rollback nor sent for a change that
+never happened."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from contacts.crypto import encrypted_column
+from contacts.db import UTCDateTime
+
+STATES = ("queued", "sent", "failed")
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox_message"
+    __table_args__ = (Index("ix_outbox_message_due", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # Idempotency: the same key is enqueued once, whatever retries the caller makes.
+    key: str = Field(max_length=120, unique=True)
+    channel: str = Field(max_length=16)  # email (webhooks come with the updates)
+    # What the message is for, for the console and the logs; never personal data.
+    purpose: str = Field(max_length=64)
+    # The recipient and the whole message, sealed: they hold addresses and one-time codes.
+    payload_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default="queued", max_length=16)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # A claimed message is not claimed again before this time: a sender that died while
+    # sending leaves it to be retried, not lost.
+    lease_until: datetime | None = Field(default=None,
+                                         sa_column=Column(UTCDateTime, nullable=True))
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+
+
+OUTBOX_PAYLOAD = encrypted_column(OutboxMessage.__table__, "payload_encrypted",
+                                  "outbox_message.payload")

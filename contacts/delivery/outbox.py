@@ -1,0 +1,118 @@
+"""Enqueue messages in the caller's transaction; drain them over SMTP from a job.
+
+A message is claimed with a lease before it is sent and marked sent after; a sender that
+dies in between leaves the lease to run out and the message to be sent again, with the same
+Message-ID so the receiving side can tell. Failures are retried with backoff, then given up
+as failed (and counted on /healthz-like pages, never silently dropped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from contacts.crypto import FieldCipher
+from contacts.db import session_scope
+from contacts.delivery.models import OUTBOX_PAYLOAD, STATES, OutboxMessage
+from contacts.mail import Mailer, MailFailed
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+LEASE = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class Email:
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DrainReport:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def message_id_for(key: str) -> str:
+    """The same Message-ID for every attempt at one message."""
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@lifeline>"
+
+
+def enqueue_email(*, session: Session, cipher: FieldCipher, key: str, purpose: str,
+                  email: Email, now: datetime) -> None:
+    """Queue an email in the session's transaction; a key already queued is left alone."""
+    if session.exec(select(OutboxMessage.id).where(OutboxMessage.key == key)).first():
+        return
+    payload = cipher.encrypt(json.dumps(asdict(email)), context=OUTBOX_PAYLOAD)
+    session.add(OutboxMessage(key=key, channel="email", purpose=purpose,
+                              payload_encrypted=payload, next_attempt_at=now, created_at=now))
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(30 * 2 ** (attempts - 1), 3600))
+
+
+def _claim(engine: Engine, now: datetime, limit: int) -> list[OutboxMessage]:
+    with session_scope(engine) as session:
+        query = (select(OutboxMessage)
+                 .where(OutboxMessage.state == "queued", OutboxMessage.next_attempt_at <= now,
+                        or_(col(OutboxMessage.lease_until).is_(None),
+                            col(OutboxMessage.lease_until) <= now))
+                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        claimed = list(session.exec(query))
+        for message in claimed:
+            message.lease_until = now + LEASE
+            message.attempts += 1
+        session.flush()
+        session.expunge_all()
+    return claimed
+
+
+def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
+          limit: int = 200) -> DrainReport:
+    """Send what is due, each message's outcome committed as soon as it is known."""
+    report = DrainReport()
+    for message in _claim(engine, now, limit):
+        email = Email(**json.loads(cipher.decrypt(message.payload_encrypted,
+                                                  context=OUTBOX_PAYLOAD)))
+        try:
+            mailer.send(to=email.to, subject=email.subject, text=email.text, html=email.html,
+                        message_id=message_id_for(message.key), headers=email.headers)
+        except MailFailed as exc:
+            if message.attempts >= MAX_ATTEMPTS:
+                values = {"state": "failed", "last_error": exc.message}
+                report.failed += 1
+                log.error("outbox message %d (%s) failed for good after %d attempts: %s",
+                          message.id, message.purpose, message.attempts, exc.message)
+            else:
+                values = {"next_attempt_at": now + _backoff(message.attempts),
+                          "last_error": exc.message}
+                report.retried += 1
+        else:
+            values = {"state": "sent", "sent_at": now, "last_error": None}
+            report.sent += 1
+        with session_scope(engine) as session:
+            session.execute(update(OutboxMessage).where(OutboxMessage.id == message.id)
+                            .values(lease_until=None, **values))
+    return report
+
+
+def counts(*, session: Session) -> dict[str, int]:
+    """Messages by state, for the console and health checks."""
+    rows = session.exec(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state))
+    return {state: 0 for state in STATES} | dict(rows.all())
+

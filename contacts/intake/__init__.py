@@ -1,0 +1,1 @@
+"""Out-of-band intake: support requests from people with no login and no working site."""

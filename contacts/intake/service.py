@@ -1,0 +1,621 @@
+"""Support requests from people with no login: receive (or spool), prove the address, match to
+an account, triage, reply.
+
+The request path does the same work whoever is asking: it never reads the vault, so neither
+its answer nor its timing says whether an address is a known contact. Matching runs later,
+in a job (`process_pending`), and only proposes; proof of address decides trust.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from contacts import audit
+from contacts.audit import Actor
+from contacts.crypto import Crypto, normalize_email
+from contacts.db import session_scope
+from contacts.delivery import outbox
+from contacts.errors import Conflict, Invalid, NotFound
+from contacts.ids import new_id, parse_id
+from contacts.intake import matching
+from contacts.intake.models import (
+    MESSAGE_BODY,
+    REQUEST_COMPANY,
+    REQUEST_EMAIL,
+    REQUEST_MESSAGE,
+    REQUEST_NAME,
+    REQUEST_PHONE,
+    REQUEST_SITE,
+    SEVERITIES,
+    RequestCandidate,
+    RequestMessage,
+    SupportRequest,
+)
+from contacts.intake.schemas import RequestIn
+from contacts.intake.spool import Spool
+from contacts.vault import service as vault_service
+
+log = logging.getLogger(__name__)
+
+REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, no 1/I
+SEVERITY_PRIORITY = {"critical": 1, "high": 2, "normal": 3, "low": 4}
+TRUSTED = ("authorized", "callback_confirmed")
+LIST_ID = "Lifeline support <support.lifeline>"
+
+# render(kind, locale, values) -> (subject, text, html): templates/messages/<kind>/
+Renderer = Callable[[str, str, dict], tuple[str, str, str]]
+
+
+@dataclass(frozen=True)
+class Intake:
+    crypto: Crypto
+    secret_key: str
+    base_url: str
+    code_minutes: int
+    code_attempts: int
+    code_resends: int
+    propose_score: float
+    spool: Spool
+
+    @classmethod
+    def from_settings(cls, settings, crypto: Crypto) -> Intake:
+        return cls(crypto=crypto, secret_key=settings.secrets.secret_key,
+                   base_url=settings.app_base_url.rstrip("/"),
+                   code_minutes=settings.intake_code_minutes,
+                   code_attempts=settings.intake_code_attempts,
+                   code_resends=settings.intake_code_resends,
+                   propose_score=settings.intake_propose_score,
+                   spool=Spool(Path(settings.intake_spool_dir), crypto.cipher))
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A request as received, in memory only (and, sealed, in the spool)."""
+
+    id: str
+    reference: str
+    received_at: datetime
+    locale: str
+    severity: str
+    email: str
+    message: str
+    name: str | None
+    company: str | None
+    site: str | None
+    phone: str | None
+    code: str
+
+    def as_record(self) -> dict:
+        return {**asdict(self), "received_at": self.received_at.isoformat()}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Draft:
+        return cls(**{**record, "received_at": datetime.fromisoformat(record["received_at"])})
+
+
+def new_reference() -> str:
+    letters = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(8))
+    return f"LL-{letters[:4]}-{letters[4:]}"
+
+
+def normalize_reference(text: str) -> str | None:
+    """'ll 7kq2 9xhd' -> 'LL-7KQ2-9XHD'; None when it cannot be a reference."""
+    letters = "".join(ch for ch in text.upper() if ch.isalnum()).removeprefix("LL")
+    letters = letters.replace("O", "0").replace("I", "1")
+    if len(letters) != 8 or any(ch not in REFERENCE_ALPHABET for ch in letters):
+        return None
+    return f"LL-{letters[:4]}-{letters[4:]}"
+
+
+def _new_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def draft_request(given: RequestIn, *, locale: str, now: datetime) -> Draft:
+    return Draft(id=new_id("req"), reference=new_reference(), received_at=now, locale=locale,
+                 severity=given.severity, email=given.email, message=given.message,
+                 name=given.name, company=given.company, site=given.site, phone=given.phone,
+                 code=_new_code())
+
+
+# -- receiving: the database, or the spool -------------------------------------------------
+
+
+def receive(*, engine: Engine, intake: Intake, draft: Draft, render: Renderer,
+            now: datetime) -> bool:
+    """Store a new request and queue its verification email; when the database cannot be
+    written, keep it in the spool instead. True when stored, False when spooled. Either way
+    the request is safe when this returns."""
+    try:
+        with session_scope(engine) as session:
+            store(session=session, intake=intake, draft=draft, render=render, now=now)
+        return True
+    except SQLAlchemyError as exc:
+        log.warning("request %s could not be stored (%s); kept in the spool",
+                    draft.reference, type(exc).__name__)
+        intake.spool.put(draft.reference, draft.as_record())
+        return False
+
+
+def store(*, session: Session, intake: Intake, draft: Draft, render: Renderer,
+          now: datetime) -> SupportRequest | None:
+    """Write the request and queue its email. None when this reference is already stored
+    (a spool replay that had stored it before stopping)."""
+    if session.exec(select(SupportRequest.id)
+                    .where(SupportRequest.reference == draft.reference)).first():
+        return None
+    cipher, index = intake.crypto.cipher, intake.crypto.index
+    email = normalize_email(draft.email)
+
+    def sealed(value: str | None, context: str) -> str | None:
+        return cipher.encrypt(value, context=context) if value else None
+
+    request = SupportRequest(
+        id=draft.id, reference=draft.reference, received_at=draft.received_at, stored_at=now,
+        locale=draft.locale, severity=draft.severity,
+        email_encrypted=cipher.encrypt(draft.email, context=REQUEST_EMAIL),
+        email_index=index.digest("email", email),
+        domain_index=index.digest("domain", email.rpartition("@")[2]),
+        phone_encrypted=sealed(draft.phone, REQUEST_PHONE),
+        name_encrypted=sealed(draft.name, REQUEST_NAME),
+        company_encrypted=sealed(draft.company, REQUEST_COMPANY),
+        site_encrypted=sealed(draft.site, REQUEST_SITE),
+        message_encrypted=cipher.encrypt(draft.message, context=REQUEST_MESSAGE),
+        priority=SEVERITY_PRIORITY[draft.severity],
+        code_digest=_code_digest(intake, draft.id, draft.code),
+        code_expires_at=now + timedelta(minutes=intake.code_minutes))
+    session.add(request)
+    _queue_code_email(session, intake, request, draft.email, draft.code, render, now,
+                      kind="request_received", key=f"request-received:{draft.reference}")
+    audit.record(session, Actor.system("intake"), "request.received",
+                 target_kind="request", target_id=request.id, severity=draft.severity)
+    return request
+
+
+def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datetime) -> int:
+    """Store every spooled request (once per reference) and remove its file. Stops at the
+    first failure to write: the database is still down, and the files wait for next time."""
+    stored = 0
+    for path in intake.spool.pending():
+        record = intake.spool.read(path)
+        if record is None:
+            continue
+        draft = Draft.from_record(record)
+        with session_scope(engine) as session:
+            if store(session=session, intake=intake, draft=draft, render=render, now=now):
+                stored += 1
+        intake.spool.remove(path)
+    if stored:
+        log.info("%d spooled requests stored", stored)
+    return stored
+
+
+# -- links and codes ----------------------------------------------------------------------
+
+
+def status_token(intake: Intake, reference: str) -> str:
+    digest = hmac.digest(intake.secret_key.encode(), f"request-status\x00{reference}".encode(),
+                         hashlib.sha256)
+    return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+
+
+def token_opens(intake: Intake, reference: str, token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(status_token(intake, reference), token or "")
+
+
+def status_link(intake: Intake, reference: str) -> str:
+    return f"{intake.base_url}/requests/{reference}?t={status_token(intake, reference)}"
+
+
+def _serializer(intake: Intake) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(intake.secret_key, salt="request-verification")
+
+
+def _code_digest(intake: Intake, request_id: str, code: str) -> str:
+    return intake.crypto.index.digest("request-code", f"{request_id}\x00{code}")
+
+
+def _queue_code_email(session: Session, intake: Intake, request: SupportRequest, email: str,
+                      code: str, render: Renderer, now: datetime, *, kind: str,
+                      key: str) -> None:
+    link_token = _serializer(intake).dumps({"r": request.reference,
+                                            "c": request.code_digest[:24]})
+    values = {"reference": request.reference, "code": code, "minutes": intake.code_minutes,
+              "verify_link": f"{intake.base_url}/requests/{request.reference}/confirm/"
+                             f"{link_token}",
+              "status_link": status_link(intake, request.reference),
+              "severity": SEVERITIES[request.severity]}
+    subject, text, html = render(kind, request.locale, values)
+    outbox.enqueue_email(session=session, cipher=intake.crypto.cipher, key=key,
+                         purpose=kind, now=now,
+                         email=outbox.Email(to=email, subject=subject, text=text, html=html,
+                                            headers={"List-Id": LIST_ID}))
+
+
+def get_by_reference(*, session: Session, reference: str) -> SupportRequest:
+    normalized = normalize_reference(reference)
+    request = normalized and session.exec(
+        select(SupportRequest).where(SupportRequest.reference == normalized)).first()
+    if not request:
+        raise NotFound("There is no request with this reference.")
+    return request
+
+
+def get_request(*, session: Session, request_id: str) -> SupportRequest:
+    request = session.get(SupportRequest, parse_id(request_id, "req"))
+    if request is None:
+        raise NotFound("There is no request with this ID.")
+    return request
+
+
+def verify_code(*, session: Session, intake: Intake, vault: vault_service.Vault,
+                reference: str, code: str, now: datetime) -> SupportRequest:
+    """Prove the address with the emailed code: at most `code_attempts` tries, before it
+    expires, once."""
+    try:
+        request = get_by_reference(session=session, reference=reference)
+    except NotFound:
+        raise Invalid("That code is not right.") from None
+    if request.verification != "unverified":
+        return request
+    if request.code_digest is None or request.code_attempts >= intake.code_attempts:
+        raise Invalid("Too many wrong codes. Ask for a new code below.")
+    if request.code_expires_at is None or request.code_expires_at < now:
+        raise Invalid("This code has expired. Ask for a new code below.")
+    given = "".join(ch for ch in code if ch.isdigit())
+    if not hmac.compare_digest(_code_digest(intake, request.id, given), request.code_digest):
+        request.code_attempts += 1
+        session.add(request)
+        left = intake.code_attempts - request.code_attempts
+        audit.record(session, Actor.system("intake"), "request.code_refused",
+                     target_kind="request", target_id=request.id, attempts_left=left)
+        if left <= 0:
+            raise Invalid("That code is not right, and it was the last try. Ask for a new "
+                          "code below.")
+        raise Invalid(f"That code is not right. {left} "
+                      f"{'try' if left == 1 else 'tries'} left.")
+    return _verified(session, intake, vault, request, now, how="code")
+
+
+def verify_by_link(*, session: Session, intake: Intake, vault: vault_service.Vault,
+                   reference: str, token: str, now: datetime) -> SupportRequest:
+    """Prove the address with the emailed one-click link: signed, single use, expiring."""
+    try:
+        payload = _serializer(intake).loads(token, max_age=intake.code_minutes * 60)
+    except SignatureExpired:
+        raise Invalid("This link has expired. Ask for a new code on your request's "
+                      "page.") from None
+    except BadSignature:
+        raise Invalid("This link is not valid.") from None
+    request = get_by_reference(session=session, reference=reference)
+    if payload.get("r") != request.reference:
+        raise Invalid("This link is not valid.")
+    if request.verification != "unverified":
+        return request
+    if request.code_digest is None or not request.code_digest.startswith(payload.get("c", "-")):
+        raise Invalid("This link has already been used or replaced by a newer one.")
+    return _verified(session, intake, vault, request, now, how="link")
+
+
+def _verified(session: Session, intake: Intake, vault: vault_service.Vault,
+              request: SupportRequest, now: datetime, how: str) -> SupportRequest:
+    request.verification = "email_verified"
+    request.verified_at = now
+    request.code_digest = None  # single use
+    audit.record(session, Actor.system("intake"), "request.verified", target_kind="request",
+                 target_id=request.id, how=how)
+    if request.processed_at is None:
+        _match(session, intake, vault, request, now)
+    else:
+        _apply_trust(session, intake, vault, request)
+    session.add(request)
+    return request
+
+
+def resend_code(*, session: Session, intake: Intake, reference: str, render: Renderer,
+                now: datetime) -> None:
+    """A new code (the old one and its link stop working). Silent when there is nothing to
+    send, so the page cannot be used to probe references."""
+    try:
+        request = get_by_reference(session=session, reference=reference)
+    except NotFound:
+        return
+    if request.verification != "unverified" or request.codes_sent > intake.code_resends:
+        return
+    code = _new_code()
+    request.codes_sent += 1
+    request.code_attempts = 0
+    request.code_digest = _code_digest(intake, request.id, code)
+    request.code_expires_at = now + timedelta(minutes=intake.code_minutes)
+    session.add(request)
+    email = intake.crypto.cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)
+    _queue_code_email(session, intake, request, email, code, render, now, kind="request_code",
+                      key=f"request-code:{request.reference}:{request.codes_sent}")
+    audit.record(session, Actor.system("intake"), "request.code_resent",
+                 target_kind="request", target_id=request.id)
+
+
+# -- matching and trust ----------------------------------------------------------------------
+
+
+def process_pending(*, session: Session, intake: Intake, vault: vault_service.Vault,
+                    now: datetime, limit: int = 200) -> int:
+    """Match new requests to accounts (off the request path)."""
+    pending = list(session.exec(select(SupportRequest)
+                                .where(col(SupportRequest.processed_at).is_(None))
+                                .order_by(SupportRequest.received_at).limit(limit)))
+    for request in pending:
+        _match(session, intake, vault, request, now)
+    return len(pending)
+
+
+def _match(session: Session, intake: Intake, vault: vault_service.Vault,
+           request: SupportRequest, now: datetime) -> None:
+    cipher = intake.crypto.cipher
+
+    def opened(value: str | None, context: str) -> str | None:
+        return cipher.decrypt(value, context=context) if value else None
+
+    candidates = matching.propose(
+        session=session, vault=vault,
+        email=cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL),
+        phone=opened(request.phone_encrypted, REQUEST_PHONE),
+        site=opened(request.site_encrypted, REQUEST_SITE),
+        company=opened(request.company_encrypted, REQUEST_COMPANY))
+    for old in session.exec(select(RequestCandidate)
+                            .where(RequestCandidate.request_id == request.id)):
+        session.delete(old)
+    for candidate in candidates:
+        session.add(RequestCandidate(request_id=request.id, account_id=candidate.account_id,
+                                     score=candidate.score,
+                                     reasons="; ".join(candidate.reasons)[:1000]))
+    top = candidates[0] if candidates else None
+    runner_up = candidates[1].score if len(candidates) > 1 else 0.0
+    if (request.account_source != "staff" and top is not None
+            and top.score >= intake.propose_score and top.score > runner_up):
+        request.account_id = top.account_id
+        request.account_source = "match"
+    request.processed_at = now
+    _apply_trust(session, intake, vault, request)
+    session.add(request)
+
+
+def _apply_trust(session: Session, intake: Intake, vault: vault_service.Vault,
+                 request: SupportRequest) -> None:
+    """A verified address that is a live contact of the request's account makes the request
+    authorized; a claimed address alone never does."""
+    request.contact_id = request.contact_role = None
+    if request.verification in ("email_verified", "authorized") and request.account_id:
+        email = intake.crypto.cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)
+        for contact in vault_service.find_contacts_by_email(session=session, vault=vault,
+                                                            email=email):
+            if contact.account_id == request.account_id:
+                request.contact_id, request.contact_role = contact.id, contact.role
+                break
+        request.verification = "authorized" if request.contact_id else "email_verified"
+    _rank(request)
+
+
+def _rank(request: SupportRequest) -> None:
+    priority = SEVERITY_PRIORITY[request.severity]
+    if request.verification in TRUSTED:
+        request.trust_rank = 0
+        if request.contact_role == "site_admin":
+            priority = max(1, priority - 1)
+    else:
+        request.trust_rank = 1 if request.verification == "email_verified" else 2
+    request.priority = priority
+
+
+# -- staff actions -------------------------------------------------------------------------
+
+
+def attach(*, session: Session, intake: Intake, vault: vault_service.Vault, actor: Actor,
+           request_id: str, account_id: str) -> SupportRequest:
+    request = get_request(session=session, request_id=request_id)
+    account = vault_service.get_account(session=session, account_id=account_id)
+    request.account_id, request.account_source = account.id, "staff"
+    if request.verification == "callback_confirmed":
+        request.verification = "email_verified" if request.verified_at else "unverified"
+        request.callback_by = request.callback_at = None
+    _apply_trust(session, intake, vault, request)
+    session.add(request)
+    audit.record(session, actor, "request.attached", target_kind="request",
+                 target_id=request.id, account_id=account.id)
+    return request
+
+
+def record_callback(*, session: Session, actor: Actor, request_id: str, contact_id: str,
+                    now: datetime) -> SupportRequest:
+    """Staff called a phone number on file for the account, and the person confirmed."""
+    request = get_request(session=session, request_id=request_id)
+    contact = vault_service.get_contact(session=session, contact_id=contact_id)
+    if request.account_id is None:
+        raise Conflict("Attach the request to an account before recording a call back.")
+    if contact.account_id != request.account_id or contact.deleted_at is not None:
+        raise Invalid("Call back a current contact of the request's account.")
+    if not contact.phone_encrypted:
+        raise Invalid("This contact has no phone number on file.")
+    request.verification = "callback_confirmed"
+    request.callback_by, request.callback_at = actor.id, now
+    request.contact_id, request.contact_role = contact.id, contact.role
+    _rank(request)
+    session.add(request)
+    audit.record(session, actor, "request.callback_confirmed", target_kind="request",
+                 target_id=request.id, contact_id=contact.id)
+    return request
+
+
+def reply_as_staff(*, session: Session, intake: Intake, actor: Actor, request_id: str,
+                   body: str, render: Renderer, now: datetime) -> RequestMessage:
+    request = get_request(session=session, request_id=request_id)
+    message = _add_message(session, intake, request, "staff", body, now, staff_id=actor.id)
+    session.flush()
+    email = intake.crypto.cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)
+    subject, text, html = render("request_reply", request.locale, {
+        "reference": request.reference, "reply": body,
+        "status_link": status_link(intake, request.reference)})
+    outbox.enqueue_email(session=session, cipher=intake.crypto.cipher,
+                         key=f"request-reply:{message.id}", purpose="request_reply", now=now,
+                         email=outbox.Email(to=email, subject=subject, text=text, html=html,
+                                            headers={"List-Id": LIST_ID}))
+    audit.record(session, actor, "request.replied", target_kind="request", target_id=request.id)
+    return message
+
+
+def reply_as_customer(*, session: Session, intake: Intake, reference: str, body: str,
+                      now: datetime) -> RequestMessage:
+    request = get_by_reference(session=session, reference=reference)
+    if request.status == "closed":
+        request.status = "open"
+        session.add(request)
+    return _add_message(session, intake, request, "customer", body, now)
+
+
+def _add_message(session: Session, intake: Intake, request: SupportRequest, author: str,
+                 body: str, now: datetime, staff_id: str | None = None) -> RequestMessage:
+    body = body.strip()
+    if not body:
+        raise Invalid("Write a message first.")
+    message = RequestMessage(request_id=request.id, author=author, staff_id=staff_id, at=now,
+                             body_encrypted=intake.crypto.cipher.encrypt(body,
+                                                                         context=MESSAGE_BODY))
+    session.add(message)
+    return message
+
+
+def set_status(*, session: Session, actor: Actor, request_id: str,
+               status: str) -> SupportRequest:
+    if status not in ("open", "closed"):
+        raise Invalid("status must be open or closed")
+    request = get_request(session=session, request_id=request_id)
+    if request.status != status:
+        request.status = status
+        session.add(request)
+        audit.record(session, actor, f"request.{'closed' if status == 'closed' else 'reopened'}",
+                     target_kind="request", target_id=request.id)
+    return request
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    author: str
+    at: datetime
+    body: str
+
+
+@dataclass(frozen=True)
+class RequestView:
+    request: SupportRequest
+    email: str
+    name: str | None
+    company: str | None
+    site: str | None
+    phone: str | None
+    conversation: list[Entry]
+
+
+def request_view(*, session: Session, intake: Intake, request: SupportRequest) -> RequestView:
+    cipher = intake.crypto.cipher
+
+    def opened(value: str | None, context: str) -> str | None:
+        return cipher.decrypt(value, context=context) if value else None
+
+    conversation = [Entry("customer", request.received_at,
+                          cipher.decrypt(request.message_encrypted, context=REQUEST_MESSAGE))]
+    conversation += [Entry(message.author, message.at,
+                           cipher.decrypt(message.body_encrypted, context=MESSAGE_BODY))
+                     for message in session.exec(select(RequestMessage)
+                                                 .where(RequestMessage.request_id == request.id)
+                                                 .order_by(RequestMessage.at,
+                                                           RequestMessage.id))]
+    return RequestView(request=request,
+                       email=cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL),
+                       name=opened(request.name_encrypted, REQUEST_NAME),
+                       company=opened(request.company_encrypted, REQUEST_COMPANY),
+                       site=opened(request.site_encrypted, REQUEST_SITE),
+                       phone=opened(request.phone_encrypted, REQUEST_PHONE),
+                       conversation=conversation)
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    request: SupportRequest
+    masked_email: str
+    account_name: str | None
+    candidates: int
+
+
+VIEWS = {
+    "open": "Open requests",
+    "unmatched": "Unmatched: no account yet",
+    "unverified": "Unverified requesters",
+    "closed": "Closed",
+}
+
+
+def support_queue(*, session: Session, intake: Intake, view: str = "open",
+                  limit: int = 200) -> list[QueueRow]:
+    """Requests in queue order: proof of who is asking first, then priority, then age."""
+    query = select(SupportRequest)
+    if view == "closed":
+        query = query.where(SupportRequest.status == "closed")
+    else:
+        query = query.where(SupportRequest.status == "open")
+    if view == "unmatched":
+        query = query.where(col(SupportRequest.account_id).is_(None))
+    elif view == "unverified":
+        query = query.where(SupportRequest.verification == "unverified")
+    requests = list(session.exec(query.order_by(SupportRequest.trust_rank,
+                                                SupportRequest.priority,
+                                                SupportRequest.received_at).limit(limit)))
+    ids = [request.id for request in requests]
+    counts = dict(session.exec(select(RequestCandidate.request_id, func.count())
+                               .where(col(RequestCandidate.request_id).in_(ids))
+                               .group_by(RequestCandidate.request_id)).all()) if ids else {}
+    accounts = vault_service.accounts_by_id(
+        session=session, ids={request.account_id for request in requests if request.account_id})
+    cipher = intake.crypto.cipher
+    return [QueueRow(request=request,
+                     masked_email=vault_service.mask_email(
+                         cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)),
+                     account_name=accounts[request.account_id].name
+                     if request.account_id in accounts else None,
+                     candidates=counts.get(request.id, 0))
+            for request in requests]
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    account_id: str
+    account_name: str
+    score: float
+    reasons: str
+
+
+def candidates_of(*, session: Session, request_id: str) -> list[CandidateView]:
+    rows = list(session.exec(select(RequestCandidate)
+                             .where(RequestCandidate.request_id == request_id)
+                             .order_by(col(RequestCandidate.score).desc())))
+    accounts = vault_service.accounts_by_id(session=session,
+                                            ids={row.account_id for row in rows})
+    return [CandidateView(row.account_id, accounts[row.account_id].name
+                          if row.account_id in accounts else row.account_id,
+                          row.score, row.reasons) for row in rows]
