@@ -17,6 +17,7 @@ from flask import (
 from flask_wtf import FlaskForm
 from pydantic import ValidationError
 from wtforms import EmailField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from contacts.access import public, staff
@@ -53,8 +54,8 @@ class ContactForm(FlaskForm):
     company = StringField("Company", validators=[Optional(), Length(max=200)])
     site = StringField("Your site, as you remember it", validators=[Optional(), Length(max=500)])
     phone = StringField("Phone", validators=[Optional(), Length(max=40)])
-    severity = SelectField("How bad is it?", choices=list(SEVERITIES.items()),
-                           default="normal")
+    severity = SelectField("How bad is it?", default="normal", choices=[
+        SelectChoice(value, label) for value, label in SEVERITIES.items()])
     # Hidden from people (CSS and aria-hidden); bots that fill every field fill this one.
     website = StringField("Leave this field empty", validators=[Optional()])
 
@@ -238,7 +239,8 @@ def _request_page(request_id: str, status: int = 200, **forms):
             .vault_confirm_after_days)
     callback_form = forms.pop("callback_form", None) or CallbackForm()
     callback_form.contact_id.choices = [
-        (contact.id, f"{contact.name} · {contact.phone or 'no phone'} · {contact.role}")
+        SelectChoice(contact.id, f"{contact.name} · {contact.phone or 'no phone'} · "
+                                 f"{contact.role}")
         for contact in contacts if not contact.deleted_at]
     account = (vault_service.accounts_by_id(session=session, ids=[found.account_id])
                .get(found.account_id) if found.account_id else None)
