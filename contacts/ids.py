@@ -50,20 +50,24 @@ def kind_of(value: str) -> str | None:
     return None
 
 
+def _with_article(noun: str) -> str:
+    return ("an " if noun[0] in "aeiouAEIOU" else "a ") + noun
+
+
 def parse_id(value: object, expected: str) -> str:
     """Return `value` if it is a well-formed ID of kind `expected`; otherwise say what it is."""
     if expected not in KINDS:
         raise ValueError(f"unknown ID kind {expected!r}")
-    wanted = f"{KINDS[expected]} ID ({expected}_...)"
+    wanted = _with_article(f"{KINDS[expected]} ID ({expected}_...)")
     if not isinstance(value, str):
-        raise Invalid(f"expected a {wanted}, got {type(value).__name__}")
+        raise Invalid(f"expected {wanted}, got {type(value).__name__}")
     value = value.strip()
     got = kind_of(value)
     if got is None:
-        raise Invalid(f"expected a {wanted}, got a malformed ID", details={"expected": expected})
+        raise Invalid(f"expected {wanted}, got a malformed ID", details={"expected": expected})
     if got != expected:
         raise WrongKind(
-            f"expected a {wanted}, got a {KINDS[got]} ID ({got}_...)",
+            f"expected {wanted}, got {_with_article(KINDS[got])} ID ({got}_...)",
             details={"expected": expected, "got": got},
         )
     return value

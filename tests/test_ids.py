@@ -22,7 +22,7 @@ def test_a_site_id_given_where_an_app_id_is_expected_is_refused_by_name():
     site = new_id("site")
     with pytest.raises(WrongKind) as caught:
         parse_id(site, "app")
-    assert caught.value.message == "expected a app ID (app_...), got a site ID (site_...)"
+    assert caught.value.message == "expected an app ID (app_...), got a site ID (site_...)"
     assert caught.value.details == {"expected": "app", "got": "site"}
 
 

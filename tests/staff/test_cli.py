@@ -33,7 +33,7 @@ def test_bad_input_exits_2_with_one_line(app):
         (["tokens", "create", "sync", "--scope", "read", "--expires", "soon"], "",
          "Error: --expires must be a date as YYYY-MM-DD"),
         (["tokens", "revoke", "site_01m8bq70k0y2nthpm9ammtm0jp"], "",
-         "Error: expected a API token ID (tok_...), got a site ID (site_...)"),
+         "Error: expected an API token ID (tok_...), got a site ID (site_...)"),
     ]
     for args, stdin, said in cases:
         result = runner.invoke(args=args, input=stdin + "\n")

@@ -160,7 +160,7 @@ def test_the_seed_mistake_site_ids_given_for_an_app_delete_deletes_nothing(
                            headers=bearer(make_token("contacts:write")))
     assert response.status_code == 400
     assert response.get_json()["error"]["message"] == (
-        "ids[0]: expected a app ID (app_...), got a site ID (site_...)")
+        "ids[0]: expected an app ID (app_...), got a site ID (site_...)")
     assert len(ids_of(engine, Site, deleted_at=None)) == len(sites)
     apps = ids_of(engine, App)
     dry_run = client.post("/api/v1/deletions", json={"kind": "app", "ids": apps},

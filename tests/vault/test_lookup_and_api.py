@@ -68,10 +68,10 @@ def test_an_id_of_the_wrong_kind_is_refused_naming_both_kinds(client, make_token
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] == "wrong_kind"
-    assert error["message"] == "expected a account ID (acc_...), got a site ID (site_...)"
+    assert error["message"] == "expected an account ID (acc_...), got a site ID (site_...)"
     result = app.test_cli_runner().invoke(args=["contacts", "list", site_id])
     assert result.exit_code == 2
-    assert result.output.strip() == ("Error: expected a account ID (acc_...), "
+    assert result.output.strip() == ("Error: expected an account ID (acc_...), "
                                      "got a site ID (site_...)")
 
 
