@@ -241,7 +241,7 @@ def _request_page(request_id: str, status: int = 200, **forms):
     callback_form.contact_id.choices = [
         SelectChoice(contact.id, f"{contact.name} · {contact.phone or 'no phone'} · "
                                  f"{contact.role}")
-        for contact in contacts if not contact.deleted_at]
+        for contact in contacts if not contact.deleted_at and contact.phone]
     account = (vault_service.accounts_by_id(session=session, ids=[found.account_id])
                .get(found.account_id) if found.account_id else None)
     return render_template(

@@ -70,8 +70,9 @@ def refuse_large_bodies() -> None:
 
 def receive(given: RequestIn) -> str:
     """Store (or spool) a request; the same work whoever is asking."""
+    now = utcnow()
     draft = service.draft_request(
-        given, locale=request.accept_languages.best_match(LANGUAGES) or "en", now=utcnow())
+        given, locale=request.accept_languages.best_match(LANGUAGES) or "en", now=now)
     service.receive(engine=current_app.extensions["lifeline.engine"], intake=intake(),
-                    draft=draft, render=renderer(), now=utcnow())
+                    draft=draft, render=renderer(), now=now)
     return draft.reference
