@@ -81,6 +81,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                             max_overflow=settings.database_max_overflow)
     db.init_app(app, engine)
 
+    intake = intake_service.Intake.from_settings(settings, app.extensions["lifeline.crypto"])
+    app.extensions["lifeline.intake"] = intake
+    app.extensions["lifeline.request_writer"] = intake_service.RequestWriter(
+        engine=engine, intake=intake, render=message_renderer(app))
+
     _init_login(app)
     # Access is checked first: an anonymous POST is sent to sign in, not told about CSRF.
     access.init_app(app, authenticate_token=_token_authenticator(engine),
@@ -102,7 +107,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.before_request(_refuse_nul_bytes)
     app.after_request(_security_headers)
     _bootstrap_admin(app, settings, engine)
-    _replay_spooled_requests(app, settings, engine)
+    _replay_spooled_requests(app, engine)
     return app
 
 
@@ -196,10 +201,10 @@ def _bootstrap_admin(app: Flask, settings: Settings, engine) -> None:
         log.info("first admin created from LIFELINE_ADMIN_EMAIL (%s)", created.id)
 
 
-def _replay_spooled_requests(app: Flask, settings: Settings, engine) -> None:
+def _replay_spooled_requests(app: Flask, engine) -> None:
     """Requests kept on this machine's disk while the database was down are stored at
     start-up (and by the intake job): each process drains its own machine's spool."""
-    intake = intake_service.Intake.from_settings(settings, app.extensions["lifeline.crypto"])
+    intake = app.extensions["lifeline.intake"]
     if not intake.spool.pending():
         return
     try:

@@ -7,6 +7,7 @@ normally and rolled back when an error is answered. CLI commands and jobs use
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -53,19 +54,25 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict]) -> None:
     """
     if not rows:
         return
-    keys = list(rows[0])
     dialect = connection.dialect
-    compiled = insert(table).compile(dialect=dialect, column_keys=keys)
-    order = ([compiled.binds[name].key for name in compiled.positiontup]
-             if compiled.positional else keys)
+    sql, order = _insert_statement(table, tuple(rows[0]), dialect)
     converters = [_memoized(table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
                   for key in order]
     plan = list(zip(order, converters, strict=True))
-    if compiled.positional:
+    if dialect.positional:
         parameters = [tuple(convert(row[key]) for key, convert in plan) for row in rows]
     else:
         parameters = [{key: convert(row[key]) for key, convert in plan} for row in rows]
-    connection.exec_driver_sql(compiled.string, parameters)
+    connection.exec_driver_sql(sql, parameters)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_statement(table: Table, keys: tuple[str, ...], dialect) -> tuple[str, list[str]]:
+    """The INSERT's SQL and the order of its parameters, compiled once per shape."""
+    compiled = insert(table).compile(dialect=dialect, column_keys=list(keys))
+    order = ([compiled.binds[name].key for name in compiled.positiontup]
+             if compiled.positional else list(keys))
+    return compiled.string, order
 
 
 def _memoized(processor):

@@ -108,14 +108,14 @@ def process_requests() -> None:
     """Store spooled requests, then match new requests to accounts."""
     app = current_app()
     settings = app.extensions["lifeline.settings"]
-    crypto = app.extensions["lifeline.crypto"]
-    intake = intake_service.Intake.from_settings(settings, crypto)
+    intake = app.extensions["lifeline.intake"]
     engine = app.extensions["lifeline.engine"]
     intake_service.replay_spool(engine=engine, intake=intake, render=message_renderer(app),
                                 now=utcnow())
     with session_scope(engine) as session:
         matched = intake_service.process_pending(
-            session=session, intake=intake, vault=service.Vault.from_settings(settings, crypto),
+            session=session, intake=intake,
+            vault=service.Vault.from_settings(settings, app.extensions["lifeline.crypto"]),
             now=utcnow())
     if matched:
         log.info("matched %d new requests", matched)

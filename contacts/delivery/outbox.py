@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from contacts.crypto import FieldCipher
-from contacts.db import session_scope
+from contacts.db import bulk_insert, session_scope
 from contacts.delivery.models import OUTBOX_PAYLOAD, STATES, OutboxMessage
 from contacts.mail import Mailer, MailFailed
 
@@ -55,9 +55,23 @@ def enqueue_email(*, session: Session, cipher: FieldCipher, key: str, purpose: s
     """Queue an email in the session's transaction; a key already queued is left alone."""
     if session.exec(select(OutboxMessage.id).where(OutboxMessage.key == key)).first():
         return
-    payload = cipher.encrypt(json.dumps(asdict(email)), context=OUTBOX_PAYLOAD)
-    session.add(OutboxMessage(key=key, channel="email", purpose=purpose,
-                              payload_encrypted=payload, next_attempt_at=now, created_at=now))
+    session.add(OutboxMessage(**email_row(cipher=cipher, key=key, purpose=purpose,
+                                          email=email, now=now)))
+
+
+def email_row(*, cipher: FieldCipher, key: str, purpose: str, email: Email,
+              now: datetime) -> dict:
+    """An outbox row for `enqueue_rows`, for callers that write many in one statement."""
+    return {"key": key, "channel": "email", "purpose": purpose,
+            "payload_encrypted": cipher.encrypt(json.dumps(asdict(email)),
+                                                context=OUTBOX_PAYLOAD),
+            "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
+            "last_error": None, "created_at": now, "sent_at": None}
+
+
+def enqueue_rows(*, session: Session, rows: list[dict]) -> None:
+    """Queue rows built by `email_row` in one insert; their keys must be new."""
+    bulk_insert(session.connection(), OutboxMessage.__table__, rows)
 
 
 def _backoff(attempts: int) -> timedelta:

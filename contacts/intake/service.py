@@ -12,9 +12,12 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
+import queue
 import secrets
+import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +30,7 @@ from sqlmodel import Session, col, select
 from contacts import audit
 from contacts.audit import Actor
 from contacts.crypto import Crypto, normalize_email
-from contacts.db import session_scope
+from contacts.db import bulk_insert, session_scope, utcnow
 from contacts.delivery import outbox
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
@@ -135,55 +138,146 @@ def draft_request(given: RequestIn, *, locale: str, now: datetime) -> Draft:
 # -- receiving: the database, or the spool -------------------------------------------------
 
 
-def receive(*, engine: Engine, intake: Intake, draft: Draft, render: Renderer,
+def receive(*, engine: Engine, intake: Intake, drafts: list[Draft], render: Renderer,
             now: datetime) -> bool:
-    """Store a new request and queue its verification email; when the database cannot be
-    written, keep it in the spool instead. True when stored, False when spooled. Either way
-    the request is safe when this returns."""
+    """Store new requests and queue their verification emails, in one transaction; when the
+    database cannot be written, keep them in the spool instead. True when stored, False when
+    spooled. Either way the requests are safe when this returns."""
     try:
         with session_scope(engine) as session:
-            store(session=session, intake=intake, draft=draft, render=render, now=now)
+            store(session=session, intake=intake, drafts=drafts, render=render, now=now)
         return True
     except SQLAlchemyError as exc:
-        log.warning("request %s could not be stored (%s); kept in the spool",
-                    draft.reference, type(exc).__name__)
-        intake.spool.put(draft.reference, draft.as_record())
+        log.warning("%d requests could not be stored (%s); kept in the spool", len(drafts),
+                    type(exc).__name__)
+        for draft in drafts:
+            intake.spool.put(draft.reference, draft.as_record())
         return False
 
 
-def store(*, session: Session, intake: Intake, draft: Draft, render: Renderer,
-          now: datetime) -> SupportRequest | None:
-    """Write the request and queue its email. None when this reference is already stored
-    (a spool replay that had stored it before stopping)."""
-    if session.exec(select(SupportRequest.id)
-                    .where(SupportRequest.reference == draft.reference)).first():
-        return None
+def store(*, session: Session, intake: Intake, drafts: list[Draft], render: Renderer,
+          now: datetime) -> list[str]:
+    """Write requests and queue their emails, each kind of row in one insert. A reference
+    already stored (a spool replay that had stored it before stopping) is skipped; returns
+    the references written."""
+    references = [draft.reference for draft in drafts]
+    known = set(session.exec(select(SupportRequest.reference)
+                             .where(col(SupportRequest.reference).in_(references))))
+    fresh = [draft for draft in drafts if draft.reference not in known]
+    requests, emails = [], []
+    for draft in fresh:
+        request = _request_row(intake, draft, now)
+        requests.append(request)
+        emails.append(_code_email_row(
+            intake, reference=draft.reference, code_digest=request["code_digest"],
+            locale=draft.locale, severity=draft.severity, email=draft.email, code=draft.code,
+            render=render, now=now, kind="request_received",
+            key=f"request-received:{draft.reference}"))
+    if fresh:
+        bulk_insert(session.connection(), SupportRequest.__table__, requests)
+        outbox.enqueue_rows(session=session, rows=emails)
+    return [draft.reference for draft in fresh]
+
+
+def _request_row(intake: Intake, draft: Draft, now: datetime) -> dict:
     cipher, index = intake.crypto.cipher, intake.crypto.index
     email = normalize_email(draft.email)
 
     def sealed(value: str | None, context: str) -> str | None:
         return cipher.encrypt(value, context=context) if value else None
 
-    request = SupportRequest(
-        id=draft.id, reference=draft.reference, received_at=draft.received_at, stored_at=now,
-        locale=draft.locale, severity=draft.severity,
-        email_encrypted=cipher.encrypt(draft.email, context=REQUEST_EMAIL),
-        email_index=index.digest("email", email),
-        domain_index=index.digest("domain", email.rpartition("@")[2]),
-        phone_encrypted=sealed(draft.phone, REQUEST_PHONE),
-        name_encrypted=sealed(draft.name, REQUEST_NAME),
-        company_encrypted=sealed(draft.company, REQUEST_COMPANY),
-        site_encrypted=sealed(draft.site, REQUEST_SITE),
-        message_encrypted=cipher.encrypt(draft.message, context=REQUEST_MESSAGE),
-        priority=SEVERITY_PRIORITY[draft.severity],
-        code_digest=_code_digest(intake, draft.id, draft.code),
-        code_expires_at=now + timedelta(minutes=intake.code_minutes))
-    session.add(request)
-    _queue_code_email(session, intake, request, draft.email, draft.code, render, now,
-                      kind="request_received", key=f"request-received:{draft.reference}")
-    audit.record(session, Actor.system("intake"), "request.received",
-                 target_kind="request", target_id=request.id, severity=draft.severity)
-    return request
+    return {
+        "id": draft.id, "reference": draft.reference, "received_at": draft.received_at,
+        "stored_at": now, "locale": draft.locale, "severity": draft.severity,
+        "email_encrypted": cipher.encrypt(draft.email, context=REQUEST_EMAIL),
+        "email_index": index.digest("email", email),
+        "domain_index": index.digest("domain", email.rpartition("@")[2]),
+        "phone_encrypted": sealed(draft.phone, REQUEST_PHONE),
+        "name_encrypted": sealed(draft.name, REQUEST_NAME),
+        "company_encrypted": sealed(draft.company, REQUEST_COMPANY),
+        "site_encrypted": sealed(draft.site, REQUEST_SITE),
+        "message_encrypted": cipher.encrypt(draft.message, context=REQUEST_MESSAGE),
+        "status": "open", "verification": "unverified", "trust_rank": 2,
+        "priority": SEVERITY_PRIORITY[draft.severity], "verified_at": None,
+        "code_digest": _code_digest(intake, draft.id, draft.code),
+        "code_expires_at": now + timedelta(minutes=intake.code_minutes),
+        "code_attempts": 0, "codes_sent": 1, "account_id": None, "account_source": None,
+        "contact_id": None, "contact_role": None, "processed_at": None, "callback_by": None,
+        "callback_at": None}
+
+
+class RequestWriter:
+    """Group commit for the request path: requests arriving together (many threads of one
+    process) are written by one thread in one transaction, and each caller returns once its
+    request is stored, or spooled. Under a flood this is what keeps the cost per request
+    bounded: one commit for many requests, not one each."""
+
+    MAX_BATCH = 256
+
+    def __init__(self, *, engine: Engine, intake: Intake, render: Renderer):
+        self.engine = engine
+        self.intake = intake
+        self.render = render
+        self._waiting: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def write(self, draft: Draft) -> bool:
+        """True when stored, False when spooled."""
+        ticket = _Ticket(draft)
+        self._start()
+        self._waiting.put(ticket)
+        if not ticket.done.wait(timeout=60):  # the writer is stuck: the spool never is
+            self.intake.spool.put(draft.reference, draft.as_record())
+            return False
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.stored
+
+    def _start(self) -> None:
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:  # also after a fork: threads do not survive one
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._waiting = queue.SimpleQueue()
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="request-writer",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._waiting.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._waiting.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(batch)
+
+    def _write(self, batch: list[_Ticket]) -> None:
+        try:
+            stored = receive(engine=self.engine, intake=self.intake,
+                             drafts=[ticket.draft for ticket in batch], render=self.render,
+                             now=utcnow())
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+            log.exception("the request writer failed on a batch of %d", len(batch))
+            for ticket in batch:
+                ticket.error = exc
+                ticket.done.set()
+            return
+        for ticket in batch:
+            ticket.stored = stored
+            ticket.done.set()
+
+
+@dataclass
+class _Ticket:
+    draft: Draft
+    done: threading.Event = field(default_factory=threading.Event)
+    stored: bool = False
+    error: Exception | None = None
 
 
 def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datetime) -> int:
@@ -194,10 +288,9 @@ def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datet
         record = intake.spool.read(path)
         if record is None:
             continue
-        draft = Draft.from_record(record)
         with session_scope(engine) as session:
-            if store(session=session, intake=intake, draft=draft, render=render, now=now):
-                stored += 1
+            stored += len(store(session=session, intake=intake,
+                                drafts=[Draft.from_record(record)], render=render, now=now))
         intake.spool.remove(path)
     if stored:
         log.info("%d spooled requests stored", stored)
@@ -229,21 +322,18 @@ def _code_digest(intake: Intake, request_id: str, code: str) -> str:
     return intake.crypto.index.digest("request-code", f"{request_id}\x00{code}")
 
 
-def _queue_code_email(session: Session, intake: Intake, request: SupportRequest, email: str,
-                      code: str, render: Renderer, now: datetime, *, kind: str,
-                      key: str) -> None:
-    link_token = _serializer(intake).dumps({"r": request.reference,
-                                            "c": request.code_digest[:24]})
-    values = {"reference": request.reference, "code": code, "minutes": intake.code_minutes,
-              "verify_link": f"{intake.base_url}/requests/{request.reference}/confirm/"
-                             f"{link_token}",
-              "status_link": status_link(intake, request.reference),
-              "severity": SEVERITIES[request.severity]}
-    subject, text, html = render(kind, request.locale, values)
-    outbox.enqueue_email(session=session, cipher=intake.crypto.cipher, key=key,
-                         purpose=kind, now=now,
-                         email=outbox.Email(to=email, subject=subject, text=text, html=html,
-                                            headers={"List-Id": LIST_ID}))
+def _code_email_row(intake: Intake, *, reference: str, code_digest: str, locale: str,
+                    severity: str, email: str, code: str, render: Renderer, now: datetime,
+                    kind: str, key: str) -> dict:
+    """The outbox row of an email carrying a code and its one-click link."""
+    link_token = _serializer(intake).dumps({"r": reference, "c": code_digest[:24]})
+    values = {"reference": reference, "code": code, "minutes": intake.code_minutes,
+              "verify_link": f"{intake.base_url}/requests/{reference}/confirm/{link_token}",
+              "status_link": status_link(intake, reference), "severity": SEVERITIES[severity]}
+    subject, text, html = render(kind, locale, values)
+    return outbox.email_row(cipher=intake.crypto.cipher, key=key, purpose=kind, now=now,
+                            email=outbox.Email(to=email, subject=subject, text=text, html=html,
+                                               headers={"List-Id": LIST_ID}))
 
 
 def get_by_reference(*, session: Session, reference: str) -> SupportRequest:
@@ -343,8 +433,11 @@ def resend_code(*, session: Session, intake: Intake, reference: str, render: Ren
     request.code_expires_at = now + timedelta(minutes=intake.code_minutes)
     session.add(request)
     email = intake.crypto.cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)
-    _queue_code_email(session, intake, request, email, code, render, now, kind="request_code",
-                      key=f"request-code:{request.reference}:{request.codes_sent}")
+    outbox.enqueue_rows(session=session, rows=[_code_email_row(
+        intake, reference=request.reference, code_digest=request.code_digest,
+        locale=request.locale, severity=request.severity, email=email, code=code,
+        render=render, now=now, kind="request_code",
+        key=f"request-code:{request.reference}:{request.codes_sent}")])
     audit.record(session, Actor.system("intake"), "request.code_resent",
                  target_kind="request", target_id=request.id)
 

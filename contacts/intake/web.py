@@ -53,8 +53,7 @@ INTAKE_LIMITS = (
 
 
 def intake() -> service.Intake:
-    return service.Intake.from_settings(current_app.extensions["lifeline.settings"],
-                                        current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.intake"]
 
 
 def renderer() -> service.Renderer:
@@ -70,9 +69,7 @@ def refuse_large_bodies() -> None:
 
 def receive(given: RequestIn) -> str:
     """Store (or spool) a request; the same work whoever is asking."""
-    now = utcnow()
     draft = service.draft_request(
-        given, locale=request.accept_languages.best_match(LANGUAGES) or "en", now=now)
-    service.receive(engine=current_app.extensions["lifeline.engine"], intake=intake(),
-                    draft=draft, render=renderer(), now=now)
+        given, locale=request.accept_languages.best_match(LANGUAGES) or "en", now=utcnow())
+    current_app.extensions["lifeline.request_writer"].write(draft)
     return draft.reference
