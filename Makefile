@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 export PORT
 
-.PHONY: run test install install-test browser lint migration bench clean
+.PHONY: run test install install-test browser wrk lint migration bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: install
 browser:
 	@bash scripts/ensure-chromium.sh
 
+# Debian's wrk drives the HTTP benchmarks (bench/intake.py).
+wrk:
+	@bash scripts/ensure-wrk.sh
+
 lint: install-test
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
@@ -40,8 +44,10 @@ test: install-test browser lint
 migration: install
 	$(BIN)/python -m contacts.system.makemigration "$(m)"
 
-bench: install
-	@found=0; for script in bench/*.py; do [ -e "$$script" ] || continue; found=1; \
+# bench/*_app.py are apps a benchmark serves, not benchmarks.
+bench: install wrk
+	@found=0; for script in bench/*.py; do [ -e "$$script" ] || continue; \
+	  case $$script in *_app.py) continue;; esac; found=1; \
 	  echo "== $$script"; $(BIN)/python $$script || exit 1; done; \
 	[ $$found = 1 ] || echo "no benchmark yet (see docs/BENCHMARKS.md)"
 
