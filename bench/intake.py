@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from contacts.intake.spool import SUFFIX  # noqa: E402
 BIN = Path(sys.executable).parent
 BARE_PATH = "/api/v1/bench/bare"  # added by bench/intake_app.py
 INTAKE_PATH = "/api/v1/requests"
+SHARED_LIMITS = "redis://127.0.0.1:6379/13"
 NO_LIMIT = "1000000 per minute"
 WORKERS = 2
 RESULT = "WRK_RESULT "
@@ -162,7 +164,7 @@ class Figures:
         return self.intake.rate / self.bare.rate
 
 
-def server_environment(workdir: Path, database_url: str) -> dict[str, str]:
+def server_environment(workdir: Path, database_url: str, limits: str) -> dict[str, str]:
     inherited = {name: value for name, value in os.environ.items()
                  if not name.startswith("LIFELINE_") and name not in ("DATABASE_URL", "PORT")}
     return {
@@ -172,6 +174,9 @@ def server_environment(workdir: Path, database_url: str) -> dict[str, str]:
         "LIFELINE_INTAKE_RATE_LIMIT_PER_IP": NO_LIMIT,
         "LIFELINE_INTAKE_RATE_LIMIT_PER_EMAIL": NO_LIMIT,
         "LIFELINE_INTAKE_RATE_LIMIT_PER_DOMAIN": NO_LIMIT,
+        # Two worker processes count together only in Redis, as in production (README).
+        "LIFELINE_SECURITY_RATE_LIMIT_STORAGE_URI": limits,
+        "LIFELINE_SECURITY_RATE_LIMIT_KEY_PREFIX": f"lifeline-bench-{uuid.uuid4().hex[:8]}",
         "LIFELINE_SCHEDULER_ENABLED": "false",
         "LIFELINE_SECRETS_KEYS_DIR": str(workdir / "keys"),
         "LIFELINE_INTAKE_SPOOL_DIR": str(workdir / "spool"),
@@ -269,7 +274,7 @@ def measure(backend: str, server: Server, args, script: Path) -> Figures:
         workdir = Path(work)
         database_url, drop = scratch_database(backend, workdir, "intake")
         try:
-            env = server_environment(workdir, database_url)
+            env = server_environment(workdir, database_url, args.limits_storage)
             migrate(env)
             log = workdir / "gunicorn.log"
             with gunicorn(server, env, free_port(), log) as base:
@@ -347,6 +352,9 @@ def main() -> int:
     # gthread lets the intake's group commit see concurrent requests; sync gave the same bare
     # rate (p99 ~25 ms lower) but a lower intake rate; 16 threads did no better than 8.
     parser.add_argument("--worker-class", choices=["sync", "gthread"], default="gthread")
+    parser.add_argument("--limits-storage", default=SHARED_LIMITS,
+                        help="rate-limit counters: Redis (shared by the workers, as in "
+                             "production) or memory:// (each worker its own)")
     parser.add_argument("--worker-threads", type=int, default=8, help="per gthread worker")
     args = parser.parse_args()
     if args.connections < args.threads:
@@ -358,7 +366,7 @@ def main() -> int:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     print(f"intake benchmark: {server.describe()}; wrk {args.threads} threads, "
           f"{args.connections} connections, {args.warmup} s warm-up + {args.seconds} s "
-          "per endpoint")
+          f"per endpoint; rate-limit counters in {args.limits_storage}")
     with tempfile.TemporaryDirectory(prefix="lifeline-wrk-") as work:
         script = Path(work) / "intake.lua"
         script.write_text(WRK_SCRIPT)

@@ -17,7 +17,7 @@ import queue
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -138,45 +138,72 @@ def draft_request(given: RequestIn, *, locale: str, now: datetime) -> Draft:
 # -- receiving: the database, or the spool -------------------------------------------------
 
 
-def receive(*, engine: Engine, intake: Intake, drafts: list[Draft], render: Renderer,
-            now: datetime) -> bool:
-    """Store new requests and queue their verification emails, in one transaction; when the
-    database cannot be written, keep them in the spool instead. True when stored, False when
-    spooled. Either way the requests are safe when this returns."""
+@dataclass(frozen=True)
+class Prepared:
+    """A request's rows, sealed and rendered, ready for one bulk insert with others."""
+
+    draft: Draft
+    request: dict
+    email: dict
+
+
+def prepare(*, intake: Intake, draft: Draft, render: Renderer, now: datetime) -> Prepared:
+    """Encrypt and render a request (CPU only), in the caller's thread, so the one writer
+    thread only inserts."""
+    request = _request_row(intake, draft, now)
+    email = _code_email_row(
+        intake, reference=draft.reference, code_digest=request["code_digest"],
+        locale=draft.locale, severity=draft.severity, email=draft.email, code=draft.code,
+        render=render, now=now, kind="request_received",
+        key=f"request-received:{draft.reference}")
+    return Prepared(draft, request, email)
+
+
+def receive(*, engine: Engine, intake: Intake, prepared: list[Prepared], render: Renderer,
+            now: datetime) -> list[Prepared] | None:
+    """Store new requests and queue their verification emails, in one transaction, and
+    return them as stored (a reference may have changed, see `store`); when the database
+    cannot be written, keep them in the spool instead and return None. Either way the
+    requests are safe when this returns."""
     try:
         with session_scope(engine) as session:
-            store(session=session, intake=intake, drafts=drafts, render=render, now=now)
-        return True
+            return store(session=session, intake=intake, prepared=prepared, render=render,
+                         now=now)
     except SQLAlchemyError as exc:
-        log.warning("%d requests could not be stored (%s); kept in the spool", len(drafts),
+        log.warning("%d requests could not be stored (%s); kept in the spool", len(prepared),
                     type(exc).__name__)
-        for draft in drafts:
-            intake.spool.put(draft.reference, draft.as_record())
-        return False
+        for item in prepared:
+            intake.spool.put(item.draft.reference, item.draft.as_record())
+        return None
 
 
-def store(*, session: Session, intake: Intake, drafts: list[Draft], render: Renderer,
-          now: datetime) -> list[str]:
-    """Write requests and queue their emails, each kind of row in one insert. A reference
-    already stored (a spool replay that had stored it before stopping) is skipped; returns
-    the references written."""
-    references = [draft.reference for draft in drafts]
-    known = set(session.exec(select(SupportRequest.reference)
-                             .where(col(SupportRequest.reference).in_(references))))
-    fresh = [draft for draft in drafts if draft.reference not in known]
-    requests, emails = [], []
-    for draft in fresh:
-        request = _request_row(intake, draft, now)
-        requests.append(request)
-        emails.append(_code_email_row(
-            intake, reference=draft.reference, code_digest=request["code_digest"],
-            locale=draft.locale, severity=draft.severity, email=draft.email, code=draft.code,
-            render=render, now=now, kind="request_received",
-            key=f"request-received:{draft.reference}"))
-    if fresh:
-        bulk_insert(session.connection(), SupportRequest.__table__, requests)
-        outbox.enqueue_rows(session=session, rows=emails)
-    return [draft.reference for draft in fresh]
+def store(*, session: Session, intake: Intake, prepared: list[Prepared], render: Renderer,
+          now: datetime) -> list[Prepared]:
+    """Write requests and queue their emails, each kind of row in one insert; returns what
+    was written. A request already stored under its reference (a spool replay that had
+    stored it before stopping) is skipped. A new request whose reference another request
+    already holds (40 random bits: it will happen one day) gets a new reference before it
+    is written, so the customer is never told a reference that is someone else's."""
+    written, pending = [], list(prepared)
+    while pending:
+        held = dict(session.exec(
+            select(SupportRequest.reference, SupportRequest.id).where(
+                col(SupportRequest.reference).in_([item.draft.reference for item in pending]))
+        ).all())
+        renamed = []
+        for item in pending:
+            owner = held.get(item.draft.reference)
+            if owner is None:
+                written.append(item)
+            elif owner != item.draft.id:
+                renamed.append(prepare(intake=intake, render=render, now=now,
+                                       draft=replace(item.draft, reference=new_reference())))
+        pending = renamed
+    if written:
+        bulk_insert(session.connection(), SupportRequest.__table__,
+                    [item.request for item in written])
+        outbox.enqueue_rows(session=session, rows=[item.email for item in written])
+    return written
 
 
 def _request_row(intake: Intake, draft: Draft, now: datetime) -> dict:
@@ -223,17 +250,18 @@ class RequestWriter:
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def write(self, draft: Draft) -> bool:
-        """True when stored, False when spooled."""
-        ticket = _Ticket(draft)
+    def write(self, draft: Draft) -> str | None:
+        """The reference the request was stored under, or None when it was spooled."""
+        ticket = _Ticket(prepare(intake=self.intake, draft=draft, render=self.render,
+                                 now=draft.received_at))
         self._start()
         self._waiting.put(ticket)
         if not ticket.done.wait(timeout=60):  # the writer is stuck: the spool never is
             self.intake.spool.put(draft.reference, draft.as_record())
-            return False
+            return None
         if ticket.error is not None:
             raise ticket.error
-        return ticket.stored
+        return ticket.reference
 
     def _start(self) -> None:
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
@@ -259,7 +287,7 @@ class RequestWriter:
     def _write(self, batch: list[_Ticket]) -> None:
         try:
             stored = receive(engine=self.engine, intake=self.intake,
-                             drafts=[ticket.draft for ticket in batch], render=self.render,
+                             prepared=[ticket.prepared for ticket in batch], render=self.render,
                              now=utcnow())
         except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
             log.exception("the request writer failed on a batch of %d", len(batch))
@@ -267,16 +295,17 @@ class RequestWriter:
                 ticket.error = exc
                 ticket.done.set()
             return
+        references = {item.draft.id: item.draft.reference for item in stored or ()}
         for ticket in batch:
-            ticket.stored = stored
+            ticket.reference = references.get(ticket.prepared.draft.id)
             ticket.done.set()
 
 
 @dataclass
 class _Ticket:
-    draft: Draft
+    prepared: Prepared
     done: threading.Event = field(default_factory=threading.Event)
-    stored: bool = False
+    reference: str | None = None
     error: Exception | None = None
 
 
@@ -288,9 +317,10 @@ def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datet
         record = intake.spool.read(path)
         if record is None:
             continue
+        item = prepare(intake=intake, draft=Draft.from_record(record), render=render, now=now)
         with session_scope(engine) as session:
-            stored += len(store(session=session, intake=intake,
-                                drafts=[Draft.from_record(record)], render=render, now=now))
+            stored += len(store(session=session, intake=intake, prepared=[item], render=render,
+                                now=now))
         intake.spool.remove(path)
     if stored:
         log.info("%d spooled requests stored", stored)

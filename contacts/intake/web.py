@@ -71,5 +71,5 @@ def receive(given: RequestIn) -> str:
     """Store (or spool) a request; the same work whoever is asking."""
     draft = service.draft_request(
         given, locale=request.accept_languages.best_match(LANGUAGES) or "en", now=utcnow())
-    current_app.extensions["lifeline.request_writer"].write(draft)
-    return draft.reference
+    stored = current_app.extensions["lifeline.request_writer"].write(draft)
+    return stored or draft.reference  # spooled: kept under the reference it was drafted with

@@ -217,3 +217,16 @@ def test_nothing_a_requester_typed_is_stored_in_clear(desk, desk_client):
     for value in typed.values():
         assert value.encode() not in stored, value
         assert value.lower().encode() not in stored, value
+
+
+def test_a_reference_already_taken_is_never_handed_out_again(desk, desk_client, monkeypatch):
+    taken = desk.submit(desk_client, email="first@example.org", message="x").get_json()[
+        "reference"]
+    fresh = iter([taken, "LL-2345-6789"])  # drafted with a taken one, then a new one
+    monkeypatch.setattr(service, "new_reference", lambda: next(fresh))
+    second = desk.submit(desk_client, email="second@example.org", message="y").get_json()[
+        "reference"]
+    assert second == "LL-2345-6789"
+    assert desk.request(taken).id != desk.request(second).id
+    desk.deliver()
+    assert second in desk.mail_to("second@example.org")[0]["Subject"]
