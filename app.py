@@ -23,6 +23,8 @@ from contacts import access, api, db, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
+from contacts.incidents import routes as incidents_routes
+from contacts.incidents.api import bp as incidents_api
 from contacts.intake import routes as intake_routes
 from contacts.intake import service as intake_service
 from contacts.intake.api import bp as intake_api
@@ -95,7 +97,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     api.init_app(app)
 
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,
-                      vault_api, intake_routes.bp, intake_api):
+                      vault_api, intake_routes.bp, intake_api, incidents_routes.bp,
+                      incidents_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
                   system_cli.keys_group, vault_cli.contacts_group, vault_cli.backup_group):

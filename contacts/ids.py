@@ -23,6 +23,8 @@ KINDS = {
     "tok": "API token",
     "del": "bulk deletion",
     "req": "support request",
+    "inc": "incident",
+    "upd": "incident update",
 }
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

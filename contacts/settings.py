@@ -81,6 +81,9 @@ def load_settings(
     values.update(_environment_overrides(environ, defaults))
     secrets_given = overrides.pop("secrets", None)
     values.update(_known_only(overrides, defaults, "create_app overrides"))
+    if values["incidents_restored_stage"] not in values["incidents_stages"]:
+        raise ConfigError(f"incidents restored_stage {values['incidents_restored_stage']!r} "
+                          "is not one of incidents stages")
     if values["app_env"] not in ("development", "production"):
         raise ConfigError(
             f"app env must be 'development' or 'production', got {values['app_env']!r}")
@@ -168,6 +171,8 @@ def _coerce(variable: str, raw: str, default: Any) -> Any:
             return float(raw)
         except ValueError:
             raise ConfigError(f"{variable} must be a number, got {raw!r}") from None
+    if isinstance(default, list):
+        return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
 
 

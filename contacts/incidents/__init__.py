@@ -1,0 +1,1 @@
+"""Incidents, restore progress per site, and the structured updates sent about them."""

@@ -1,0 +1,89 @@
+"""Update templates: Jinja2 in a sandbox (comms staff write them), checked at save time to
+render every required field, versioned per kind and locale, defaults on disk.
+
+A template is refused when it does not parse, reaches for what the sandbox forbids, or
+leaves out a required field. The check renders it with a unique marker in each required
+field and looks for every marker in the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import TemplateError, select_autoescape
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from contacts.errors import Invalid
+
+KINDS = {"subject": "subject.txt", "text": "body.txt", "html": "body.html"}
+LOCALES = ("en", "fr")
+# Every update states these; a template that does not show one of them is refused.
+REQUIRED = ("what_happened", "scope", "timeline", "next_update", "restore_percentage",
+            "data_loss", "confidence_timeline", "confidence_restore", "confidence_data_loss",
+            "support")
+# The subject line is short: it must name the incident and its restore percentage.
+REQUIRED_IN_SUBJECT = ("incident_title", "restore_percentage")
+
+_environment = ImmutableSandboxedEnvironment(
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    trim_blocks=True, lstrip_blocks=True)
+_html_environment = ImmutableSandboxedEnvironment(autoescape=True, trim_blocks=True,
+                                                  lstrip_blocks=True)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+def required_for(kind: str) -> tuple[str, ...]:
+    return REQUIRED_IN_SUBJECT if kind == "subject" else REQUIRED
+
+
+def default_source(templates_dir: Path, kind: str, locale: str) -> str:
+    return (templates_dir / "messages" / "incident_update" / locale / KINDS[kind]).read_text(
+        "utf-8")
+
+
+def _compile(kind: str, source: str):
+    environment = _html_environment if kind == "html" else _environment
+    try:
+        return environment.from_string(source)
+    except TemplateError as exc:
+        raise Invalid(f"the {kind} template does not parse: {exc}") from None
+
+
+def render(kind: str, source: str, values: dict) -> str:
+    try:
+        return _compile(kind, source).render(**values)
+    except SecurityError as exc:
+        raise Invalid(f"the {kind} template reaches for something the sandbox forbids: "
+                      f"{exc}") from None
+    except TemplateError as exc:
+        raise Invalid(f"the {kind} template failed to render: {exc}") from None
+
+
+def check(kind: str, source: str) -> None:
+    """Refuse a template that does not parse, is unsafe, or leaves out a required field."""
+    if kind not in KINDS:
+        raise Invalid(f"kind must be one of {', '.join(KINDS)}")
+    markers = {name: f"@@{name}@@" for name in (*REQUIRED, *REQUIRED_IN_SUBJECT)}
+    sample = {**markers, "account_name": "Account", "account_sites": [],
+              "account_percentage": "0%", "incident_state": "investigating",
+              "status_link": "https://status.example/", "private_link": "https://p.example/",
+              "number": 1, "late": False}
+    output = render(kind, source, sample)
+    missing = [name for name in required_for(kind) if markers[name] not in output]
+    if missing:
+        raise Invalid(f"the {kind} template leaves out required fields: {', '.join(missing)}",
+                      details={"missing": missing})
+
+
+def render_update(sources: dict[str, str], values: dict) -> Rendered:
+    return Rendered(subject=" ".join(render("subject", sources["subject"], values).split()),
+                    text=render("text", sources["text"], values),
+                    html=render("html", sources["html"], values))

@@ -1,0 +1,109 @@
+"""Incidents, the sites they affect and each site's restore stage (with its history), and
+the updates published about them. Account and site IDs are the vault's, held without
+foreign keys (the vault may purge; the record of what was said must stay)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from contacts.db import UTCDateTime
+
+STATES = ("investigating", "identified", "monitoring", "resolved", "post_incident_review")
+SEVERITIES = ("minor", "major", "critical")
+CONFIDENCE = ("low", "medium", "high")
+
+
+def _time(nullable: bool = False, index: bool = False) -> Column:
+    return Column(UTCDateTime, nullable=nullable, index=index)
+
+
+class Incident(SQLModel, table=True):
+    __tablename__ = "incident"
+
+    id: str = Field(primary_key=True, max_length=40)
+    title: str = Field(max_length=200)
+    state: str = Field(max_length=24)
+    severity: str = Field(max_length=16)
+    started_at: datetime = Field(sa_column=_time())
+    created_at: datetime = Field(sa_column=_time())
+    updated_at: datetime = Field(sa_column=_time())
+    # When customers were promised the next update; None once resolved.
+    next_update_due: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    last_update_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    created_by: str = Field(max_length=40)
+
+
+class AffectedSite(SQLModel, table=True):
+    """A site an incident affects, and the restore stage it has reached."""
+
+    __tablename__ = "affected_site"
+    __table_args__ = (Index("ix_affected_site_account", "incident_id", "account_id"),)
+
+    incident_id: str = Field(sa_column=Column(String(40), ForeignKey("incident.id"),
+                                              primary_key=True))
+    site_id: str = Field(sa_column=Column(String(40), primary_key=True))
+    account_id: str = Field(max_length=40)
+    stage: str = Field(max_length=32)
+    stage_at: datetime = Field(sa_column=_time())
+
+
+class StageChange(SQLModel, table=True):
+    """Every stage a site reached, when and from whom: the restore curve's history."""
+
+    __tablename__ = "stage_change"
+    __table_args__ = (Index("ix_stage_change_incident_at", "incident_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(max_length=40)
+    site_id: str = Field(max_length=40)
+    stage: str = Field(max_length=32)
+    at: datetime = Field(sa_column=_time())
+    source: str = Field(max_length=64)  # "token tok_...", "staff stf_..."
+
+
+class IncidentUpdate(SQLModel, table=True):
+    """What was told, field by field: an update cannot be published with one missing."""
+
+    __tablename__ = "incident_update"
+    __table_args__ = (UniqueConstraint("incident_id", "number", name="uq_update_number"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    incident_id: str = Field(sa_column=Column(String(40), ForeignKey("incident.id"),
+                                              nullable=False, index=True))
+    number: int
+    state: str = Field(max_length=24)
+    what_happened: str = Field(sa_column=Column(Text, nullable=False))
+    scope: str = Field(sa_column=Column(Text, nullable=False))
+    accounts_affected: int
+    sites_affected: int
+    timeline: str = Field(sa_column=Column(Text, nullable=False))
+    next_update_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    restore_percentage: float
+    restore_note: str | None = Field(default=None, max_length=500)  # set when overridden
+    data_loss: str = Field(sa_column=Column(Text, nullable=False))
+    # {"timeline": "medium", "restore": "high", "data_loss": "low"}
+    confidence: dict = Field(sa_column=Column(JSON, nullable=False))
+    support: str = Field(max_length=500)
+    published_at: datetime = Field(sa_column=_time(index=True))
+    published_by: str = Field(max_length=40)
+    recipients: int = Field(default=0)
+
+
+class MessageTemplate(SQLModel, table=True):
+    """A template comms staff wrote (sandboxed Jinja2), versioned per kind and locale; the
+    newest version of each is the one used. Without one, the file under
+    templates/messages/incident_update/ is."""
+
+    __tablename__ = "message_template"
+    __table_args__ = (UniqueConstraint("kind", "locale", "version", name="uq_template_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)  # email_subject, email_text, email_html, public
+    locale: str = Field(max_length=8)
+    version: int
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_by: str = Field(max_length=40)
+    created_at: datetime = Field(sa_column=_time())

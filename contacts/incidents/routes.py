@@ -1,0 +1,261 @@
+"""Pages of incidents: the comms console (create, affected sites, stages, compose, preview,
+publish) and the public status pages (the incident, and each account's private link)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_wtf import FlaskForm
+from wtforms import DateTimeLocalField, DecimalField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from contacts.access import public, staff
+from contacts.db import request_session, rollback_request_session, utcnow
+from contacts.errors import LifelineError
+from contacts.incidents import service
+from contacts.incidents.models import CONFIDENCE, SEVERITIES, STATES
+from contacts.incidents.web import desk
+from contacts.vault import service as vault_service
+
+bp = Blueprint("incidents", __name__)
+COMMS = ("comms", "admin")
+
+
+def _vault() -> vault_service.Vault:
+    return vault_service.Vault.from_settings(current_app.extensions["lifeline.settings"],
+                                             current_app.extensions["lifeline.crypto"])
+
+
+def _choices(values) -> list[SelectChoice]:
+    return [SelectChoice(value, value.replace("_", " ")) for value in values]
+
+
+class IncidentForm(FlaskForm):
+    title = StringField("Title", validators=[DataRequired(), Length(max=200)])
+    severity = SelectField("Severity", choices=_choices(SEVERITIES), default="major")
+    started_at = DateTimeLocalField("Started at (UTC)", validators=[Optional()])
+
+
+class SitesForm(FlaskForm):
+    sites = TextAreaField("Sites: site IDs or the product's external IDs, one per line or "
+                          "separated by commas", validators=[DataRequired()])
+
+
+class StageForm(FlaskForm):
+    sites = TextAreaField("Sites to move", validators=[DataRequired()])
+    stage = SelectField("To stage")
+
+
+class UpdateForm(FlaskForm):
+    state = SelectField("State", choices=_choices(STATES))
+    what_happened = TextAreaField("What happened")
+    scope = TextAreaField("Scope (empty: computed from the affected sites)")
+    timeline = TextAreaField("Restoration timeline")
+    next_update_at = DateTimeLocalField("Next update by (UTC)", validators=[Optional()])
+    restore_percentage = DecimalField("Restore percentage (empty: computed from the stages)",
+                                      validators=[Optional(), NumberRange(0, 100)])
+    restore_note = StringField("Why the percentage is overridden", validators=[Length(max=500)])
+    data_loss = TextAreaField("Expected data loss")
+    confidence_timeline = SelectField("Confidence in the timeline",
+                                      choices=_choices(("", *CONFIDENCE)))
+    confidence_restore = SelectField("Confidence in the restore percentage",
+                                     choices=_choices(("", *CONFIDENCE)))
+    confidence_data_loss = SelectField("Confidence in the data loss",
+                                       choices=_choices(("", *CONFIDENCE)))
+    preview_account = SelectField("Preview for account", validators=[Optional()])
+
+    def draft(self) -> service.UpdateDraft:
+        return service.UpdateDraft(
+            state=self.state.data, what_happened=self.what_happened.data or "",
+            scope=self.scope.data or "", timeline=self.timeline.data or "",
+            next_update_at=self.next_update_at.data.replace(tzinfo=UTC)
+            if self.next_update_at.data else None,
+            restore_percentage=float(self.restore_percentage.data)
+            if self.restore_percentage.data is not None else None,
+            restore_note=self.restore_note.data or "", data_loss=self.data_loss.data or "",
+            confidence_timeline=self.confidence_timeline.data or "",
+            confidence_restore=self.confidence_restore.data or "",
+            confidence_data_loss=self.confidence_data_loss.data or "")
+
+
+def _refs(text: str) -> list[str]:
+    return [ref for ref in text.replace(",", "\n").split() if ref]
+
+
+@bp.route("/console/incidents", methods=["GET", "POST"])
+@staff(*COMMS)
+def incidents():
+    form = IncidentForm()
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.validate():
+            now = utcnow()
+            started = form.started_at.data.replace(tzinfo=UTC) if form.started_at.data else now
+            incident = service.create_incident(session=request_session(), actor=g.actor,
+                                               title=form.title.data,
+                                               severity=form.severity.data,
+                                               started_at=started, now=now)
+            return redirect(url_for("incidents.incident", incident_id=incident.id), 303)
+    return render_template("incidents/list.html", form=form, now=utcnow(),
+                           incidents=service.list_incidents(session=request_session()),
+                           is_late=service.is_late), status
+
+
+def _incident_page(incident_id: str, status: int = 200, **forms):
+    session = request_session()
+    the_desk = desk()
+    incident = service.get_incident(session=session, incident_id=incident_id)
+    sites = service.affected_sites(session=session, incident_id=incident.id)
+    stage_form = forms.pop("stage_form", None) or StageForm()
+    stage_form.stage.choices = _choices(the_desk.stages)
+    update_form = forms.pop("update_form", None) or UpdateForm(
+        state=incident.state, next_update_at=service.next_due_default(the_desk, utcnow())
+        .replace(tzinfo=None, second=0, microsecond=0))
+    accounts = sorted({(site.account_id, site.account_name) for site in sites},
+                      key=lambda pair: pair[1])
+    update_form.preview_account.choices = [SelectChoice(account_id, name)
+                                           for account_id, name in accounts]
+    accounts_affected, sites_affected, scope = service.computed_scope(
+        session=session, incident_id=incident.id)
+    return render_template(
+        "incidents/incident.html", incident=incident, sites=sites, desk=the_desk,
+        progress=service.progress(session=session, desk=the_desk, incident_id=incident.id),
+        history=service.progress_history(session=session, desk=the_desk,
+                                         incident_id=incident.id),
+        updates=service.updates_of(session=session, incident_id=incident.id),
+        sites_form=forms.pop("sites_form", None) or SitesForm(), stage_form=stage_form,
+        update_form=update_form, computed_scope=scope, preview=forms.pop("preview", None),
+        late=service.is_late(incident, utcnow()),
+        account_links={account_id: service.account_link(the_desk, incident.id, account_id)
+                       for account_id, _ in accounts}), status
+
+
+@bp.get("/console/incidents/<incident_id>")
+@staff(*COMMS)
+def incident(incident_id: str):
+    return _incident_page(incident_id)
+
+
+@bp.post("/console/incidents/<incident_id>/sites")
+@staff(*COMMS)
+def add_sites(incident_id: str):
+    form = SitesForm()
+    if form.validate():
+        try:
+            added = service.add_sites(session=request_session(), desk=desk(), actor=g.actor,
+                                      incident_id=incident_id, refs=_refs(form.sites.data),
+                                      now=utcnow())
+        except LifelineError as exc:
+            rollback_request_session()
+            form.sites.errors = [exc.message]
+        else:
+            flash(f"{added} sites added.")
+            return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
+    return _incident_page(incident_id, 400, sites_form=form)
+
+
+@bp.post("/console/incidents/<incident_id>/stages")
+@staff(*COMMS)
+def set_stages(incident_id: str):
+    form = StageForm()
+    form.stage.choices = _choices(desk().stages)
+    if form.validate():
+        try:
+            changed = service.set_stages(
+                session=request_session(), desk=desk(), actor=g.actor,
+                incident_id=incident_id,
+                stages=[(ref, form.stage.data) for ref in _refs(form.sites.data)],
+                now=utcnow())
+        except LifelineError as exc:
+            rollback_request_session()
+            form.sites.errors = [exc.message]
+        else:
+            flash(f"{changed} sites moved to {form.stage.data.replace('_', ' ')}.")
+            return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
+    return _incident_page(incident_id, 400, stage_form=form)
+
+
+@bp.post("/console/incidents/<incident_id>/updates")
+@staff(*COMMS)
+def compose(incident_id: str):
+    """Preview (the default) or publish, from the same form."""
+    form = UpdateForm()
+    form.preview_account.choices = [SelectChoice(request.form.get("preview_account", ""), "")]
+    if not form.validate():
+        return _incident_page(incident_id, 400, update_form=form)
+    session = request_session()
+    try:
+        if request.form.get("action") == "publish":
+            update = service.publish(session=session, desk=desk(), vault=_vault(),
+                                     actor=g.actor, incident_id=incident_id,
+                                     draft=form.draft(), now=utcnow())
+            flash(f"Update {update.number} published to {update.recipients} recipients.")
+            return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
+        shown = service.preview(session=session, desk=desk(), vault=_vault(),
+                                incident_id=incident_id, draft=form.draft(),
+                                account_id=form.preview_account.data or "",
+                                actor=g.actor, now=utcnow())
+    except LifelineError as exc:
+        rollback_request_session()
+        form.what_happened.errors = [exc.message]
+        return _incident_page(incident_id, 400, update_form=form)
+    return _incident_page(incident_id, 200, update_form=form, preview=shown)
+
+
+# -- public ------------------------------------------------------------------------------------
+
+
+@bp.get("/status")
+@public
+def status_index():
+    return render_template("public/status.html",
+                           incidents=service.list_incidents(session=request_session(),
+                                                            open_only=True),
+                           now=utcnow(), is_late=service.is_late)
+
+
+@bp.get("/status/<incident_id>")
+@public
+def status_page(incident_id: str):
+    session = request_session()
+    the_desk = desk()
+    found = service.get_incident(session=session, incident_id=incident_id)
+    return render_template(
+        "public/incident.html", incident=found, desk=the_desk,
+        progress=service.progress(session=session, desk=the_desk, incident_id=found.id),
+        updates=service.updates_of(session=session, incident_id=found.id),
+        late=service.is_late(found, utcnow()), account=None, sites=None)
+
+
+@bp.get("/status/<incident_id>/accounts/<account_id>")
+@public
+def account_status(incident_id: str, account_id: str):
+    """An account's private view: its own sites' stages, behind a signed link."""
+    session = request_session()
+    the_desk = desk()
+    found = service.get_incident(session=session, incident_id=incident_id)
+    if not service.token_opens_account(the_desk, found.id, account_id, request.args.get("t")):
+        abort(404)
+    account = vault_service.get_account(session=session, account_id=account_id,
+                                        include_deleted=True)
+    return render_template(
+        "public/incident.html", incident=found, desk=the_desk,
+        progress=service.progress(session=session, desk=the_desk, incident_id=found.id,
+                                  account_id=account.id),
+        updates=service.updates_of(session=session, incident_id=found.id),
+        late=service.is_late(found, utcnow()), account=account,
+        sites=service.affected_sites(session=session, incident_id=found.id,
+                                     account_id=account.id))

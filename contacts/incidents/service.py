@@ -1,0 +1,480 @@
+"""Incidents: the sites they affect and each one's restore stage, the restore percentage of
+the incident and of each account (with its history), and structured updates, published to
+every contact of the affected accounts through the outbox.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, func, select
+
+from contacts import audit
+from contacts.audit import Actor
+from contacts.crypto import Crypto
+from contacts.db import bulk_insert
+from contacts.delivery import outbox
+from contacts.errors import Conflict, Invalid, NotFound
+from contacts.ids import new_id, parse_id
+from contacts.incidents import messages
+from contacts.incidents.models import (
+    CONFIDENCE,
+    SEVERITIES,
+    STATES,
+    AffectedSite,
+    Incident,
+    IncidentUpdate,
+    MessageTemplate,
+    StageChange,
+)
+from contacts.vault import service as vault_service
+
+
+@dataclass(frozen=True)
+class Desk:
+    """What the incident service needs from settings."""
+
+    stages: tuple[str, ...]
+    restored_stage: str
+    support_url: str
+    base_url: str
+    secret_key: str
+    default_cadence_hours: float
+    templates_dir: Path
+    crypto: Crypto
+
+    @classmethod
+    def from_settings(cls, settings, crypto: Crypto, templates_dir: Path) -> Desk:
+        return cls(stages=tuple(settings.incidents_stages),
+                   restored_stage=settings.incidents_restored_stage,
+                   support_url=settings.incidents_support_url,
+                   base_url=settings.app_base_url.rstrip("/"),
+                   secret_key=settings.secrets.secret_key,
+                   default_cadence_hours=settings.incidents_default_cadence_hours,
+                   templates_dir=templates_dir, crypto=crypto)
+
+    def restored(self, stage: str) -> bool:
+        return self.stages.index(stage) >= self.stages.index(self.restored_stage)
+
+
+# -- incidents and their sites -----------------------------------------------------------------
+
+
+def create_incident(*, session: Session, actor: Actor, title: str, severity: str,
+                    started_at: datetime, now: datetime) -> Incident:
+    title = title.strip()
+    if not title:
+        raise Invalid("give the incident a title")
+    if severity not in SEVERITIES:
+        raise Invalid(f"severity must be one of {', '.join(SEVERITIES)}")
+    incident = Incident(id=new_id("inc"), title=title[:200], state="investigating",
+                        severity=severity, started_at=started_at, created_at=now,
+                        updated_at=now, created_by=actor.id or actor.kind)
+    session.add(incident)
+    audit.record(session, actor, "incident.created", target_kind="incident",
+                 target_id=incident.id)
+    return incident
+
+
+def get_incident(*, session: Session, incident_id: str) -> Incident:
+    incident = session.get(Incident, parse_id(incident_id, "inc"))
+    if incident is None:
+        raise NotFound("There is no incident with this ID.")
+    return incident
+
+
+def list_incidents(*, session: Session, open_only: bool = False) -> list[Incident]:
+    query = select(Incident)
+    if open_only:
+        query = query.where(col(Incident.state).not_in(("resolved", "post_incident_review")))
+    return list(session.exec(query.order_by(col(Incident.started_at).desc()).limit(200)))
+
+
+def add_sites(*, session: Session, desk: Desk, actor: Actor, incident_id: str,
+              refs: list[str], now: datetime) -> int:
+    """Add sites (site IDs or the product's external IDs) at the first stage. Every
+    reference must be a live site, or nothing is added; returns how many were new."""
+    incident = get_incident(session=session, incident_id=incident_id)
+    refs = list(dict.fromkeys(ref.strip() for ref in refs if ref.strip()))
+    if not refs:
+        raise Invalid("list at least one site")
+    found = vault_service.live_sites(session=session, refs=refs)
+    unknown = [ref for ref in refs if ref not in found]
+    if unknown:
+        raise Invalid(f"{len(unknown)} sites are not in the vault: {', '.join(unknown[:10])}",
+                      details={"unknown": unknown})
+    already = set(session.exec(select(AffectedSite.site_id).where(
+        AffectedSite.incident_id == incident.id,
+        col(AffectedSite.site_id).in_([site.id for site in found.values()]))))
+    new = {site.id: site for site in found.values() if site.id not in already}
+    first = desk.stages[0]
+    bulk_insert(session.connection(), AffectedSite.__table__, [
+        {"incident_id": incident.id, "site_id": site.id, "account_id": site.account_id,
+         "stage": first, "stage_at": now} for site in new.values()])
+    bulk_insert(session.connection(), StageChange.__table__, [
+        {"incident_id": incident.id, "site_id": site_id, "stage": first, "at": now,
+         "source": f"{actor.kind} {actor.id}"} for site_id in new])
+    incident.updated_at = now
+    session.add(incident)
+    audit.record(session, actor, "incident.sites_added", target_kind="incident",
+                 target_id=incident.id, added=len(new))
+    return len(new)
+
+
+def set_stages(*, session: Session, desk: Desk, actor: Actor, incident_id: str,
+               stages: list[tuple[str, str]], now: datetime) -> int:
+    """Move sites (by site ID or external ID) to stages. Everything is checked first: a site
+    not in the incident, or a stage that does not exist, refuses the whole report."""
+    incident = get_incident(session=session, incident_id=incident_id)
+    problems = [f"{stage!r} is not a stage (stages: {', '.join(desk.stages)})"
+                for _, stage in stages if stage not in desk.stages]
+    found = vault_service.live_sites(session=session, refs=[ref for ref, _ in stages])
+    affected = {row.site_id: row for row in session.exec(select(AffectedSite).where(
+        AffectedSite.incident_id == incident.id,
+        col(AffectedSite.site_id).in_([site.id for site in found.values()])))}
+    problems += [f"site {ref!r} is not in this incident" for ref, _ in stages
+                 if ref not in found or found[ref].id not in affected]
+    if problems:
+        raise Invalid("; ".join(dict.fromkeys(problems)), details={"problems": problems})
+    changes = []
+    for ref, stage in stages:
+        row = affected[found[ref].id]
+        if row.stage != stage:
+            row.stage, row.stage_at = stage, now
+            session.add(row)
+            changes.append({"incident_id": incident.id, "site_id": row.site_id, "stage": stage,
+                            "at": now, "source": f"{actor.kind} {actor.id}"})
+    bulk_insert(session.connection(), StageChange.__table__, changes)
+    if changes:
+        incident.updated_at = now
+        session.add(incident)
+    return len(changes)
+
+
+@dataclass(frozen=True)
+class Progress:
+    sites: int
+    restored: int
+    by_stage: dict[str, int]
+
+    @property
+    def percentage(self) -> float:
+        return round(100 * self.restored / self.sites, 1) if self.sites else 0.0
+
+
+def progress(*, session: Session, desk: Desk, incident_id: str,
+             account_id: str | None = None) -> Progress:
+    query = (select(AffectedSite.stage, func.count()).where(
+        AffectedSite.incident_id == incident_id).group_by(AffectedSite.stage))
+    if account_id is not None:
+        query = query.where(AffectedSite.account_id == account_id)
+    counts = dict(session.exec(query).all())
+    by_stage = {stage: counts.get(stage, 0) for stage in desk.stages}
+    return Progress(sites=sum(by_stage.values()),
+                    restored=sum(n for stage, n in by_stage.items() if desk.restored(stage)),
+                    by_stage=by_stage)
+
+
+def progress_history(*, session: Session, desk: Desk,
+                     incident_id: str) -> list[tuple[datetime, float]]:
+    """(time, restore percentage) after each change: the restore curve."""
+    current: dict[str, str] = {}
+    points = []
+    for change in session.exec(select(StageChange).where(StageChange.incident_id == incident_id)
+                               .order_by(StageChange.at, StageChange.id)):
+        current[change.site_id] = change.stage
+        restored = sum(1 for stage in current.values() if desk.restored(stage))
+        point = (change.at, round(100 * restored / len(current), 1))
+        if points and points[-1][0] == change.at:
+            points[-1] = point
+        else:
+            points.append(point)
+    return points
+
+
+@dataclass(frozen=True)
+class SiteStage:
+    site_id: str
+    name: str
+    account_id: str
+    account_name: str
+    stage: str
+    stage_at: datetime
+
+
+def affected_sites(*, session: Session, incident_id: str,
+                   account_id: str | None = None) -> list[SiteStage]:
+    query = select(AffectedSite).where(AffectedSite.incident_id == incident_id)
+    if account_id is not None:
+        query = query.where(AffectedSite.account_id == account_id)
+    rows = list(session.exec(query))
+    sites = vault_service.sites_by_id(session=session, ids=[row.site_id for row in rows])
+    accounts = vault_service.accounts_by_id(session=session,
+                                            ids={row.account_id for row in rows})
+    found = [SiteStage(row.site_id, _site_name(sites.get(row.site_id), row.site_id),
+                       row.account_id, accounts[row.account_id].name
+                       if row.account_id in accounts else row.account_id,
+                       row.stage, row.stage_at) for row in rows]
+    return sorted(found, key=lambda site: (site.account_name, site.name))
+
+
+def _site_name(site, fallback: str) -> str:
+    if site is None:
+        return fallback
+    return site.name or site.hostname or site.external_id
+
+
+# -- updates -----------------------------------------------------------------------------------
+
+
+class UpdateDraft(BaseModel):
+    """What an update must state. `scope` and `restore_percentage` are computed when left
+    empty; an overridden percentage needs a note."""
+
+    state: str
+    what_happened: str = ""
+    scope: str = ""
+    timeline: str = ""
+    next_update_at: datetime | None = None
+    restore_percentage: float | None = Field(default=None, ge=0, le=100)
+    restore_note: str = ""
+    data_loss: str = ""
+    confidence_timeline: str = ""
+    confidence_restore: str = ""
+    confidence_data_loss: str = ""
+
+
+FIELD_NAMES = {
+    "what_happened": "what happened", "scope": "scope", "timeline": "timeline",
+    "next_update_at": "time of the next update", "data_loss": "expected data loss",
+    "confidence_timeline": "confidence in the timeline",
+    "confidence_restore": "confidence in the restore percentage",
+    "confidence_data_loss": "confidence in the data loss", "restore_note":
+    "a note on the overridden restore percentage", "state": "state",
+}
+
+
+def missing_fields(draft: UpdateDraft) -> list[str]:
+    """The fields an update still lacks, by name; it cannot be published with any."""
+    missing = [name for name in ("what_happened", "timeline", "data_loss")
+               if not getattr(draft, name).strip()]
+    if draft.state not in STATES:
+        missing.append("state")
+    if draft.next_update_at is None and draft.state not in ("resolved", "post_incident_review"):
+        missing.append("next_update_at")
+    missing += [name for name in ("confidence_timeline", "confidence_restore",
+                                  "confidence_data_loss")
+                if getattr(draft, name) not in CONFIDENCE]
+    if draft.restore_percentage is not None and not draft.restore_note.strip():
+        missing.append("restore_note")
+    return missing
+
+
+def computed_scope(*, session: Session, incident_id: str) -> tuple[int, int, str]:
+    accounts, sites = session.exec(
+        select(func.count(func.distinct(AffectedSite.account_id)), func.count())
+        .where(AffectedSite.incident_id == incident_id)).one()
+    return accounts, sites, (f"{sites} sites of {accounts} customer accounts are affected; "
+                             "no other customer is.")
+
+
+@dataclass(frozen=True)
+class Preview:
+    recipient: str  # masked
+    locale: str
+    rendered: messages.Rendered
+
+
+def _format_time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "none: the incident is over"
+
+
+def _values(desk: Desk, incident: Incident, update: IncidentUpdate) -> dict:
+    return {"incident_title": incident.title, "incident_state": update.state.replace("_", " "),
+            "number": update.number, "what_happened": update.what_happened,
+            "scope": update.scope, "timeline": update.timeline,
+            "next_update": _format_time(update.next_update_at),
+            "restore_percentage": f"{update.restore_percentage:g}%",
+            "data_loss": update.data_loss,
+            "confidence_timeline": update.confidence["timeline"],
+            "confidence_restore": update.confidence["restore"],
+            "confidence_data_loss": update.confidence["data_loss"],
+            "support": update.support,
+            "status_link": f"{desk.base_url}/status/{incident.id}"}
+
+
+def account_token(desk: Desk, incident_id: str, account_id: str) -> str:
+    digest = hmac.digest(desk.secret_key.encode(),
+                         f"incident-account\x00{incident_id}\x00{account_id}".encode(),
+                         hashlib.sha256)
+    return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+
+
+def account_link(desk: Desk, incident_id: str, account_id: str) -> str:
+    return (f"{desk.base_url}/status/{incident_id}/accounts/{account_id}"
+            f"?t={account_token(desk, incident_id, account_id)}")
+
+
+def token_opens_account(desk: Desk, incident_id: str, account_id: str, token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(account_token(desk, incident_id, account_id),
+                                               token or "")
+
+
+def template_sources(*, session: Session, desk: Desk, locale: str) -> dict[str, str]:
+    """The newest saved version of each kind for a locale, else the default file."""
+    locale = locale if locale in messages.LOCALES else "en"
+    saved = {}
+    for row in session.exec(select(MessageTemplate).where(MessageTemplate.locale == locale)
+                            .order_by(MessageTemplate.version)):
+        saved[row.kind] = row.body
+    return {kind: saved.get(kind) or messages.default_source(desk.templates_dir, kind, locale)
+            for kind in messages.KINDS}
+
+
+def save_template(*, session: Session, actor: Actor, kind: str, locale: str,
+                  body: str, now: datetime) -> MessageTemplate:
+    if locale not in messages.LOCALES:
+        raise Invalid(f"locale must be one of {', '.join(messages.LOCALES)}")
+    messages.check(kind, body)
+    version = (session.exec(select(func.max(MessageTemplate.version)).where(
+        MessageTemplate.kind == kind, MessageTemplate.locale == locale)).one() or 0) + 1
+    template = MessageTemplate(kind=kind, locale=locale, version=version, body=body,
+                               created_by=actor.id or actor.kind, created_at=now)
+    session.add(template)
+    audit.record(session, actor, "template.saved", kind=kind, locale=locale, version=version)
+    return template
+
+
+def _build_update(session: Session, desk: Desk, incident: Incident, draft: UpdateDraft,
+                  actor: Actor, now: datetime) -> IncidentUpdate:
+    missing = missing_fields(draft)
+    if missing:
+        raise Invalid("the update cannot be published without: "
+                      + ", ".join(FIELD_NAMES[name] for name in missing),
+                      details={"missing": missing})
+    accounts, sites, scope = computed_scope(session=session, incident_id=incident.id)
+    if not sites:
+        raise Conflict("add the affected sites before publishing an update")
+    computed = progress(session=session, desk=desk, incident_id=incident.id).percentage
+    number = (session.exec(select(func.max(IncidentUpdate.number)).where(
+        IncidentUpdate.incident_id == incident.id)).one() or 0) + 1
+    return IncidentUpdate(
+        id=new_id("upd"), incident_id=incident.id, number=number, state=draft.state,
+        what_happened=draft.what_happened.strip(), scope=draft.scope.strip() or scope,
+        accounts_affected=accounts, sites_affected=sites, timeline=draft.timeline.strip(),
+        next_update_at=draft.next_update_at,
+        restore_percentage=computed if draft.restore_percentage is None
+        else draft.restore_percentage,
+        restore_note=draft.restore_note.strip() or None, data_loss=draft.data_loss.strip(),
+        confidence={"timeline": draft.confidence_timeline,
+                    "restore": draft.confidence_restore,
+                    "data_loss": draft.confidence_data_loss},
+        support=desk.support_url,
+        published_at=now, published_by=actor.id or actor.kind)
+
+
+def _account_values(session: Session, desk: Desk, incident: Incident,
+                    account_id: str, account_name: str) -> dict:
+    account_progress = progress(session=session, desk=desk, incident_id=incident.id,
+                                account_id=account_id)
+    sites = affected_sites(session=session, incident_id=incident.id, account_id=account_id)
+    return {"account_name": account_name,
+            "account_percentage": f"{account_progress.percentage:g}%",
+            "account_sites": [{"name": site.name, "stage": site.stage.replace("_", " ")}
+                              for site in sites],
+            "private_link": account_link(desk, incident.id, account_id)}
+
+
+def preview(*, session: Session, desk: Desk, vault: vault_service.Vault, incident_id: str,
+            draft: UpdateDraft, account_id: str, actor: Actor, now: datetime) -> Preview:
+    """The update exactly as one of the account's contacts would receive it (the first
+    contact of the account), with the recipient's address masked."""
+    incident = get_incident(session=session, incident_id=incident_id)
+    update = _build_update(session, desk, incident, draft, actor, now)
+    account = vault_service.get_account(session=session, account_id=account_id)
+    contacts = vault_service.contacts_of_accounts(session=session, vault=vault,
+                                                  account_ids=[account.id])[account.id]
+    if not contacts:
+        raise Conflict("this account has no contact to preview for")
+    contact = contacts[0]
+    values = {**_values(desk, incident, update),
+              **_account_values(session, desk, incident, account.id, account.name)}
+    sources = template_sources(session=session, desk=desk, locale=_language(contact.locale))
+    return Preview(recipient=vault_service.mask_email(contact.email),
+                   locale=_language(contact.locale),
+                   rendered=messages.render_update(sources, values))
+
+
+def _language(locale: str) -> str:
+    return "fr" if locale.lower().startswith("fr") else "en"
+
+
+def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: Actor,
+            incident_id: str, draft: UpdateDraft, now: datetime) -> IncidentUpdate:
+    """Record the update and queue one email per contact of every affected account, in its
+    language, rendered once per account and language; all in the caller's transaction."""
+    incident = get_incident(session=session, incident_id=incident_id)
+    update = _build_update(session, desk, incident, draft, actor, now)
+    session.add(update)
+    account_ids = list(session.exec(select(AffectedSite.account_id).distinct().where(
+        AffectedSite.incident_id == incident.id)))
+    accounts = vault_service.accounts_by_id(session=session, ids=account_ids)
+    contacts = vault_service.contacts_of_accounts(session=session, vault=vault,
+                                                  account_ids=account_ids)
+    base = _values(desk, incident, update)
+    sources = {language: template_sources(session=session, desk=desk, locale=language)
+               for language in messages.LOCALES}
+    rows = []
+    headers = {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
+    for account_id in sorted(account_ids):
+        account = accounts.get(account_id)
+        if account is None or not contacts[account_id]:
+            continue
+        values = {**base, **_account_values(session, desk, incident, account_id, account.name)}
+        rendered: dict[str, messages.Rendered] = {}
+        seen: set[str] = set()
+        for contact in contacts[account_id]:
+            if contact.email.lower() in seen:
+                continue
+            seen.add(contact.email.lower())
+            language = _language(contact.locale)
+            if language not in rendered:
+                rendered[language] = messages.render_update(sources[language], values)
+            message = rendered[language]
+            rows.append(outbox.email_row(
+                cipher=desk.crypto.cipher, key=f"update:{update.id}:{contact.id}",
+                purpose="incident_update", now=now,
+                email=outbox.Email(to=contact.email, subject=message.subject,
+                                   text=message.text, html=message.html, headers=headers)))
+    session.flush()
+    outbox.enqueue_rows(session=session, rows=rows)
+    update.recipients = len(rows)
+    incident.state = update.state
+    incident.last_update_at = now
+    incident.next_update_due = update.next_update_at
+    incident.updated_at = now
+    session.add_all([update, incident])
+    audit.record(session, actor, "incident.update_published", target_kind="incident",
+                 target_id=incident.id, update=update.id, recipients=len(rows))
+    return update
+
+
+def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
+    return list(session.exec(select(IncidentUpdate).where(
+        IncidentUpdate.incident_id == incident_id).order_by(col(IncidentUpdate.number).desc())))
+
+
+def is_late(incident: Incident, now: datetime) -> bool:
+    """The promised update time has passed with no update: said, not hidden."""
+    return incident.next_update_due is not None and now > incident.next_update_due
+
+
+def next_due_default(desk: Desk, now: datetime) -> datetime:
+    return now + timedelta(hours=desk.default_cadence_hours)
+

@@ -1,0 +1,60 @@
+"""An incident over 30 sites of 25 accounts, built through the services."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from contacts.audit import Actor
+from contacts.db import session_scope, utcnow
+from contacts.incidents import service
+from tests.vault.fixtures import make_document
+
+
+@pytest.fixture
+def desk(app):
+    return service.Desk.from_settings(app.extensions["lifeline.settings"],
+                                      app.extensions["lifeline.crypto"],
+                                      Path(app.template_folder))
+
+
+@pytest.fixture
+def deletion_document():
+    """25 accounts, 37 sites, 3 contacts each (en, fr-FR and de locales, several roles)."""
+    return make_document(accounts=25, contacts_per_account=3)
+
+
+def thirty_sites(document) -> list[str]:
+    """Every account's first site, and the second site of the first five that have one."""
+    firsts = [account["sites"][0]["external_id"] for account in document["accounts"]]
+    seconds = [account["sites"][1]["external_id"] for account in document["accounts"]
+               if len(account["sites"]) > 1][:5]
+    return firsts + seconds
+
+
+@pytest.fixture
+def incident(engine, desk, sync_document, deletion_document):
+    sync_document(deletion_document)
+    actor = Actor.system("test")
+    with session_scope(engine) as session:
+        created = service.create_incident(session=session, actor=actor,
+                                          title="Sites deleted by a maintenance script",
+                                          severity="critical", started_at=utcnow(),
+                                          now=utcnow())
+        service.add_sites(session=session, desk=desk, actor=actor, incident_id=created.id,
+                          refs=thirty_sites(deletion_document), now=utcnow())
+        return created.id
+
+
+def complete_draft(**changes) -> service.UpdateDraft:
+    values = dict(state="identified",
+                  what_happened="A maintenance script deleted sites instead of apps.",
+                  timeline="Restores run in waves; all sites back within 4 days.",
+                  next_update_at=utcnow().replace(microsecond=0) + timedelta(hours=4),
+                  data_loss="Changes made after 07:33 UTC, at most 5 minutes.",
+                  confidence_timeline="medium", confidence_restore="high",
+                  confidence_data_loss="high")
+    values.update(changes)
+    return service.UpdateDraft(**values)

@@ -1,0 +1,133 @@
+"""Incidents: restore progress from stages, updates that must state every field, sandboxed
+templates, and an update reaching every contact of every affected account over real SMTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select
+
+from contacts.audit import Actor
+from contacts.db import session_scope, utcnow
+from contacts.delivery import outbox
+from contacts.delivery.models import OutboxMessage
+from contacts.errors import Invalid
+from contacts.incidents import service
+from contacts.mail import Mailer
+from contacts.vault import service as vault_service
+from tests.incidents.conftest import complete_draft, thirty_sites
+
+ACTOR = Actor.system("test")
+
+
+def _progress(engine, desk, incident, account_id=None):
+    with session_scope(engine) as session:
+        return service.progress(session=session, desk=desk, incident_id=incident,
+                                account_id=account_id)
+
+
+def test_the_restore_percentage_follows_the_stages(engine, desk, incident, deletion_document):
+    refs = thirty_sites(deletion_document)
+    assert _progress(engine, desk, incident).sites == 30
+    with session_scope(engine) as session:
+        service.set_stages(session=session, desk=desk, actor=ACTOR, incident_id=incident,
+                           stages=[(ref, "validated_by_us") for ref in refs[:12]], now=utcnow())
+        service.set_stages(session=session, desk=desk, actor=ACTOR, incident_id=incident,
+                           stages=[(ref, "data_restored") for ref in refs[12:20]],
+                           now=utcnow() + timedelta(seconds=1))
+    now = _progress(engine, desk, incident)
+    assert (now.sites, now.restored, now.percentage) == (30, 12, 40.0)
+    assert now.by_stage["data_restored"] == 8 and now.by_stage["queued"] == 10
+    # The first account has two sites; one of them is restored.
+    with session_scope(engine) as session:
+        site = vault_service.live_sites(session=session, refs=[refs[0]])[refs[0]]
+    account = _progress(engine, desk, incident, account_id=site.account_id)
+    assert (account.sites, account.restored) == (1, 1)
+    with session_scope(engine) as session:
+        history = service.progress_history(session=session, desk=desk, incident_id=incident)
+    assert [pct for _, pct in history] == [0.0, 40.0, 40.0]
+
+
+def test_an_update_missing_fields_is_refused_with_their_names(engine, desk, vault, incident):
+    with session_scope(engine) as session:
+        with pytest.raises(Invalid) as refused:
+            service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                            incident_id=incident, now=utcnow(),
+                            draft=service.UpdateDraft(state="identified", what_happened="x"))
+    assert refused.value.details["missing"] == [
+        "timeline", "data_loss", "next_update_at", "confidence_timeline",
+        "confidence_restore", "confidence_data_loss"]
+    assert "expected data loss" in refused.value.message
+    overridden = complete_draft(restore_percentage=55.0)
+    with session_scope(engine) as session:
+        with pytest.raises(Invalid, match="a note on the overridden restore percentage"):
+            service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                            incident_id=incident, draft=overridden, now=utcnow())
+        assert service.updates_of(session=session, incident_id=incident) == []
+
+
+def test_a_template_missing_fields_or_reaching_python_is_refused(engine):
+    with session_scope(engine) as session:
+        with pytest.raises(Invalid) as refused:
+            service.save_template(session=session, actor=ACTOR, kind="text", locale="en",
+                                  body="{{ what_happened }} {{ timeline }}", now=utcnow())
+        assert "data_loss" in refused.value.details["missing"]
+        assert "support" in refused.value.details["missing"]
+        for escape in ("{{ ''.__class__.__mro__[1].__subclasses__() }}",
+                       "{{ cycler.__init__.__globals__ }}",
+                       "{% for x in range(10)|list %}{{ x.__class__.__base__ }}{% endfor %}"):
+            with pytest.raises(Invalid, match="sandbox forbids|does not parse|failed"):
+                service.save_template(session=session, actor=ACTOR, kind="text", locale="en",
+                                      body=escape, now=utcnow())
+        with pytest.raises(Invalid, match="does not parse"):
+            service.save_template(session=session, actor=ACTOR, kind="html", locale="en",
+                                  body="{% if %}", now=utcnow())
+
+
+def test_an_update_reaches_every_contact_of_every_affected_account_once(
+        app, engine, desk, vault, incident, deletion_document, smtp_server):
+    port, sink = smtp_server
+    with session_scope(engine) as session:
+        update = service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                                 incident_id=incident, draft=complete_draft(), now=utcnow())
+        assert update.recipients == 75  # 25 accounts x 3 contacts
+        assert (update.accounts_affected, update.sites_affected) == (25, 30)
+    mailer = Mailer(host="127.0.0.1", port=port, sender="status@lifeline.test")
+    report = outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+                          mailer=mailer, now=utcnow())
+    assert report.sent == 75
+    contacts = {contact["email"]: contact for account in deletion_document["accounts"]
+                for contact in account["contacts"]}
+    received = {message["To"]: message for message in sink.messages}
+    assert set(received) == set(contacts)
+    for address, message in received.items():
+        text = message.get_body(("plain",)).get_content()
+        french = contacts[address]["locale"].startswith("fr")
+        assert ("Perte de données attendue" if french else "Expected data loss") in text
+        for required in ("A maintenance script deleted sites", "all sites back within 4 days",
+                         "at most 5 minutes", "0%", "/contact", "30 sites of 25",
+                         "confiance : high" if french else "confidence: high"):
+            assert required in text, (address, required)
+        assert message["List-Id"] == f"Lifeline incident {incident} <{incident}.incidents.lifeline>"
+        assert "/status/" in text and "/accounts/" in text
+    with session_scope(engine) as session:
+        keys = session.exec(select(OutboxMessage.key)).all()
+    assert len(keys) == len(set(keys)) == 75
+
+
+def test_a_saved_template_is_used_for_the_next_update(app, engine, desk, vault, incident):
+    body = ("Custom: {{ what_happened }} | {{ scope }} | {{ timeline }} | {{ next_update }} | "
+            "{{ restore_percentage }} | {{ data_loss }} | {{ confidence_timeline }} "
+            "{{ confidence_restore }} {{ confidence_data_loss }} | {{ support }}")
+    with session_scope(engine) as session:
+        service.save_template(session=session, actor=ACTOR, kind="text", locale="en", body=body,
+                              now=utcnow())
+    with session_scope(engine) as session:
+        account_id = session.exec(select(service.AffectedSite.account_id)).first()
+        shown = service.preview(session=session, desk=desk, vault=vault, incident_id=incident,
+                                draft=complete_draft(), account_id=account_id, actor=ACTOR,
+                                now=utcnow())
+    if shown.locale == "en":
+        assert shown.rendered.text.startswith("Custom: A maintenance script")
+    assert "***@" in shown.recipient
