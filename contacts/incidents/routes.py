@@ -119,7 +119,7 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
     the_desk = desk()
     incident = service.get_incident(session=session, incident_id=incident_id)
     sites = service.affected_sites(session=session, incident_id=incident.id)
-    stage_form = forms.pop("stage_form", None) or StageForm()
+    stage_form = forms.pop("stage_form", None) or StageForm(prefix="move")
     stage_form.stage.choices = _choices(the_desk.stages)
     update_form = forms.pop("update_form", None) or UpdateForm(
         state=incident.state, next_update_at=service.next_due_default(the_desk, utcnow())
@@ -170,7 +170,7 @@ def add_sites(incident_id: str):
 @bp.post("/console/incidents/<incident_id>/stages")
 @staff(*COMMS)
 def set_stages(incident_id: str):
-    form = StageForm()
+    form = StageForm(prefix="move")
     form.stage.choices = _choices(desk().stages)
     if form.validate():
         try:
