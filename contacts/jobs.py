@@ -12,6 +12,7 @@ from contacts import audit, schema
 from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
 from contacts.delivery import outbox
+from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
 from contacts.mail import Mailer, render_message
 from contacts.scheduler import ScheduledJob, current_app, record_heartbeat
@@ -121,6 +122,27 @@ def process_requests() -> None:
         log.info("matched %d new requests", matched)
 
 
+def send_scheduled_updates() -> None:
+    """Incidents on a cadence get their update; promised updates now late warn the comms
+    team (and the public page says so)."""
+    app = current_app()
+    settings = app.extensions["lifeline.settings"]
+    crypto = app.extensions["lifeline.crypto"]
+    desk = incidents_service.Desk.from_settings(settings, crypto, Path(app.template_folder))
+    with session_scope(app.extensions["lifeline.engine"]) as session:
+        published = incidents_service.publish_due(
+            session=session, desk=desk, vault=service.Vault.from_settings(settings, crypto),
+            now=utcnow())
+        late = incidents_service.warn_late(session=session, desk=desk,
+                                           inbox=settings.incidents_comms_inbox, now=utcnow())
+    for update in published:
+        log.info("scheduled update %d of %s queued for %d recipients", update.number,
+                 update.incident_id, update.recipients)
+    for incident in late:
+        log.warning("the update of %s promised for %s is late", incident.id,
+                    incident.next_update_due)
+
+
 def scheduled_jobs(settings) -> list[ScheduledJob]:
     jobs = [
         ScheduledJob("scheduler-heartbeat", record_heartbeat, settings.scheduler_heartbeat_seconds),
@@ -128,6 +150,8 @@ def scheduled_jobs(settings) -> list[ScheduledJob]:
         ScheduledJob("vault-freshness", ask_contacts_to_confirm, HOUR, first_run_after=300),
         ScheduledJob("delivery-drain", send_queued_messages, settings.delivery_drain_seconds),
         ScheduledJob("intake-process", process_requests, settings.intake_process_seconds),
+        ScheduledJob("incidents-cadence", send_scheduled_updates,
+                     settings.incidents_cadence_check_seconds),
     ]
     if settings.backup_interval_hours > 0:
         jobs.append(ScheduledJob("backup-snapshot", snapshot_and_drill,

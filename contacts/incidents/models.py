@@ -33,6 +33,11 @@ class Incident(SQLModel, table=True):
     # When customers were promised the next update; None once resolved.
     next_update_due: datetime | None = Field(default=None, sa_column=_time(nullable=True))
     last_update_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    # Every this many hours, until resolved, the latest update goes out again with the
+    # progress as it then stands. None: updates only when staff publish one.
+    cadence_hours: float | None = Field(default=None)
+    # The promised time the comms team was last warned about, so each miss warns once.
+    late_warned_for: datetime | None = Field(default=None, sa_column=_time(nullable=True))
     created_by: str = Field(max_length=40)
 
 

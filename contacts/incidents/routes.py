@@ -58,6 +58,11 @@ class StageForm(FlaskForm):
     stage = SelectField("To stage")
 
 
+class CadenceForm(FlaskForm):
+    hours = DecimalField("Send an update every (hours; empty: only when published here)",
+                         validators=[Optional(), NumberRange(0.01, 168)])
+
+
 class UpdateForm(FlaskForm):
     state = SelectField("State", choices=_choices(STATES))
     what_happened = TextAreaField("What happened")
@@ -137,6 +142,8 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
                                          incident_id=incident.id),
         updates=service.updates_of(session=session, incident_id=incident.id),
         sites_form=forms.pop("sites_form", None) or SitesForm(), stage_form=stage_form,
+        cadence_form=forms.pop("cadence_form", None) or CadenceForm(
+            hours=incident.cadence_hours),
         update_form=update_form, computed_scope=scope, preview=forms.pop("preview", None),
         late=service.is_late(incident, utcnow()),
         account_links={account_id: service.account_link(the_desk, incident.id, account_id)
@@ -186,6 +193,20 @@ def set_stages(incident_id: str):
             flash(f"{changed} sites moved to {form.stage.data.replace('_', ' ')}.")
             return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
     return _incident_page(incident_id, 400, stage_form=form)
+
+
+@bp.post("/console/incidents/<incident_id>/cadence")
+@staff(*COMMS)
+def set_cadence(incident_id: str):
+    form = CadenceForm()
+    if not form.validate():
+        return _incident_page(incident_id, 400, cadence_form=form)
+    hours = float(form.hours.data) if form.hours.data is not None else None
+    service.set_cadence(session=request_session(), actor=g.actor, incident_id=incident_id,
+                        hours=hours)
+    flash(f"Updates every {hours:g} hours until resolved." if hours
+          else "No scheduled updates: they go out when published here.")
+    return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
 
 
 @bp.post("/console/incidents/<incident_id>/updates")

@@ -2,7 +2,7 @@
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-11-26 14:31:47.710607
+Create Date: 2026-11-26 14:34:55.733850
 """
 
 from alembic import op
@@ -27,6 +27,8 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('next_update_due', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_update_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('cadence_hours', sa.Float(), nullable=True),
+    sa.Column('late_warned_for', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_by', sa.String(40), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )

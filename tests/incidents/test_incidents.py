@@ -131,3 +131,20 @@ def test_a_saved_template_is_used_for_the_next_update(app, engine, desk, vault, 
     if shown.locale == "en":
         assert shown.rendered.text.startswith("Custom: A maintenance script")
     assert "***@" in shown.recipient
+
+
+def test_a_late_update_warns_the_comms_inbox_once(engine, desk, vault, incident):
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                        incident_id=incident, now=utcnow(), draft=complete_draft(
+                            next_update_at=utcnow() - timedelta(minutes=1)))
+    for _ in range(2):
+        with session_scope(engine) as session:
+            service.warn_late(session=session, desk=desk, inbox="comms@vendor.example",
+                              now=utcnow())
+    with session_scope(engine) as session:
+        warnings = session.exec(select(OutboxMessage).where(
+            OutboxMessage.purpose == "incident_late")).all()
+        assert len(warnings) == 1
+        assert service.is_late(service.get_incident(session=session, incident_id=incident),
+                               utcnow())
