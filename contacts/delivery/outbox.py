@@ -9,8 +9,11 @@ as failed (and counted on /healthz-like pages, never silently dropped).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -36,6 +39,22 @@ class Email:
     text: str
     html: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A signed POST: the body is sent as is; `X-Lifeline-Signature` is
+    `sha256=<hex HMAC of the body with the endpoint's secret>`, computed when queued."""
+
+    url: str
+    body: str
+    signature: str
+
+
+class WebhookFailed(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass
@@ -67,6 +86,37 @@ def email_row(*, cipher: FieldCipher, key: str, purpose: str, email: Email,
                                                 context=OUTBOX_PAYLOAD),
             "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
             "last_error": None, "created_at": now, "sent_at": None}
+
+
+def webhook_row(*, cipher: FieldCipher, key: str, purpose: str, webhook: Webhook,
+                now: datetime) -> dict:
+    """An outbox row for a signed webhook, for `enqueue_rows`."""
+    return {**email_row(cipher=cipher, key=key, purpose=purpose, now=now,
+                        email=Email(to="", subject="", text="")),
+            "channel": "webhook",
+            "payload_encrypted": cipher.encrypt(json.dumps(asdict(webhook)),
+                                                context=OUTBOX_PAYLOAD)}
+
+
+def sign(secret: str, body: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def _post(webhook: Webhook, key: str, timeout: float = 10.0) -> None:
+    if not webhook.url.lower().startswith(("http://", "https://")):
+        raise WebhookFailed("the endpoint is not an http(s) URL")
+    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
+        webhook.url, data=webhook.body.encode(), method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "Lifeline webhooks",
+                 "X-Lifeline-Signature": webhook.signature,
+                 "Idempotency-Key": message_id_for(key)[1:33]})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            answer.read(1024)
+    except urllib.error.HTTPError as exc:
+        raise WebhookFailed(f"the endpoint answered {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise WebhookFailed(f"the endpoint could not be reached: {type(exc).__name__}") from None
 
 
 def enqueue_rows(*, session: Session, rows: list[dict]) -> None:
@@ -101,12 +151,16 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
     """Send what is due, each message's outcome committed as soon as it is known."""
     report = DrainReport()
     for message in _claim(engine, now, limit):
-        email = Email(**json.loads(cipher.decrypt(message.payload_encrypted,
-                                                  context=OUTBOX_PAYLOAD)))
+        payload = json.loads(cipher.decrypt(message.payload_encrypted, context=OUTBOX_PAYLOAD))
         try:
-            mailer.send(to=email.to, subject=email.subject, text=email.text, html=email.html,
-                        message_id=message_id_for(message.key), headers=email.headers)
-        except MailFailed as exc:
+            if message.channel == "webhook":
+                _post(Webhook(**payload), message.key)
+            else:
+                email = Email(**payload)
+                mailer.send(to=email.to, subject=email.subject, text=email.text,
+                            html=email.html, message_id=message_id_for(message.key),
+                            headers=email.headers)
+        except (MailFailed, WebhookFailed) as exc:
             if message.attempts >= MAX_ATTEMPTS:
                 values = {"state": "failed", "last_error": exc.message}
                 report.failed += 1

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from contacts.crypto import encrypted_column
 from contacts.db import UTCDateTime
 
 STATES = ("investigating", "identified", "monitoring", "resolved", "post_incident_review")
@@ -112,3 +113,19 @@ class MessageTemplate(SQLModel, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_by: str = Field(max_length=40)
     created_at: datetime = Field(sa_column=_time())
+
+
+class AccountWebhook(SQLModel, table=True):
+    """Where an account's systems receive its updates: a signed POST per update."""
+
+    __tablename__ = "account_webhook"
+
+    account_id: str = Field(primary_key=True, max_length=40)
+    url: str = Field(max_length=2048)
+    secret_encrypted: str = Field(max_length=512)
+    created_by: str = Field(max_length=40)
+    created_at: datetime = Field(sa_column=_time())
+
+
+WEBHOOK_SECRET = encrypted_column(AccountWebhook.__table__, "secret_encrypted",
+                                  "account_webhook.secret")

@@ -236,6 +236,37 @@ def compose(incident_id: str):
     return _incident_page(incident_id, 200, update_form=form, preview=shown)
 
 
+class WebhookForm(FlaskForm):
+    account_id = StringField("Account ID", validators=[DataRequired(), Length(max=40)])
+    url = StringField("Endpoint URL (http:// or https://)",
+                      validators=[DataRequired(), Length(max=2048)])
+
+
+@bp.route("/console/webhooks", methods=["GET", "POST"])
+@staff(*COMMS)
+def webhooks():
+    """Accounts' endpoints for signed update webhooks; a new secret is shown once."""
+    form = WebhookForm()
+    secret, status = None, 200
+    if request.method == "POST":
+        status = 400
+        if form.validate():
+            try:
+                secret = service.set_webhook(session=request_session(), desk=desk(),
+                                             actor=g.actor, account_id=form.account_id.data,
+                                             url=form.url.data, now=utcnow())
+                status = 200
+            except LifelineError as exc:
+                rollback_request_session()
+                form.url.errors = [exc.message]
+    session = request_session()
+    endpoints = service.webhooks(session=session)
+    names = vault_service.accounts_by_id(session=session,
+                                         ids=[hook.account_id for hook in endpoints])
+    return render_template("incidents/webhooks.html", form=form, secret=secret,
+                           endpoints=endpoints, names=names), status
+
+
 # -- public ------------------------------------------------------------------------------------
 
 

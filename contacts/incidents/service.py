@@ -8,9 +8,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
@@ -27,6 +30,8 @@ from contacts.incidents.models import (
     CONFIDENCE,
     SEVERITIES,
     STATES,
+    WEBHOOK_SECRET,
+    AccountWebhook,
     AffectedSite,
     Incident,
     IncidentUpdate,
@@ -452,6 +457,7 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
                 purpose="incident_update", now=now,
                 email=outbox.Email(to=contact.email, subject=message.subject,
                                    text=message.text, html=message.html, headers=headers)))
+    rows += _webhook_rows(session, desk, incident, update, accounts, now)
     session.flush()
     outbox.enqueue_rows(session=session, rows=rows)
     update.recipients = len(rows)
@@ -550,3 +556,72 @@ def warn_late(*, session: Session, desk: Desk, inbox: str, now: datetime) -> lis
                          f"published. The public page says it is late.\n\n"
                          f"{desk.base_url}/console/incidents/{incident.id}\n"))
     return late
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+def set_webhook(*, session: Session, desk: Desk, actor: Actor, account_id: str,
+                url: str, now: datetime) -> str:
+    """Register (or replace) an account's endpoint; returns its signing secret, shown once."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid("the webhook URL must be an http:// or https:// address")
+    account = vault_service.get_account(session=session, account_id=account_id)
+    secret = secrets.token_urlsafe(32)
+    existing = session.get(AccountWebhook, account.id)
+    webhook = existing or AccountWebhook(account_id=account.id, url=url, secret_encrypted="",
+                                         created_by=actor.id or actor.kind, created_at=now)
+    webhook.url = url
+    webhook.secret_encrypted = desk.crypto.cipher.encrypt(secret, context=WEBHOOK_SECRET)
+    webhook.created_by, webhook.created_at = actor.id or actor.kind, now
+    session.add(webhook)
+    audit.record(session, actor, "webhook.set", target_kind="account", target_id=account.id)
+    return secret
+
+
+def webhooks(*, session: Session) -> list[AccountWebhook]:
+    return list(session.exec(select(AccountWebhook).order_by(AccountWebhook.account_id)))
+
+
+def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account,
+                 account_values: dict) -> str:
+    """The JSON an account's endpoint receives: the update's typed fields, and its own sites."""
+    return json.dumps({
+        "type": "incident.update",
+        "incident": {"id": incident.id, "title": incident.title, "state": update.state,
+                     "severity": incident.severity,
+                     "status_page": f"{desk.base_url}/status/{incident.id}"},
+        "update": {"id": update.id, "number": update.number,
+                   "published_at": update.published_at.isoformat(),
+                   "what_happened": update.what_happened, "scope": update.scope,
+                   "accounts_affected": update.accounts_affected,
+                   "sites_affected": update.sites_affected, "timeline": update.timeline,
+                   "next_update_at": update.next_update_at.isoformat()
+                   if update.next_update_at else None,
+                   "restore_percentage": update.restore_percentage,
+                   "restore_note": update.restore_note, "data_loss": update.data_loss,
+                   "confidence": update.confidence, "support": update.support},
+        "account": {"id": account.id, "name": account.name,
+                    "restore_percentage": float(account_values["account_percentage"][:-1]),
+                    "sites": account_values["account_sites"],
+                    "private_status_page": account_values["private_link"]},
+    }, sort_keys=True)
+
+
+def _webhook_rows(session: Session, desk: Desk, incident: Incident, update: IncidentUpdate,
+                  accounts: dict, now: datetime) -> list[dict]:
+    rows = []
+    for webhook in session.exec(select(AccountWebhook).where(
+            col(AccountWebhook.account_id).in_(list(accounts)))):
+        account = accounts[webhook.account_id]
+        body = webhook_body(desk, incident, update, account,
+                            _account_values(session, desk, incident, account.id, account.name))
+        secret = desk.crypto.cipher.decrypt(webhook.secret_encrypted, context=WEBHOOK_SECRET)
+        rows.append(outbox.webhook_row(
+            cipher=desk.crypto.cipher, key=f"update:{update.id}:webhook:{account.id}",
+            purpose="incident_update", now=now,
+            webhook=outbox.Webhook(url=webhook.url, body=body,
+                                   signature=outbox.sign(secret, body))))
+    return rows

@@ -1,0 +1,102 @@
+"""Signed webhooks per account: a real HTTP server on 127.0.0.1 receives each update, checks
+the signature, and sees the same idempotency key on a retry."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlmodel import select
+
+from contacts.audit import Actor
+from contacts.db import session_scope, utcnow
+from contacts.delivery import outbox
+from contacts.errors import Invalid
+from contacts.incidents import service
+from contacts.incidents.models import AffectedSite
+from contacts.mail import Mailer
+from tests.helpers import csrf_token_from
+from tests.incidents.conftest import complete_draft
+
+ACTOR = Actor.system("test")
+
+
+@pytest.fixture
+def receiver():
+    """An HTTP endpoint on 127.0.0.1 that fails its first `fail` calls with 503."""
+    state = {"fail": 0, "calls": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state["calls"].append((dict(self.headers), body))
+            failing = state["fail"] > 0
+            state["fail"] -= 1
+            self.send_response(503 if failing else 204)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks/lifeline", state
+    server.shutdown()
+
+
+def _drain(app, engine, now):
+    return outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+                        mailer=Mailer(host="127.0.0.1", port=9, sender="s@l.test", timeout=1),
+                        now=now)
+
+
+def test_an_update_is_posted_signed_and_retried_with_the_same_key(
+        app, engine, desk, vault, incident, receiver):
+    url, state = receiver
+    with session_scope(engine) as session:
+        account_id = session.exec(select(AffectedSite.account_id)).first()
+        secret = service.set_webhook(session=session, desk=desk, actor=ACTOR,
+                                     account_id=account_id, url=url, now=utcnow())
+    with session_scope(engine) as session:
+        update = service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                                 incident_id=incident, draft=complete_draft(), now=utcnow())
+    state["fail"] = 1
+    now = utcnow()
+    _drain(app, engine, now)  # the 503 is retried later...
+    _drain(app, engine, now + timedelta(seconds=31))  # ...and then delivered
+    assert len(state["calls"]) == 2
+    (first_headers, first_body), (headers, body) = state["calls"]
+    assert first_body == body
+    assert first_headers["Idempotency-Key"] == headers["Idempotency-Key"]
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Lifeline-Signature"], expected)
+    document = json.loads(body)
+    assert document["update"]["id"] == update.id
+    assert document["account"]["id"] == account_id
+    for field in ("what_happened", "scope", "timeline", "next_update_at", "restore_percentage",
+                  "data_loss", "confidence", "support"):
+        assert document["update"][field] not in (None, ""), field
+
+
+def test_a_webhook_url_that_is_not_http_is_refused(engine, desk, incident, auth, make_staff,
+                                                   client):
+    with session_scope(engine) as session:
+        account_id = session.exec(select(AffectedSite.account_id)).first()
+        for bad in ("ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)", "x"):
+            with pytest.raises(Invalid, match="http:// or https://"):
+                service.set_webhook(session=session, desk=desk, actor=ACTOR,
+                                    account_id=account_id, url=bad, now=utcnow())
+    auth.login(make_staff("comms"))
+    page = client.get("/console/webhooks").get_data(as_text=True)
+    answer = client.post("/console/webhooks", data={
+        "csrf_token": csrf_token_from(page), "account_id": account_id,
+        "url": "file:///etc/passwd"})
+    assert answer.status_code == 400
+    assert "must be an http:// or https:// address" in answer.get_data(as_text=True)
+    with session_scope(engine) as session:
+        assert service.webhooks(session=session) == []
