@@ -179,6 +179,13 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
     return report
 
 
+def messages_with_prefix(*, session: Session, prefix: str) -> list[OutboxMessage]:
+    """Messages whose key starts with `prefix` (keys are how callers name their messages)."""
+    return list(session.exec(select(OutboxMessage).where(
+        col(OutboxMessage.key).startswith(prefix, autoescape=True))
+        .order_by(OutboxMessage.key)))
+
+
 def counts(*, session: Session) -> dict[str, int]:
     """Messages by state, for the console and health checks."""
     rows = session.exec(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state))

@@ -3,10 +3,13 @@ publish) and the public status pages (the incident, and each account's private l
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
@@ -141,6 +144,8 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
         history=service.progress_history(session=session, desk=the_desk,
                                          incident_id=incident.id),
         updates=service.updates_of(session=session, incident_id=incident.id),
+        delivery_counts=service.delivery_counts(
+            service.deliveries(session=session, incident_id=incident.id)),
         sites_form=forms.pop("sites_form", None) or SitesForm(), stage_form=stage_form,
         cadence_form=forms.pop("cadence_form", None) or CadenceForm(
             hours=incident.cadence_hours),
@@ -242,6 +247,24 @@ class WebhookForm(FlaskForm):
                       validators=[DataRequired(), Length(max=2048)])
 
 
+@bp.get("/console/incidents/<incident_id>/deliveries.csv")
+@staff(*COMMS)
+def deliveries_csv(incident_id: str):
+    """Every message of every update and its outcome, for the post-incident review."""
+    session = request_session()
+    found = service.get_incident(session=session, incident_id=incident_id)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["update", "published_at", "account_id", "recipient", "channel", "state",
+                     "attempts", "sent_at"])
+    for item in service.deliveries(session=session, incident_id=found.id):
+        writer.writerow([item.update_number, item.published_at.isoformat(), item.account_id,
+                         item.recipient, item.channel, item.state, item.attempts,
+                         item.sent_at.isoformat() if item.sent_at else ""])
+    return Response(out.getvalue(), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{found.id}-deliveries.csv"'})
+
+
 @bp.route("/console/webhooks", methods=["GET", "POST"])
 @staff(*COMMS)
 def webhooks():
@@ -290,6 +313,16 @@ def status_page(incident_id: str):
         progress=service.progress(session=session, desk=the_desk, incident_id=found.id),
         updates=service.updates_of(session=session, incident_id=found.id),
         late=service.is_late(found, utcnow()), account=None, sites=None)
+
+
+@bp.get("/status/<incident_id>/feed.atom")
+@public
+def status_feed(incident_id: str):
+    session = request_session()
+    found = service.get_incident(session=session, incident_id=incident_id)
+    body = render_template("public/incident.atom", incident=found, desk=desk(),
+                           updates=service.updates_of(session=session, incident_id=found.id))
+    return Response(body, mimetype="application/atom+xml")
 
 
 @bp.get("/status/<incident_id>/accounts/<account_id>")

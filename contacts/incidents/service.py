@@ -453,7 +453,7 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
                 rendered[language] = messages.render_update(sources[language], values)
             message = rendered[language]
             rows.append(outbox.email_row(
-                cipher=desk.crypto.cipher, key=f"update:{update.id}:{contact.id}",
+                cipher=desk.crypto.cipher, key=f"update:{update.id}:{account_id}:{contact.id}",
                 purpose="incident_update", now=now,
                 email=outbox.Email(to=contact.email, subject=message.subject,
                                    text=message.text, html=message.html, headers=headers)))
@@ -620,8 +620,47 @@ def _webhook_rows(session: Session, desk: Desk, incident: Incident, update: Inci
                             _account_values(session, desk, incident, account.id, account.name))
         secret = desk.crypto.cipher.decrypt(webhook.secret_encrypted, context=WEBHOOK_SECRET)
         rows.append(outbox.webhook_row(
-            cipher=desk.crypto.cipher, key=f"update:{update.id}:webhook:{account.id}",
+            cipher=desk.crypto.cipher, key=f"update:{update.id}:{account.id}:webhook",
             purpose="incident_update", now=now,
             webhook=outbox.Webhook(url=webhook.url, body=body,
                                    signature=outbox.sign(secret, body))))
     return rows
+
+
+# -- proof: what was told, to whom, when ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    update_number: int
+    published_at: datetime
+    account_id: str
+    recipient: str  # a contact ID, or "webhook"
+    channel: str
+    state: str
+    attempts: int
+    sent_at: datetime | None
+
+
+def deliveries(*, session: Session, incident_id: str,
+               account_id: str | None = None) -> list[Delivery]:
+    """Every message of the incident's updates with its outcome (IDs only, no addresses)."""
+    updates = {update.id: update for update in updates_of(session=session,
+                                                          incident_id=incident_id)}
+    found = []
+    for update_id, update in updates.items():
+        prefix = f"update:{update_id}:" + (f"{account_id}:" if account_id else "")
+        for row in outbox.messages_with_prefix(session=session, prefix=prefix):
+            _, _, account, recipient = row.key.split(":", 3)
+            found.append(Delivery(update.number, update.published_at, account, recipient,
+                                  row.channel, row.state, row.attempts, row.sent_at))
+    return sorted(found, key=lambda d: (d.update_number, d.account_id, d.recipient))
+
+
+def delivery_counts(items: list[Delivery]) -> dict[int, dict[str, int]]:
+    """Per update number: messages queued, sent and failed."""
+    counts: dict[int, dict[str, int]] = {}
+    for item in items:
+        tally = counts.setdefault(item.update_number, {"queued": 0, "sent": 0, "failed": 0})
+        tally[item.state] += 1
+    return counts

@@ -93,3 +93,27 @@ def test_the_public_page_and_the_private_link_show_the_right_percentages(
         session.add(found)
     late = client.get(f"/status/{incident}").get_data(as_text=True)
     assert "is late" in late
+
+
+def test_the_feed_and_the_delivery_export_list_each_update(client, engine, desk, vault, auth,
+                                                           make_staff, incident):
+    from contacts.audit import Actor
+    from contacts.db import utcnow
+    from tests.incidents.conftest import complete_draft
+
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
+                        incident_id=incident, draft=complete_draft(), now=utcnow())
+    feed = client.get(f"/status/{incident}/feed.atom")
+    assert feed.mimetype == "application/atom+xml"
+    assert feed.get_data(as_text=True).count("<entry>") == 1
+    assert "Expected data loss (high confidence)" in feed.get_data(as_text=True)
+    auth.login(make_staff("comms"))
+    export = client.get(f"/console/incidents/{incident}/deliveries.csv")
+    lines = export.get_data(as_text=True).strip().splitlines()
+    assert lines[0] == "update,published_at,account_id,recipient,channel,state,attempts,sent_at"
+    assert len(lines) == 1 + 75
+    assert all(",email,queued,0," in line for line in lines[1:])
+    assert "@" not in export.get_data(as_text=True)  # IDs, never addresses
+    page = client.get(f"/console/incidents/{incident}").get_data(as_text=True)
+    assert "75 recipients: 0 sent, 75 queued, 0 failed" in page
