@@ -16,12 +16,14 @@ PUBLIC_ENDPOINTS = {"static", "openapi", "staff.login", "staff.index", "system.h
                     "intake.status", "intake.customer_reply", "intake_api.create_request",
                     # status pages: the incident, and an account's signed private link
                     "incidents.status_index", "incidents.status_page",
-                    "incidents.account_status", "incidents.status_feed"}
+                    "incidents.account_status", "incidents.status_feed",
+                    "incidents.subscribe", "incidents.subscription"}
 PLACEHOLDERS = {"staff_id": lambda: new_id("stf"), "token_id": lambda: new_id("tok"),
                 "account_id": lambda: new_id("acc"), "deletion_id": lambda: new_id("del"),
                 "contact_id": lambda: new_id("ctc"), "token": lambda: "not-a-token",
                 "filename": lambda: "lifeline.css", "request_id": lambda: new_id("req"),
-                "reference": lambda: "LL-7KQ2-9XHD", "incident_id": lambda: new_id("inc")}
+                "reference": lambda: "LL-7KQ2-9XHD", "incident_id": lambda: new_id("inc"),
+                "action": lambda: "confirm"}
 
 
 def walk(app):

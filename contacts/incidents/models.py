@@ -129,3 +129,21 @@ class AccountWebhook(SQLModel, table=True):
 
 WEBHOOK_SECRET = encrypted_column(AccountWebhook.__table__, "secret_encrypted",
                                   "account_webhook.secret")
+
+
+class Subscriber(SQLModel, table=True):
+    """Someone who asked for updates by email on the public page (double opt-in)."""
+
+    __tablename__ = "status_subscriber"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_encrypted: str = Field(max_length=1024)
+    email_index: str = Field(max_length=64, unique=True)
+    locale: str = Field(max_length=8)
+    created_at: datetime = Field(sa_column=_time())
+    confirmed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    unsubscribed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+
+
+SUBSCRIBER_EMAIL = encrypted_column(Subscriber.__table__, "email_encrypted",
+                                    "status_subscriber.email")

@@ -20,16 +20,24 @@ from flask import (
     url_for,
 )
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, DecimalField, SelectField, StringField, TextAreaField
+from wtforms import (
+    DateTimeLocalField,
+    DecimalField,
+    EmailField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from contacts.access import public, staff
 from contacts.db import request_session, rollback_request_session, utcnow
-from contacts.errors import LifelineError
+from contacts.errors import Invalid, LifelineError
 from contacts.incidents import service
 from contacts.incidents.models import CONFIDENCE, SEVERITIES, STATES
 from contacts.incidents.web import desk
+from contacts.ratelimit import RateLimit, limited
 from contacts.vault import service as vault_service
 
 bp = Blueprint("incidents", __name__)
@@ -313,6 +321,49 @@ def status_page(incident_id: str):
         progress=service.progress(session=session, desk=the_desk, incident_id=found.id),
         updates=service.updates_of(session=session, incident_id=found.id),
         late=service.is_late(found, utcnow()), account=None, sites=None)
+
+
+class SubscribeForm(FlaskForm):
+    email = EmailField("Your email address", validators=[DataRequired(), Length(max=254)])
+
+
+@bp.route("/status/subscribe", methods=["GET", "POST"])
+@public
+@limited(RateLimit("intake_rate_limit_per_ip"))
+def subscribe():
+    form = SubscribeForm()
+    if request.method == "POST":
+        if not form.validate():
+            return render_template("public/subscribe.html", form=form, sent=False), 400
+        try:
+            service.subscribe(session=request_session(), desk=desk(), email=form.email.data,
+                              locale=request.accept_languages.best_match(("en", "fr")) or "en",
+                              now=utcnow())
+        except Invalid as exc:
+            rollback_request_session()
+            form.email.errors = [exc.message]
+            return render_template("public/subscribe.html", form=form, sent=False), 400
+        return render_template("public/subscribe.html", form=form, sent=True)
+    return render_template("public/subscribe.html", form=form, sent=False)
+
+
+@bp.route("/status/subscription/<action>/<token>", methods=["GET", "POST"])
+@public
+def subscription(action: str, token: str):
+    """GET shows a button (mail scanners follow links); POST confirms or stops."""
+    done, error = False, None
+    if request.method == "POST":
+        try:
+            service.follow_subscription_link(session=request_session(), desk=desk(),
+                                             action=action, token=token, now=utcnow())
+            done = True
+        except Invalid as exc:
+            rollback_request_session()
+            error = exc.message
+    elif action not in service.ACTIONS:
+        abort(404)
+    return render_template("public/subscription.html", action=action, done=done, error=error,
+                           form=FlaskForm()), 400 if error else 200
 
 
 @bp.get("/status/<incident_id>/feed.atom")

@@ -15,12 +15,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
 from contacts import audit
 from contacts.audit import Actor
-from contacts.crypto import Crypto
+from contacts.crypto import Crypto, normalize_email
 from contacts.db import bulk_insert
 from contacts.delivery import outbox
 from contacts.errors import Conflict, Invalid, NotFound
@@ -30,6 +31,7 @@ from contacts.incidents.models import (
     CONFIDENCE,
     SEVERITIES,
     STATES,
+    SUBSCRIBER_EMAIL,
     WEBHOOK_SECRET,
     AccountWebhook,
     AffectedSite,
@@ -37,6 +39,7 @@ from contacts.incidents.models import (
     IncidentUpdate,
     MessageTemplate,
     StageChange,
+    Subscriber,
 )
 from contacts.vault import service as vault_service
 
@@ -458,6 +461,7 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
                 email=outbox.Email(to=contact.email, subject=message.subject,
                                    text=message.text, html=message.html, headers=headers)))
     rows += _webhook_rows(session, desk, incident, update, accounts, now)
+    rows += _subscriber_rows(session, desk, base, sources, update, headers, now)
     session.flush()
     outbox.enqueue_rows(session=session, rows=rows)
     update.recipients = len(rows)
@@ -664,3 +668,93 @@ def delivery_counts(items: list[Delivery]) -> dict[int, dict[str, int]]:
         tally = counts.setdefault(item.update_number, {"queued": 0, "sent": 0, "failed": 0})
         tally[item.state] += 1
     return counts
+
+
+# -- public subscriptions (double opt-in) ------------------------------------------------------
+
+SUBSCRIPTION_DAYS = 7
+
+
+ACTIONS = ("confirm", "stop")
+
+
+def _subscriptions(desk: Desk, action: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(desk.secret_key, salt=f"status-subscription-{action}")
+
+
+def subscription_link(desk: Desk, subscriber_id: int, action: str) -> str:
+    token = _subscriptions(desk, action).dumps(subscriber_id)
+    return f"{desk.base_url}/status/subscription/{action}/{token}"
+
+
+def subscribe(*, session: Session, desk: Desk, email: str, locale: str,
+              now: datetime) -> None:
+    """Email a confirmation link; nothing is sent to the address until it is followed. The
+    same answer whether the address is new, pending or already confirmed."""
+    normalized = normalize_email(email)
+    index = desk.crypto.index.digest("subscriber", normalized)
+    subscriber = session.exec(select(Subscriber).where(Subscriber.email_index == index)).first()
+    if subscriber is None:
+        subscriber = Subscriber(email_index=index, locale=_language(locale), created_at=now,
+                                email_encrypted=desk.crypto.cipher.encrypt(
+                                    email, context=SUBSCRIBER_EMAIL))
+        session.add(subscriber)
+        session.flush()
+    elif subscriber.confirmed_at and not subscriber.unsubscribed_at:
+        return
+    outbox.enqueue_email(
+        session=session, cipher=desk.crypto.cipher, purpose="subscription_confirm", now=now,
+        key=f"subscribe:{subscriber.id}:{now.date().isoformat()}",
+        email=outbox.Email(
+            to=email, subject="Confirm: incident updates by email",
+            text=("Someone (we hope you) asked to receive incident updates at this address.\n"
+                  f"Confirm within {SUBSCRIPTION_DAYS} days: "
+                  f"{subscription_link(desk, subscriber.id, 'confirm')}\n\n"
+                  "If it was not you, ignore this email: nothing else will be sent.\n")))
+
+
+def follow_subscription_link(*, session: Session, desk: Desk, action: str, token: str,
+                             now: datetime) -> None:
+    """Confirm a subscription (links last a week) or end one (links last forever)."""
+    if action not in ACTIONS:
+        raise NotFound("There is nothing at this address.")
+    try:
+        subscriber_id = _subscriptions(desk, action).loads(
+            token, max_age=SUBSCRIPTION_DAYS * 86400 if action == "confirm" else None)
+    except SignatureExpired:
+        raise Invalid("This link has expired. Subscribe again on the status page.") from None
+    except BadSignature:
+        raise Invalid("This link is not valid.") from None
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise Invalid("This subscription no longer exists.")
+    if action == "confirm":
+        subscriber.confirmed_at, subscriber.unsubscribed_at = now, None
+    else:
+        subscriber.unsubscribed_at = now
+    session.add(subscriber)
+
+
+def _subscriber_rows(session: Session, desk: Desk, base: dict, sources: dict, update,
+                     headers: dict, now: datetime) -> list[dict]:
+    """The public audience: confirmed subscribers, rendered once per language."""
+    rows, rendered = [], {}
+    for subscriber in session.exec(select(Subscriber).where(
+            col(Subscriber.confirmed_at).is_not(None),
+            col(Subscriber.unsubscribed_at).is_(None))):
+        language = subscriber.locale if subscriber.locale in messages.LOCALES else "en"
+        if language not in rendered:
+            rendered[language] = messages.render_update(sources[language], {
+                **base, "account_name": "", "account_percentage": "", "account_sites": [],
+                "private_link": ""})
+        message = rendered[language]
+        stop = subscription_link(desk, subscriber.id, "stop")
+        rows.append(outbox.email_row(
+            cipher=desk.crypto.cipher, key=f"update:{update.id}:public:{subscriber.id}",
+            purpose="incident_update", now=now,
+            email=outbox.Email(
+                to=desk.crypto.cipher.decrypt(subscriber.email_encrypted,
+                                              context=SUBSCRIBER_EMAIL),
+                subject=message.subject, text=f"{message.text}\nStop these emails: {stop}\n",
+                html=message.html, headers={**headers, "List-Unsubscribe": f"<{stop}>"})))
+    return rows

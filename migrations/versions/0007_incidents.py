@@ -2,7 +2,7 @@
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-11-26 14:37:25.069271
+Create Date: 2026-11-26 14:40:36.021989
 """
 
 from alembic import op
@@ -63,6 +63,17 @@ def upgrade() -> None:
     with op.batch_alter_table('stage_change', schema=None) as batch_op:
         batch_op.create_index('ix_stage_change_incident_at', ['incident_id', 'at'], unique=False)
 
+    op.create_table('status_subscriber',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('email_encrypted', sa.String(1024), nullable=False),
+    sa.Column('email_index', sa.String(64), nullable=False),
+    sa.Column('locale', sa.String(8), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('unsubscribed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('email_index')
+    )
     op.create_table('affected_site',
     sa.Column('incident_id', sa.String(length=40), nullable=False),
     sa.Column('site_id', sa.String(length=40), nullable=False),
@@ -116,6 +127,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_affected_site_account')
 
     op.drop_table('affected_site')
+    op.drop_table('status_subscriber')
     with op.batch_alter_table('stage_change', schema=None) as batch_op:
         batch_op.drop_index('ix_stage_change_incident_at')
 

@@ -100,3 +100,43 @@ def test_a_webhook_url_that_is_not_http_is_refused(engine, desk, incident, auth,
     assert "must be an http:// or https:// address" in answer.get_data(as_text=True)
     with session_scope(engine) as session:
         assert service.webhooks(session=session) == []
+
+
+def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engine, desk,
+                                                               vault, incident):
+    import re
+
+    from contacts.delivery.models import OutboxMessage
+
+    def mails(purpose):
+        with session_scope(engine) as session:
+            return [json.loads(app.extensions["lifeline.crypto"].cipher.decrypt(
+                row.payload_encrypted, context="outbox_message.payload"))
+                for row in session.exec(select(OutboxMessage).where(
+                    OutboxMessage.purpose == purpose))]
+
+    page = client.get("/status/subscribe").get_data(as_text=True)
+    for _ in range(2):  # the same answer for a repeated address
+        answer = client.post("/status/subscribe", data={"csrf_token": csrf_token_from(page),
+                                                       "email": "Fan@Example.org"})
+        assert "Check your inbox" in answer.get_data(as_text=True)
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                        incident_id=incident, draft=complete_draft(), now=utcnow())
+    assert not any(m["to"] == "Fan@Example.org" for m in mails("incident_update"))  # not yet
+    (confirmation,) = mails("subscription_confirm")
+    link = re.search(r"(/status/subscription/confirm/\S+)", confirmation["text"]).group(1)
+    shown = client.get(link).get_data(as_text=True)
+    assert client.post(link, data={"csrf_token": csrf_token_from(shown)}).status_code == 200
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                        incident_id=incident, draft=complete_draft(), now=utcnow())
+    (update,) = [m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]
+    assert "Expected data loss" in update["text"] and "Your account" not in update["text"]
+    stop = re.search(r"(/status/subscription/stop/\S+)", update["text"]).group(1)
+    shown = client.get(stop).get_data(as_text=True)
+    client.post(stop, data={"csrf_token": csrf_token_from(shown)})
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                        incident_id=incident, draft=complete_draft(), now=utcnow())
+    assert len([m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]) == 1
