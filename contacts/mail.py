@@ -35,6 +35,17 @@ class Mailer:
 
     def send(self, *, to: str, subject: str, text: str, html: str | None = None,
              message_id: str | None = None, headers: dict[str, str] | None = None) -> str:
+        with self.connection() as connection:
+            return connection.send(to=to, subject=subject, text=text, html=html,
+                                   message_id=message_id, headers=headers)
+
+    def connection(self) -> MailConnection:
+        """One SMTP connection for many messages (opened on the first, reopened after a
+        failure); use it as a context manager."""
+        return MailConnection(self)
+
+    def _message(self, *, to: str, subject: str, text: str, html: str | None,
+                 message_id: str | None, headers: dict[str, str] | None) -> EmailMessage:
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = to
@@ -46,15 +57,7 @@ class Mailer:
         message.set_content(text)
         if html:
             message.add_alternative(html, subtype="html")
-        try:
-            with self._connect() as smtp:
-                if self.username:
-                    smtp.login(self.username, self.password or "")
-                smtp.send_message(message)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise MailFailed(f"sending through {self.host}:{self.port} failed: "
-                             f"{type(exc).__name__}") from None
-        return message["Message-ID"]
+        return message
 
     def _connect(self) -> smtplib.SMTP:
         if self.security == "tls":
@@ -64,6 +67,42 @@ class Mailer:
         if self.security == "starttls":
             smtp.starttls(context=ssl.create_default_context())
         return smtp
+
+
+class MailConnection:
+    def __init__(self, mailer: Mailer):
+        self.mailer = mailer
+        self._smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> MailConnection:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def send(self, *, to: str, subject: str, text: str, html: str | None = None,
+             message_id: str | None = None, headers: dict[str, str] | None = None) -> str:
+        message = self.mailer._message(to=to, subject=subject, text=text, html=html,
+                                       message_id=message_id, headers=headers)
+        try:
+            if self._smtp is None:
+                self._smtp = self.mailer._connect()
+                if self.mailer.username:
+                    self._smtp.login(self.mailer.username, self.mailer.password or "")
+            self._smtp.send_message(message)
+        except (OSError, smtplib.SMTPException) as exc:
+            self.close()  # the next message opens a new connection
+            raise MailFailed(f"sending through {self.mailer.host}:{self.mailer.port} failed: "
+                             f"{type(exc).__name__}") from None
+        return message["Message-ID"]
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                self._smtp.close()
+            self._smtp = None
 
 
 LANGUAGES = ("en", "fr")

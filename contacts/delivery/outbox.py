@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from sqlmodel import Session, col, select
 from contacts.crypto import FieldCipher
 from contacts.db import bulk_insert, session_scope
 from contacts.delivery.models import OUTBOX_PAYLOAD, STATES, OutboxMessage
-from contacts.mail import Mailer, MailFailed
+from contacts.mail import MailConnection, Mailer, MailFailed
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,10 @@ def enqueue_rows(*, session: Session, rows: list[dict]) -> None:
 
 
 def _backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(30 * 2 ** (attempts - 1), 3600))
+    """30 s, 1 min, 2 min... up to an hour, plus up to a tenth more at random, so messages
+    that failed together do not all come back at the same second."""
+    base = min(30 * 2 ** (attempts - 1), 3600)
+    return timedelta(seconds=base + random.uniform(0, base / 10))  # noqa: S311 - not a secret
 
 
 def _claim(engine: Engine, now: datetime, limit: int) -> list[OutboxMessage]:
@@ -150,33 +154,39 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
           limit: int = 200) -> DrainReport:
     """Send what is due, each message's outcome committed as soon as it is known."""
     report = DrainReport()
-    for message in _claim(engine, now, limit):
-        payload = json.loads(cipher.decrypt(message.payload_encrypted, context=OUTBOX_PAYLOAD))
-        try:
-            if message.channel == "webhook":
-                _post(Webhook(**payload), message.key)
-            else:
-                email = Email(**payload)
-                mailer.send(to=email.to, subject=email.subject, text=email.text,
+    with mailer.connection() as connection:
+        for message in _claim(engine, now, limit):
+            _deliver(engine, connection, cipher, message, now, report)
+    return report
+
+
+def _deliver(engine: Engine, connection: MailConnection, cipher: FieldCipher,
+             message: OutboxMessage, now: datetime, report: DrainReport) -> None:
+    payload = json.loads(cipher.decrypt(message.payload_encrypted, context=OUTBOX_PAYLOAD))
+    try:
+        if message.channel == "webhook":
+            _post(Webhook(**payload), message.key)
+        else:
+            email = Email(**payload)
+            connection.send(to=email.to, subject=email.subject, text=email.text,
                             html=email.html, message_id=message_id_for(message.key),
                             headers=email.headers)
-        except (MailFailed, WebhookFailed) as exc:
-            if message.attempts >= MAX_ATTEMPTS:
-                values = {"state": "failed", "last_error": exc.message}
-                report.failed += 1
-                log.error("outbox message %d (%s) failed for good after %d attempts: %s",
-                          message.id, message.purpose, message.attempts, exc.message)
-            else:
-                values = {"next_attempt_at": now + _backoff(message.attempts),
-                          "last_error": exc.message}
-                report.retried += 1
+    except (MailFailed, WebhookFailed) as exc:
+        if message.attempts >= MAX_ATTEMPTS:
+            values = {"state": "failed", "last_error": exc.message}
+            report.failed += 1
+            log.error("outbox message %d (%s) failed for good after %d attempts: %s",
+                      message.id, message.purpose, message.attempts, exc.message)
         else:
-            values = {"state": "sent", "sent_at": now, "last_error": None}
-            report.sent += 1
-        with session_scope(engine) as session:
-            session.execute(update(OutboxMessage).where(OutboxMessage.id == message.id)
-                            .values(lease_until=None, **values))
-    return report
+            values = {"next_attempt_at": now + _backoff(message.attempts),
+                      "last_error": exc.message}
+            report.retried += 1
+    else:
+        values = {"state": "sent", "sent_at": now, "last_error": None}
+        report.sent += 1
+    with session_scope(engine) as session:
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == message.id)
+                        .values(lease_until=None, **values))
 
 
 def messages_with_prefix(*, session: Session, prefix: str) -> list[OutboxMessage]:

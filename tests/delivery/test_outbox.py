@@ -56,7 +56,7 @@ def test_an_unreachable_server_is_retried_later_with_the_same_message_id(app, sm
     report = _drain(app, _closed_port(), now=now)
     assert (report.sent, report.retried) == (0, 1)
     assert _drain(app, port, now=now + timedelta(seconds=10)).sent == 0  # backing off
-    assert _drain(app, port, now=now + timedelta(seconds=31)).sent == 1
+    assert _drain(app, port, now=now + timedelta(seconds=34)).sent == 1
     assert sink.messages[0]["Message-ID"] == outbox.message_id_for("k2")
     with session_scope(app.extensions["lifeline.engine"]) as session:
         stored = session.exec(select(OutboxMessage)).one()
@@ -93,3 +93,19 @@ def test_the_recipient_and_the_body_are_stored_sealed(app):
     _queue(app, "k5", to="sealed.recipient@example.org")
     stored = stored_bytes(app.extensions["lifeline.engine"])
     assert b"sealed.recipient@example.org" not in stored and b"Body text 4471" not in stored
+
+
+def test_one_smtp_connection_carries_a_whole_batch(app, smtp_server, monkeypatch):
+    port, sink = smtp_server
+    for n in range(5):
+        _queue(app, f"batch-{n}", to=f"r{n}@example.org")
+    connections = []
+    original = Mailer._connect
+
+    def counting(self):
+        connections.append(1)
+        return original(self)
+
+    monkeypatch.setattr(Mailer, "_connect", counting)
+    assert _drain(app, port).sent == 5
+    assert len(connections) == 1 and len(sink.messages) == 5

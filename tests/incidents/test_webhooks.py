@@ -68,7 +68,7 @@ def test_an_update_is_posted_signed_and_retried_with_the_same_key(
     state["fail"] = 1
     now = utcnow()
     _drain(app, engine, now)  # the 503 is retried later...
-    _drain(app, engine, now + timedelta(seconds=31))  # ...and then delivered
+    _drain(app, engine, now + timedelta(seconds=34))  # ...and then delivered
     assert len(state["calls"]) == 2
     (first_headers, first_body), (headers, body) = state["calls"]
     assert first_body == body
