@@ -28,7 +28,7 @@ from contacts.incidents.api import bp as incidents_api
 from contacts.intake import routes as intake_routes
 from contacts.intake import service as intake_service
 from contacts.intake.api import bp as intake_api
-from contacts.jobs import message_renderer, scheduled_jobs
+from contacts.jobs import background_services, message_renderer, scheduled_jobs
 from contacts.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
@@ -82,6 +82,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                             pool_size=settings.database_pool_size,
                             max_overflow=settings.database_max_overflow)
     db.init_app(app, engine)
+    app.extensions["lifeline.background"] = functools.partial(background_services, app)
 
     intake = intake_service.Intake.from_settings(settings, app.extensions["lifeline.crypto"])
     app.extensions["lifeline.intake"] = intake

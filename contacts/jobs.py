@@ -6,6 +6,7 @@ arguments (the job store keeps it by reference); it reaches the app through
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from contacts import audit, schema
@@ -95,7 +96,8 @@ def send_queued_messages() -> None:
     settings = app.extensions["lifeline.settings"]
     report = outbox.drain(engine=app.extensions["lifeline.engine"],
                           cipher=app.extensions["lifeline.crypto"].cipher,
-                          mailer=Mailer.from_settings(settings), now=utcnow())
+                          mailer=Mailer.from_settings(settings), now=utcnow(),
+                          lease=timedelta(seconds=settings.delivery_lease_seconds))
     if report.sent or report.retried or report.failed:
         log.info("outbox: %d sent, %d to retry, %d failed", report.sent, report.retried,
                  report.failed)
@@ -141,6 +143,18 @@ def send_scheduled_updates() -> None:
     for incident in late:
         log.warning("the update of %s promised for %s is late", incident.id,
                     incident.next_update_due)
+
+
+def background_services(app) -> list:
+    """What every `flask worker` process runs besides the (leader-only) scheduler: on
+    PostgreSQL, a delivery loop, so several workers share the outbox."""
+    settings = app.extensions["lifeline.settings"]
+    engine = app.extensions["lifeline.engine"]
+    if engine.dialect.name != "postgresql":
+        return []
+    return [outbox.DeliveryLoop(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+                                mailer=Mailer.from_settings(settings),
+                                lease=timedelta(seconds=settings.delivery_lease_seconds))]
 
 
 def scheduled_jobs(settings) -> list[ScheduledJob]:

@@ -15,6 +15,12 @@ class MailFailed(LifelineError):
     status = 502
     code = "mail_failed"
 
+    def __init__(self, message: str, *, server_down: bool = False):
+        super().__init__(message)
+        # True when the server could not be reached or dropped us (every message would fail
+        # now); False when it refused this one message.
+        self.server_down = server_down
+
 
 @dataclass(frozen=True)
 class Mailer:
@@ -92,8 +98,11 @@ class MailConnection:
             self._smtp.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
             self.close()  # the next message opens a new connection
+            refused = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused,
+                       smtplib.SMTPDataError)
             raise MailFailed(f"sending through {self.mailer.host}:{self.mailer.port} failed: "
-                             f"{type(exc).__name__}") from None
+                             f"{type(exc).__name__}",
+                             server_down=not isinstance(exc, refused)) from None
         return message["Message-ID"]
 
     def close(self) -> None:

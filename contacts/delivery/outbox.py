@@ -13,10 +13,11 @@ import hmac
 import json
 import logging
 import random
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.engine import Engine
@@ -132,7 +133,8 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=base + random.uniform(0, base / 10))  # noqa: S311 - not a secret
 
 
-def _claim(engine: Engine, now: datetime, limit: int) -> list[OutboxMessage]:
+def _claim(engine: Engine, now: datetime, limit: int,
+           lease: timedelta = LEASE) -> list[OutboxMessage]:
     with session_scope(engine) as session:
         query = (select(OutboxMessage)
                  .where(OutboxMessage.state == "queued", OutboxMessage.next_attempt_at <= now,
@@ -143,7 +145,7 @@ def _claim(engine: Engine, now: datetime, limit: int) -> list[OutboxMessage]:
             query = query.with_for_update(skip_locked=True)
         claimed = list(session.exec(query))
         for message in claimed:
-            message.lease_until = now + LEASE
+            message.lease_until = now + lease
             message.attempts += 1
         session.flush()
         session.expunge_all()
@@ -151,18 +153,32 @@ def _claim(engine: Engine, now: datetime, limit: int) -> list[OutboxMessage]:
 
 
 def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
-          limit: int = 200) -> DrainReport:
-    """Send what is due, each message's outcome committed as soon as it is known."""
+          limit: int = 200, lease: timedelta = LEASE) -> DrainReport:
+    """Send what is due, each message's outcome committed as soon as it is known. When the
+    SMTP server is down, the rest of the batch is handed back untouched (one refused
+    connection says the same of every message)."""
     report = DrainReport()
+    claimed = _claim(engine, now, limit, lease)
     with mailer.connection() as connection:
-        for message in _claim(engine, now, limit):
-            _deliver(engine, connection, cipher, message, now, report)
+        for position, message in enumerate(claimed):
+            if not _deliver(engine, connection, cipher, message, now, report):
+                _release(engine, [later.id for later in claimed[position + 1:]])
+                break
     return report
 
 
+def _release(engine: Engine, ids: list[int]) -> None:
+    if ids:
+        with session_scope(engine) as session:
+            session.execute(update(OutboxMessage).where(col(OutboxMessage.id).in_(ids))
+                            .values(lease_until=None, attempts=OutboxMessage.attempts - 1))
+
+
 def _deliver(engine: Engine, connection: MailConnection, cipher: FieldCipher,
-             message: OutboxMessage, now: datetime, report: DrainReport) -> None:
+             message: OutboxMessage, now: datetime, report: DrainReport) -> bool:
+    """Send one claimed message and commit its outcome; False when the server is down."""
     payload = json.loads(cipher.decrypt(message.payload_encrypted, context=OUTBOX_PAYLOAD))
+    server_up = True
     try:
         if message.channel == "webhook":
             _post(Webhook(**payload), message.key)
@@ -172,6 +188,7 @@ def _deliver(engine: Engine, connection: MailConnection, cipher: FieldCipher,
                             html=email.html, message_id=message_id_for(message.key),
                             headers=email.headers)
     except (MailFailed, WebhookFailed) as exc:
+        server_up = not getattr(exc, "server_down", False)
         if message.attempts >= MAX_ATTEMPTS:
             values = {"state": "failed", "last_error": exc.message}
             report.failed += 1
@@ -187,6 +204,38 @@ def _deliver(engine: Engine, connection: MailConnection, cipher: FieldCipher,
     with session_scope(engine) as session:
         session.execute(update(OutboxMessage).where(OutboxMessage.id == message.id)
                         .values(lease_until=None, **values))
+    return server_up
+
+
+class DeliveryLoop:
+    """Drains the outbox continuously in a thread of a worker process. On PostgreSQL every
+    worker runs one (`FOR UPDATE SKIP LOCKED` shares the rows); on SQLite the scheduler's
+    drain job is the one sender."""
+
+    def __init__(self, *, engine: Engine, cipher: FieldCipher, mailer: Mailer,
+                 lease: timedelta = LEASE, idle_seconds: float = 1.0):
+        self.engine, self.cipher, self.mailer = engine, cipher, mailer
+        self.lease, self.idle_seconds = lease, idle_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                report = drain(engine=self.engine, cipher=self.cipher, mailer=self.mailer,
+                               now=datetime.now(UTC), lease=self.lease)
+            except Exception:  # noqa: BLE001 - a database blip must not end the loop
+                log.exception("the delivery loop failed; retrying")
+                report = DrainReport()
+            if not report.sent:
+                self._stop.wait(self.idle_seconds)
 
 
 def messages_with_prefix(*, session: Session, prefix: str) -> list[OutboxMessage]:

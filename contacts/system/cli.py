@@ -105,11 +105,17 @@ def worker():
     runner = _start_background(app)
     if runner is None:
         raise CliError("the scheduler is disabled in the configuration ([scheduler] enabled)")
-    click.echo(f"worker started: scheduler {runner.state}")
+    services = app.extensions["lifeline.background"]()
+    for service in services:
+        service.start()
+    click.echo(f"worker started: scheduler {runner.state}"
+               + (f", {len(services)} delivery loop" if services else ""))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
+    for service in services:
+        service.stop()
     runner.shutdown()
     click.echo("worker stopped")
 
