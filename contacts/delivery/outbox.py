@@ -155,15 +155,17 @@ def _claim(engine: Engine, now: datetime, limit: int,
 def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
           limit: int = 200, lease: timedelta = LEASE) -> DrainReport:
     """Send what is due, each message's outcome committed as soon as it is known. When the
-    SMTP server is down, the rest of the batch is handed back untouched (one refused
-    connection says the same of every message)."""
+    SMTP server is down, the batch's other emails are handed back untouched (one refused
+    connection says the same of every message); webhooks still go."""
     report = DrainReport()
-    claimed = _claim(engine, now, limit, lease)
+    smtp_down, handed_back = False, []
     with mailer.connection() as connection:
-        for position, message in enumerate(claimed):
-            if not _deliver(engine, connection, cipher, message, now, report):
-                _release(engine, [later.id for later in claimed[position + 1:]])
-                break
+        for message in _claim(engine, now, limit, lease):
+            if smtp_down and message.channel == "email":
+                handed_back.append(message.id)
+            elif not _deliver(engine, connection, cipher, message, now, report):
+                smtp_down = True
+    _release(engine, handed_back)
     return report
 
 
