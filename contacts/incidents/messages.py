@@ -8,6 +8,7 @@ field and looks for every marker in the output.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,10 @@ def default_source(templates_dir: Path, kind: str, locale: str) -> str:
         "utf-8")
 
 
+@functools.lru_cache(maxsize=64)
 def _compile(kind: str, source: str):
+    """Compiled once per kind and source: a fan-out renders the same few templates for
+    every account."""
     environment = _html_environment if kind == "html" else _environment
     try:
         return environment.from_string(source)
