@@ -59,6 +59,16 @@ def test_a_malformed_override_is_named(tmp_path, variable, value, said):
         load_settings({"secrets_keys_dir": str(tmp_path)}, environ={variable: value})
 
 
+def test_restore_stages_are_a_list_and_the_restored_one_must_be_among_them(tmp_path):
+    settings = load_settings({"secrets_keys_dir": str(tmp_path)}, environ={
+        "LIFELINE_INCIDENTS_STAGES": "queued, restored ,validated",
+        "LIFELINE_INCIDENTS_RESTORED_STAGE": "restored"})
+    assert settings.incidents_stages == ["queued", "restored", "validated"]
+    with pytest.raises(ConfigError, match="restored_stage 'done' is not one of"):
+        load_settings({"secrets_keys_dir": str(tmp_path)},
+                      environ={"LIFELINE_INCIDENTS_RESTORED_STAGE": "done"})
+
+
 def test_an_unknown_override_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting 'server_prot'"):
         load_settings({"secrets_keys_dir": str(tmp_path), "server_prot": 1}, environ={})
