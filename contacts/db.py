@@ -8,7 +8,7 @@ normally and rolled back when an error is answered. CLI commands and jobs use
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,17 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+IN_LIST_SIZE = 10_000
+
+
+def in_chunks(values: Iterable) -> Iterator[list]:
+    """The values in lists short enough for one `IN (...)`: a query with more parameters than
+    the driver takes (65,535 on PostgreSQL, 32,766 on SQLite) fails outright."""
+    values = list(values)
+    for start in range(0, len(values), IN_LIST_SIZE):
+        yield values[start:start + IN_LIST_SIZE]
 
 
 def bulk_insert(connection: Connection, table: Table, rows: list[dict]) -> None:

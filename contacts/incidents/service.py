@@ -22,7 +22,7 @@ from sqlmodel import Session, col, func, select
 from contacts import audit
 from contacts.audit import Actor
 from contacts.crypto import Crypto, normalize_email
-from contacts.db import bulk_insert
+from contacts.db import bulk_insert, in_chunks
 from contacts.delivery import outbox
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
@@ -117,9 +117,10 @@ def add_sites(*, session: Session, desk: Desk, actor: Actor, incident_id: str,
     if unknown:
         raise Invalid(f"{len(unknown)} sites are not in the vault: {', '.join(unknown[:10])}",
                       details={"unknown": unknown})
-    already = set(session.exec(select(AffectedSite.site_id).where(
-        AffectedSite.incident_id == incident.id,
-        col(AffectedSite.site_id).in_([site.id for site in found.values()]))))
+    already = {site_id for chunk in in_chunks(site.id for site in found.values())
+               for site_id in session.exec(select(AffectedSite.site_id).where(
+                   AffectedSite.incident_id == incident.id,
+                   col(AffectedSite.site_id).in_(chunk)))}
     new = {site.id: site for site in found.values() if site.id not in already}
     first = desk.stages[0]
     bulk_insert(session.connection(), AffectedSite.__table__, [
@@ -143,9 +144,10 @@ def set_stages(*, session: Session, desk: Desk, actor: Actor, incident_id: str,
     problems = [f"{stage!r} is not a stage (stages: {', '.join(desk.stages)})"
                 for _, stage in stages if stage not in desk.stages]
     found = vault_service.live_sites(session=session, refs=[ref for ref, _ in stages])
-    affected = {row.site_id: row for row in session.exec(select(AffectedSite).where(
-        AffectedSite.incident_id == incident.id,
-        col(AffectedSite.site_id).in_([site.id for site in found.values()])))}
+    affected = {row.site_id: row for chunk in in_chunks(site.id for site in found.values())
+                for row in session.exec(select(AffectedSite).where(
+                    AffectedSite.incident_id == incident.id,
+                    col(AffectedSite.site_id).in_(chunk)))}
     problems += [f"site {ref!r} is not in this incident" for ref, _ in stages
                  if ref not in found or found[ref].id not in affected]
     if problems:
@@ -626,8 +628,9 @@ def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account
 def _webhook_rows(session: Session, desk: Desk, incident: Incident, update: IncidentUpdate,
                   accounts: dict, views: dict[str, dict], now: datetime) -> list[dict]:
     rows = []
-    for webhook in session.exec(select(AccountWebhook).where(
-            col(AccountWebhook.account_id).in_(list(accounts)))):
+    for webhook in session.exec(select(AccountWebhook)):  # few: one per account at most
+        if webhook.account_id not in accounts:
+            continue
         account = accounts[webhook.account_id]
         body = webhook_body(desk, incident, update, account, views[account.id])
         secret = desk.crypto.cipher.decrypt(webhook.secret_encrypted, context=WEBHOOK_SECRET)

@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from contacts import audit
 from contacts.audit import Actor
 from contacts.crypto import Crypto, normalize_email
-from contacts.db import bulk_insert, utcnow
+from contacts.db import bulk_insert, in_chunks, utcnow
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import kind_of, new_id, parse_id
 from contacts.vault import fields
@@ -483,12 +483,13 @@ def _site_refs(session: Session, contact_ids: Iterable[str]) -> dict[str, list[s
     refs: dict[str, list[str]] = {contact_id: [] for contact_id in ids}
     if not ids:
         return refs
-    query = (select(ContactSite.contact_id, Site.external_id)
-             .join(Site, col(Site.id) == col(ContactSite.site_id))
-             .where(col(ContactSite.contact_id).in_(ids))
-             .order_by(Site.external_id))
-    for contact_id, external_id in session.exec(query):
-        refs[contact_id].append(external_id)
+    for chunk in in_chunks(ids):
+        query = (select(ContactSite.contact_id, Site.external_id)
+                 .join(Site, col(Site.id) == col(ContactSite.site_id))
+                 .where(col(ContactSite.contact_id).in_(chunk))
+                 .order_by(Site.external_id))
+        for contact_id, external_id in session.exec(query):
+            refs[contact_id].append(external_id)
     return refs
 
 
@@ -853,8 +854,8 @@ def accounts_by_id(*, session: Session, ids: Iterable[str]) -> dict[str, Account
     wanted = set(ids)
     if not wanted:
         return {}
-    return {account.id: account
-            for account in session.exec(select(Account).where(col(Account.id).in_(wanted)))}
+    return {account.id: account for chunk in in_chunks(wanted)
+            for account in session.exec(select(Account).where(col(Account.id).in_(chunk)))}
 
 
 def mask_email(address: str) -> str:
@@ -868,14 +869,14 @@ def live_sites(*, session: Session, refs: Iterable[str]) -> dict[str, Site]:
     ids = {ref: parse_id(ref, "site") for ref in refs if "_" in ref and kind_of(ref)}
     external = [ref for ref in refs if ref not in ids]
     found: dict[str, Site] = {}
-    if ids:
-        by_id = {site.id: site for site in session.exec(select(Site).where(
-            col(Site.id).in_(set(ids.values())), col(Site.deleted_at).is_(None)))}
-        found.update({ref: by_id[site_id] for ref, site_id in ids.items() if site_id in by_id})
-    if external:
-        by_external = {site.external_id: site for site in session.exec(select(Site).where(
-            col(Site.external_id).in_(external), col(Site.deleted_at).is_(None)))}
-        found.update({ref: by_external[ref] for ref in external if ref in by_external})
+    by_id = {site.id: site for chunk in in_chunks(set(ids.values()))
+             for site in session.exec(select(Site).where(
+                 col(Site.id).in_(chunk), col(Site.deleted_at).is_(None)))}
+    found.update({ref: by_id[site_id] for ref, site_id in ids.items() if site_id in by_id})
+    by_external = {site.external_id: site for chunk in in_chunks(external)
+                   for site in session.exec(select(Site).where(
+                       col(Site.external_id).in_(chunk), col(Site.deleted_at).is_(None)))}
+    found.update({ref: by_external[ref] for ref in external if ref in by_external})
     return found
 
 
@@ -883,7 +884,8 @@ def sites_by_id(*, session: Session, ids: Iterable[str]) -> dict[str, Site]:
     wanted = set(ids)
     if not wanted:
         return {}
-    return {site.id: site for site in session.exec(select(Site).where(col(Site.id).in_(wanted)))}
+    return {site.id: site for chunk in in_chunks(wanted)
+            for site in session.exec(select(Site).where(col(Site.id).in_(chunk)))}
 
 
 def contacts_of_accounts(*, session: Session, vault: Vault,
@@ -893,9 +895,10 @@ def contacts_of_accounts(*, session: Session, vault: Vault,
     found: dict[str, list[ContactOut]] = {account_id: [] for account_id in wanted}
     if not wanted:
         return found
-    rows = list(session.exec(select(Contact).where(col(Contact.account_id).in_(wanted),
-                                                   col(Contact.deleted_at).is_(None))
-                             .order_by(Contact.account_id, Contact.external_id)))
+    rows = [row for chunk in in_chunks(sorted(wanted))
+            for row in session.exec(select(Contact).where(col(Contact.account_id).in_(chunk),
+                                                          col(Contact.deleted_at).is_(None))
+                                    .order_by(Contact.account_id, Contact.external_id))]
     refs = _site_refs(session, (row.id for row in rows))
     for row in rows:
         found[row.account_id].append(_decrypt(vault, row, refs[row.id]))
