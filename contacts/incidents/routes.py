@@ -34,7 +34,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from contacts.access import public, staff
 from contacts.db import request_session, rollback_request_session, utcnow
 from contacts.errors import Invalid, LifelineError
-from contacts.incidents import service
+from contacts.incidents import messages, service
 from contacts.incidents.models import CONFIDENCE, SEVERITIES, STATES
 from contacts.incidents.web import desk
 from contacts.ratelimit import RateLimit, limited
@@ -247,6 +247,42 @@ def compose(incident_id: str):
         form.what_happened.errors = [exc.message]
         return _incident_page(incident_id, 400, update_form=form)
     return _incident_page(incident_id, 200, update_form=form, preview=shown)
+
+
+class TemplateForm(FlaskForm):
+    kind = SelectField("Part", choices=[SelectChoice(kind, kind) for kind in messages.KINDS])
+    locale = SelectField("Language", choices=[SelectChoice(locale, locale)
+                                              for locale in messages.LOCALES])
+    body = TextAreaField("Template (Jinja2, sandboxed)", validators=[DataRequired()])
+
+
+@bp.route("/console/templates", methods=["GET", "POST"])
+@staff(*COMMS)
+def templates():
+    """The update templates in use, per part and language; saving one checks that it shows
+    every required field and stays inside the sandbox."""
+    form = TemplateForm()
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.validate():
+            try:
+                saved = service.save_template(session=request_session(), actor=g.actor,
+                                              kind=form.kind.data, locale=form.locale.data,
+                                              body=form.body.data, now=utcnow())
+            except Invalid as exc:
+                rollback_request_session()
+                form.body.errors = [exc.message]
+            else:
+                flash(f"Saved version {saved.version} of the {saved.kind} template "
+                      f"({saved.locale}).")
+                return redirect(url_for("incidents.templates"), 303)
+    session = request_session()
+    sources = {locale: service.template_sources(session=session, desk=desk(), locale=locale)
+               for locale in messages.LOCALES}
+    return render_template("incidents/templates.html", form=form, sources=sources,
+                           required=messages.REQUIRED,
+                           required_in_subject=messages.REQUIRED_IN_SUBJECT), status
 
 
 class WebhookForm(FlaskForm):

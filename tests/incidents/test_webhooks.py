@@ -140,3 +140,24 @@ def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engi
         service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
                         incident_id=incident, draft=complete_draft(), now=utcnow())
     assert len([m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]) == 1
+
+
+def test_comms_save_a_template_from_the_console_and_see_what_is_missing(client, auth,
+                                                                         make_staff):
+    auth.login(make_staff("comms"))
+    page = client.get("/console/templates").get_data(as_text=True)
+    assert "Expected data loss" in page  # the default in use is shown
+    refused = client.post("/console/templates", data={
+        "csrf_token": csrf_token_from(page), "kind": "subject", "locale": "fr",
+        "body": "Incident {{ incident_title }}"})
+    assert refused.status_code == 400
+    assert "leaves out required fields: restore_percentage" in refused.get_data(as_text=True)
+    unsafe = client.post("/console/templates", data={
+        "csrf_token": csrf_token_from(page), "kind": "subject", "locale": "fr",
+        "body": "{{ incident_title.__class__.__mro__ }} {{ restore_percentage }}"})
+    assert unsafe.status_code == 400 and "sandbox forbids" in unsafe.get_data(as_text=True)
+    saved = client.post("/console/templates", data={
+        "csrf_token": csrf_token_from(page), "kind": "subject", "locale": "fr",
+        "body": "[{{ incident_title }}] {{ restore_percentage }} restaurés"})
+    assert saved.status_code == 303
+    assert "restaurés" in client.get("/console/templates").get_data(as_text=True)
