@@ -87,7 +87,34 @@ def check(kind: str, source: str) -> None:
                       details={"missing": missing})
 
 
-def render_update(sources: dict[str, str], values: dict) -> Rendered:
+# The words an update's values are written in, per language (English is the stored form).
+WORDS = {"fr": {
+    "low": "faible", "medium": "moyenne", "high": "élevée",
+    "investigating": "analyse en cours", "identified": "cause identifiée",
+    "monitoring": "sous surveillance", "resolved": "résolu",
+    "post incident review": "analyse post-incident", "queued": "en attente",
+    "data restored": "données restaurées", "identity restored": "identité restaurée",
+    "validated by us": "validé par nos équipes", "validated by customer": "validé par vous",
+}}
+_TRANSLATED = ("confidence_timeline", "confidence_restore", "confidence_data_loss",
+               "incident_state")
+
+
+def in_language(values: dict, language: str) -> dict:
+    """The values with their fixed words (confidence levels, states, stages) in `language`."""
+    words = WORDS.get(language)
+    if not words:
+        return values
+    localized = {**values, **{name: words.get(values[name], values[name])
+                              for name in _TRANSLATED if name in values}}
+    if values.get("account_sites"):
+        localized["account_sites"] = [{**site, "stage": words.get(site["stage"], site["stage"])}
+                                      for site in values["account_sites"]]
+    return localized
+
+
+def render_update(sources: dict[str, str], values: dict, language: str = "en") -> Rendered:
+    values = in_language(values, language)
     return Rendered(subject=" ".join(render("subject", sources["subject"], values).split()),
                     text=render("text", sources["text"], values),
                     html=render("html", sources["html"], values))

@@ -426,7 +426,8 @@ def preview(*, session: Session, desk: Desk, vault: vault_service.Vault, inciden
     sources = template_sources(session=session, desk=desk, locale=_language(contact.locale))
     return Preview(recipient=vault_service.mask_email(contact.email),
                    locale=_language(contact.locale),
-                   rendered=messages.render_update(sources, values))
+                   rendered=messages.render_update(sources, values,
+                                                   _language(contact.locale)))
 
 
 def _language(locale: str) -> str:
@@ -464,7 +465,8 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
             seen.add(contact.email.lower())
             language = _language(contact.locale)
             if language not in rendered:
-                rendered[language] = messages.render_update(sources[language], values)
+                rendered[language] = messages.render_update(sources[language], values,
+                                                            language)
             message = rendered[language]
             rows.append(outbox.email_row(
                 cipher=desk.crypto.cipher, key=f"update:{update.id}:{account_id}:{contact.id}",
@@ -757,7 +759,7 @@ def _subscriber_rows(session: Session, desk: Desk, base: dict, sources: dict, up
         if language not in rendered:
             rendered[language] = messages.render_update(sources[language], {
                 **base, "account_name": "", "account_percentage": "", "account_sites": [],
-                "private_link": ""})
+                "private_link": ""}, language)
         message = rendered[language]
         stop = subscription_link(desk, subscriber.id, "stop")
         rows.append(outbox.email_row(

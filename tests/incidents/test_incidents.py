@@ -107,7 +107,7 @@ def test_an_update_reaches_every_contact_of_every_affected_account_once(
         assert ("Perte de données attendue" if french else "Expected data loss") in text
         for required in ("A maintenance script deleted sites", "all sites back within 4 days",
                          "at most 5 minutes", "0%", "/contact", "30 sites of 25",
-                         "confiance : high" if french else "confidence: high"):
+                         "confiance : élevée" if french else "confidence: high"):
             assert required in text, (address, required)
         assert message["List-Id"] == f"Lifeline incident {incident} <{incident}.incidents.lifeline>"
         assert "/status/" in text and "/accounts/" in text
