@@ -126,7 +126,7 @@ def process_requests() -> None:
 
 def send_scheduled_updates() -> None:
     """Incidents on a cadence get their update; promised updates now late warn the comms
-    team (and the public page says so)."""
+    team (and the public page says so); webhooks that keep failing are quarantined."""
     app = current_app()
     settings = app.extensions["lifeline.settings"]
     crypto = app.extensions["lifeline.crypto"]
@@ -137,12 +137,16 @@ def send_scheduled_updates() -> None:
             now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
+        quarantined = incidents_service.quarantine_failing_webhooks(session=session,
+                                                                    now=utcnow())
     for update in published:
         log.info("scheduled update %d of %s queued for %d recipients", update.number,
                  update.incident_id, update.recipients)
     for incident in late:
         log.warning("the update of %s promised for %s is late", incident.id,
                     incident.next_update_due)
+    for account_id in quarantined:
+        log.warning("the webhook of %s keeps failing: quarantined", account_id)
 
 
 def background_services(app) -> list:

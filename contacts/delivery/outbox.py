@@ -247,6 +247,13 @@ def messages_with_prefix(*, session: Session, prefix: str) -> list[OutboxMessage
         .order_by(OutboxMessage.key)))
 
 
+def failed_since(*, session: Session, channel: str, since: datetime) -> list[OutboxMessage]:
+    """Messages of a channel given up since a time (their keys say whose they were)."""
+    return list(session.exec(select(OutboxMessage).where(
+        OutboxMessage.channel == channel, OutboxMessage.state == "failed",
+        col(OutboxMessage.created_at) >= since)))
+
+
 def counts(*, session: Session) -> dict[str, int]:
     """Messages by state, for the console and health checks."""
     rows = session.exec(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state))

@@ -125,6 +125,8 @@ class AccountWebhook(SQLModel, table=True):
     secret_encrypted: str = Field(max_length=512)
     created_by: str = Field(max_length=40)
     created_at: datetime = Field(sa_column=_time())
+    # Set when a message to it failed for good; updates skip it until it is saved again.
+    quarantined_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
 
 
 WEBHOOK_SECRET = encrypted_column(AccountWebhook.__table__, "secret_encrypted",

@@ -593,6 +593,7 @@ def set_webhook(*, session: Session, desk: Desk, actor: Actor, account_id: str,
     webhook.url = url
     webhook.secret_encrypted = desk.crypto.cipher.encrypt(secret, context=WEBHOOK_SECRET)
     webhook.created_by, webhook.created_at = actor.id or actor.kind, now
+    webhook.quarantined_at = None
     session.add(webhook)
     audit.record(session, actor, "webhook.set", target_kind="account", target_id=account.id)
     return secret
@@ -631,7 +632,7 @@ def _webhook_rows(session: Session, desk: Desk, incident: Incident, update: Inci
                   accounts: dict, views: dict[str, dict], now: datetime) -> list[dict]:
     rows = []
     for webhook in session.exec(select(AccountWebhook)):  # few: one per account at most
-        if webhook.account_id not in accounts:
+        if webhook.account_id not in accounts or webhook.quarantined_at is not None:
             continue
         account = accounts[webhook.account_id]
         body = webhook_body(desk, incident, update, account, views[account.id])
@@ -771,3 +772,21 @@ def _subscriber_rows(session: Session, desk: Desk, base: dict, sources: dict, up
                 subject=message.subject, text=f"{message.text}\nStop these emails: {stop}\n",
                 html=message.html, headers={**headers, "List-Unsubscribe": f"<{stop}>"})))
     return rows
+
+
+def quarantine_failing_webhooks(*, session: Session, now: datetime) -> list[str]:
+    """Endpoints a message failed for good to (after every retry) stop receiving updates
+    until staff save them again; returns their account IDs."""
+    quarantined = []
+    for webhook in session.exec(select(AccountWebhook).where(
+            col(AccountWebhook.quarantined_at).is_(None))):
+        failed = [message for message in outbox.failed_since(
+            session=session, channel="webhook", since=webhook.created_at)
+            if message.key.endswith(f":{webhook.account_id}:webhook")]
+        if failed:
+            webhook.quarantined_at = now
+            session.add(webhook)
+            audit.record(session, Actor.system("delivery"), "webhook.quarantined",
+                         target_kind="account", target_id=webhook.account_id)
+            quarantined.append(webhook.account_id)
+    return quarantined

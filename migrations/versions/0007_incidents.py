@@ -2,7 +2,7 @@
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-11-26 14:40:36.021989
+Create Date: 2026-11-26 15:31:04.740222
 """
 
 from alembic import op
@@ -23,6 +23,7 @@ def upgrade() -> None:
     sa.Column('secret_encrypted', sa.String(512), nullable=False),
     sa.Column('created_by', sa.String(40), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('quarantined_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('account_id')
     )
     op.create_table('incident',

@@ -161,3 +161,33 @@ def test_comms_save_a_template_from_the_console_and_see_what_is_missing(client, 
         "body": "[{{ incident_title }}] {{ restore_percentage }} restaurés"})
     assert saved.status_code == 303
     assert "restaurés" in client.get("/console/templates").get_data(as_text=True)
+
+
+def test_a_webhook_that_keeps_failing_is_quarantined_until_saved_again(
+        app, engine, desk, vault, incident, receiver):
+    url, state = receiver
+    with session_scope(engine) as session:
+        account_id = session.exec(select(AffectedSite.account_id)).first()
+        service.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
+                            url=url, now=utcnow())
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                        incident_id=incident, draft=complete_draft(), now=utcnow())
+    state["fail"] = 100
+    now = utcnow()
+    for _ in range(outbox.MAX_ATTEMPTS):  # every retry fails
+        now += timedelta(hours=2)
+        _drain(app, engine, now)
+    with session_scope(engine) as session:
+        assert service.quarantine_failing_webhooks(session=session, now=now) == [account_id]
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                        incident_id=incident, draft=complete_draft(), now=now)
+        webhook_rows = [row for row in outbox.messages_with_prefix(session=session,
+                                                                   prefix="update:")
+                        if row.channel == "webhook"]
+    assert len(webhook_rows) == 1  # the quarantined endpoint got nothing new
+    with session_scope(engine) as session:
+        service.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
+                            url=url, now=now)
+        assert service.webhooks(session=session)[0].quarantined_at is None
