@@ -24,6 +24,7 @@ from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
 from contacts.incidents import routes as incidents_routes
+from contacts.incidents import service as incidents_service
 from contacts.incidents.api import bp as incidents_api
 from contacts.intake import routes as intake_routes
 from contacts.intake import service as intake_service
@@ -84,6 +85,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app, engine)
     app.extensions["lifeline.background"] = functools.partial(background_services, app)
 
+    app.extensions["lifeline.incidents"] = incidents_service.Desk.from_settings(
+        settings, app.extensions["lifeline.crypto"], PROJECT_ROOT / "templates")
     intake = intake_service.Intake.from_settings(settings, app.extensions["lifeline.crypto"])
     app.extensions["lifeline.intake"] = intake
     app.extensions["lifeline.request_writer"] = intake_service.RequestWriter(

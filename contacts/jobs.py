@@ -129,11 +129,11 @@ def send_scheduled_updates() -> None:
     team (and the public page says so); webhooks that keep failing are quarantined."""
     app = current_app()
     settings = app.extensions["lifeline.settings"]
-    crypto = app.extensions["lifeline.crypto"]
-    desk = incidents_service.Desk.from_settings(settings, crypto, Path(app.template_folder))
+    desk = app.extensions["lifeline.incidents"]
     with session_scope(app.extensions["lifeline.engine"]) as session:
         published = incidents_service.publish_due(
-            session=session, desk=desk, vault=service.Vault.from_settings(settings, crypto),
+            session=session, desk=desk,
+            vault=service.Vault.from_settings(settings, app.extensions["lifeline.crypto"]),
             now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())

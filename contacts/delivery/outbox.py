@@ -83,21 +83,21 @@ def enqueue_email(*, session: Session, cipher: FieldCipher, key: str, purpose: s
 def email_row(*, cipher: FieldCipher, key: str, purpose: str, email: Email,
               now: datetime) -> dict:
     """An outbox row for `enqueue_rows`, for callers that write many in one statement."""
-    return {"key": key, "channel": "email", "purpose": purpose,
-            "payload_encrypted": cipher.encrypt(json.dumps(asdict(email)),
-                                                context=OUTBOX_PAYLOAD),
-            "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
-            "last_error": None, "created_at": now, "sent_at": None}
+    return _row(cipher, key, purpose, "email", asdict(email), now)
 
 
 def webhook_row(*, cipher: FieldCipher, key: str, purpose: str, webhook: Webhook,
                 now: datetime) -> dict:
     """An outbox row for a signed webhook, for `enqueue_rows`."""
-    return {**email_row(cipher=cipher, key=key, purpose=purpose, now=now,
-                        email=Email(to="", subject="", text="")),
-            "channel": "webhook",
-            "payload_encrypted": cipher.encrypt(json.dumps(asdict(webhook)),
-                                                context=OUTBOX_PAYLOAD)}
+    return _row(cipher, key, purpose, "webhook", asdict(webhook), now)
+
+
+def _row(cipher: FieldCipher, key: str, purpose: str, channel: str, payload: dict,
+         now: datetime) -> dict:
+    return {"key": key, "channel": channel, "purpose": purpose,
+            "payload_encrypted": cipher.encrypt(json.dumps(payload), context=OUTBOX_PAYLOAD),
+            "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
+            "last_error": None, "created_at": now, "sent_at": None}
 
 
 def sign(secret: str, body: str) -> str:
@@ -245,6 +245,14 @@ def messages_with_prefix(*, session: Session, prefix: str) -> list[OutboxMessage
     return list(session.exec(select(OutboxMessage).where(
         col(OutboxMessage.key).startswith(prefix, autoescape=True))
         .order_by(OutboxMessage.key)))
+
+
+def counts_by_prefix(*, session: Session, prefix: str) -> dict[str, int]:
+    """Messages by state among those whose key starts with `prefix`, counted in SQL."""
+    rows = session.exec(select(OutboxMessage.state, func.count()).where(
+        col(OutboxMessage.key).startswith(prefix, autoescape=True))
+        .group_by(OutboxMessage.state))
+    return {state: 0 for state in STATES} | dict(rows.all())
 
 
 def failed_since(*, session: Session, channel: str, since: datetime) -> list[OutboxMessage]:

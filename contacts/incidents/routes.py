@@ -90,7 +90,9 @@ class UpdateForm(FlaskForm):
                                      choices=_choices(("", *CONFIDENCE)))
     confidence_data_loss = SelectField("Confidence in the data loss",
                                        choices=_choices(("", *CONFIDENCE)))
-    preview_account = SelectField("Preview for account", validators=[Optional()])
+    # Choices are the incident's accounts; the service refuses any other one.
+    preview_account = SelectField("Preview for account", validators=[Optional()],
+                                  validate_choice=False)
 
     def draft(self) -> service.UpdateDraft:
         return service.UpdateDraft(
@@ -152,8 +154,7 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
         history=service.progress_history(session=session, desk=the_desk,
                                          incident_id=incident.id),
         updates=service.updates_of(session=session, incident_id=incident.id),
-        delivery_counts=service.delivery_counts(
-            service.deliveries(session=session, incident_id=incident.id)),
+        delivery_counts=service.delivery_counts(session=session, incident_id=incident.id),
         sites_form=forms.pop("sites_form", None) or SitesForm(), stage_form=stage_form,
         cadence_form=forms.pop("cadence_form", None) or CadenceForm(
             hours=incident.cadence_hours),
@@ -227,7 +228,6 @@ def set_cadence(incident_id: str):
 def compose(incident_id: str):
     """Preview (the default) or publish, from the same form."""
     form = UpdateForm()
-    form.preview_account.choices = [SelectChoice(request.form.get("preview_account", ""), "")]
     if not form.validate():
         return _incident_page(incident_id, 400, update_form=form)
     session = request_session()

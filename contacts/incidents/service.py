@@ -421,8 +421,10 @@ def preview(*, session: Session, desk: Desk, vault: vault_service.Vault, inciden
     if not contacts:
         raise Conflict("this account has no contact to preview for")
     contact = contacts[0]
-    values = {**_values(desk, incident, update),
-              **_account_views(session, desk, incident, account.id)[account.id]}
+    view = _account_views(session, desk, incident, account.id).get(account.id)
+    if view is None:
+        raise Invalid("preview for an account this incident affects")
+    values = {**_values(desk, incident, update), **view}
     sources = template_sources(session=session, desk=desk, locale=_language(contact.locale))
     return Preview(recipient=vault_service.mask_email(contact.email),
                    locale=_language(contact.locale),
@@ -441,20 +443,16 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
     incident = get_incident(session=session, incident_id=incident_id)
     update = _build_update(session, desk, incident, draft, actor, now)
     session.add(update)
-    account_ids = list(session.exec(select(AffectedSite.account_id).distinct().where(
-        AffectedSite.incident_id == incident.id)))
-    accounts = vault_service.accounts_by_id(session=session, ids=account_ids)
+    views = _account_views(session, desk, incident)
     contacts = vault_service.contacts_of_accounts(session=session, vault=vault,
-                                                  account_ids=account_ids)
+                                                  account_ids=views)
     base = _values(desk, incident, update)
     sources = {language: template_sources(session=session, desk=desk, locale=language)
                for language in messages.LOCALES}
-    views = _account_views(session, desk, incident)
     rows = []
     headers = {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
-    for account_id in sorted(account_ids):
-        account = accounts.get(account_id)
-        if account is None or not contacts[account_id]:
+    for account_id in sorted(views):
+        if not contacts[account_id]:
             continue
         values = {**base, **views[account_id]}
         rendered: dict[str, messages.Rendered] = {}
@@ -473,7 +471,7 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
                 purpose="incident_update", now=now,
                 email=outbox.Email(to=contact.email, subject=message.subject,
                                    text=message.text, html=message.html, headers=headers)))
-    rows += _webhook_rows(session, desk, incident, update, accounts, views, now)
+    rows += _webhook_rows(session, desk, incident, update, views, now)
     rows += _subscriber_rows(session, desk, base, sources, update, headers, now)
     session.flush()
     outbox.enqueue_rows(session=session, rows=rows)
@@ -603,7 +601,7 @@ def webhooks(*, session: Session) -> list[AccountWebhook]:
     return list(session.exec(select(AccountWebhook).order_by(AccountWebhook.account_id)))
 
 
-def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account,
+def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account_id: str,
                  account_values: dict) -> str:
     """The JSON an account's endpoint receives: the update's typed fields, and its own sites."""
     return json.dumps({
@@ -621,7 +619,7 @@ def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account
                    "restore_percentage": update.restore_percentage,
                    "restore_note": update.restore_note, "data_loss": update.data_loss,
                    "confidence": update.confidence, "support": update.support},
-        "account": {"id": account.id, "name": account.name,
+        "account": {"id": account_id, "name": account_values["account_name"],
                     "restore_percentage": float(account_values["account_percentage"][:-1]),
                     "sites": account_values["account_sites"],
                     "private_status_page": account_values["private_link"]},
@@ -629,16 +627,16 @@ def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account
 
 
 def _webhook_rows(session: Session, desk: Desk, incident: Incident, update: IncidentUpdate,
-                  accounts: dict, views: dict[str, dict], now: datetime) -> list[dict]:
+                  views: dict[str, dict], now: datetime) -> list[dict]:
     rows = []
     for webhook in session.exec(select(AccountWebhook)):  # few: one per account at most
-        if webhook.account_id not in accounts or webhook.quarantined_at is not None:
+        if webhook.account_id not in views or webhook.quarantined_at is not None:
             continue
-        account = accounts[webhook.account_id]
-        body = webhook_body(desk, incident, update, account, views[account.id])
+        body = webhook_body(desk, incident, update, webhook.account_id,
+                            views[webhook.account_id])
         secret = desk.crypto.cipher.decrypt(webhook.secret_encrypted, context=WEBHOOK_SECRET)
         rows.append(outbox.webhook_row(
-            cipher=desk.crypto.cipher, key=f"update:{update.id}:{account.id}:webhook",
+            cipher=desk.crypto.cipher, key=f"update:{update.id}:{webhook.account_id}:webhook",
             purpose="incident_update", now=now,
             webhook=outbox.Webhook(url=webhook.url, body=body,
                                    signature=outbox.sign(secret, body))))
@@ -675,13 +673,12 @@ def deliveries(*, session: Session, incident_id: str,
     return sorted(found, key=lambda d: (d.update_number, d.account_id, d.recipient))
 
 
-def delivery_counts(items: list[Delivery]) -> dict[int, dict[str, int]]:
-    """Per update number: messages queued, sent and failed."""
-    counts: dict[int, dict[str, int]] = {}
-    for item in items:
-        tally = counts.setdefault(item.update_number, {"queued": 0, "sent": 0, "failed": 0})
-        tally[item.state] += 1
-    return counts
+def delivery_counts(*, session: Session, incident_id: str) -> dict[int, dict[str, int]]:
+    """Per update number: messages queued, sent and failed (counted in the database, not
+    read: an update may have 100,000)."""
+    return {update.number: outbox.counts_by_prefix(session=session,
+                                                   prefix=f"update:{update.id}:")
+            for update in updates_of(session=session, incident_id=incident_id)}
 
 
 # -- public subscriptions (double opt-in) ------------------------------------------------------
@@ -778,12 +775,15 @@ def quarantine_failing_webhooks(*, session: Session, now: datetime) -> list[str]
     """Endpoints a message failed for good to (after every retry) stop receiving updates
     until staff save them again; returns their account IDs."""
     quarantined = []
-    for webhook in session.exec(select(AccountWebhook).where(
-            col(AccountWebhook.quarantined_at).is_(None))):
-        failed = [message for message in outbox.failed_since(
-            session=session, channel="webhook", since=webhook.created_at)
-            if message.key.endswith(f":{webhook.account_id}:webhook")]
-        if failed:
+    active = list(session.exec(select(AccountWebhook).where(
+        col(AccountWebhook.quarantined_at).is_(None))))
+    if not active:
+        return quarantined
+    failed = outbox.failed_since(session=session, channel="webhook",
+                                 since=min(webhook.created_at for webhook in active))
+    for webhook in active:
+        if any(message.key.endswith(f":{webhook.account_id}:webhook")
+               and message.created_at >= webhook.created_at for message in failed):
             webhook.quarantined_at = now
             session.add(webhook)
             audit.record(session, Actor.system("delivery"), "webhook.quarantined",

@@ -1,8 +1,6 @@
-"""What the incident pages and API share: the service's settings, from the app."""
+"""What the incident pages and API share: the service's settings, built once by the app."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from flask import current_app
 
@@ -10,6 +8,4 @@ from contacts.incidents import service
 
 
 def desk() -> service.Desk:
-    return service.Desk.from_settings(current_app.extensions["lifeline.settings"],
-                                      current_app.extensions["lifeline.crypto"],
-                                      Path(current_app.template_folder))
+    return current_app.extensions["lifeline.incidents"]

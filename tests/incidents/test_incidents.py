@@ -160,3 +160,19 @@ def test_long_id_lists_are_queried_in_chunks(engine, desk, vault, incident, monk
         update = service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
                                  incident_id=incident, draft=complete_draft(), now=utcnow())
     assert update.recipients == 75
+
+
+def test_a_preview_for_an_account_the_incident_does_not_affect_is_refused(
+        engine, desk, vault, incident, sync_document):
+    sync_document({"accounts": [{"external_id": "A-OTHER", "name": "Other", "sites": [],
+                                 "contacts": [{"external_id": "C-O", "name": "O", "email":
+                                               "o@other.example", "role": "site_admin",
+                                               "locale": "en", "timezone": "UTC",
+                                               "sites": []}]}]})
+    with session_scope(engine) as session:
+        other = session.exec(select(vault_service.Account).where(
+            vault_service.Account.external_id == "A-OTHER")).one()
+        with pytest.raises(Invalid, match="an account this incident affects"):
+            service.preview(session=session, desk=desk, vault=vault, incident_id=incident,
+                            draft=complete_draft(), account_id=other.id, actor=ACTOR,
+                            now=utcnow())
