@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, Table, event, insert
+from sqlalchemy import Column, DateTime, Table, event, insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -101,6 +101,11 @@ def _memoized(processor):
             return processor(value)
 
     return convert
+
+
+def utc_column(nullable: bool = False, index: bool = False) -> Column:
+    """A `UTCDateTime` column for a model's `Field(sa_column=...)`."""
+    return Column(UTCDateTime, nullable=nullable, index=index)
 
 
 def normalize_url(url: str) -> str:

@@ -10,7 +10,7 @@ from sqlalchemy import Column, Index, Text
 from sqlmodel import Field, SQLModel
 
 from contacts.crypto import encrypted_column
-from contacts.db import UTCDateTime
+from contacts.db import utc_column
 
 STATES = ("queued", "sent", "failed")
 
@@ -29,14 +29,14 @@ class OutboxMessage(SQLModel, table=True):
     payload_encrypted: str = Field(sa_column=Column(Text, nullable=False))
     state: str = Field(default="queued", max_length=16)
     attempts: int = Field(default=0)
-    next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    next_attempt_at: datetime = Field(sa_column=utc_column())
     # A claimed message is not claimed again before this time: a sender that died while
     # sending leaves it to be retried, not lost.
     lease_until: datetime | None = Field(default=None,
-                                         sa_column=Column(UTCDateTime, nullable=True))
+                                         sa_column=utc_column(nullable=True))
     last_error: str | None = Field(default=None, max_length=500)
-    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
-    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    sent_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 OUTBOX_PAYLOAD = encrypted_column(OutboxMessage.__table__, "payload_encrypted",

@@ -10,15 +10,12 @@ from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueCons
 from sqlmodel import Field, SQLModel
 
 from contacts.crypto import encrypted_column
-from contacts.db import UTCDateTime
+from contacts.db import utc_column
 
 STATES = ("investigating", "identified", "monitoring", "resolved", "post_incident_review")
 SEVERITIES = ("minor", "major", "critical")
 CONFIDENCE = ("low", "medium", "high")
 
-
-def _time(nullable: bool = False, index: bool = False) -> Column:
-    return Column(UTCDateTime, nullable=nullable, index=index)
 
 
 class Incident(SQLModel, table=True):
@@ -28,17 +25,17 @@ class Incident(SQLModel, table=True):
     title: str = Field(max_length=200)
     state: str = Field(max_length=24)
     severity: str = Field(max_length=16)
-    started_at: datetime = Field(sa_column=_time())
-    created_at: datetime = Field(sa_column=_time())
-    updated_at: datetime = Field(sa_column=_time())
+    started_at: datetime = Field(sa_column=utc_column())
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
     # When customers were promised the next update; None once resolved.
-    next_update_due: datetime | None = Field(default=None, sa_column=_time(nullable=True))
-    last_update_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    next_update_due: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    last_update_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     # Every this many hours, until resolved, the latest update goes out again with the
     # progress as it then stands. None: updates only when staff publish one.
     cadence_hours: float | None = Field(default=None)
     # The promised time the comms team was last warned about, so each miss warns once.
-    late_warned_for: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    late_warned_for: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     created_by: str = Field(max_length=40)
 
 
@@ -53,7 +50,7 @@ class AffectedSite(SQLModel, table=True):
     site_id: str = Field(sa_column=Column(String(40), primary_key=True))
     account_id: str = Field(max_length=40)
     stage: str = Field(max_length=32)
-    stage_at: datetime = Field(sa_column=_time())
+    stage_at: datetime = Field(sa_column=utc_column())
 
 
 class StageChange(SQLModel, table=True):
@@ -66,7 +63,7 @@ class StageChange(SQLModel, table=True):
     incident_id: str = Field(max_length=40)
     site_id: str = Field(max_length=40)
     stage: str = Field(max_length=32)
-    at: datetime = Field(sa_column=_time())
+    at: datetime = Field(sa_column=utc_column())
     source: str = Field(max_length=64)  # "token tok_...", "staff stf_..."
 
 
@@ -86,14 +83,14 @@ class IncidentUpdate(SQLModel, table=True):
     accounts_affected: int
     sites_affected: int
     timeline: str = Field(sa_column=Column(Text, nullable=False))
-    next_update_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    next_update_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     restore_percentage: float
     restore_note: str | None = Field(default=None, max_length=500)  # set when overridden
     data_loss: str = Field(sa_column=Column(Text, nullable=False))
     # {"timeline": "medium", "restore": "high", "data_loss": "low"}
     confidence: dict = Field(sa_column=Column(JSON, nullable=False))
     support: str = Field(max_length=500)
-    published_at: datetime = Field(sa_column=_time(index=True))
+    published_at: datetime = Field(sa_column=utc_column(index=True))
     published_by: str = Field(max_length=40)
     recipients: int = Field(default=0)
 
@@ -112,7 +109,7 @@ class MessageTemplate(SQLModel, table=True):
     version: int
     body: str = Field(sa_column=Column(Text, nullable=False))
     created_by: str = Field(max_length=40)
-    created_at: datetime = Field(sa_column=_time())
+    created_at: datetime = Field(sa_column=utc_column())
 
 
 class AccountWebhook(SQLModel, table=True):
@@ -124,9 +121,9 @@ class AccountWebhook(SQLModel, table=True):
     url: str = Field(max_length=2048)
     secret_encrypted: str = Field(max_length=512)
     created_by: str = Field(max_length=40)
-    created_at: datetime = Field(sa_column=_time())
+    created_at: datetime = Field(sa_column=utc_column())
     # Set when a message to it failed for good; updates skip it until it is saved again.
-    quarantined_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    quarantined_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 WEBHOOK_SECRET = encrypted_column(AccountWebhook.__table__, "secret_encrypted",
@@ -142,9 +139,9 @@ class Subscriber(SQLModel, table=True):
     email_encrypted: str = Field(max_length=1024)
     email_index: str = Field(max_length=64, unique=True)
     locale: str = Field(max_length=8)
-    created_at: datetime = Field(sa_column=_time())
-    confirmed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
-    unsubscribed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    confirmed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    unsubscribed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 SUBSCRIBER_EMAIL = encrypted_column(Subscriber.__table__, "email_encrypted",

@@ -10,7 +10,7 @@ from sqlalchemy import Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from contacts.crypto import encrypted_column
-from contacts.db import UTCDateTime
+from contacts.db import utc_column
 
 SEVERITIES = {
     "critical": "My site or its data is gone",
@@ -22,9 +22,6 @@ SEVERITIES = {
 LEVELS = ("unverified", "email_verified", "authorized", "callback_confirmed")
 
 
-def _time(nullable: bool = False, index: bool = False) -> Column:
-    return Column(UTCDateTime, nullable=nullable, index=index)
-
 
 class SupportRequest(SQLModel, table=True):
     __tablename__ = "support_request"
@@ -35,8 +32,8 @@ class SupportRequest(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     reference: str = Field(max_length=16, unique=True)  # LL-7KQ2-9XHD, what the customer quotes
-    received_at: datetime = Field(sa_column=_time())  # when the customer sent it
-    stored_at: datetime = Field(sa_column=_time())  # later when it waited in the spool
+    received_at: datetime = Field(sa_column=utc_column())  # when the customer sent it
+    stored_at: datetime = Field(sa_column=utc_column())  # later when it waited in the spool
     locale: str = Field(max_length=8)
     severity: str = Field(max_length=16)
     email_encrypted: str = Field(max_length=1024)
@@ -53,9 +50,9 @@ class SupportRequest(SQLModel, table=True):
     # first sort key, so proof of who is asking comes before anything they claim.
     trust_rank: int = Field(default=2)
     priority: int = Field(default=3)  # 1 (highest) to 4
-    verified_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    verified_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     code_digest: str | None = Field(default=None, max_length=64)
-    code_expires_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    code_expires_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     code_attempts: int = Field(default=0)
     codes_sent: int = Field(default=1)
     # The account the request is about: proposed by matching or attached by staff. No foreign
@@ -65,9 +62,9 @@ class SupportRequest(SQLModel, table=True):
     # The vault contact the verified email belongs to, when it is one of the account's.
     contact_id: str | None = Field(default=None, max_length=40)
     contact_role: str | None = Field(default=None, max_length=16)
-    processed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    processed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     callback_by: str | None = Field(default=None, max_length=40)
-    callback_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    callback_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class RequestCandidate(SQLModel, table=True):
@@ -94,7 +91,7 @@ class RequestMessage(SQLModel, table=True):
     author: str = Field(max_length=16)  # customer, staff
     staff_id: str | None = Field(default=None, max_length=40)
     body_encrypted: str = Field(sa_column=Column(Text, nullable=False))
-    at: datetime = Field(sa_column=_time())
+    at: datetime = Field(sa_column=utc_column())
 
 
 REQUEST_EMAIL = encrypted_column(SupportRequest.__table__, "email_encrypted", "request.email")

@@ -9,14 +9,11 @@ from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueCons
 from sqlmodel import Field, SQLModel
 
 from contacts.crypto import encrypted_column
-from contacts.db import UTCDateTime
+from contacts.db import utc_column
 
 ROLES = ("site_admin", "billing", "technical", "other")
 SOURCES = ("import", "sync", "console")
 
-
-def _time(nullable: bool = False, index: bool = False) -> Column:
-    return Column(UTCDateTime, nullable=nullable, index=index)
 
 
 class Account(SQLModel, table=True):
@@ -25,9 +22,9 @@ class Account(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     external_id: str = Field(max_length=128, unique=True)
     name: str = Field(max_length=200)
-    created_at: datetime = Field(sa_column=_time())
-    updated_at: datetime = Field(sa_column=_time())
-    deleted_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+    deleted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class Site(SQLModel, table=True):
@@ -40,9 +37,9 @@ class Site(SQLModel, table=True):
     url: str | None = Field(default=None, max_length=2048)
     hostname: str | None = Field(default=None, max_length=255, index=True)
     name: str | None = Field(default=None, max_length=200)
-    created_at: datetime = Field(sa_column=_time())
-    updated_at: datetime = Field(sa_column=_time())
-    deleted_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+    deleted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class App(SQLModel, table=True):
@@ -53,9 +50,9 @@ class App(SQLModel, table=True):
                                           index=True))
     external_id: str = Field(max_length=128, unique=True)
     name: str | None = Field(default=None, max_length=200)
-    created_at: datetime = Field(sa_column=_time())
-    updated_at: datetime = Field(sa_column=_time())
-    deleted_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+    deleted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class Contact(SQLModel, table=True):
@@ -84,13 +81,13 @@ class Contact(SQLModel, table=True):
     timezone: str = Field(max_length=64)
     source: str = Field(max_length=16)
     version: int = Field(default=1)
-    last_confirmed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    last_confirmed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     # When the freshness job last emailed this contact a link to confirm their details.
     confirmation_requested_at: datetime | None = Field(default=None,
-                                                       sa_column=_time(nullable=True))
-    created_at: datetime = Field(sa_column=_time())
-    updated_at: datetime = Field(sa_column=_time())
-    deleted_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+                                                       sa_column=utc_column(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    updated_at: datetime = Field(sa_column=utc_column())
+    deleted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class ContactSite(SQLModel, table=True):
@@ -117,7 +114,7 @@ class ContactVersion(SQLModel, table=True):
     account_id: str = Field(max_length=40)
     version: int
     event: str = Field(max_length=16)  # created, updated, deleted, restored
-    at: datetime = Field(sa_column=_time())
+    at: datetime = Field(sa_column=utc_column())
     actor_kind: str = Field(max_length=16)
     actor_id: str | None = Field(default=None, max_length=64)
     snapshot_encrypted: str = Field(sa_column=Column(Text, nullable=False))
@@ -135,11 +132,11 @@ class BulkDeletion(SQLModel, table=True):
     token_hash: str = Field(max_length=64, unique=True)
     reason: str | None = Field(default=None, max_length=500)
     planned_by: str = Field(max_length=64)
-    planned_at: datetime = Field(sa_column=_time())
-    expires_at: datetime = Field(sa_column=_time())
+    planned_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column())
     confirmed_by: str | None = Field(default=None, max_length=64)
-    confirmed_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
-    undone_at: datetime | None = Field(default=None, sa_column=_time(nullable=True))
+    confirmed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    undone_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class BackupDrill(SQLModel, table=True):
@@ -148,7 +145,7 @@ class BackupDrill(SQLModel, table=True):
     __tablename__ = "backup_drill"
 
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(sa_column=_time(index=True))
+    at: datetime = Field(sa_column=utc_column(index=True))
     snapshot: str = Field(max_length=255)
     ok: bool
     seconds: float
