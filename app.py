@@ -23,6 +23,9 @@ from contacts import access, api, db, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
+from contacts.escalations import routes as escalations_routes
+from contacts.escalations import service as escalations_service
+from contacts.escalations.api import bp as escalations_api
 from contacts.incidents import routes as incidents_routes
 from contacts.incidents import service as incidents_service
 from contacts.incidents.api import bp as incidents_api
@@ -91,6 +94,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["lifeline.intake"] = intake
     app.extensions["lifeline.request_writer"] = intake_service.RequestWriter(
         engine=engine, intake=intake, render=message_renderer(app))
+    app.extensions["lifeline.account_panels"] = [escalations_routes.account_panel]
+    app.extensions["lifeline.escalations"] = escalations_service.Desk.from_settings(
+        settings, app.extensions["lifeline.crypto"], intake=intake,
+        render=message_renderer(app))
 
     _init_login(app)
     # Access is checked first: an anonymous POST is sent to sign in, not told about CSRF.
@@ -102,7 +109,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,
                       vault_api, intake_routes.bp, intake_api, incidents_routes.bp,
-                      incidents_api):
+                      incidents_api, escalations_routes.bp, escalations_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
                   system_cli.keys_group, vault_cli.contacts_group, vault_cli.backup_group):

@@ -20,6 +20,7 @@ SCOPES = {
     "read": "read accounts, contacts, incidents and progress",
     "contacts:write": "push contact, account and site changes (the sync API)",
     "progress:write": "report per-site restore progress",
+    "escalations:write": "log and triage work items (tickets, escalations, tasks)",
     "audit:read": "read the audit log",
 }
 

@@ -25,6 +25,7 @@ KINDS = {
     "req": "support request",
     "inc": "incident",
     "upd": "incident update",
+    "itm": "work item",
 }
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

@@ -13,6 +13,7 @@ from contacts import audit, schema
 from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
 from contacts.delivery import outbox
+from contacts.escalations import service as escalations_service
 from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
 from contacts.mail import Mailer, render_message
@@ -149,6 +150,36 @@ def send_scheduled_updates() -> None:
         log.warning("the webhook of %s keeps failing: quarantined", account_id)
 
 
+def watch_slas() -> None:
+    """Items whose running SLA target turned at risk or was missed are marked, and their
+    owner and region lead warned by email."""
+    app = current_app()
+    with session_scope(app.extensions["lifeline.engine"]) as session:
+        report = escalations_service.check_sla(session=session,
+                                               desk=app.extensions["lifeline.escalations"],
+                                               now=utcnow())
+    if report.at_risk or report.breached:
+        log.info("SLA: %d items at risk, %d breached", len(report.at_risk), len(report.breached))
+
+
+def follow_work() -> None:
+    """New requests become tickets; items of resolved incidents are resolved; at a shift
+    change the idle items are handed to the next region."""
+    app = current_app()
+    desk = app.extensions["lifeline.escalations"]
+    with session_scope(app.extensions["lifeline.engine"]) as session:
+        tickets = escalations_service.sync_requests(session=session, desk=desk, now=utcnow())
+        resolved = escalations_service.resolve_for_incidents(session=session, desk=desk,
+                                                             now=utcnow())
+        handoff = escalations_service.hand_off(session=session, desk=desk, now=utcnow())
+    if tickets or resolved:
+        log.info("escalations: %d tickets opened or updated from requests, %d items resolved "
+                 "with their incident", tickets, resolved)
+    if handoff is not None:
+        log.info("shift change %s -> %s: %d items handed on", handoff.from_region,
+                 handoff.to_region, handoff.items)
+
+
 def background_services(app) -> list:
     """What every `flask worker` process runs besides the (leader-only) scheduler: on
     PostgreSQL, a delivery loop, so several workers share the outbox."""
@@ -170,6 +201,8 @@ def scheduled_jobs(settings) -> list[ScheduledJob]:
         ScheduledJob("intake-process", process_requests, settings.intake_process_seconds),
         ScheduledJob("incidents-cadence", send_scheduled_updates,
                      settings.incidents_cadence_check_seconds),
+        ScheduledJob("escalations-sla", watch_slas, settings.escalations_sla_check_seconds),
+        ScheduledJob("escalations-follow", follow_work, settings.escalations_sync_seconds),
     ]
     if settings.backup_interval_hours > 0:
         jobs.append(ScheduledJob("backup-snapshot", snapshot_and_drill,

@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 
 import contacts.audit  # noqa: F401  (each import registers its tables on SQLModel.metadata)
 import contacts.delivery.models  # noqa: F401
+import contacts.escalations.models  # noqa: F401
 import contacts.incidents.models  # noqa: F401
 import contacts.intake.models  # noqa: F401
 import contacts.scheduler  # noqa: F401

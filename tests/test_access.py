@@ -23,7 +23,8 @@ PLACEHOLDERS = {"staff_id": lambda: new_id("stf"), "token_id": lambda: new_id("t
                 "contact_id": lambda: new_id("ctc"), "token": lambda: "not-a-token",
                 "filename": lambda: "lifeline.css", "request_id": lambda: new_id("req"),
                 "reference": lambda: "LL-7KQ2-9XHD", "incident_id": lambda: new_id("inc"),
-                "action": lambda: "confirm"}
+                "action": lambda: "confirm", "item_id": lambda: new_id("itm"),
+                "view_id": lambda: 1}
 
 
 def walk(app):

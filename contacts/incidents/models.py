@@ -43,7 +43,8 @@ class AffectedSite(SQLModel, table=True):
     """A site an incident affects, and the restore stage it has reached."""
 
     __tablename__ = "affected_site"
-    __table_args__ = (Index("ix_affected_site_account", "incident_id", "account_id"),)
+    __table_args__ = (Index("ix_affected_site_account", "incident_id", "account_id"),
+                      Index("ix_affected_site_by_account", "account_id"))
 
     incident_id: str = Field(sa_column=Column(String(40), ForeignKey("incident.id"),
                                               primary_key=True))

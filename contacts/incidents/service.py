@@ -681,6 +681,48 @@ def delivery_counts(*, session: Session, incident_id: str) -> dict[int, dict[str
             for update in updates_of(session=session, incident_id=incident_id)}
 
 
+@dataclass(frozen=True)
+class AccountUpdate:
+    """An update that went to an account, for the account's timeline."""
+
+    incident_id: str
+    incident_title: str
+    update_number: int
+    published_at: datetime
+    messages: dict[str, int]  # queued, sent, failed: to this account's contacts and webhook
+
+
+def updates_to_account(*, session: Session, account_id: str,
+                       limit: int = 50) -> list[AccountUpdate]:
+    incident_ids = list(session.exec(select(AffectedSite.incident_id)
+                                     .where(AffectedSite.account_id == account_id).distinct()))
+    if not incident_ids:
+        return []
+    rows = session.exec(select(IncidentUpdate, Incident.title)
+                        .join(Incident, col(Incident.id) == IncidentUpdate.incident_id)
+                        .where(col(IncidentUpdate.incident_id).in_(incident_ids))
+                        .order_by(col(IncidentUpdate.published_at).desc()).limit(limit))
+    return [AccountUpdate(update.incident_id, title, update.number, update.published_at,
+                          outbox.counts_by_prefix(session=session,
+                                                  prefix=f"update:{update.id}:{account_id}:"))
+            for update, title in rows]
+
+
+def resolved_incidents(*, session: Session, ids: list[str]) -> set[str]:
+    """Those of `ids` that are resolved (or past it, in review)."""
+    found: set[str] = set()
+    for chunk in in_chunks(ids):
+        found |= set(session.exec(select(Incident.id).where(
+            col(Incident.id).in_(chunk), col(Incident.state).in_(("resolved",
+                                                                  "post_incident_review")))))
+    return found
+
+
+def incident_titles(*, session: Session, ids: list[str]) -> dict[str, str]:
+    return dict(session.exec(select(Incident.id, Incident.title)
+                             .where(col(Incident.id).in_(list(ids)))).all()) if ids else {}
+
+
 # -- public subscriptions (double opt-in) ------------------------------------------------------
 
 SUBSCRIPTION_DAYS = 7

@@ -10,7 +10,7 @@ from sqlalchemy import Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from contacts.crypto import encrypted_column
-from contacts.db import utc_column
+from contacts.db import UTCDateTime, utc_column, utcnow
 
 SEVERITIES = {
     "critical": "My site or its data is gone",
@@ -65,6 +65,10 @@ class SupportRequest(SQLModel, table=True):
     processed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     callback_by: str | None = Field(default=None, max_length=40)
     callback_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # Stamped by every change after the request is stored: the escalations domain follows
+    # requests by this time (its tickets take the account, trust and priority from them).
+    changed_at: datetime | None = Field(default=None, sa_column=Column(
+        UTCDateTime, nullable=True, index=True, onupdate=utcnow))
 
 
 class RequestCandidate(SQLModel, table=True):

@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 from contacts import audit
 from contacts.audit import Actor
 from contacts.crypto import Crypto, normalize_email
-from contacts.db import bulk_insert, session_scope, utcnow
+from contacts.db import bulk_insert, in_chunks, session_scope, utcnow
 from contacts.delivery import outbox
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
@@ -723,6 +723,78 @@ def support_queue(*, session: Session, intake: Intake, view: str = "open",
                      if request.account_id in accounts else None,
                      candidates=counts.get(request.id, 0))
             for request in requests]
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """What other domains read of a request: no personal data."""
+
+    id: str
+    reference: str
+    account_id: str | None
+    verification: str
+    priority: int
+    severity: str
+    status: str
+    contact_id: str | None
+    received_at: datetime
+    changed_at: datetime
+
+
+def _summary(request: SupportRequest) -> RequestSummary:
+    return RequestSummary(request.id, request.reference, request.account_id,
+                          request.verification, request.priority, request.severity,
+                          request.status, request.contact_id, request.received_at,
+                          request.changed_at or request.stored_at)
+
+
+def requests_changed_since(*, session: Session, since: datetime | None,
+                           limit: int = 1000) -> list[RequestSummary]:
+    """Matched (processed) requests changed at or after `since`, oldest change first."""
+    query = select(SupportRequest).where(col(SupportRequest.processed_at).is_not(None))
+    if since is not None:
+        query = query.where(col(SupportRequest.changed_at) >= since)
+    query = query.order_by(SupportRequest.changed_at, SupportRequest.id).limit(limit)
+    return [_summary(request) for request in session.exec(query)]
+
+
+def requests_by_id(*, session: Session, ids: list[str]) -> dict[str, RequestSummary]:
+    found: dict[str, RequestSummary] = {}
+    for chunk in in_chunks(ids):
+        for request in session.exec(select(SupportRequest)
+                                    .where(col(SupportRequest.id).in_(chunk))):
+            found[request.id] = _summary(request)
+    return found
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One message on a request, for an account's timeline (the body stays sealed)."""
+
+    request_id: str
+    reference: str
+    kind: str  # received (the request itself), customer (wrote again), staff (a reply)
+    at: datetime
+
+
+def exchanges_of_account(*, session: Session, account_id: str,
+                         limit: int = 200) -> list[Exchange]:
+    """Requests of the account and the replies both ways, newest first."""
+    requests = list(session.exec(select(SupportRequest)
+                                 .where(SupportRequest.account_id == account_id)
+                                 .order_by(col(SupportRequest.received_at).desc())
+                                 .limit(limit)))
+    by_id = {request.id: request for request in requests}
+    found = [Exchange(request.id, request.reference, "received", request.received_at)
+             for request in requests]
+    if by_id:
+        found += [Exchange(message.request_id, by_id[message.request_id].reference,
+                           message.author, message.at)
+                  for message in session.exec(
+                      select(RequestMessage)
+                      .where(col(RequestMessage.request_id).in_(list(by_id)))
+                      .order_by(col(RequestMessage.at).desc()).limit(limit))]
+    return sorted(found, key=lambda exchange: exchange.at, reverse=True)[:limit]
 
 
 @dataclass(frozen=True)

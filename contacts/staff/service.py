@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -163,6 +164,18 @@ def load_signed_in(session: Session, identity: str) -> StaffUser | None:
 def list_staff(*, session: Session, crypto: Crypto) -> list[StaffView]:
     users = session.exec(select(StaffUser).order_by(col(StaffUser.created_at))).all()
     return [_view(user, crypto) for user in users]
+
+
+def staff_by_id(*, session: Session, crypto: Crypto, ids: Iterable[str]) -> dict[str, StaffView]:
+    wanted = list(set(ids))
+    if not wanted:
+        return {}
+    users = session.exec(select(StaffUser).where(col(StaffUser.id).in_(wanted))).all()
+    return {user.id: _view(user, crypto) for user in users}
+
+
+def get_staff(*, session: Session, crypto: Crypto, staff_id: str) -> StaffView:
+    return _view(_get_staff(session, staff_id), crypto)
 
 
 def _get_staff(session: Session, staff_id: str) -> StaffUser:

@@ -51,7 +51,16 @@ def account(account_id: str):
         session=session, vault=_vault(), account_id=account.id,
         confirm_after_days=_settings().vault_confirm_after_days)
     return render_template("vault/account.html", account=account, sites=sites,
-                           contacts=contacts, revealed=None, reveal_form=RevealForm())
+                           contacts=contacts, revealed=None, reveal_form=RevealForm(),
+                           panels=_panels(account.id, contacts))
+
+
+def _panels(account_id: str, contacts: list) -> list:
+    """What other areas show on an account page (work items, timeline), registered by the
+    app as `lifeline.account_panels`: callables (session, account_id, contacts) -> an
+    object with `template` and `values`."""
+    return [panel(request_session(), account_id, contacts)
+            for panel in current_app.extensions.get("lifeline.account_panels", ())]
 
 
 @bp.post("/console/contacts/<contact_id>/reveal")
@@ -73,7 +82,7 @@ def reveal(contact_id: str):
         confirm_after_days=_settings().vault_confirm_after_days)
     return render_template("vault/account.html", account=account, sites=sites,
                            contacts=contacts, revealed=revealed, reveal_form=form,
-                           reveal_for=contact.id), status
+                           reveal_for=contact.id, panels=_panels(account.id, contacts)), status
 
 
 @bp.post("/console/contacts/<contact_id>/restore")
