@@ -147,13 +147,18 @@ def _follow_clock(item: WorkItem, now: datetime) -> None:
 def sla_state(item: WorkItem, now: datetime) -> str:
     """"breached" once a target was missed (it stays so), "at_risk" when the running
     target has less than its share left, else "ok"."""
-    responded = item.first_response_at or now
-    finished = item.resolved_at or now
-    if responded > item.first_response_due or (
-            finished > item.resolution_due and item.paused_at is None and item.is_open) or (
-            item.resolved_at is not None and item.resolved_at > item.resolution_due):
+    running = item.is_open and item.paused_at is None
+    if item.first_response_at is None:
+        if item.is_open and now >= item.first_response_due:
+            return "breached"
+    elif item.first_response_at > item.first_response_due:
         return "breached"
-    if item.is_open and item.paused_at is None and now >= item.next_risk_at:
+    if item.resolved_at is not None:
+        if item.resolved_at > item.resolution_due:
+            return "breached"
+    elif running and now >= item.resolution_due:
+        return "breached"
+    if running and now >= item.next_risk_at:
         return "at_risk"
     return "ok"
 

@@ -112,3 +112,11 @@ def support(work_app, make_staff):
 @pytest.fixture
 def actor(support):
     return Actor("staff", support.id)
+
+
+@pytest.fixture
+def desk_for_intake(work_app, smtp_server):
+    """The intake of the same app, for requests from the public form."""
+    from tests.intake.conftest import Desk
+
+    return Desk(work_app, smtp_server[1])
