@@ -119,7 +119,8 @@ def test_resolving_a_parent_resolves_its_children_and_tells_each_requester(work,
     assert [work.item(child.id).status for child in children] == ["resolved", "resolved"]
     assert work.deliver().sent == 2
     english, french = work.mail_to("ada@acme.example.com"), work.mail_to("bob@acme.example.com")
-    assert len(english) == 1 and "has been resolved" in english[0].get_body(("plain",)).get_content()
+    assert len(english) == 1
+    assert "has been resolved" in english[0].get_body(("plain",)).get_content()
     assert len(french) == 1 and french[0]["Subject"].startswith("Le support")
 
 
