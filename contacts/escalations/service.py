@@ -740,8 +740,9 @@ def _follow_request(session: Session, desk: Desk, item: WorkItem,
     if request.verification != item.requester_verification:
         changes.append(f"requester {item.requester_verification} -> {request.verification}")
         item.requester_verification = request.verification
-    item.request_changed_at = request.changed_at
-    session.add(item)
+    if item.request_changed_at != request.changed_at:
+        item.request_changed_at = request.changed_at
+        session.add(item)
     if request.priority < item.priority and item.is_open:
         before = item.priority
         item.priority = request.priority
@@ -1061,7 +1062,8 @@ class AccountPicture:
 
 def account_picture(*, session: Session, desk: Desk, account_id: str, now: datetime,
                     limit: int = 200) -> AccountPicture:
-    account_id = vault_service.get_account(session=session, account_id=account_id).id
+    account_id = vault_service.get_account(session=session, account_id=account_id,
+                                           include_deleted=True).id
     items = list(session.exec(select(WorkItem).where(
         WorkItem.account_id == account_id, col(WorkItem.deleted_at).is_(None))
         .order_by(col(WorkItem.created_at).desc()).limit(limit)))
