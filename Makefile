@@ -44,10 +44,11 @@ test: install-test browser lint
 migration: install
 	$(BIN)/python -m contacts.system.makemigration "$(m)"
 
-# bench/*_app.py are apps a benchmark serves, not benchmarks.
+# bench/*_app.py are apps a benchmark serves, bench/*_data.py the data one generates: not
+# benchmarks.
 bench: install wrk
 	@found=0; for script in bench/*.py; do [ -e "$$script" ] || continue; \
-	  case $$script in *_app.py) continue;; esac; found=1; \
+	  case $$script in *_app.py|*_data.py) continue;; esac; found=1; \
 	  echo "== $$script"; $(BIN)/python $$script || exit 1; done; \
 	[ $$found = 1 ] || echo "no benchmark yet (see docs/BENCHMARKS.md)"
 

@@ -935,11 +935,12 @@ def check_filter(desk: Desk, given: QueueFilter) -> QueueFilter:
 
 
 def _filtered(query, given: QueueFilter):
-    query = query.where(col(WorkItem.deleted_at).is_(None))
-    if given.status == "open":
+    if given.status == "open":  # a deleted item is never open: the queue index answers alone
         query = query.where(col(WorkItem.is_open).is_(True))
-    elif given.status != "all":
-        query = query.where(WorkItem.status == given.status)
+    else:
+        query = query.where(col(WorkItem.deleted_at).is_(None))
+        if given.status != "all":
+            query = query.where(WorkItem.status == given.status)
     if given.region:
         query = query.where(WorkItem.region == given.region)
     if given.owner == "none":
@@ -978,22 +979,29 @@ class QueueRow:
 @dataclass(frozen=True)
 class Queue:
     rows: list[QueueRow]
-    total: int
+    total: int  # counted up to COUNT_CAP
+    more: bool  # more than COUNT_CAP items match
     page: int
-    pages: int
+    has_next: bool
+
+
+# The queue counts its items up to this many: counting 50,000 open items to print a number
+# would cost more than the page itself.
+COUNT_CAP = 1000
 
 
 def queue(*, session: Session, desk: Desk, given: QueueFilter, now: datetime, page: int = 1,
           per_page: int = 50) -> Queue:
     """Items by priority, then the time left on their running SLA target."""
-    total = session.exec(_filtered(select(func.count()).select_from(WorkItem), given)).one()
-    pages = max(1, -(-total // per_page))
-    page = min(max(1, page), pages)
+    matching = _filtered(select(WorkItem.id), given).limit(COUNT_CAP + 1).subquery()
+    total = session.exec(select(func.count()).select_from(matching)).one()
+    page = max(1, page)
     items = list(session.exec(_filtered(select(WorkItem), given)
                               .order_by(WorkItem.priority, WorkItem.next_due,
                                         WorkItem.created_at)
-                              .offset((page - 1) * per_page).limit(per_page)))
-    return Queue(_rows(session, desk, items, now), total, page, pages)
+                              .offset((page - 1) * per_page).limit(per_page + 1)))
+    return Queue(_rows(session, desk, items[:per_page], now), min(total, COUNT_CAP),
+                 total > COUNT_CAP, page, len(items) > per_page)
 
 
 def _rows(session: Session, desk: Desk, items: list[WorkItem], now: datetime) -> list[QueueRow]:

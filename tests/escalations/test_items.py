@@ -256,3 +256,16 @@ def test_resolving_the_incident_resolves_its_linked_items_with_a_note(work, acco
     notes = [m for m in work.mail_to("ada@acme.example.com")
              if "has been resolved" in m.get_body(("plain",)).get_content()]
     assert len(notes) == 3
+
+
+def test_a_long_queue_is_counted_up_to_a_cap_and_paged(work, accounts, actor, monkeypatch):
+    monkeypatch.setattr(service, "COUNT_CAP", 3)
+    items = [work.create(actor, account_id=accounts["A-1"][0], title=f"item {n}")
+             for n in range(5)]
+    with session_scope(work.engine) as session:
+        first = service.queue(session=session, desk=work.desk, given=service.QueueFilter(),
+                              now=utcnow(), per_page=2)
+        last = service.queue(session=session, desk=work.desk, given=service.QueueFilter(),
+                             now=utcnow(), page=3, per_page=2)
+    assert (first.total, first.more, first.has_next, len(first.rows)) == (3, True, True, 2)
+    assert (last.has_next, [row.item.id for row in last.rows]) == (False, [items[4].id])
