@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import smtplib
 import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.header import Header
 from email.utils import formatdate, make_msgid
 
 from contacts.errors import LifelineError
@@ -50,20 +52,11 @@ class Mailer:
         failure); use it as a context manager."""
         return MailConnection(self)
 
-    def _message(self, *, to: str, subject: str, text: str, html: str | None,
-                 message_id: str | None, headers: dict[str, str] | None) -> EmailMessage:
-        message = EmailMessage()
-        message["From"] = self.sender
-        message["To"] = to
-        message["Subject"] = subject
-        message["Date"] = formatdate(usegmt=True)
-        message["Message-ID"] = message_id or make_msgid(domain="lifeline")
-        for name, value in (headers or {}).items():
-            message[name] = value
-        message.set_content(text)
-        if html:
-            message.add_alternative(html, subtype="html")
-        return message
+    def message_bytes(self, *, to: str, subject: str, text: str, html: str | None,
+                      message_id: str | None, headers: dict[str, str] | None) -> bytes:
+        return build_message(sender=self.sender, to=to, subject=subject, text=text, html=html,
+                             message_id=message_id or make_msgid(domain="lifeline"),
+                             headers=headers)
 
     def _connect(self) -> smtplib.SMTP:
         if self.security == "tls":
@@ -88,14 +81,21 @@ class MailConnection:
 
     def send(self, *, to: str, subject: str, text: str, html: str | None = None,
              message_id: str | None = None, headers: dict[str, str] | None = None) -> str:
-        message = self.mailer._message(to=to, subject=subject, text=text, html=html,
-                                       message_id=message_id, headers=headers)
+        message_id = message_id or make_msgid(domain="lifeline")
+        self.send_bytes(to=to, data=self.mailer.message_bytes(
+            to=to, subject=subject, text=text, html=html, message_id=message_id,
+            headers=headers))
+        return message_id
+
+    def send_bytes(self, *, to: str, data: bytes) -> None:
+        """Send a built message. Where the server offers PIPELINING (RFC 2920) the envelope
+        and DATA go in one write: two round trips per message instead of four."""
         try:
-            if self._smtp is None:
-                self._smtp = self.mailer._connect()
-                if self.mailer.username:
-                    self._smtp.login(self.mailer.username, self.mailer.password or "")
-            self._smtp.send_message(message)
+            smtp = self._open()
+            if smtp.does_esmtp and smtp.has_extn("pipelining"):
+                _pipelined(smtp, self.mailer.sender, to, data)
+            else:
+                smtp.sendmail(self.mailer.sender, [to], data)
         except (OSError, smtplib.SMTPException) as exc:
             self.close()  # the next message opens a new connection
             refused = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused,
@@ -103,7 +103,14 @@ class MailConnection:
             raise MailFailed(f"sending through {self.mailer.host}:{self.mailer.port} failed: "
                              f"{type(exc).__name__}",
                              server_down=not isinstance(exc, refused)) from None
-        return message["Message-ID"]
+
+    def _open(self) -> smtplib.SMTP:
+        if self._smtp is None:
+            self._smtp = self.mailer._connect()
+            if self.mailer.username:
+                self._smtp.login(self.mailer.username, self.mailer.password or "")
+            self._smtp.ehlo_or_helo_if_needed()
+        return self._smtp
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -112,6 +119,75 @@ class MailConnection:
             except (OSError, smtplib.SMTPException):
                 self._smtp.close()
             self._smtp = None
+
+
+def _pipelined(smtp: smtplib.SMTP, sender: str, to: str, data: bytes) -> None:
+    if any(mark in address for address in (sender, to) for mark in "\r\n"):
+        raise smtplib.SMTPRecipientsRefused({to: (501, b"a line break in an address")})
+    smtp.send(f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\nRCPT TO:{smtplib.quoteaddr(to)}\r\n"
+              "DATA\r\n".encode())
+    (mail_code, mail_reply), (rcpt_code, rcpt_reply), (data_code, data_reply) = (
+        smtp.getreply(), smtp.getreply(), smtp.getreply())
+    if data_code == 354:
+        if mail_code != 250 or rcpt_code not in (250, 251):
+            smtp.send(b".\r\n")  # a server that said 354 anyway: end the empty message
+            smtp.getreply()
+        else:
+            smtp.send(_dot_stuffed(data))
+            code, reply = smtp.getreply()
+            if code != 250:
+                smtp.rset()
+                raise smtplib.SMTPDataError(code, reply)
+            return
+    smtp.rset()
+    if mail_code != 250:
+        raise smtplib.SMTPSenderRefused(mail_code, mail_reply, sender)
+    if rcpt_code not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({to: (rcpt_code, rcpt_reply)})
+    raise smtplib.SMTPDataError(data_code, data_reply)
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+def _header(name: str, value: str) -> bytes:
+    value = " ".join(value.split())  # no line breaks from a value into the header block
+    if value.isascii() and len(name) + len(value) < 997:
+        return f"{name}: {value}\r\n".encode()
+    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}\r\n".encode()
+
+
+def _base64_part(content_type: str, body: str) -> bytes:
+    encoded = base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
+    return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n").encode() + encoded
+
+
+def build_message(*, sender: str, to: str, subject: str, text: str, html: str | None,
+                  message_id: str, headers: dict[str, str] | None = None,
+                  date: str | None = None) -> bytes:
+    """The message as bytes: headers, then the text (and HTML, as multipart/alternative) in
+    UTF-8 and base64. Built directly: the email package's header folding took a fifth of
+    a fan-out's sending time."""
+    head = b"".join(_header(name, value) for name, value in (
+        ("From", sender), ("To", to), ("Subject", subject),
+        ("Date", date or formatdate(usegmt=True)), ("Message-ID", message_id),
+        *(headers or {}).items())) + b"MIME-Version: 1.0\r\n"
+    if not html:
+        return head + _base64_part("text/plain", text)
+    boundary = f"=={hashlib.sha256(message_id.encode()).hexdigest()[:24]}=="
+    return (head + f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
+            f"--{boundary}\r\n".encode() + _base64_part("text/plain", text)
+            + f"--{boundary}\r\n".encode() + _base64_part("text/html", html)
+            + f"--{boundary}--\r\n".encode())
 
 
 LANGUAGES = ("en", "fr")

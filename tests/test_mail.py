@@ -1,0 +1,97 @@
+"""Messages are built as bytes and sent over one connection, pipelined where the server
+offers it; a real SMTP server (aiosmtpd) receives them and they parse as they should."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from contacts.mail import Mailer, MailFailed, build_message
+
+REFUSED = "nobody@refused.example"
+
+
+class Recorder:
+    """Keeps each message with its envelope; offers PIPELINING when asked to."""
+
+    def __init__(self, pipelining: bool):
+        self.pipelining = pipelining
+        self.received: list[tuple[str, list[str], email.message.EmailMessage]] = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+        if address == REFUSED:
+            return "550 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        self.received.append((envelope.mail_from, envelope.rcpt_tos,
+                              email.message_from_bytes(envelope.content,
+                                                       policy=email.policy.default)))
+        return "250 OK"
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
+def server(request):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    recorder = Recorder(pipelining=request.param)
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield Mailer(host="127.0.0.1", port=port, sender="Lifeline <status@lifeline.example>"), \
+        recorder
+    controller.stop()
+
+
+def test_messages_over_one_connection_arrive_whole_and_a_refusal_spares_the_next(server):
+    mailer, recorder = server
+    text = "Line one\n.a line that starts with a dot\nÉté: données restaurées à 40 %\n"
+    with mailer.connection() as connection:
+        connection.send(to="ada@acme.example", subject="Mise à jour n°2 : 40 % restauré",
+                        text=text, html="<p>40&nbsp;% <b>restauré</b></p>",
+                        message_id="<one@lifeline>", headers={"List-Id": "Lifeline <x.y>"})
+        with pytest.raises(MailFailed) as refused:
+            connection.send(to=REFUSED, subject="x", text="y", message_id="<two@lifeline>")
+        assert refused.value.server_down is False
+        connection.send(to="bob@acme.example", subject="Plain " + "word " * 60, text="only text",
+                        message_id="<three@lifeline>")
+    assert [(sender, to) for sender, to, _ in recorder.received] == [
+        ("status@lifeline.example", ["ada@acme.example"]),
+        ("status@lifeline.example", ["bob@acme.example"])]
+    first, second = recorder.received[0][2], recorder.received[1][2]
+    assert first["Subject"] == "Mise à jour n°2 : 40 % restauré"
+    assert first["Message-ID"] == "<one@lifeline>" and first["List-Id"] == "Lifeline <x.y>"
+    assert first.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
+    assert "<b>restauré</b>" in first.get_body(("html",)).get_content()
+    assert second["Subject"] == "Plain " + " ".join(["word"] * 60)
+    assert not second.is_multipart()
+    assert second.get_content().strip() == "only text"
+
+
+def test_a_header_value_cannot_add_a_header():
+    data = build_message(sender="s@x.example", to="t@x.example",
+                         subject="Hello\r\nBcc: victim@x.example", text="hi", html=None,
+                         message_id="<m@x>")
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["Bcc"] is None and parsed["Subject"] == "Hello Bcc: victim@x.example"
+
+
+def test_an_unreachable_server_says_it_is_down():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(MailFailed) as failed:
+        Mailer(host="127.0.0.1", port=port, sender="s@x.example", timeout=2).send(
+            to="t@x.example", subject="s", text="t")
+    assert failed.value.server_down is True
