@@ -223,21 +223,16 @@ def affected_sites(*, session: Session, incident_id: str,
     query = select(AffectedSite).where(AffectedSite.incident_id == incident_id)
     if account_id is not None:
         query = query.where(AffectedSite.account_id == account_id)
-    rows = list(session.exec(query))
-    sites = vault_service.sites_by_id(session=session, ids=[row.site_id for row in rows])
-    accounts = vault_service.accounts_by_id(session=session,
-                                            ids={row.account_id for row in rows})
-    found = [SiteStage(row.site_id, _site_name(sites.get(row.site_id), row.site_id),
-                       row.account_id, accounts[row.account_id].name
-                       if row.account_id in accounts else row.account_id,
-                       row.stage, row.stage_at) for row in rows]
+    rows = session.execute(query.with_only_columns(
+        AffectedSite.site_id, AffectedSite.account_id, AffectedSite.stage,
+        AffectedSite.stage_at)).all()
+    sites = vault_service.site_names(session=session, ids=[row.site_id for row in rows])
+    accounts = vault_service.account_names(session=session,
+                                           ids={row.account_id for row in rows})
+    found = [SiteStage(row.site_id, sites.get(row.site_id, row.site_id), row.account_id,
+                       accounts.get(row.account_id, row.account_id), row.stage, row.stage_at)
+             for row in rows]
     return sorted(found, key=lambda site: (site.account_name, site.name))
-
-
-def _site_name(site, fallback: str) -> str:
-    if site is None:
-        return fallback
-    return site.name or site.hostname or site.external_id
 
 
 # -- updates -----------------------------------------------------------------------------------
@@ -444,8 +439,8 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
     update = _build_update(session, desk, incident, draft, actor, now)
     session.add(update)
     views = _account_views(session, desk, incident)
-    contacts = vault_service.contacts_of_accounts(session=session, vault=vault,
-                                                  account_ids=views)
+    contacts = vault_service.recipients_of_accounts(session=session, vault=vault,
+                                                    account_ids=views)
     base = _values(desk, incident, update)
     sources = {language: template_sources(session=session, desk=desk, locale=language)
                for language in messages.LOCALES}
