@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import smtplib
 import ssl
 from dataclasses import dataclass
-from email.header import Header
 from email.utils import formatdate, make_msgid
 
 from contacts.errors import LifelineError
@@ -124,8 +124,8 @@ class MailConnection:
 def _pipelined(smtp: smtplib.SMTP, sender: str, to: str, data: bytes) -> None:
     if any(mark in address for address in (sender, to) for mark in "\r\n"):
         raise smtplib.SMTPRecipientsRefused({to: (501, b"a line break in an address")})
-    smtp.send(f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\nRCPT TO:{smtplib.quoteaddr(to)}\r\n"
-              "DATA\r\n".encode())
+    smtp.send(f"MAIL FROM:{_envelope(sender)}\r\nRCPT TO:{_envelope(to)}\r\nDATA\r\n"
+              .encode())
     (mail_code, mail_reply), (rcpt_code, rcpt_reply), (data_code, data_reply) = (
         smtp.getreply(), smtp.getreply(), smtp.getreply())
     if data_code == 354:
@@ -147,6 +147,19 @@ def _pipelined(smtp: smtplib.SMTP, sender: str, to: str, data: bytes) -> None:
     raise smtplib.SMTPDataError(data_code, data_reply)
 
 
+@functools.lru_cache(maxsize=64)
+def _sender_envelope(address: str) -> str:
+    return smtplib.quoteaddr(address)
+
+
+def _envelope(address: str) -> str:
+    """`<user@host>` for the envelope; a bare address (what the vault stores) is taken as
+    is, a "Name <user@host>" one is parsed."""
+    if "<" in address or " " in address or '"' in address:
+        return _sender_envelope(address)
+    return f"<{address}>"
+
+
 def _dot_stuffed(data: bytes) -> bytes:
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if data.startswith(b"."):
@@ -161,8 +174,23 @@ def _header(name: str, value: str) -> bytes:
     value = " ".join(value.split())  # no line breaks from a value into the header block
     if value.isascii() and len(name) + len(value) < 997:
         return f"{name}: {value}\r\n".encode()
-    encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
-    return f"{name}: {encoded}\r\n".encode()
+    return f"{name}: {_encoded_words(value)}\r\n".encode()
+
+
+def _encoded_words(value: str, chunk: int = 45) -> str:
+    """RFC 2047 base64 words of at most `chunk` UTF-8 bytes each (never splitting a
+    character), one per folded line."""
+    words, current, size = [], [], 0
+    for character in value:
+        width = len(character.encode("utf-8"))
+        if size + width > chunk:
+            words.append("".join(current))
+            current, size = [], 0
+        current.append(character)
+        size += width
+    words.append("".join(current))
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(word.encode()).decode()}?="
+                         for word in words if word)
 
 
 def _base64_part(content_type: str, body: str) -> bytes:

@@ -21,12 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import bindparam, func, or_, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from contacts.crypto import FieldCipher
-from contacts.db import bulk_insert, session_scope
+from contacts.db import UTCDateTime, bulk_insert, session_scope
 from contacts.delivery.models import OUTBOX_PAYLOAD, STATES, OutboxMessage
 from contacts.mail import MailConnection, Mailer, MailFailed
 
@@ -174,9 +174,23 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
     return report
 
 
+# Each outcome in one statement, committed on its own (autocommit: one round trip).
+_OUTCOMES = {
+    "sent": text("UPDATE outbox_message SET state = 'sent', sent_at = :at, last_error = NULL, "
+                 "lease_until = NULL WHERE id = :id"),
+    "retry": text("UPDATE outbox_message SET next_attempt_at = :at, last_error = :error, "
+                  "lease_until = NULL WHERE id = :id"),
+    "failed": text("UPDATE outbox_message SET state = 'failed', last_error = :error, "
+                   "lease_until = NULL WHERE id = :id"),
+}
+_OUTCOMES = {name: statement.bindparams(bindparam("at", type_=UTCDateTime))
+             if ":at" in str(statement) else statement for name, statement in _OUTCOMES.items()}
+
+
 @contextmanager
-def _outcome_writer(engine: Engine) -> Iterator[Callable[[int, dict], None]]:
-    """Commits one message's outcome at a time on one connection held for the batch.
+def _outcome_writer(engine: Engine) -> Iterator[Callable[[int, str, dict], None]]:
+    """Commits one message's outcome at a time, each UPDATE its own transaction, on one
+    connection held for the batch.
 
     On PostgreSQL these commits do not wait for the WAL flush (`synchronous_commit = off`):
     a sender killed after a commit loses nothing (the server has it), and only a crash of
@@ -185,23 +199,19 @@ def _outcome_writer(engine: Engine) -> Iterator[Callable[[int, dict], None]]:
     message made it the sender's bottleneck.
     """
     postgresql = engine.dialect.name == "postgresql"
-    with engine.connect() as connection:
+    with engine.connect() as held:
+        connection = held.execution_options(isolation_level="AUTOCOMMIT")
         if postgresql:
             connection.exec_driver_sql("SET synchronous_commit TO off")
-            connection.commit()
 
-        def record(message_id: int, values: dict) -> None:
-            connection.execute(update(OutboxMessage).where(OutboxMessage.id == message_id)
-                               .values(lease_until=None, **values))
-            connection.commit()
+        def record(message_id: int, outcome: str, values: dict) -> None:
+            connection.execute(_OUTCOMES[outcome], {"id": message_id, **values})
 
         try:
             yield record
         finally:
             if postgresql and not connection.invalidated:
-                connection.rollback()
                 connection.exec_driver_sql("RESET synchronous_commit")
-                connection.commit()
 
 
 def _release(engine: Engine, ids: list[int]) -> None:
@@ -213,7 +223,7 @@ def _release(engine: Engine, ids: list[int]) -> None:
 
 def _deliver(connection: MailConnection, cipher: FieldCipher, message: OutboxMessage,
              now: datetime, report: DrainReport,
-             record: Callable[[int, dict], None]) -> bool:
+             record: Callable[[int, str, dict], None]) -> bool:
     """Send one claimed message and commit its outcome; False when the server is down."""
     payload = json.loads(cipher.decrypt(message.payload_encrypted, context=OUTBOX_PAYLOAD))
     server_up = True
@@ -228,18 +238,18 @@ def _deliver(connection: MailConnection, cipher: FieldCipher, message: OutboxMes
     except (MailFailed, WebhookFailed) as exc:
         server_up = not getattr(exc, "server_down", False)
         if message.attempts >= MAX_ATTEMPTS:
-            values = {"state": "failed", "last_error": exc.message}
+            outcome, values = "failed", {"error": exc.message[:500]}
             report.failed += 1
             log.error("outbox message %d (%s) failed for good after %d attempts: %s",
                       message.id, message.purpose, message.attempts, exc.message)
         else:
-            values = {"next_attempt_at": now + _backoff(message.attempts),
-                      "last_error": exc.message}
+            outcome = "retry"
+            values = {"at": now + _backoff(message.attempts), "error": exc.message[:500]}
             report.retried += 1
     else:
-        values = {"state": "sent", "sent_at": now, "last_error": None}
+        outcome, values = "sent", {"at": now}
         report.sent += 1
-    record(message.id, values)
+    record(message.id, outcome, values)
     return server_up
 
 
