@@ -108,12 +108,21 @@ def queued(engine) -> int:
 
 def delivery_rate(database_url: str, keys_dir: Path, port: int, senders: int,
                   engine, messages: int) -> float:
-    """`senders` processes, one SMTP connection each, drain until nothing is queued."""
+    """`senders` processes, one SMTP connection each, drain until nothing is queued. The
+    clock starts when every sender has started up (as the delivery loops of running workers
+    have), so Python's start-up is not counted against the senders."""
     requeue(engine, messages)
     command = [sys.executable, __file__, "--sender", database_url, str(keys_dir), str(port)]
-    started = time.perf_counter()
-    processes = [subprocess.Popen(command, cwd=ROOT) for _ in range(senders)]
+    processes = [subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(senders)]
     try:
+        for process in processes:
+            if process.stdout.readline().strip() != "ready":
+                raise SystemExit("a sender did not start")
+        started = time.perf_counter()
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
         for process in processes:
             if process.wait(timeout=3600) != 0:
                 raise SystemExit("a sender failed")
@@ -133,6 +142,10 @@ def sender(database_url: str, keys_dir: str, port: int) -> int:
     engine = app.extensions["lifeline.engine"]
     cipher = app.extensions["lifeline.crypto"].cipher
     mailer = Mailer(host="127.0.0.1", port=port, sender="status@lifeline.bench")
+    with engine.connect() as connection:  # the pool's first connection, opened before "go"
+        connection.exec_driver_sql("SELECT 1")
+    print("ready", flush=True)
+    sys.stdin.readline()
     while True:
         report = outbox.drain(engine=engine, cipher=cipher, mailer=mailer, now=utcnow(),
                               limit=500, lease=timedelta(minutes=5))

@@ -193,7 +193,9 @@ def _encoded_words(value: str, chunk: int = 45) -> str:
                          for word in words if word)
 
 
+@functools.lru_cache(maxsize=16)
 def _base64_part(content_type: str, body: str) -> bytes:
+    """A body part; cached, as a fan-out sends the same body to an account's contacts."""
     encoded = base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
     return (f"Content-Type: {content_type}; charset=\"utf-8\"\r\n"
             "Content-Transfer-Encoding: base64\r\n\r\n").encode() + encoded

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import queue
 import random
 import threading
 import urllib.error
@@ -189,29 +190,53 @@ _OUTCOMES = {name: statement.bindparams(bindparam("at", type_=UTCDateTime))
 
 @contextmanager
 def _outcome_writer(engine: Engine) -> Iterator[Callable[[int, str, dict], None]]:
-    """Commits one message's outcome at a time, each UPDATE its own transaction, on one
-    connection held for the batch.
+    """Commits each message's outcome in a thread while the next message is on the wire.
 
-    On PostgreSQL these commits do not wait for the WAL flush (`synchronous_commit = off`):
-    a sender killed after a commit loses nothing (the server has it), and only a crash of
-    the database server itself could forget the last fraction of a second of outcomes, whose
-    messages would then go again with the same Message-ID. Waiting for the disk on every
-    message made it the sender's bottleneck.
+    At most one outcome waits for the thread (the sender blocks otherwise), so a sender
+    killed at any moment leaves at most the message on the wire, one outcome waiting and one
+    being written to go again, with the same Message-ID. Each UPDATE is its own
+    transaction. On PostgreSQL these commits do not wait for the WAL flush
+    (`synchronous_commit = off`): a killed sender loses nothing the server has, and only a
+    crash of the database server itself could forget the last fraction of a second of
+    outcomes. Waiting for the disk on every message made it the sender's bottleneck.
     """
-    postgresql = engine.dialect.name == "postgresql"
-    with engine.connect() as held:
-        connection = held.execution_options(isolation_level="AUTOCOMMIT")
-        if postgresql:
-            connection.exec_driver_sql("SET synchronous_commit TO off")
+    pending: queue.Queue = queue.Queue(maxsize=1)
+    failures: list[BaseException] = []
 
-        def record(message_id: int, outcome: str, values: dict) -> None:
-            connection.execute(_OUTCOMES[outcome], {"id": message_id, **values})
-
+    def write() -> None:
+        postgresql = engine.dialect.name == "postgresql"
+        stopped = False
         try:
-            yield record
-        finally:
-            if postgresql and not connection.invalidated:
-                connection.exec_driver_sql("RESET synchronous_commit")
+            with engine.connect() as held:
+                connection = held.execution_options(isolation_level="AUTOCOMMIT")
+                if postgresql:
+                    connection.exec_driver_sql("SET synchronous_commit TO off")
+                while (outcome := pending.get()) is not None:
+                    message_id, name, values = outcome
+                    connection.execute(_OUTCOMES[name], {"id": message_id, **values})
+                stopped = True
+                if postgresql:
+                    connection.exec_driver_sql("RESET synchronous_commit")
+        except BaseException as exc:  # noqa: BLE001 - handed to the sender, which raises it
+            failures.append(exc)
+            while not stopped and pending.get() is not None:  # let the sender finish
+                pass
+
+    writer = threading.Thread(target=write, name="outbox-outcomes", daemon=True)
+    writer.start()
+
+    def record(message_id: int, name: str, values: dict) -> None:
+        if failures:
+            raise failures[0]
+        pending.put((message_id, name, values))
+
+    try:
+        yield record
+    finally:
+        pending.put(None)
+        writer.join()
+    if failures:
+        raise failures[0]
 
 
 def _release(engine: Engine, ids: list[int]) -> None:
