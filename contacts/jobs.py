@@ -127,7 +127,8 @@ def process_requests() -> None:
 
 def send_scheduled_updates() -> None:
     """Incidents on a cadence get their update; promised updates now late warn the comms
-    team (and the public page says so); webhooks that keep failing are quarantined."""
+    team (and the public page says so); webhooks that keep failing are quarantined; accounts
+    no update email reached fall back to a call by support."""
     app = current_app()
     settings = app.extensions["lifeline.settings"]
     desk = app.extensions["lifeline.incidents"]
@@ -140,6 +141,10 @@ def send_scheduled_updates() -> None:
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
         quarantined = incidents_service.quarantine_failing_webhooks(session=session,
                                                                     now=utcnow())
+        unreached = incidents_service.follow_up_bounces(session=session, now=utcnow())
+        calls = escalations_service.call_unreached(
+            session=session, desk=app.extensions["lifeline.escalations"], unreached=unreached,
+            now=utcnow())
     for update in published:
         log.info("scheduled update %d of %s queued for %d recipients", update.number,
                  update.incident_id, update.recipients)
@@ -148,6 +153,10 @@ def send_scheduled_updates() -> None:
                     incident.next_update_due)
     for account_id in quarantined:
         log.warning("the webhook of %s keeps failing: quarantined", account_id)
+    for account, item_id in zip(unreached, calls, strict=True):
+        log.warning("update %d of %s reached no contact of %s by email: %s asks support to "
+                    "call", account.update_number, account.incident_id, account.account_id,
+                    item_id)
 
 
 def watch_slas() -> None:

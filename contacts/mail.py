@@ -17,11 +17,14 @@ class MailFailed(LifelineError):
     status = 502
     code = "mail_failed"
 
-    def __init__(self, message: str, *, server_down: bool = False):
+    def __init__(self, message: str, *, server_down: bool = False, permanent: bool = False):
         super().__init__(message)
         # True when the server could not be reached or dropped us (every message would fail
         # now); False when it refused this one message.
         self.server_down = server_down
+        # True when it refused this message for good (a 5xx reply: no such mailbox...):
+        # trying again will not help.
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,11 @@ class MailConnection:
             self.close()  # the next message opens a new connection
             refused = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused,
                        smtplib.SMTPDataError)
+            code = _reply_code(exc)
             raise MailFailed(f"sending through {self.mailer.host}:{self.mailer.port} failed: "
-                             f"{type(exc).__name__}",
-                             server_down=not isinstance(exc, refused)) from None
+                             f"{type(exc).__name__}" + (f" {code}" if code else ""),
+                             server_down=not isinstance(exc, refused),
+                             permanent=isinstance(exc, refused) and code >= 500) from None
 
     def _open(self) -> smtplib.SMTP:
         if self._smtp is None:
@@ -145,6 +150,12 @@ def _pipelined(smtp: smtplib.SMTP, sender: str, to: str, data: bytes) -> None:
     if rcpt_code not in (250, 251):
         raise smtplib.SMTPRecipientsRefused({to: (rcpt_code, rcpt_reply)})
     raise smtplib.SMTPDataError(data_code, data_reply)
+
+
+def _reply_code(exc: Exception) -> int:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return min((code for code, _ in exc.recipients.values()), default=0)
+    return getattr(exc, "smtp_code", 0) or 0
 
 
 @functools.lru_cache(maxsize=64)

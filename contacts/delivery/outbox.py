@@ -262,11 +262,11 @@ def _deliver(connection: MailConnection, cipher: FieldCipher, message: OutboxMes
                             headers=email.headers)
     except (MailFailed, WebhookFailed) as exc:
         server_up = not getattr(exc, "server_down", False)
-        if message.attempts >= MAX_ATTEMPTS:
+        if message.attempts >= MAX_ATTEMPTS or getattr(exc, "permanent", False):
             outcome, values = "failed", {"error": exc.message[:500]}
             report.failed += 1
-            log.error("outbox message %d (%s) failed for good after %d attempts: %s",
-                      message.id, message.purpose, message.attempts, exc.message)
+            log.warning("outbox message %d (%s) failed for good after %d attempts: %s",
+                        message.id, message.purpose, message.attempts, exc.message)
         else:
             outcome = "retry"
             values = {"at": now + _backoff(message.attempts), "error": exc.message[:500]}

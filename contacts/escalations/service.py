@@ -775,6 +775,27 @@ def resolve_for_incidents(*, session: Session, desk: Desk, now: datetime) -> int
     return count
 
 
+def call_unreached(*, session: Session, desk: Desk,
+                   unreached: list[incidents_service.Unreached], now: datetime) -> list[str]:
+    """An account none of whose contacts an update's email reached falls back to a call:
+    a P1 task on the account, linked to the incident, in the region on shift."""
+    created = []
+    system = Actor.system("delivery")
+    for account in unreached:
+        item = create_item(session=session, desk=desk, actor=system, now=now, new=NewItem(
+            kind="task", channel="internal", account_id=account.account_id, priority=1,
+            incident_id=account.incident_id,
+            title=f"Call the account: update {account.update_number} of "
+                  f"“{account.incident_title}” reached none of its "
+                  f"{account.contacts_failed} contact{'s' if account.contacts_failed != 1 else ''}"
+                  " by email",
+            body="Every email of this update to the account's contacts was refused for good. "
+                 "Their contacts are flagged for checking on the account page. Call a phone "
+                 "number on file, read them the update, and correct their contacts."))
+        created.append(item.id)
+    return created
+
+
 # -- SLA watch -------------------------------------------------------------------------------
 
 

@@ -131,6 +131,20 @@ WEBHOOK_SECRET = encrypted_column(AccountWebhook.__table__, "secret_encrypted",
                                   "account_webhook.secret")
 
 
+class UpdateFallback(SQLModel, table=True):
+    """An account none of whose contacts an update's email reached (every one refused or
+    given up): it falls back to a call by support (a task in the escalations queue)."""
+
+    __tablename__ = "update_fallback"
+
+    update_id: str = Field(sa_column=Column(String(40), ForeignKey("incident_update.id"),
+                                            primary_key=True))
+    account_id: str = Field(sa_column=Column(String(40), primary_key=True))
+    incident_id: str = Field(max_length=40, index=True)
+    contacts_failed: int
+    at: datetime = Field(sa_column=utc_column())
+
+
 class Subscriber(SQLModel, table=True):
     """Someone who asked for updates by email on the public page (double opt-in)."""
 

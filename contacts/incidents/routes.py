@@ -155,6 +155,7 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
                                          incident_id=incident.id),
         updates=service.updates_of(session=session, incident_id=incident.id),
         delivery_counts=service.delivery_counts(session=session, incident_id=incident.id),
+        fallbacks=service.fallbacks_by_update(session=session, incident_id=incident.id),
         sites_form=forms.pop("sites_form", None) or SitesForm(), stage_form=stage_form,
         cadence_form=forms.pop("cadence_form", None) or CadenceForm(
             hours=incident.cadence_hours),

@@ -40,6 +40,7 @@ from contacts.incidents.models import (
     MessageTemplate,
     StageChange,
     Subscriber,
+    UpdateFallback,
 )
 from contacts.vault import service as vault_service
 
@@ -701,6 +702,69 @@ def updates_to_account(*, session: Session, account_id: str,
                           outbox.counts_by_prefix(session=session,
                                                   prefix=f"update:{update.id}:{account_id}:"))
             for update, title in rows]
+
+
+# Failed update emails are looked at for this long after they were queued.
+FALLBACK_WINDOW = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Unreached:
+    incident_id: str
+    incident_title: str
+    update_number: int
+    account_id: str
+    contacts_failed: int
+
+
+def follow_up_bounces(*, session: Session, now: datetime) -> list[Unreached]:
+    """Update emails refused for good: their contacts are flagged in the vault for the
+    freshness work, and an account none of whose contacts the update reached is recorded as
+    falling back (returned, once each, for support to call)."""
+    failed: dict[tuple[str, str], list[str]] = {}
+    for message in outbox.failed_since(session=session, channel="email",
+                                       since=now - FALLBACK_WINDOW):
+        parts = message.key.split(":")
+        if len(parts) == 4 and parts[0] == "update" and parts[3].startswith("ctc_"):
+            failed.setdefault((parts[1], parts[2]), []).append(parts[3])
+    if not failed:
+        return []
+    vault_service.flag_undeliverable(
+        session=session, actor=Actor.system("delivery"),
+        contact_ids=[contact for contacts in failed.values() for contact in contacts], now=now)
+    known = {(row.update_id, row.account_id) for row in session.exec(
+        select(UpdateFallback).where(col(UpdateFallback.update_id).in_(
+            list({update_id for update_id, _ in failed}))))}
+    updates = {update.id: update for update in session.exec(select(IncidentUpdate).where(
+        col(IncidentUpdate.id).in_(list({update_id for update_id, _ in failed}))))}
+    titles = incident_titles(session=session,
+                             ids=list({update.incident_id for update in updates.values()}))
+    unreached = []
+    for (update_id, account_id), contacts in sorted(failed.items()):
+        update = updates.get(update_id)
+        if update is None or (update_id, account_id) in known:
+            continue
+        counts = outbox.counts_by_prefix(session=session,
+                                         prefix=f"update:{update_id}:{account_id}:ctc_")
+        if counts.get("sent") or counts.get("queued"):
+            continue  # another contact was reached, or may still be
+        session.add(UpdateFallback(update_id=update_id, account_id=account_id,
+                                   incident_id=update.incident_id,
+                                   contacts_failed=len(contacts), at=now))
+        audit.record(session, Actor.system("delivery"), "incident.account_unreached",
+                     target_kind="account", target_id=account_id, update=update_id)
+        unreached.append(Unreached(update.incident_id, titles.get(update.incident_id, ""),
+                                   update.number, account_id, len(contacts)))
+    return unreached
+
+
+def fallbacks_by_update(*, session: Session, incident_id: str) -> dict[int, int]:
+    """Per update number: accounts no email reached, handed to support to call."""
+    rows = session.exec(select(IncidentUpdate.number, func.count())
+                        .join(UpdateFallback, col(UpdateFallback.update_id) == IncidentUpdate.id)
+                        .where(IncidentUpdate.incident_id == incident_id)
+                        .group_by(IncidentUpdate.number))
+    return dict(rows.all())
 
 
 def resolved_incidents(*, session: Session, ids: list[str]) -> set[str]:

@@ -108,6 +108,7 @@ def confirm(*, session: Session, vault: service.Vault, actor: Actor, contact_id:
     if contact.deleted_at is not None:
         raise Invalid("This contact has been removed; there is nothing to confirm.")
     contact.last_confirmed_at = now
+    contact.undeliverable_at = None
     session.add(contact)
     service.record_contact_version(session=session, vault=vault, actor=actor, contact=contact,
                                    event="confirmed", at=now)

@@ -85,6 +85,9 @@ class Contact(SQLModel, table=True):
     # When the freshness job last emailed this contact a link to confirm their details.
     confirmation_requested_at: datetime | None = Field(default=None,
                                                        sa_column=utc_column(nullable=True))
+    # When mail to this contact was refused for good (a bounce): their details need checking.
+    # Cleared when they confirm their details or a sync changes them.
+    undeliverable_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     created_at: datetime = Field(sa_column=utc_column())
     updated_at: datetime = Field(sa_column=utc_column())
     deleted_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))

@@ -361,6 +361,7 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str, now: dat
             "domain_index": index.digest("domain", normalized_email.rpartition("@")[2]),
             "content_digest": digest, "role": role, "locale": locale, "timezone": timezone,
             "source": source, "updated_at": now, "deleted_at": None,
+            "undeliverable_at": None,  # new details: worth writing to again
         }
         version = existing_version + 1
         if existing_id is None:
@@ -698,6 +699,7 @@ class MaskedContact:
     last_confirmed_at: datetime | None
     stale: bool
     deleted_at: datetime | None
+    undeliverable_at: datetime | None = None
 
 
 def search_accounts(*, session: Session, vault: Vault, query: str, confirm_after_days: int,
@@ -778,8 +780,9 @@ def account_contacts_masked(*, session: Session, vault: Vault, account_id: str,
             email=fields.mask_email(view.email), phone=fields.mask_phone(view.phone),
             role=row.role, locale=row.locale, timezone=row.timezone, sites=view.sites,
             last_confirmed_at=row.last_confirmed_at,
-            stale=row.last_confirmed_at is None or row.last_confirmed_at < fresh_after,
-            deleted_at=row.deleted_at))
+            stale=(row.last_confirmed_at is None or row.last_confirmed_at < fresh_after
+                   or row.undeliverable_at is not None),
+            deleted_at=row.deleted_at, undeliverable_at=row.undeliverable_at))
     return sites, masked
 
 
@@ -886,6 +889,22 @@ def sites_by_id(*, session: Session, ids: Iterable[str]) -> dict[str, Site]:
         return {}
     return {site.id: site for chunk in in_chunks(wanted)
             for site in session.exec(select(Site).where(col(Site.id).in_(chunk)))}
+
+
+def flag_undeliverable(*, session: Session, actor: Actor, contact_ids: Iterable[str],
+                       now: datetime) -> list[str]:
+    """Mark contacts whose mail was refused for good, for the freshness work (shown as
+    stale until they confirm their details); returns those newly flagged."""
+    flagged = []
+    for chunk in in_chunks(sorted(set(contact_ids))):
+        for contact in session.exec(select(Contact).where(
+                col(Contact.id).in_(chunk), col(Contact.undeliverable_at).is_(None))):
+            contact.undeliverable_at = now
+            session.add(contact)
+            flagged.append(contact.id)
+            audit.record(session, actor, "contact.undeliverable", target_kind="contact",
+                         target_id=contact.id)
+    return flagged
 
 
 @dataclass(frozen=True)
