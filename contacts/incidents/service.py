@@ -292,9 +292,14 @@ def computed_scope(*, session: Session, incident_id: str) -> tuple[int, int, str
 
 @dataclass(frozen=True)
 class Preview:
+    """The update as each audience would receive it: one contact's email, the account's
+    webhook body, and the card the public page would show."""
+
     recipient: str  # masked
     locale: str
     rendered: messages.Rendered
+    update: IncidentUpdate  # not saved: what the public page's card would say
+    webhook: str  # the JSON body the account's endpoint would receive, indented
 
 
 def _format_time(moment: datetime | None) -> str:
@@ -422,10 +427,13 @@ def preview(*, session: Session, desk: Desk, vault: vault_service.Vault, inciden
         raise Invalid("preview for an account this incident affects")
     values = {**_values(desk, incident, update), **view}
     sources = template_sources(session=session, desk=desk, locale=_language(contact.locale))
+    webhook = json.dumps(json.loads(webhook_body(desk, incident, update, account.id, view)),
+                         indent=2, ensure_ascii=False)
     return Preview(recipient=vault_service.mask_email(contact.email),
                    locale=_language(contact.locale),
                    rendered=messages.render_update(sources, values,
-                                                   _language(contact.locale)))
+                                                   _language(contact.locale)),
+                   update=update, webhook=webhook)
 
 
 def _language(locale: str) -> str:

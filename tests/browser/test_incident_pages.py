@@ -53,9 +53,12 @@ def test_comms_publish_an_update_that_reaches_every_affected_contact(
     page.get_by_label("Expected data loss").fill("Changes after 07:33 UTC, at most 5 minutes.")
     page.get_by_label("Confidence in the data loss").select_option("high")
     page.get_by_role("button", name="Preview").click()
-    preview = page.locator(".preview")
+    preview = page.locator(".preview").first
     assert "Restores run in waves over four days." in preview.inner_text()
     assert "***@" in preview.inner_text()
+    public_card, webhook = page.locator(".preview").nth(1), page.locator(".preview").nth(2)
+    assert "Changes after 07:33 UTC, at most 5 minutes." in public_card.inner_text()
+    assert '"type": "incident.update"' in webhook.inner_text()
     screenshot("preview")
     page.get_by_role("button", name="Publish to every affected account").click()
     assert page.get_by_text("Update 1 published to 75 recipients.").is_visible()

@@ -3,6 +3,7 @@ templates, and an update reaching every contact of every affected account over r
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -131,6 +132,10 @@ def test_a_saved_template_is_used_for_the_next_update(app, engine, desk, vault, 
     if shown.locale == "en":
         assert shown.rendered.text.startswith("Custom: A maintenance script")
     assert "***@" in shown.recipient
+    webhook = json.loads(shown.webhook)
+    assert webhook["account"]["id"] == account_id
+    assert webhook["update"]["what_happened"] == shown.update.what_happened
+    assert shown.update.data_loss.startswith("Changes made after 07:33 UTC")
 
 
 def test_a_late_update_warns_the_comms_inbox_once(engine, desk, vault, incident):
