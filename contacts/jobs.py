@@ -153,10 +153,9 @@ def send_scheduled_updates() -> None:
                     incident.next_update_due)
     for account_id in quarantined:
         log.warning("the webhook of %s keeps failing: quarantined", account_id)
-    for account, item_id in zip(unreached, calls, strict=True):
-        log.warning("update %d of %s reached no contact of %s by email: %s asks support to "
-                    "call", account.update_number, account.incident_id, account.account_id,
-                    item_id)
+    if unreached:
+        log.warning("%d accounts reached by no update email: support asked to call them (%s)",
+                    len(unreached), ", ".join(calls))
 
 
 def watch_slas() -> None:

@@ -17,14 +17,18 @@ class MailFailed(LifelineError):
     status = 502
     code = "mail_failed"
 
-    def __init__(self, message: str, *, server_down: bool = False, permanent: bool = False):
+    def __init__(self, message: str, *, server_down: bool = False, permanent: bool = False,
+                 bounced: bool = False):
         super().__init__(message)
-        # True when the server could not be reached or dropped us (every message would fail
-        # now); False when it refused this one message.
+        # True when the server could not be reached, dropped us or refused our sender (every
+        # message would fail now); False when it refused this one message.
         self.server_down = server_down
-        # True when it refused this message for good (a 5xx reply: no such mailbox...):
-        # trying again will not help.
+        # True when it refused this message for good (a 5xx reply): trying again will not
+        # help.
         self.permanent = permanent
+        # True when that refusal was of the recipient's address (no such mailbox...): the
+        # contact needs checking, not the message.
+        self.bounced = bounced
 
 
 @dataclass(frozen=True)
@@ -93,21 +97,31 @@ class MailConnection:
     def send_bytes(self, *, to: str, data: bytes) -> None:
         """Send a built message. Where the server offers PIPELINING (RFC 2920) the envelope
         and DATA go in one write: two round trips per message instead of four."""
+        where = f"{self.mailer.host}:{self.mailer.port}"
         try:
             smtp = self._open()
+            utf8 = not (to.isascii() and self.mailer.sender.isascii())
+            if utf8 and not (smtp.does_esmtp and smtp.has_extn("smtputf8")):
+                raise MailFailed(f"{where} does not offer SMTPUTF8, which this address needs",
+                                 permanent=True, bounced=True)
             if smtp.does_esmtp and smtp.has_extn("pipelining"):
-                _pipelined(smtp, self.mailer.sender, to, data)
+                _pipelined(smtp, self.mailer.sender, to, data, utf8)
             else:
-                smtp.sendmail(self.mailer.sender, [to], data)
-        except (OSError, smtplib.SMTPException) as exc:
-            self.close()  # the next message opens a new connection
-            refused = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused,
-                       smtplib.SMTPDataError)
+                smtp.sendmail(self.mailer.sender, [to], data,
+                              mail_options=["SMTPUTF8"] if utf8 else [])
+        except smtplib.SMTPRecipientsRefused as exc:  # the connection is still good (RSET)
             code = _reply_code(exc)
-            raise MailFailed(f"sending through {self.mailer.host}:{self.mailer.port} failed: "
-                             f"{type(exc).__name__}" + (f" {code}" if code else ""),
-                             server_down=not isinstance(exc, refused),
-                             permanent=isinstance(exc, refused) and code >= 500) from None
+            raise MailFailed(f"{where} refused the recipient: {code}", permanent=code >= 500,
+                             bounced=code >= 500) from None
+        except smtplib.SMTPDataError as exc:
+            self.close()
+            raise MailFailed(f"{where} refused the message: {exc.smtp_code}",
+                             permanent=exc.smtp_code >= 500) from None
+        except (OSError, smtplib.SMTPException) as exc:  # down, or our sender refused
+            self.close()  # the next message opens a new connection
+            code = _reply_code(exc)
+            raise MailFailed(f"sending through {where} failed: {type(exc).__name__}"
+                             + (f" {code}" if code else ""), server_down=True) from None
 
     def _open(self) -> smtplib.SMTP:
         if self._smtp is None:
@@ -126,11 +140,12 @@ class MailConnection:
             self._smtp = None
 
 
-def _pipelined(smtp: smtplib.SMTP, sender: str, to: str, data: bytes) -> None:
+def _pipelined(smtp: smtplib.SMTP, sender: str, to: str, data: bytes, utf8: bool) -> None:
     if any(mark in address for address in (sender, to) for mark in "\r\n"):
         raise smtplib.SMTPRecipientsRefused({to: (501, b"a line break in an address")})
-    smtp.send(f"MAIL FROM:{_envelope(sender)}\r\nRCPT TO:{_envelope(to)}\r\nDATA\r\n"
-              .encode())
+    option = " SMTPUTF8" if utf8 else ""
+    smtp.send(f"MAIL FROM:{_envelope(sender)}{option}\r\nRCPT TO:{_envelope(to)}\r\n"
+              "DATA\r\n".encode())
     (mail_code, mail_reply), (rcpt_code, rcpt_reply), (data_code, data_reply) = (
         smtp.getreply(), smtp.getreply(), smtp.getreply())
     if data_code == 354:
@@ -181,20 +196,47 @@ def _dot_stuffed(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+ADDRESS_HEADERS = ("From", "To")
+
+
 def _header(name: str, value: str) -> bytes:
     value = " ".join(value.split())  # no line breaks from a value into the header block
-    if value.isascii() and len(name) + len(value) < 997:
+    if value.isascii() and len(name) + len(value) < 77:
         return f"{name}: {value}\r\n".encode()
-    return f"{name}: {_encoded_words(value)}\r\n".encode()
+    if name in ADDRESS_HEADERS:
+        # Only a display name is encoded; a non-ASCII address itself goes as UTF-8 (sent
+        # only to servers that offer SMTPUTF8).
+        display, bracket, address = value.rpartition("<")
+        if bracket and display.strip() and not display.isascii():
+            return f"{name}: {_encoded_words(display.strip())} <{address}\r\n".encode()
+        return f"{name}: {value}\r\n".encode()
+    if value.isascii() and len(name) + len(value) < 997:
+        return f"{name}: {_folded(value, first=len(name) + 2)}\r\n".encode()
+    return f"{name}: {_encoded_words(value, first=len(name) + 2)}\r\n".encode()
 
 
-def _encoded_words(value: str, chunk: int = 45) -> str:
+def _folded(value: str, first: int = 0, width: int = 76) -> str:
+    """A long ASCII value folded at spaces (the first line shorter by the header's name)."""
+    lines, line = [], ""
+    for word in value.split(" "):
+        if line and len(line) + 1 + len(word) > width - (1 if lines else first):
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "\r\n ".join([*lines, line])
+
+
+def _encoded_words(value: str, chunk: int = 45, first: int = 0) -> str:
     """RFC 2047 base64 words of at most `chunk` UTF-8 bytes each (never splitting a
-    character), one per folded line."""
+    character), one per folded line; the first is shorter by the `first` characters of the
+    header's name, so no line passes 76."""
     words, current, size = [], [], 0
+    limit = chunk - (first * 3 + 3) // 4
     for character in value:
         width = len(character.encode("utf-8"))
-        if size + width > chunk:
+        if size + width > limit:
+            limit = chunk
             words.append("".join(current))
             current, size = [], 0
         current.append(character)

@@ -13,6 +13,7 @@ from aiosmtpd.controller import Controller
 from contacts.mail import Mailer, MailFailed, build_message
 
 REFUSED = "nobody@refused.example"
+REFUSED_SENDER = "blocked@sender.example"
 
 
 class Recorder:
@@ -27,6 +28,12 @@ class Recorder:
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, options):  # noqa: N802
+        if address == REFUSED_SENDER:
+            return "550 5.7.1 sender not allowed"
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
         if address == REFUSED:
@@ -95,3 +102,51 @@ def test_an_unreachable_server_says_it_is_down():
         Mailer(host="127.0.0.1", port=port, sender="s@x.example", timeout=2).send(
             to="t@x.example", subject="s", text="t")
     assert failed.value.server_down is True
+
+
+def test_a_non_ascii_address_goes_with_smtputf8_or_bounces_where_it_is_not_offered(server):
+    mailer, recorder = server  # aiosmtpd offers SMTPUTF8
+    mailer.send(to="jöe@acme.example", subject="s", text="t")
+    assert recorder.received[-1][1] == ["jöe@acme.example"]
+    assert recorder.received[-1][2]["To"] == "jöe@acme.example"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    strict = Recorder(pipelining=True)
+    controller = Controller(strict, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        plain = Mailer(host="127.0.0.1", port=port, sender="s@lifeline.example")
+        with plain.connection() as connection:
+            with pytest.raises(MailFailed) as refused:
+                connection.send(to="jöe@acme.example", subject="s", text="t")
+            assert (refused.value.bounced, refused.value.permanent) == (True, True)
+            connection.send(to="ok@acme.example", subject="s", text="t")
+    finally:
+        controller.stop()
+    assert [to for _, to, _ in strict.received] == [["ok@acme.example"]]
+
+
+def test_a_refused_recipient_is_a_bounce_and_a_refused_sender_is_an_outage(server):
+    mailer, _ = server
+    with pytest.raises(MailFailed) as bounced:
+        mailer.send(to=REFUSED, subject="s", text="t")
+    assert (bounced.value.bounced, bounced.value.server_down) == (True, False)
+    refused_sender = Mailer(host=mailer.host, port=mailer.port, sender=REFUSED_SENDER)
+    with pytest.raises(MailFailed) as down:
+        refused_sender.send(to="ok@acme.example", subject="s", text="t")
+    assert (down.value.bounced, down.value.server_down) == (False, True)
+
+
+def test_long_and_non_ascii_headers_keep_to_76_characters():
+    data = build_message(sender="Équipe Lifeline <status@lifeline.example>", to="t@x.example",
+                         subject="Mise à jour : " + "données restaurées " * 8, text="t",
+                         html=None, message_id="<m@x>",
+                         headers={"List-Id": "Lifeline incident " + "word " * 20 + "<l.example>"})
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 76
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["Subject"] == "Mise à jour : " + " ".join(["données restaurées"] * 8)
+    assert parsed["From"].addresses[0].display_name == "Équipe Lifeline"
+    assert parsed["From"].addresses[0].addr_spec == "status@lifeline.example"

@@ -34,6 +34,8 @@ from contacts.mail import MailConnection, Mailer, MailFailed
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# How a message whose recipient's address was refused for good starts its `last_error`.
+BOUNCED = "bounced: "
 LEASE = timedelta(minutes=2)
 
 
@@ -165,27 +167,28 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
     claimed = _claim(engine, now, limit, lease)
     if not claimed:
         return report
-    with mailer.connection() as connection, _outcome_writer(engine) as record:
-        for message in claimed:
-            if smtp_down and message.channel == "email":
-                handed_back.append(message.id)
-            elif not _deliver(connection, cipher, message, now, report, record):
-                smtp_down = True
-    _release(engine, handed_back)
+    try:
+        with mailer.connection() as connection, _outcome_writer(engine) as record:
+            for message in claimed:
+                if smtp_down and message.channel == "email":
+                    handed_back.append(message.id)
+                elif not _deliver(connection, cipher, message, now, report, record):
+                    smtp_down = True
+    finally:
+        _release(engine, handed_back)
     return report
 
 
 # Each outcome in one statement, committed on its own (autocommit: one round trip).
+_AT = bindparam("at", type_=UTCDateTime)
 _OUTCOMES = {
     "sent": text("UPDATE outbox_message SET state = 'sent', sent_at = :at, last_error = NULL, "
-                 "lease_until = NULL WHERE id = :id"),
+                 "lease_until = NULL WHERE id = :id").bindparams(_AT),
     "retry": text("UPDATE outbox_message SET next_attempt_at = :at, last_error = :error, "
-                  "lease_until = NULL WHERE id = :id"),
+                  "lease_until = NULL WHERE id = :id").bindparams(_AT),
     "failed": text("UPDATE outbox_message SET state = 'failed', last_error = :error, "
                    "lease_until = NULL WHERE id = :id"),
 }
-_OUTCOMES = {name: statement.bindparams(bindparam("at", type_=UTCDateTime))
-             if ":at" in str(statement) else statement for name, statement in _OUTCOMES.items()}
 
 
 @contextmanager
@@ -209,14 +212,18 @@ def _outcome_writer(engine: Engine) -> Iterator[Callable[[int, str, dict], None]
         try:
             with engine.connect() as held:
                 connection = held.execution_options(isolation_level="AUTOCOMMIT")
-                if postgresql:
-                    connection.exec_driver_sql("SET synchronous_commit TO off")
-                while (outcome := pending.get()) is not None:
-                    message_id, name, values = outcome
-                    connection.execute(_OUTCOMES[name], {"id": message_id, **values})
-                stopped = True
-                if postgresql:
-                    connection.exec_driver_sql("RESET synchronous_commit")
+                try:
+                    if postgresql:
+                        connection.exec_driver_sql("SET synchronous_commit TO off")
+                    while (outcome := pending.get()) is not None:
+                        message_id, name, values = outcome
+                        connection.execute(_OUTCOMES[name], {"id": message_id, **values})
+                    stopped = True
+                    if postgresql:
+                        connection.exec_driver_sql("RESET synchronous_commit")
+                except BaseException:
+                    held.invalidate()  # never back to the pool with its settings changed
+                    raise
         except BaseException as exc:  # noqa: BLE001 - handed to the sender, which raises it
             failures.append(exc)
             while not stopped and pending.get() is not None:  # let the sender finish
@@ -263,7 +270,8 @@ def _deliver(connection: MailConnection, cipher: FieldCipher, message: OutboxMes
     except (MailFailed, WebhookFailed) as exc:
         server_up = not getattr(exc, "server_down", False)
         if message.attempts >= MAX_ATTEMPTS or getattr(exc, "permanent", False):
-            outcome, values = "failed", {"error": exc.message[:500]}
+            error = (BOUNCED if getattr(exc, "bounced", False) else "") + exc.message
+            outcome, values = "failed", {"error": error[:500]}
             report.failed += 1
             log.warning("outbox message %d (%s) failed for good after %d attempts: %s",
                         message.id, message.purpose, message.attempts, exc.message)
@@ -324,11 +332,16 @@ def counts_by_prefix(*, session: Session, prefix: str) -> dict[str, int]:
     return {state: 0 for state in STATES} | dict(rows.all())
 
 
-def failed_since(*, session: Session, channel: str, since: datetime) -> list[OutboxMessage]:
-    """Messages of a channel given up since a time (their keys say whose they were)."""
-    return list(session.exec(select(OutboxMessage).where(
+def failed_since(*, session: Session, channel: str, since: datetime,
+                 bounced_only: bool = False) -> list[OutboxMessage]:
+    """Messages of a channel given up since a time (their keys say whose they were);
+    `bounced_only`: those whose recipient's address was refused."""
+    query = select(OutboxMessage).where(
         OutboxMessage.channel == channel, OutboxMessage.state == "failed",
-        col(OutboxMessage.created_at) >= since)))
+        col(OutboxMessage.created_at) >= since)
+    if bounced_only:
+        query = query.where(col(OutboxMessage.last_error).startswith(BOUNCED))
+    return list(session.exec(query))
 
 
 def counts(*, session: Session) -> dict[str, int]:

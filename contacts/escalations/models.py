@@ -76,8 +76,10 @@ class WorkItem(SQLModel, table=True):
     first_response_risk_at: datetime = Field(sa_column=utc_column())
     resolution_due: datetime = Field(sa_column=utc_column())
     resolution_risk_at: datetime = Field(sa_column=utc_column())
-    # While waiting on the customer the resolution clock stops; it resumes with the time left.
+    # While waiting on the customer the resolution clock stops; the minutes it stood still
+    # (in the policy's time) push the resolution target back.
     paused_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    paused_minutes: float = Field(default=0.0)
     # The target running now (first response until there is one, then resolution): the
     # queue's second sort key and what the SLA job watches. PAUSED while the clock stops.
     next_due: datetime = Field(sa_column=utc_column())

@@ -7,6 +7,7 @@ Everyone on staff reads; support (and admins) triage; only admins delete.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
@@ -24,6 +25,7 @@ from contacts.escalations.models import CHANNELS, KINDS, OPEN_STATUSES, STATUSES
 from contacts.escalations.web import desk
 
 bp = Blueprint("escalations", __name__)
+NUMBER = re.compile(r"[0-9]{1,6}")  # str.isdigit() takes "²"; int() of 30 digits is no page
 TRIAGE = ("support",)  # admins may always
 
 
@@ -104,7 +106,7 @@ def _filter_from_args(args) -> service.QueueFilter:
         return value or None
 
     priority = text("priority")
-    if priority is not None and not priority.isdigit():
+    if priority is not None and not NUMBER.fullmatch(priority):
         raise Invalid("priority must be 1 to 4")
     owner = text("owner")
     if owner == "me":
@@ -125,7 +127,7 @@ def queue():
     given = _filter_from_args(request.args)
     page = request.args.get("page", "1")
     found = service.queue(session=request_session(), desk=desk(), given=given, now=utcnow(),
-                          page=int(page) if page.isdigit() else 1)
+                          page=int(page) if NUMBER.fullmatch(page) else 1)
     views = service.saved_views(session=request_session(), staff_id=current_user.id)
     return render_template("escalations/queue.html", queue=found, given=given, views=views,
                            statuses=STATUSES, channels=CHANNELS, kinds=KINDS,
@@ -222,7 +224,7 @@ def assign(item_id: str):
 @staff(*TRIAGE)
 def set_priority(item_id: str):
     value = _form("priority")
-    if not value.isdigit():
+    if not NUMBER.fullmatch(value):
         raise Invalid("priority must be 1 to 4")
     return _act(item_id, lambda **kw: service.set_priority(priority=int(value), **kw),
                 f"Priority set to P{value}.")

@@ -9,6 +9,7 @@ services; nothing here reads their tables.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -121,10 +122,12 @@ def _clock(desk: Desk, business: bool, profile: AccountProfile | None) -> sla.Cl
 
 def _set_targets(desk: Desk, item: WorkItem, profile: AccountProfile | None,
                  now: datetime) -> None:
-    """Due times of the item's priority, counted from its creation."""
+    """Due times of the item's priority, counted from its creation, the resolution target
+    pushed back by the time spent waiting on the customer."""
     policy = desk.policies[item.priority]
     targets = sla.targets(policy, _clock(desk, policy.business_hours, profile),
-                          item.created_at, desk.at_risk_fraction)
+                          item.created_at, desk.at_risk_fraction,
+                          paused_minutes=item.paused_minutes)
     item.sla_business_hours = policy.business_hours
     item.first_response_due = targets.first_response_due
     item.first_response_risk_at = targets.first_response_risk_at
@@ -133,32 +136,37 @@ def _set_targets(desk: Desk, item: WorkItem, profile: AccountProfile | None,
     _follow_clock(item, now)
 
 
-def _follow_clock(item: WorkItem, now: datetime) -> None:
-    """Point the item at the target running now, and say how it stands."""
+SLA_RANK = {"ok": 0, "at_risk": 1, "breached": 2}
+
+
+def _follow_clock(item: WorkItem, now: datetime, restarted: bool = False) -> None:
+    """Point the item at the target running now. Better news is recorded at once; worse news
+    is the SLA job's to record, with its event and warnings (`check_sla`). `restarted`: a
+    new target runs (the first response was just given), judged on its own."""
     if not item.is_open or item.paused_at is not None:
         item.next_due = item.next_risk_at = PAUSED
     elif item.first_response_at is None:
         item.next_due, item.next_risk_at = item.first_response_due, item.first_response_risk_at
     else:
         item.next_due, item.next_risk_at = item.resolution_due, item.resolution_risk_at
-    item.sla_state = sla_state(item, now)
+    state = sla_state(item, now)
+    if restarted or not item.is_open or SLA_RANK[state] < SLA_RANK[item.sla_state]:
+        item.sla_state = state
 
 
 def sla_state(item: WorkItem, now: datetime) -> str:
-    """"breached" once a target was missed (it stays so), "at_risk" when the running
-    target has less than its share left, else "ok"."""
-    running = item.is_open and item.paused_at is None
-    if item.first_response_at is None:
-        if item.is_open and now >= item.first_response_due:
+    """How the running target stands: "breached" once its due time passed, "at_risk" when
+    less than its share is left, else "ok". While the clock is stopped (waiting on the
+    customer) the state stands still; a resolved item is judged by when it was resolved."""
+    if not item.is_open:
+        if item.resolved_at is not None and item.resolved_at > item.resolution_due:
             return "breached"
-    elif item.first_response_at > item.first_response_due:
+        return item.sla_state
+    if item.paused_at is not None:
+        return item.sla_state
+    if now >= item.next_due:
         return "breached"
-    if item.resolved_at is not None:
-        if item.resolved_at > item.resolution_due:
-            return "breached"
-    elif running and now >= item.resolution_due:
-        return "breached"
-    if running and now >= item.next_risk_at:
+    if now >= item.next_risk_at:
         return "at_risk"
     return "ok"
 
@@ -390,12 +398,13 @@ def change_status(*, session: Session, desk: Desk, actor: Actor, item_id: str, s
 def _move(session: Session, desk: Desk, item: WorkItem, actor: Actor, status: str,
           now: datetime, note: str | None) -> None:
     before = item.status
-    if before == "waiting_on_customer" and item.paused_at is not None:
-        _resume_clock(session, desk, item, now)
     item.status = status
     item.is_open = status in OPEN_STATUSES
-    if status in ("in_progress", "waiting_on_customer", "resolved") and \
-            item.first_response_at is None and actor.kind != "system":
+    if before == "waiting_on_customer" and item.paused_at is not None:
+        _resume_clock(session, desk, item, now)
+    responded = (status in ("in_progress", "waiting_on_customer", "resolved")
+                 and item.first_response_at is None and actor.kind != "system")
+    if responded:
         item.first_response_at = now
     if status == "waiting_on_customer":
         item.paused_at = now
@@ -406,20 +415,19 @@ def _move(session: Session, desk: Desk, item: WorkItem, actor: Actor, status: st
     elif item.is_open:
         item.resolved_at = item.closed_at = None
     _worked(item, actor, now)
-    _follow_clock(item, now)
+    _follow_clock(item, now, restarted=responded)
     session.add(item)
     _event(session, desk, item, actor, "status", now, f"{before} -> {status}", note)
 
 
 def _resume_clock(session: Session, desk: Desk, item: WorkItem, now: datetime) -> None:
-    """The resolution clock restarts with the time that was left when it stopped."""
-    clock = _clock(desk, item.sla_business_hours,
-                   _profiles(session, [item.account_id]).get(item.account_id))
-    left = clock.minutes_between(item.paused_at, item.resolution_due)
-    risk_left = clock.minutes_between(item.paused_at, item.resolution_risk_at)
-    item.resolution_due = clock.add(now, left)
-    item.resolution_risk_at = clock.add(now, risk_left)
+    """The resolution clock restarts: the time spent waiting (in the policy's minutes) is
+    added to the resolution target, and stays added whenever the targets are recomputed."""
+    profile = _profiles(session, [item.account_id]).get(item.account_id)
+    clock = _clock(desk, item.sla_business_hours, profile)
+    item.paused_minutes += clock.minutes_between(item.paused_at, now)
     item.paused_at = None
+    _set_targets(desk, item, profile, now)
 
 
 def _resolve_children(session: Session, desk: Desk, parent: WorkItem, actor: Actor,
@@ -449,9 +457,17 @@ def _resolution_message(item: WorkItem) -> str:
             "wrong, answer this message and we will pick it up again.")
 
 
+def _open_item(session: Session, item_id: str) -> WorkItem:
+    item = get_item(session=session, item_id=item_id)
+    if not item.is_open:
+        raise Conflict(f"{item.id} is {item.status}; reopen it first (resolved items can go "
+                       "back to in progress).")
+    return item
+
+
 def set_priority(*, session: Session, desk: Desk, actor: Actor, item_id: str, priority: int,
                  now: datetime, reason: str = "") -> WorkItem:
-    item = get_item(session=session, item_id=item_id)
+    item = _open_item(session, item_id)
     _priority(priority)
     if priority != item.priority:
         before = item.priority
@@ -467,7 +483,7 @@ def set_priority(*, session: Session, desk: Desk, actor: Actor, item_id: str, pr
 
 def assign(*, session: Session, desk: Desk, actor: Actor, item_id: str,
            owner_id: str | None, now: datetime) -> WorkItem:
-    item = get_item(session=session, item_id=item_id)
+    item = _open_item(session, item_id)
     owner = check_owner(session, desk, owner_id) if owner_id else None
     if owner != item.owner_id:
         item.owner_id = owner
@@ -480,7 +496,7 @@ def assign(*, session: Session, desk: Desk, actor: Actor, item_id: str,
 
 def set_region(*, session: Session, desk: Desk, actor: Actor, item_id: str, region: str,
                now: datetime) -> WorkItem:
-    item = get_item(session=session, item_id=item_id)
+    item = _open_item(session, item_id)
     region = _region(desk, region, now)
     if region != item.region:
         before = item.region
@@ -514,10 +530,11 @@ def reply(*, session: Session, desk: Desk, actor: Actor, item_id: str, body: str
     if not (item.request_id or item.requester_contact_id):
         raise Conflict("This item has no requester to reply to (log the contact who asked).")
     _tell_requester(session, desk, actor, item, body, now)
-    if item.first_response_at is None:
+    responded = item.first_response_at is None
+    if responded:
         item.first_response_at = now
     _worked(item, actor, now)
-    _follow_clock(item, now)
+    _follow_clock(item, now, restarted=responded)
     session.add(item)
     _event(session, desk, item, actor, "reply", now, "sent to the requester", body[:20_000])
     return item
@@ -530,18 +547,20 @@ def _tell_requester(session: Session, desk: Desk, actor: Actor, item: WorkItem, 
                                       request_id=item.request_id, body=body,
                                       render=desk.render, now=now)
         return
-    contact = vault_service.get_contact(session=session, contact_id=item.requester_contact_id)
+    try:
+        contact = vault_service.get_contact(session=session,
+                                            contact_id=item.requester_contact_id)
+    except NotFound:  # purged from the vault since: nobody left to tell
+        return
     if contact.deleted_at is not None:
         return
     view = vault_service.contact_view(session=session, vault=desk.vault, contact=contact)
     subject, text, html = desk.render("item_reply", view.locale, {
         "item_id": item.id, "reply": body,
         "contact_link": f"{desk.base_url}/contact"})
-    session.flush()
-    count = session.exec(select(func.count()).select_from(ItemEvent).where(
-        ItemEvent.item_id == item.id)).one()
     outbox.enqueue_email(session=session, cipher=desk.crypto.cipher,
-                         key=f"item-reply:{item.id}:{count}", purpose="item_reply", now=now,
+                         key=f"item-reply:{item.id}:{uuid.uuid4().hex}", purpose="item_reply",
+                         now=now,
                          email=outbox.Email(to=view.email, subject=subject, text=text,
                                             html=html, headers={"List-Id": LIST_ID}))
 
@@ -599,7 +618,10 @@ def merge(*, session: Session, desk: Desk, actor: Actor, item_id: str, into_id: 
         raise Conflict(f"{survivor.id} is {survivor.status}; merge into an open item.")
     if duplicate.merged_into_id:
         raise Conflict(f"{duplicate.id} is already merged into {duplicate.merged_into_id}.")
-    for child in session.exec(select(WorkItem).where(WorkItem.parent_id == duplicate.id)):
+    if _is_ancestor(session, duplicate.id, survivor):
+        raise Conflict("An item cannot be merged into one of its own children.")
+    for child in session.exec(select(WorkItem).where(WorkItem.parent_id == duplicate.id,
+                                                     WorkItem.id != survivor.id)):
         child.parent_id = survivor.id
         session.add(child)
     duplicate.merged_into_id = survivor.id
@@ -681,9 +703,10 @@ SYNC_OVERLAP = timedelta(minutes=5)
 
 def sync_requests(*, session: Session, desk: Desk, now: datetime, limit: int = 1000) -> int:
     """Open a ticket for each new matched request, and keep each ticket's account, trust and
-    priority in step with its request (verification can raise the priority)."""
-    latest = session.exec(select(func.max(WorkItem.request_changed_at))).one()
-    since = latest - SYNC_OVERLAP if latest else None
+    priority in step with its request (verification can raise the priority). A closed
+    request gets no ticket (one opens if the customer writes again)."""
+    newest = session.exec(select(func.max(WorkItem.request_changed_at))).one()
+    since = (newest - SYNC_OVERLAP, "") if newest else None
     changed = 0
     while True:
         summaries = intake_service.requests_changed_since(session=session, since=since,
@@ -696,14 +719,15 @@ def sync_requests(*, session: Session, desk: Desk, now: datetime, limit: int = 1
         for summary in summaries:
             item = existing.get(summary.id)
             if item is None:
-                _ticket_for(session, desk, summary, profiles.get(summary.account_id), now)
-                changed += 1
+                if summary.status != "closed":
+                    _ticket_for(session, desk, summary, profiles.get(summary.account_id), now)
+                    changed += 1
             elif _follow_request(session, desk, item, summary, profiles, now):
                 changed += 1
         if len(summaries) < limit:
             return changed
         session.flush()
-        since = summaries[-1].changed_at
+        since = (summaries[-1].changed_at, summaries[-1].id)
 
 
 def _ticket_for(session: Session, desk: Desk, request: intake_service.RequestSummary,
@@ -778,22 +802,45 @@ def resolve_for_incidents(*, session: Session, desk: Desk, now: datetime) -> int
 def call_unreached(*, session: Session, desk: Desk,
                    unreached: list[incidents_service.Unreached], now: datetime) -> list[str]:
     """An account none of whose contacts an update's email reached falls back to a call:
-    a P1 task on the account, linked to the incident, in the region on shift."""
-    created = []
+    a P1 task on the account, linked to the incident, in the region on shift; while that
+    task is open, later updates that miss the account add a comment to it."""
+    handled = []
     system = Actor.system("delivery")
     for account in unreached:
+        if _gone(session, account.account_id):
+            log.info("update %d of %s missed %s, which the vault no longer holds",
+                     account.update_number, account.incident_id, account.account_id)
+            continue
+        note = (f"Update {account.update_number} of “{account.incident_title}” reached none "
+                f"of the account's {account.contacts_failed} contact"
+                f"{'s' if account.contacts_failed != 1 else ''} by email")
+        open_task = session.exec(select(WorkItem).where(
+            WorkItem.account_id == account.account_id,
+            WorkItem.incident_id == account.incident_id, WorkItem.created_by == "delivery",
+            col(WorkItem.is_open).is_(True))).first()
+        if open_task is not None:
+            comment(session=session, desk=desk, actor=system, item_id=open_task.id,
+                    body=note + ".", now=now)
+            handled.append(open_task.id)
+            continue
         item = create_item(session=session, desk=desk, actor=system, now=now, new=NewItem(
             kind="task", channel="internal", account_id=account.account_id, priority=1,
-            incident_id=account.incident_id,
-            title=f"Call the account: update {account.update_number} of "
-                  f"“{account.incident_title}” reached none of its "
-                  f"{account.contacts_failed} contact{'s' if account.contacts_failed != 1 else ''}"
-                  " by email",
+            incident_id=account.incident_id, title=f"Call the account: {note[0].lower()}"
+                                                   f"{note[1:]}",
             body="Every email of this update to the account's contacts was refused for good. "
                  "Their contacts are flagged for checking on the account page. Call a phone "
                  "number on file, read them the update, and correct their contacts."))
-        created.append(item.id)
-    return created
+        handled.append(item.id)
+    return handled
+
+
+def _gone(session: Session, account_id: str) -> bool:
+    """Deleted or purged from the vault since."""
+    try:
+        vault_service.get_account(session=session, account_id=account_id)
+    except NotFound:
+        return True
+    return False
 
 
 # -- SLA watch -------------------------------------------------------------------------------
@@ -819,7 +866,7 @@ def check_sla(*, session: Session, desk: Desk, now: datetime) -> SlaReport:
                                             if item.owner_id])
     for item in changed.values():
         state = sla_state(item, now)
-        if state == item.sla_state or not item.is_open:
+        if SLA_RANK[state] <= SLA_RANK[item.sla_state] or not item.is_open:
             continue
         item.sla_state = state
         session.add(item)
@@ -871,9 +918,11 @@ def hand_off(*, session: Session, desk: Desk, now: datetime) -> ShiftHandoff | N
     if last is not None and last.to_region == incoming.name:
         return None
     outgoing = desk.rota.before(incoming)
+    # Every region now off shift: a change the job missed (it was down) strands nothing.
+    off_shift = [name for name in desk.rota.names if name != incoming.name]
     idle_since = now - desk.handoff_idle
     items = list(session.exec(select(WorkItem).where(
-        WorkItem.region == outgoing.name, col(WorkItem.is_open).is_(True),
+        col(WorkItem.region).in_(off_shift), col(WorkItem.is_open).is_(True),
         col(WorkItem.status).in_(("new", "triaged", "in_progress")),
         or_(col(WorkItem.owner_id).is_(None), col(WorkItem.last_worked_at).is_(None),
             col(WorkItem.last_worked_at) < idle_since))))
@@ -882,11 +931,11 @@ def hand_off(*, session: Session, desk: Desk, now: datetime) -> ShiftHandoff | N
             f"{idle_since:%H:%M} UTC handed on.")
     system = Actor.system("shifts")
     for item in items:
-        before = item.owner_id
+        before, region = item.owner_id, item.region
         item.region, item.owner_id, item.updated_at = incoming.name, None, now
         session.add(item)
         _event(session, desk, item, system, "handoff", now,
-               f"{outgoing.name} -> {incoming.name}"
+               f"{region} -> {incoming.name}"
                + (f", unassigned from {before}" if before else ""))
     handoff = ShiftHandoff(at=now, from_region=outgoing.name, to_region=incoming.name,
                            items=len(items), note=note)
@@ -1093,9 +1142,13 @@ def account_picture(*, session: Session, desk: Desk, account_id: str, now: datet
                     limit: int = 200) -> AccountPicture:
     account_id = vault_service.get_account(session=session, account_id=account_id,
                                            include_deleted=True).id
+    # Every open item (bulk actions reach them all), and the newest closed ones.
     items = list(session.exec(select(WorkItem).where(
-        WorkItem.account_id == account_id, col(WorkItem.deleted_at).is_(None))
-        .order_by(col(WorkItem.created_at).desc()).limit(limit)))
+        WorkItem.account_id == account_id, col(WorkItem.is_open).is_(True))))
+    items += session.exec(select(WorkItem).where(
+        WorkItem.account_id == account_id, col(WorkItem.is_open).is_(False),
+        col(WorkItem.deleted_at).is_(None))
+        .order_by(col(WorkItem.created_at).desc()).limit(limit)).all()
     rows = _rows(session, desk, items, now)
     by_id = {row.item.id: row for row in rows}
     open_rows = sorted((row for row in rows if row.item.is_open),

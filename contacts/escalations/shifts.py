@@ -80,9 +80,3 @@ class Rota:
 
     def get(self, name: str) -> Region | None:
         return next((region for region in self.regions if region.name == name), None)
-
-    def shift_start(self, now: datetime) -> datetime:
-        region = self.on_shift(now)
-        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return midnight.replace(hour=region.starts // 60, minute=region.starts % 60)
-

@@ -121,15 +121,16 @@ class Targets:
     resolution_risk_at: datetime
 
 
-def targets(policy: Policy, clock: Clock, start: datetime, at_risk_fraction: float) -> Targets:
+def targets(policy: Policy, clock: Clock, start: datetime, at_risk_fraction: float,
+            paused_minutes: float = 0.0) -> Targets:
     """Due times from `start`; an item is at risk once less than `at_risk_fraction` of a
-    target is left."""
+    target is left. `paused_minutes` (waiting on the customer) push the resolution back."""
     used = 1 - at_risk_fraction
     return Targets(
         first_response_due=clock.add(start, policy.first_response_minutes),
         first_response_risk_at=clock.add(start, policy.first_response_minutes * used),
-        resolution_due=clock.add(start, policy.resolution_minutes),
-        resolution_risk_at=clock.add(start, policy.resolution_minutes * used))
+        resolution_due=clock.add(start, policy.resolution_minutes + paused_minutes),
+        resolution_risk_at=clock.add(start, policy.resolution_minutes * used + paused_minutes))
 
 
 def policies_from_settings(settings) -> dict[int, Policy]:
@@ -152,6 +153,3 @@ def policies_from_settings(settings) -> dict[int, Policy]:
                               "minutes") from None
     return policies
 
-
-def time_left(now: datetime, due: datetime) -> timedelta:
-    return due - now

@@ -730,16 +730,18 @@ def follow_up_bounces(*, session: Session, now: datetime) -> list[Unreached]:
     freshness work, and an account none of whose contacts the update reached is recorded as
     falling back (returned, once each, for support to call)."""
     failed: dict[tuple[str, str], list[str]] = {}
+    bounced_at: dict[str, datetime] = {}
     for message in outbox.failed_since(session=session, channel="email",
-                                       since=now - FALLBACK_WINDOW):
+                                       since=now - FALLBACK_WINDOW, bounced_only=True):
         parts = message.key.split(":")
         if len(parts) == 4 and parts[0] == "update" and parts[3].startswith("ctc_"):
             failed.setdefault((parts[1], parts[2]), []).append(parts[3])
+            bounced_at[parts[3]] = max(bounced_at.get(parts[3], message.created_at),
+                                       message.created_at)
     if not failed:
         return []
-    vault_service.flag_undeliverable(
-        session=session, actor=Actor.system("delivery"),
-        contact_ids=[contact for contacts in failed.values() for contact in contacts], now=now)
+    vault_service.flag_undeliverable(session=session, actor=Actor.system("delivery"),
+                                     bounced_at=bounced_at, now=now)
     known = {(row.update_id, row.account_id) for row in session.exec(
         select(UpdateFallback).where(col(UpdateFallback.update_id).in_(
             list({update_id for update_id, _ in failed}))))}

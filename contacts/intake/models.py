@@ -65,10 +65,10 @@ class SupportRequest(SQLModel, table=True):
     processed_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     callback_by: str | None = Field(default=None, max_length=40)
     callback_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
-    # Stamped by every change after the request is stored: the escalations domain follows
-    # requests by this time (its tickets take the account, trust and priority from them).
-    changed_at: datetime | None = Field(default=None, sa_column=Column(
-        UTCDateTime, nullable=True, index=True, onupdate=utcnow))
+    # Stamped when stored and by every change after: the escalations domain follows requests
+    # by this time (its tickets take the account, trust and priority from them).
+    changed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True,
+                                                  onupdate=utcnow))
 
 
 class RequestCandidate(SQLModel, table=True):

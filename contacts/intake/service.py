@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
@@ -230,7 +230,7 @@ def _request_row(intake: Intake, draft: Draft, now: datetime) -> dict:
         "code_expires_at": now + timedelta(minutes=intake.code_minutes),
         "code_attempts": 0, "codes_sent": 1, "account_id": None, "account_source": None,
         "contact_id": None, "contact_role": None, "processed_at": None, "callback_by": None,
-        "callback_at": None}
+        "callback_at": None, "changed_at": now}
 
 
 class RequestWriter:
@@ -745,15 +745,19 @@ def _summary(request: SupportRequest) -> RequestSummary:
     return RequestSummary(request.id, request.reference, request.account_id,
                           request.verification, request.priority, request.severity,
                           request.status, request.contact_id, request.received_at,
-                          request.changed_at or request.stored_at)
+                          request.changed_at)
 
 
-def requests_changed_since(*, session: Session, since: datetime | None,
+def requests_changed_since(*, session: Session, since: tuple[datetime, str] | None,
                            limit: int = 1000) -> list[RequestSummary]:
-    """Matched (processed) requests changed at or after `since`, oldest change first."""
+    """Matched (processed) requests changed after `since` (a change time and a request ID:
+    the last one seen), in that order: a keyset, so equal times never repeat a page."""
     query = select(SupportRequest).where(col(SupportRequest.processed_at).is_not(None))
     if since is not None:
-        query = query.where(col(SupportRequest.changed_at) >= since)
+        at, request_id = since
+        query = query.where(or_(col(SupportRequest.changed_at) > at,
+                                (col(SupportRequest.changed_at) == at)
+                                & (col(SupportRequest.id) > request_id)))
     query = query.order_by(SupportRequest.changed_at, SupportRequest.id).limit(limit)
     return [_summary(request) for request in session.exec(query)]
 

@@ -891,14 +891,20 @@ def sites_by_id(*, session: Session, ids: Iterable[str]) -> dict[str, Site]:
             for site in session.exec(select(Site).where(col(Site.id).in_(chunk)))}
 
 
-def flag_undeliverable(*, session: Session, actor: Actor, contact_ids: Iterable[str],
+def flag_undeliverable(*, session: Session, actor: Actor, bounced_at: dict[str, datetime],
                        now: datetime) -> list[str]:
     """Mark contacts whose mail was refused for good, for the freshness work (shown as
-    stale until they confirm their details); returns those newly flagged."""
+    stale until they confirm their details); `bounced_at` holds, per contact, when the
+    refused message was written. A contact confirmed or changed since is left alone: the
+    refusal was of the old details. Returns those newly flagged."""
     flagged = []
-    for chunk in in_chunks(sorted(set(contact_ids))):
+    for chunk in in_chunks(sorted(bounced_at)):
         for contact in session.exec(select(Contact).where(
                 col(Contact.id).in_(chunk), col(Contact.undeliverable_at).is_(None))):
+            written = bounced_at[contact.id]
+            if contact.updated_at > written or (contact.last_confirmed_at is not None
+                                                and contact.last_confirmed_at > written):
+                continue
             contact.undeliverable_at = now
             session.add(contact)
             flagged.append(contact.id)

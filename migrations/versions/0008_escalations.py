@@ -76,6 +76,7 @@ def upgrade() -> None:
     sa.Column('resolution_due', sa.DateTime(timezone=True), nullable=False),
     sa.Column('resolution_risk_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('paused_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('paused_minutes', sa.Float(), nullable=False),
     sa.Column('next_due', sa.DateTime(timezone=True), nullable=False),
     sa.Column('next_risk_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('sla_state', sa.String(16), nullable=False),
@@ -116,6 +117,11 @@ def upgrade() -> None:
 
     with op.batch_alter_table('support_request', schema=None) as batch_op:
         batch_op.add_column(sa.Column('changed_at', sa.DateTime(timezone=True), nullable=True))
+    # Requests stored before: their last change is when they were matched, or stored.
+    op.execute("UPDATE support_request SET changed_at = COALESCE(processed_at, stored_at)")
+    with op.batch_alter_table('support_request', schema=None) as batch_op:
+        batch_op.alter_column('changed_at', existing_type=sa.DateTime(timezone=True),
+                              nullable=False)
         batch_op.create_index(batch_op.f('ix_support_request_changed_at'), ['changed_at'], unique=False)
 
     # ### end Alembic commands ###

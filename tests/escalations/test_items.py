@@ -269,3 +269,26 @@ def test_a_long_queue_is_counted_up_to_a_cap_and_paged(work, accounts, actor, mo
                              now=utcnow(), page=3, per_page=2)
     assert (first.total, first.more, first.has_next, len(first.rows)) == (3, True, True, 2)
     assert (last.has_next, [row.item.id for row in last.rows]) == (False, [items[4].id])
+
+
+def test_an_item_cannot_be_merged_into_its_own_child(work, accounts, actor):
+    account_id = accounts["A-1"][0]
+    parent = work.create(actor, account_id=account_id)
+    child = work.create(actor, account_id=account_id)
+    work.run(service.link, actor=actor, item_id=child.id, parent_id=parent.id, now=utcnow())
+    with pytest.raises(Conflict, match="its own children"):
+        work.run(service.merge, actor=actor, item_id=parent.id, into_id=child.id,
+                 now=utcnow())
+    assert work.item(child.id).parent_id == parent.id
+
+
+def test_a_closed_item_keeps_its_owner_and_priority(work, accounts, actor, make_staff):
+    item = work.create(actor, account_id=accounts["A-1"][0])
+    for status in ("triaged", "resolved", "closed"):
+        work.run(service.change_status, actor=actor, item_id=item.id, status=status,
+                 now=utcnow())
+    with pytest.raises(Conflict, match="is closed"):
+        work.run(service.set_priority, actor=actor, item_id=item.id, priority=1, now=utcnow())
+    with pytest.raises(Conflict, match="is closed"):
+        work.run(service.assign, actor=actor, item_id=item.id,
+                 owner_id=make_staff("support").id, now=utcnow())

@@ -72,3 +72,14 @@ def test_new_unowned_items_go_to_the_region_on_shift(work, accounts, actor):
 def test_regions_that_do_not_cover_the_day_once_are_refused(regions, problem):
     with pytest.raises(ConfigError, match=problem):
         Rota.parse(regions, [])
+
+
+def test_a_shift_change_the_job_missed_strands_nothing(work, accounts, actor):
+    """The job was down through AMER's whole shift: at APAC's start, EMEA's idle items go
+    to APAC too."""
+    item = work.create(actor, now=EMEA_MORNING, account_id=accounts["A-1"][0])
+    assert work.run(service.hand_off, now=EMEA_MORNING).to_region == "EMEA"
+    apac_start = datetime(2026, 11, 24, 0, 5, tzinfo=UTC)
+    handoff = work.run(service.hand_off, now=apac_start)
+    assert (handoff.to_region, handoff.items) == ("APAC", 1)
+    assert work.item(item.id).region == "APAC"

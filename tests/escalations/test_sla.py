@@ -121,3 +121,43 @@ def _ticket(work):
         item = session.exec(select(WorkItem).where(WorkItem.channel == "web_form")).one()
         session.expunge(item)
         return item
+
+
+def test_a_breach_found_by_a_change_is_still_announced_by_the_job(work, accounts, actor,
+                                                                  make_staff):
+    owner = make_staff("support", email="late@staff.example.com")
+    item = work.create(actor, now=MONDAY_10, account_id=accounts["A-1"][0], priority=1,
+                       owner_id=owner.id)
+    # Triaged a minute after the first response was due (triage is not a response).
+    work.run(service.change_status, actor=actor, item_id=item.id, status="triaged",
+             now=MONDAY_10 + timedelta(minutes=31))
+    assert _check(work, MONDAY_10 + timedelta(minutes=31)).breached == [item.id]
+    work.deliver(now=MONDAY_10 + timedelta(minutes=32))
+    assert [m["Subject"].split("]")[0] for m in work.mail_to("late@staff.example.com")] == [
+        "[SLA breached"]
+
+
+def test_after_a_late_first_response_the_resolution_target_is_watched(work, accounts, actor):
+    account_id, contacts = accounts["A-1"]
+    item = work.create(actor, now=MONDAY_10, account_id=account_id, priority=1,
+                       requester_contact_id=contacts["C-1"])
+    assert _check(work, MONDAY_10 + timedelta(minutes=31)).breached == [item.id]
+    work.run(service.reply, actor=actor, item_id=item.id, body="Sorry for the wait.",
+             now=MONDAY_10 + timedelta(minutes=40))
+    assert work.item(item.id).sla_state == "ok"  # the resolution target runs now
+    assert _check(work, MONDAY_10 + timedelta(hours=3, minutes=1)).at_risk == [item.id]
+    assert _check(work, MONDAY_10 + timedelta(hours=4)).breached == [item.id]
+
+
+def test_time_waiting_on_the_customer_survives_a_priority_change(work, accounts, actor):
+    item = work.create(actor, now=MONDAY_10, account_id=accounts["A-1"][0], priority=2)
+    for status, hours in (("in_progress", 1), ("waiting_on_customer", 1),
+                          ("in_progress", 49)):
+        work.run(service.change_status, actor=actor, item_id=item.id, status=status,
+                 now=MONDAY_10 + timedelta(hours=hours))
+    assert work.item(item.id).resolution_due == MONDAY_10 + timedelta(hours=8 + 48)
+    work.run(service.set_priority, actor=actor, item_id=item.id, priority=1,
+             now=MONDAY_10 + timedelta(hours=49, minutes=1))
+    raised = work.item(item.id)
+    assert raised.resolution_due == MONDAY_10 + timedelta(hours=4 + 48)
+    assert raised.sla_state == "ok"
