@@ -132,7 +132,7 @@ def queue():
     return render_template("escalations/queue.html", queue=found, given=given, views=views,
                            statuses=STATUSES, channels=CHANNELS, kinds=KINDS,
                            regions=desk().rota.names, me=current_user.id,
-                           view_form=FlaskForm(), query=given.query_string())
+                           query=given.query_string())
 
 
 @bp.post("/console/views")
@@ -166,7 +166,7 @@ def _render_item(item, status: int = 200):
     session = request_session()
     view = service.item_view(session=session, desk=desk(), item=item, now=utcnow())
     return render_template(
-        "escalations/item.html", view=view, item=item, action_form=FlaskForm(),
+        "escalations/item.html", view=view, item=item,
         next_statuses=TRANSITIONS[item.status], regions=desk().rota.names,
         staff=service.assignable_staff(session=session, desk=desk()),
         can_triage=current_user.role in ("support", "admin"),
@@ -184,10 +184,8 @@ def item_page(item_id: str):
 
 
 def _act(item_id: str, action, done: str):
-    """Run one action on an item; a refusal is shown on the item's page (4xx)."""
-    form = FlaskForm()
-    if not form.validate_on_submit():
-        raise Invalid("The form expired; try again.")
+    """Run one action on an item (the app checks every form's CSRF token before any view);
+    a refusal is shown on the item's page (4xx)."""
     try:
         action(session=request_session(), desk=desk(), actor=g.actor, item_id=item_id,
                now=utcnow())
@@ -270,9 +268,6 @@ def merge(item_id: str):
 @bp.post("/console/items/<item_id>/delete")
 @staff("admin")
 def delete(item_id: str):
-    form = FlaskForm()
-    if not form.validate_on_submit():
-        raise Invalid("The form expired; try again.")
     item = service.delete_item(session=request_session(), desk=desk(), actor=g.actor,
                                item_id=item_id, now=utcnow())
     flash(f"{item.id} deleted (kept in the database, hidden everywhere).")
@@ -324,9 +319,6 @@ def add_account_item(account_id: str):
 @bp.post("/console/accounts/<account_id>/items/bulk")
 @staff(*TRIAGE)
 def bulk(account_id: str):
-    form = FlaskForm()
-    if not form.validate_on_submit():
-        raise Invalid("The form expired; try again.")
     try:
         done = service.bulk(session=request_session(), desk=desk(), actor=g.actor,
                             account_id=account_id, item_ids=request.form.getlist("items"),
@@ -345,9 +337,6 @@ def bulk(account_id: str):
 @bp.post("/console/accounts/<account_id>/support-hours")
 @staff(*TRIAGE)
 def support_hours(account_id: str):
-    form = FlaskForm()
-    if not form.validate_on_submit():
-        raise Invalid("The form expired; try again.")
     try:
         service.set_profile(session=request_session(), desk=desk(), actor=g.actor,
                             account_id=account_id, timezone=_form("timezone"),
