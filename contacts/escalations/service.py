@@ -507,13 +507,18 @@ def set_region(*, session: Session, desk: Desk, actor: Actor, item_id: str, regi
     return item
 
 
+def _written(body: str, what: str) -> str:
+    body = body.strip()
+    if not body:
+        raise Invalid(f"Write the {what} first.")
+    return body
+
+
 def comment(*, session: Session, desk: Desk, actor: Actor, item_id: str, body: str,
             now: datetime) -> WorkItem:
     """An internal note: staff only, never sent."""
     item = get_item(session=session, item_id=item_id)
-    body = body.strip()
-    if not body:
-        raise Invalid("Write the comment first.")
+    body = _written(body, "comment")
     _worked(item, actor, now)
     session.add(item)
     _event(session, desk, item, actor, "comment", now, "", body[:20_000])
@@ -524,9 +529,7 @@ def reply(*, session: Session, desk: Desk, actor: Actor, item_id: str, body: str
           now: datetime) -> WorkItem:
     """Answer the requester by email (the first answer meets the first-response target)."""
     item = get_item(session=session, item_id=item_id)
-    body = body.strip()
-    if not body:
-        raise Invalid("Write the reply first.")
+    body = _written(body, "reply")
     if not (item.request_id or item.requester_contact_id):
         raise Conflict("This item has no requester to reply to (log the contact who asked).")
     _tell_requester(session, desk, actor, item, body, now)
@@ -1066,10 +1069,7 @@ def queue(*, session: Session, desk: Desk, given: QueueFilter, now: datetime, pa
     matching = _filtered(select(WorkItem.id), given).limit(COUNT_CAP + 1).subquery()
     total = session.exec(select(func.count()).select_from(matching)).one()
     page = max(1, page)
-    items = list(session.exec(_filtered(select(WorkItem), given)
-                              .order_by(WorkItem.priority, WorkItem.next_due,
-                                        WorkItem.created_at)
-                              .offset((page - 1) * per_page).limit(per_page + 1)))
+    items = _in_queue_order(session, given, (page - 1) * per_page, per_page + 1)
     return Queue(_rows(session, desk, items[:per_page], now), min(total, COUNT_CAP),
                  total > COUNT_CAP, page, len(items) > per_page)
 
@@ -1089,10 +1089,15 @@ def _rows(session: Session, desk: Desk, items: list[WorkItem], now: datetime) ->
 def items_api(*, session: Session, desk: Desk, given: QueueFilter, now: datetime,
               limit: int, offset: int) -> tuple[list[QueueRow], int]:
     total = session.exec(_filtered(select(func.count()).select_from(WorkItem), given)).one()
-    items = list(session.exec(_filtered(select(WorkItem), given)
-                              .order_by(WorkItem.priority, WorkItem.next_due,
-                                        WorkItem.created_at).offset(offset).limit(limit)))
-    return _rows(session, desk, items, now), total
+    return _rows(session, desk, _in_queue_order(session, given, offset, limit), now), total
+
+
+def _in_queue_order(session: Session, given: QueueFilter, offset: int,
+                    limit: int) -> list[WorkItem]:
+    """By priority, then the time left on the running SLA target."""
+    return list(session.exec(_filtered(select(WorkItem), given)
+                             .order_by(WorkItem.priority, WorkItem.next_due,
+                                       WorkItem.created_at).offset(offset).limit(limit)))
 
 
 def save_view(*, session: Session, staff_id: str, name: str, given: QueueFilter) -> SavedView:
