@@ -12,7 +12,6 @@ import email.policy
 import os
 import re
 import shutil
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from contacts.settings import load_secrets
 from contacts.staff import service as staff_service
 from contacts.vault import service as vault_service
 from contacts.vault.schemas import SyncDocument
-from tests.helpers import IN_CI, PASSWORD, Auth, StaffAccount
+from tests.helpers import IN_CI, PASSWORD, Auth, StaffAccount, smtp_server_with
 
 PG_ADMIN_DSN = os.environ.get("LIFELINE_TEST_PG_DSN",
                               "host=127.0.0.1 port=5432 dbname=test user=postgres")
@@ -248,13 +247,6 @@ class MailSink:
 @pytest.fixture
 def smtp_server():
     """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1; yields (port, sink)."""
-    from aiosmtpd.controller import Controller
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     sink = MailSink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, sink
-    controller.stop()
+    with smtp_server_with(sink) as port:
+        yield port, sink

@@ -7,6 +7,8 @@ import re
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,23 @@ class Auth:
 
     def logout(self):
         return self.client.post("/logout", data={"csrf_token": self.csrf("/console/")})
+
+
+@contextmanager
+def smtp_server_with(handler, **smtp_parameters) -> Iterator[int]:
+    """A real SMTP server (aiosmtpd) with `handler` on a free port of 127.0.0.1; yields the
+    port. `smtp_parameters` go to aiosmtpd (for example enable_SMTPUTF8=False)."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **smtp_parameters)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
 
 
 def stored_bytes(engine) -> bytes:

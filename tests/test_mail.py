@@ -8,9 +8,9 @@ import email.policy
 import socket
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from contacts.mail import Mailer, MailFailed, build_message
+from tests.helpers import smtp_server_with
 
 REFUSED = "nobody@refused.example"
 REFUSED_SENDER = "blocked@sender.example"
@@ -50,15 +50,10 @@ class Recorder:
 
 @pytest.fixture(params=[True, False], ids=["pipelining", "one-command-at-a-time"])
 def server(request):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     recorder = Recorder(pipelining=request.param)
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield Mailer(host="127.0.0.1", port=port, sender="Lifeline <status@lifeline.example>"), \
-        recorder
-    controller.stop()
+    with smtp_server_with(recorder) as port:
+        yield Mailer(host="127.0.0.1", port=port,
+                     sender="Lifeline <status@lifeline.example>"), recorder
 
 
 def test_messages_over_one_connection_arrive_whole_and_a_refusal_spares_the_next(server):
@@ -110,21 +105,14 @@ def test_a_non_ascii_address_goes_with_smtputf8_or_bounces_where_it_is_not_offer
     assert recorder.received[-1][1] == ["jöe@acme.example"]
     assert recorder.received[-1][2]["To"] == "jöe@acme.example"
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     strict = Recorder(pipelining=True)
-    controller = Controller(strict, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
-    controller.start()
-    try:
+    with smtp_server_with(strict, enable_SMTPUTF8=False) as port:
         plain = Mailer(host="127.0.0.1", port=port, sender="s@lifeline.example")
         with plain.connection() as connection:
             with pytest.raises(MailFailed) as refused:
                 connection.send(to="jöe@acme.example", subject="s", text="t")
             assert (refused.value.bounced, refused.value.permanent) == (True, True)
             connection.send(to="ok@acme.example", subject="s", text="t")
-    finally:
-        controller.stop()
     assert [to for _, to, _ in strict.received] == [["ok@acme.example"]]
 
 

@@ -4,10 +4,7 @@ to a call by support (a P1 task in the escalations queue), once."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-from aiosmtpd.controller import Controller
 from sqlmodel import select
 
 from contacts import jobs, scheduler
@@ -21,7 +18,7 @@ from contacts.mail import Mailer
 from contacts.vault import freshness
 from contacts.vault.models import Contact
 from tests.escalations.conftest import ACCOUNTS
-from tests.helpers import Auth
+from tests.helpers import Auth, smtp_server_with
 from tests.incidents.conftest import complete_draft
 
 GONE = {"ada@acme.example.com", "bob@acme.example.com"}  # every contact of Acme Gardens
@@ -46,14 +43,9 @@ class Refusing:
 
 @pytest.fixture
 def refusing_server():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     handler = Refusing()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, handler
-    controller.stop()
+    with smtp_server_with(handler) as port:
+        yield port, handler
 
 
 def test_an_account_no_update_email_reached_falls_back_to_a_call(make_app, refusing_server,
