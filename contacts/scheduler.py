@@ -19,6 +19,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Column, create_engine, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Field, Session, SQLModel
 
@@ -37,6 +38,29 @@ class SchedulerHeartbeat(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=32)
     holder: str = Field(max_length=128)
     beat_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class PatientJobStore(SQLAlchemyJobStore):
+    """APScheduler's database job store, patient with a busy database. The scheduler's own
+    thread writes each job's next run time; a write that raises there (SQLite still locked
+    after its busy timeout) ends that thread, and with it every job. Here such a write is
+    retried, then logged and left: the job, still due in the store, runs again soon."""
+
+    ATTEMPTS = 3
+
+    def update_job(self, job) -> None:
+        self._patiently("update", job.id, lambda: super(PatientJobStore, self).update_job(job))
+
+    def _patiently(self, action: str, job_id: str, write: Callable[[], None]) -> None:
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                write()
+                return
+            except OperationalError as exc:
+                if attempt == self.ATTEMPTS:
+                    log.warning("could not %s scheduled job %s after %d attempts (%s); it "
+                                "stays due and runs again", action, job_id, attempt,
+                                str(exc.orig).strip())
 
 
 @dataclass(frozen=True)
@@ -176,7 +200,7 @@ class SchedulerRunner:
 
     def _start_scheduler(self) -> None:
         scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.engine)},
+            jobstores={"default": PatientJobStore(engine=self.engine)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
             timezone=UTC,
         )
