@@ -332,16 +332,28 @@ def counts_by_prefix(*, session: Session, prefix: str) -> dict[str, int]:
     return {state: 0 for state in STATES} | dict(rows.all())
 
 
-def failed_since(*, session: Session, channel: str, since: datetime,
-                 bounced_only: bool = False) -> list[OutboxMessage]:
-    """Messages of a channel given up since a time (their keys say whose they were);
-    `bounced_only`: those whose recipient's address was refused."""
-    query = select(OutboxMessage).where(
+def failed_since(*, session: Session, channel: str, since: datetime) -> list[OutboxMessage]:
+    """Messages of a channel given up since a time (their keys say whose they were)."""
+    return list(session.exec(select(OutboxMessage).where(
         OutboxMessage.channel == channel, OutboxMessage.state == "failed",
-        col(OutboxMessage.created_at) >= since)
-    if bounced_only:
-        query = query.where(col(OutboxMessage.last_error).startswith(BOUNCED))
-    return list(session.exec(query))
+        col(OutboxMessage.created_at) >= since)))
+
+
+def bounced_keys_since(*, session: Session, since: datetime) -> list[tuple[str, datetime]]:
+    """(key, created_at) of the emails given up since a time because their recipient's
+    address was refused; only the two columns, as a job reads them every few seconds."""
+    return list(session.exec(
+        select(OutboxMessage.key, OutboxMessage.created_at).where(
+            OutboxMessage.channel == "email", OutboxMessage.state == "failed",
+            col(OutboxMessage.created_at) >= since,
+            col(OutboxMessage.last_error).startswith(BOUNCED))).all())
+
+
+def keys_in_states(*, session: Session, prefix: str, states: tuple[str, ...]) -> list[str]:
+    """The keys starting with `prefix` of the messages in one of `states`."""
+    return list(session.exec(select(OutboxMessage.key).where(
+        col(OutboxMessage.key).startswith(prefix, autoescape=True),
+        col(OutboxMessage.state).in_(states))).all())
 
 
 def counts(*, session: Session) -> dict[str, int]:

@@ -728,36 +728,43 @@ class Unreached:
 def follow_up_bounces(*, session: Session, now: datetime) -> list[Unreached]:
     """Update emails refused for good: their contacts are flagged in the vault for the
     freshness work, and an account none of whose contacts the update reached is recorded as
-    falling back (returned, once each, for support to call)."""
+    falling back (returned, once each, for support to call).
+
+    It runs every few seconds beside the senders: everything is read first, in a few
+    queries, and the writes come last, so SQLite's write lock is held only for them."""
     failed: dict[tuple[str, str], list[str]] = {}
     bounced_at: dict[str, datetime] = {}
-    for message in outbox.failed_since(session=session, channel="email",
-                                       since=now - FALLBACK_WINDOW, bounced_only=True):
-        parts = message.key.split(":")
+    for key, created_at in outbox.bounced_keys_since(session=session,
+                                                     since=now - FALLBACK_WINDOW):
+        parts = key.split(":")
         if len(parts) == 4 and parts[0] == "update" and parts[3].startswith("ctc_"):
             failed.setdefault((parts[1], parts[2]), []).append(parts[3])
-            bounced_at[parts[3]] = max(bounced_at.get(parts[3], message.created_at),
-                                       message.created_at)
+            bounced_at[parts[3]] = max(bounced_at.get(parts[3], created_at), created_at)
     if not failed:
         return []
-    vault_service.flag_undeliverable(session=session, actor=Actor.system("delivery"),
-                                     bounced_at=bounced_at, now=now)
+    update_ids = list({update_id for update_id, _ in failed})
     known = {(row.update_id, row.account_id) for row in session.exec(
-        select(UpdateFallback).where(col(UpdateFallback.update_id).in_(
-            list({update_id for update_id, _ in failed}))))}
-    updates = {update.id: update for update in session.exec(select(IncidentUpdate).where(
-        col(IncidentUpdate.id).in_(list({update_id for update_id, _ in failed}))))}
+        select(UpdateFallback).where(col(UpdateFallback.update_id).in_(update_ids)))}
+    updates = {update.id: update for update in session.exec(
+        select(IncidentUpdate).where(col(IncidentUpdate.id).in_(update_ids)))}
+    pending = {pair: contacts for pair, contacts in sorted(failed.items())
+               if pair not in known and pair[0] in updates}
+    reached = set()  # (update, account): another contact was reached, or may still be
+    for update_id in {update_id for update_id, _ in pending}:
+        for key in outbox.keys_in_states(session=session, prefix=f"update:{update_id}:",
+                                         states=("sent", "queued")):
+            parts = key.split(":")
+            if len(parts) == 4 and parts[3].startswith("ctc_"):
+                reached.add((update_id, parts[2]))
     titles = incident_titles(session=session,
                              ids=list({update.incident_id for update in updates.values()}))
     unreached = []
-    for (update_id, account_id), contacts in sorted(failed.items()):
-        update = updates.get(update_id)
-        if update is None or (update_id, account_id) in known:
+    vault_service.flag_undeliverable(session=session, actor=Actor.system("delivery"),
+                                     bounced_at=bounced_at, now=now)
+    for (update_id, account_id), contacts in pending.items():
+        if (update_id, account_id) in reached:
             continue
-        counts = outbox.counts_by_prefix(session=session,
-                                         prefix=f"update:{update_id}:{account_id}:ctc_")
-        if counts.get("sent") or counts.get("queued"):
-            continue  # another contact was reached, or may still be
+        update = updates[update_id]
         session.add(UpdateFallback(update_id=update_id, account_id=account_id,
                                    incident_id=update.incident_id,
                                    contacts_failed=len(contacts), at=now))
