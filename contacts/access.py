@@ -20,8 +20,10 @@ SCOPES = {
     "read": "read accounts, contacts, incidents and progress",
     "contacts:write": "push contact, account and site changes (the sync API)",
     "progress:write": "report per-site restore progress",
+    "incidents:write": "open incidents, add affected sites and publish updates",
     "escalations:write": "log and triage work items (tickets, escalations, tasks)",
     "audit:read": "read the audit log",
+    "backups:write": "take backups and run restore drills",
 }
 
 

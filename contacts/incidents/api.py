@@ -1,23 +1,310 @@
-"""The product reports restore progress: POST /api/v1/incidents/<id>/progress
-(`progress:write`)."""
+"""Incidents over JSON, so a script (the drill) can run one without the console: open it, add
+its sites, publish updates (`incidents:write`), read it back (`read`); the product reports
+restore progress (`progress:write`)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g
-from pydantic import BaseModel, Field
+from datetime import datetime
+from typing import Annotated, Literal
 
-from contacts.api import API_PREFIX, operation
+from flask import Blueprint, g
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from contacts.api import API_PREFIX, Moment, ValidationFailed, operation
 from contacts.db import request_session, utcnow
+from contacts.errors import WrongKind
+from contacts.ids import kind_of, parse_id
 from contacts.incidents import service
-from contacts.incidents.web import desk
+from contacts.incidents.models import IncidentUpdate
+from contacts.incidents.web import desk, vault
 
 bp = Blueprint("incidents_api", __name__, url_prefix=API_PREFIX)
 
+State = Literal["investigating", "identified", "monitoring", "resolved", "post_incident_review"]
+Severity = Literal["minor", "major", "critical"]
+Confidence = Literal["low", "medium", "high"]
+
+
+def _without_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")  # PostgreSQL cannot store one
+    return value
+
+
+Text = Annotated[str, AfterValidator(_without_nul)]
+
+
+# -- incidents ---------------------------------------------------------------------------------
+
+
+class IncidentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: Text = Field(min_length=1, max_length=200)
+    severity: Severity
+    started_at: Moment | None = Field(default=None, description="With a time zone; now when "
+                                                                "left out.")
+
+
+class IncidentOut(BaseModel):
+    id: str
+    title: str
+    state: str = Field(description="A new incident is `investigating`; each published "
+                                   "update sets the state it states.")
+    severity: str
+    started_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    last_update_at: datetime | None
+    next_update_due: datetime | None = Field(description="When customers were promised the "
+                                                         "next update; null once resolved.")
+    late: bool = Field(description="The promised update time has passed with no update.")
+    cadence_hours: float | None = Field(description="Scheduled updates every this many hours "
+                                                    "until resolved; null: none.")
+
+
+def _incident_out(incident) -> IncidentOut:
+    return IncidentOut(
+        id=incident.id, title=incident.title, state=incident.state,
+        severity=incident.severity, started_at=incident.started_at,
+        created_at=incident.created_at, updated_at=incident.updated_at,
+        last_update_at=incident.last_update_at, next_update_due=incident.next_update_due,
+        late=service.is_late(incident, utcnow()), cadence_hours=incident.cadence_hours)
+
+
+@bp.post("/incidents")
+@operation(scope="incidents:write", response=IncidentOut, status=201, body=IncidentIn,
+           tags=("incidents",))
+def create_incident(json: IncidentIn):
+    """Open an incident, as the console does; it starts `investigating`."""
+    now = utcnow()
+    incident = service.create_incident(session=request_session(), actor=g.actor,
+                                       title=json.title, severity=json.severity,
+                                       started_at=json.started_at or now, now=now)
+    return _incident_out(incident), 201
+
+
+# -- affected sites ----------------------------------------------------------------------------
+
+
+class SitesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sites: list[Annotated[Text, Field(max_length=128)]] = Field(
+        min_length=1, max_length=5000,
+        description="Site IDs (site_...) or the product's external site IDs. An account is "
+                    "added by listing its sites.")
+
+
+class SitesAdded(BaseModel):
+    added: int = Field(description="Sites new to the incident, at the first stage.")
+    already_there: int = Field(description="References that added no site: it was already "
+                                           "in the incident, or named twice in this request.")
+    sites: int = Field(description="Sites the incident now affects.")
+    accounts: int = Field(description="Accounts the incident now affects.")
+
+
+def _refused_kinds(refs: list[str]) -> dict[str, str]:
+    """The references that are IDs of another kind (an account, an app...), each with why."""
+    refused = {}
+    for ref in refs:
+        if kind_of(ref) not in (None, "site"):
+            try:
+                parse_id(ref, "site")
+            except WrongKind as exc:
+                refused[ref] = exc.message
+    return refused
+
+
+@bp.post("/incidents/<incident_id>/sites")
+@operation(scope="incidents:write", response=SitesAdded, body=SitesIn, tags=("incidents",))
+def add_sites(incident_id: str, json: SitesIn):
+    """Add affected sites at the first stage. An unknown site, or an ID of another kind,
+    refuses the whole list (400 naming each); nothing is half-written."""
+    refs = list(dict.fromkeys(ref.strip() for ref in json.sites if ref.strip()))
+    refused = _refused_kinds(refs)
+    if refused:
+        named = "; ".join(f"{ref}: {why}" for ref, why in list(refused.items())[:10])
+        raise WrongKind(f"{len(refused)} references are not sites: {named}. Give site IDs "
+                        "(site_...) or the product's external site IDs.",
+                        details={"wrong_kind": list(refused)})
+    session = request_session()
+    added = service.add_sites(session=session, desk=desk(), actor=g.actor,
+                              incident_id=incident_id, refs=refs, now=utcnow())
+    accounts, sites, _ = service.computed_scope(session=session,
+                                                incident_id=parse_id(incident_id, "inc"))
+    return SitesAdded(added=added, already_there=len(refs) - added, sites=sites,
+                      accounts=accounts)
+
+
+# -- updates -----------------------------------------------------------------------------------
+
+
+class UpdateIn(BaseModel):
+    """The fields of `service.UpdateDraft`; what a publishable update lacks is answered 422
+    naming every missing field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: State | None = Field(default=None, description="Required. `resolved` or "
+                                                          "`post_incident_review` need no "
+                                                          "next update time.")
+    what_happened: Text = Field(default="", max_length=10_000, description="Required.")
+    scope: Text = Field(default="", max_length=10_000,
+                       description="Computed from the affected sites when left empty.")
+    timeline: Text = Field(default="", max_length=10_000, description="Required.")
+    next_update_at: Moment | None = Field(default=None, description="Required unless the "
+                                                                    "state is resolved.")
+    restore_percentage: float | None = Field(default=None, ge=0, le=100,
+                                             description="Computed from the stages when left "
+                                                         "out; an override needs a note.")
+    restore_note: Text = Field(default="", max_length=500)
+    data_loss: Text = Field(default="", max_length=10_000, description="Required: the expected "
+                                                                      "data loss.")
+    confidence_timeline: Confidence | None = Field(default=None, description="Required.")
+    confidence_restore: Confidence | None = Field(default=None, description="Required.")
+    confidence_data_loss: Confidence | None = Field(default=None, description="Required.")
+    cadence_hours: float | None = Field(
+        default=None, gt=0, le=168,
+        description="Left out: the cadence is unchanged. A number (fractions allowed, 0.25 "
+                    "is 15 minutes): the latest update goes out again every this many hours "
+                    "until resolved. null: only when published.")
+
+    def draft(self) -> service.UpdateDraft:
+        return service.UpdateDraft(
+            state=self.state or "", what_happened=self.what_happened, scope=self.scope,
+            timeline=self.timeline, next_update_at=self.next_update_at,
+            restore_percentage=self.restore_percentage, restore_note=self.restore_note,
+            data_loss=self.data_loss, confidence_timeline=self.confidence_timeline or "",
+            confidence_restore=self.confidence_restore or "",
+            confidence_data_loss=self.confidence_data_loss or "")
+
+
+class ConfidenceOut(BaseModel):
+    timeline: str
+    restore: str
+    data_loss: str
+
+
+class UpdateOut(BaseModel):
+    id: str
+    number: int
+    state: str
+    published_at: datetime
+    next_update_at: datetime | None
+    late: bool = Field(description="The next update it promised came after `next_update_at`, "
+                                   "or has not come and that time has passed.")
+    what_happened: str
+    scope: str
+    accounts_affected: int
+    sites_affected: int
+    timeline: str
+    restore_percentage: float
+    restore_note: str | None
+    data_loss: str
+    confidence: ConfidenceOut
+    support: str
+    recipients: int = Field(description="Messages queued when it was published: an email per "
+                                        "contact of the affected accounts, a webhook per "
+                                        "account endpoint, an email per subscriber.")
+    messages: dict[str, int] = Field(description="Those messages by state now: queued, sent, "
+                                                 "failed.")
+    accounts_unreached: int = Field(description="Accounts none of whose contacts an email "
+                                                "reached, handed to support to call.")
+
+
+class UpdatePublished(UpdateOut):
+    cadence_hours: float | None = Field(description="The incident's cadence after this call.")
+
+
+def _late(updates: list[IncidentUpdate], now) -> dict[int, bool]:
+    """Per update number: whether the update it promised came late (or not yet, past due)."""
+    ordered = sorted(updates, key=lambda update: update.number)
+    following = {update.number: after.published_at
+                 for update, after in zip(ordered, ordered[1:], strict=False)}
+    return {update.number: update.next_update_at is not None
+            and following.get(update.number, now) > update.next_update_at
+            for update in ordered}
+
+
+def _updates_out(session, incident_id: str, updates: list[IncidentUpdate]) -> list[UpdateOut]:
+    counts = service.delivery_counts(session=session, incident_id=incident_id)
+    unreached = service.fallbacks_by_update(session=session, incident_id=incident_id)
+    late = _late(updates, utcnow())
+    return [UpdateOut(
+        id=update.id, number=update.number, state=update.state,
+        published_at=update.published_at, next_update_at=update.next_update_at,
+        late=late[update.number], what_happened=update.what_happened, scope=update.scope,
+        accounts_affected=update.accounts_affected, sites_affected=update.sites_affected,
+        timeline=update.timeline, restore_percentage=update.restore_percentage,
+        restore_note=update.restore_note, data_loss=update.data_loss,
+        confidence=ConfidenceOut(**update.confidence), support=update.support,
+        recipients=update.recipients, messages=counts.get(update.number, {}),
+        accounts_unreached=unreached.get(update.number, 0)) for update in updates]
+
+
+@bp.post("/incidents/<incident_id>/updates")
+@operation(scope="incidents:write", response=UpdatePublished, status=201, body=UpdateIn,
+           tags=("incidents",))
+def publish_update(incident_id: str, json: UpdateIn):
+    """Publish an update exactly as the console does: recorded, and an email per contact of
+    every affected account (and a webhook per endpoint) queued in the outbox. A draft missing
+    required fields is refused 422, naming each; an incident with no sites is 409."""
+    draft = json.draft()
+    missing = service.missing_fields(draft)
+    if missing:
+        raise ValidationFailed(
+            "The update cannot be published without: "
+            + ", ".join(f"{name} ({service.FIELD_NAMES[name]})" for name in missing),
+            details=[{"field": name, "message": f"required: {service.FIELD_NAMES[name]}",
+                      "type": "missing"} for name in missing])
+    session = request_session()
+    update = service.publish(session=session, desk=desk(), vault=vault(), actor=g.actor,
+                             incident_id=incident_id, draft=draft, now=utcnow())
+    incident = service.get_incident(session=session, incident_id=update.incident_id)
+    if "cadence_hours" in json.model_fields_set:
+        incident = service.set_cadence(session=session, actor=g.actor,
+                                       incident_id=incident.id, hours=json.cadence_hours)
+    published = _updates_out(session, incident.id,
+                             service.updates_of(session=session, incident_id=incident.id))
+    mine = next(out for out in published if out.id == update.id)
+    return UpdatePublished(**mine.model_dump(), cadence_hours=incident.cadence_hours), 201
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+class IncidentDetail(IncidentOut):
+    restore_percentage: float
+    sites: int = Field(description="Sites the incident affects.")
+    restored: int = Field(description="Of those, sites at the restored stage or past it.")
+    by_stage: dict[str, int] = Field(description="Sites at each stage, in the stages' order.")
+    accounts: int = Field(description="Accounts the incident affects.")
+    updates: list[UpdateOut] = Field(description="Newest first.")
+
+
+@bp.get("/incidents/<incident_id>")
+@operation(scope="read", response=IncidentDetail, tags=("incidents",))
+def get_incident(incident_id: str):
+    """The incident, its restore progress, and every update with its messages' outcomes."""
+    session = request_session()
+    incident = service.get_incident(session=session, incident_id=incident_id)
+    progress = service.progress(session=session, desk=desk(), incident_id=incident.id)
+    accounts, _, _ = service.computed_scope(session=session, incident_id=incident.id)
+    updates = service.updates_of(session=session, incident_id=incident.id)
+    return IncidentDetail(
+        **_incident_out(incident).model_dump(), restore_percentage=progress.percentage,
+        sites=progress.sites, restored=progress.restored, by_stage=progress.by_stage,
+        accounts=accounts, updates=_updates_out(session, incident.id, updates))
+
+
+# -- progress from the product -----------------------------------------------------------------
+
 
 class SiteStageIn(BaseModel):
-    site: str = Field(max_length=128, description="A site ID (site_...) or the product's "
+    site: Text = Field(max_length=128, description="A site ID (site_...) or the product's "
                                                   "external ID of the site.")
-    stage: str = Field(max_length=32)
+    stage: Text = Field(max_length=32)
 
 
 class ProgressReport(BaseModel):

@@ -11,7 +11,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -36,17 +35,12 @@ from contacts.db import request_session, rollback_request_session, utcnow
 from contacts.errors import Invalid, LifelineError
 from contacts.incidents import messages, service
 from contacts.incidents.models import CONFIDENCE, SEVERITIES, STATES
-from contacts.incidents.web import desk
+from contacts.incidents.web import desk, vault
 from contacts.ratelimit import RateLimit, limited
 from contacts.vault import service as vault_service
 
 bp = Blueprint("incidents", __name__)
 COMMS = ("comms", "admin")
-
-
-def _vault() -> vault_service.Vault:
-    return vault_service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                             current_app.extensions["lifeline.crypto"])
 
 
 def _choices(values) -> list[SelectChoice]:
@@ -234,12 +228,12 @@ def compose(incident_id: str):
     session = request_session()
     try:
         if request.form.get("action") == "publish":
-            update = service.publish(session=session, desk=desk(), vault=_vault(),
+            update = service.publish(session=session, desk=desk(), vault=vault(),
                                      actor=g.actor, incident_id=incident_id,
                                      draft=form.draft(), now=utcnow())
             flash(f"Update {update.number} published to {update.recipients} recipients.")
             return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
-        shown = service.preview(session=session, desk=desk(), vault=_vault(),
+        shown = service.preview(session=session, desk=desk(), vault=vault(),
                                 incident_id=incident_id, draft=form.draft(),
                                 account_id=form.preview_account.data or "",
                                 actor=g.actor, now=utcnow())

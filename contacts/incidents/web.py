@@ -5,7 +5,14 @@ from __future__ import annotations
 from flask import current_app
 
 from contacts.incidents import service
+from contacts.vault import service as vault_service
 
 
 def desk() -> service.Desk:
     return current_app.extensions["lifeline.incidents"]
+
+
+def vault() -> vault_service.Vault:
+    """The vault the updates' recipients are read from (through its service)."""
+    return vault_service.Vault.from_settings(current_app.extensions["lifeline.settings"],
+                                             current_app.extensions["lifeline.crypto"])
