@@ -118,7 +118,8 @@ def make_app(database_url, service_secrets, tmp_path):
 
     def build(**overrides):
         settings = {"database_url": database_url, "secrets": service_secrets,
-                    "intake_spool_dir": str(tmp_path / "spool")}
+                    "intake_spool_dir": str(tmp_path / "spool"),
+                    "backup_dir": str(tmp_path / "backups")}
         settings.update(overrides)
         app = create_app(settings)
         app.config["TESTING"] = True

@@ -802,6 +802,24 @@ def exchanges_of_account(*, session: Session, account_id: str,
 
 
 @dataclass(frozen=True)
+class RequestState:
+    """A request as staff scripts read it: its states, times and IDs, and the accounts
+    matching proposed; nothing the requester typed."""
+
+    request: SupportRequest
+    candidates: list[RequestCandidate]
+
+
+def request_state(*, session: Session, reference: str) -> RequestState:
+    request = get_by_reference(session=session, reference=reference)
+    candidates = list(session.exec(select(RequestCandidate)
+                                   .where(RequestCandidate.request_id == request.id)
+                                   .order_by(col(RequestCandidate.score).desc(),
+                                             RequestCandidate.account_id)))
+    return RequestState(request, candidates)
+
+
+@dataclass(frozen=True)
 class CandidateView:
     account_id: str
     account_name: str

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -59,13 +60,15 @@ from contacts import audit, schema
 from contacts.audit import Actor
 from contacts.crypto import ENCRYPTED_COLUMNS, FieldCipher
 from contacts.db import UTCDateTime, is_postgresql, make_engine, session_scope, utcnow
-from contacts.errors import Invalid, LifelineError
+from contacts.errors import Invalid, LifelineError, NotFound
 from contacts.vault.models import BackupDrill
 
 MAGIC = b"LIFELINE-BACKUP\n"
 FORMAT = 1
 CHUNK_BYTES = 1 << 20
 SUFFIX = ".llbackup"
+# What create_snapshot names a file: a plain name, never a path.
+SNAPSHOT_NAME = re.compile(r"lifeline-[0-9A-Za-z_-]+" + re.escape(SUFFIX))
 # Rows that only make sense in the running process are not backed up.
 SKIPPED_TABLES = {"scheduler_heartbeat", "backup_drill"}
 
@@ -916,6 +919,24 @@ def latest_snapshot(directory: Path) -> Path:
     return snapshots[-1]
 
 
+def snapshot_named(directory: Path, name: str | None) -> Path:
+    """The snapshot of `directory` called `name`, or its newest when `name` is None. Only a
+    snapshot's plain file name is taken, so a caller never reaches outside the folder; the
+    errors name the file, never the folder."""
+    if name is None:
+        snapshots = sorted(directory.glob(f"lifeline-*{SUFFIX}"))
+        if not snapshots:
+            raise NotFound("There is no snapshot in the backup folder yet.")
+        return snapshots[-1]
+    if not SNAPSHOT_NAME.fullmatch(name):
+        raise Invalid(f"Give a snapshot's file name, like lifeline-20260101T120000-a1b2c3"
+                      f"{SUFFIX}, not a path or another file.")
+    path = directory / name
+    if not path.is_file():
+        raise NotFound(f"There is no snapshot called {name}.")
+    return path
+
+
 def prune_snapshots(directory: Path, keep: int) -> list[Path]:
     snapshots = sorted(directory.glob(f"lifeline-*{SUFFIX}"))
     doomed = snapshots[:-keep] if keep > 0 else []
@@ -963,7 +984,14 @@ def drill_latest(*, directory: Path, backup_key: bytes, cipher: FieldCipher, eng
                  database_url: str | None = None) -> DrillResult:
     """Drill the newest snapshot of `directory` and record the result in `engine`'s
     database (the CLI and the scheduled job both call this)."""
-    snapshot = latest_snapshot(directory)
+    return drill_snapshot(snapshot=latest_snapshot(directory), backup_key=backup_key,
+                          cipher=cipher, engine=engine, database_url=database_url)
+
+
+def drill_snapshot(*, snapshot: Path, backup_key: bytes, cipher: FieldCipher, engine: Engine,
+                   database_url: str | None = None, actor: Actor | None = None) -> DrillResult:
+    """Drill `snapshot` in a scratch database (a temporary SQLite file unless
+    `database_url` is given) and record the result, and who asked, in `engine`'s database."""
     with tempfile.TemporaryDirectory(prefix="lifeline-drill-") as scratch_dir:
         scratch = make_engine(database_url or f"sqlite:///{scratch_dir}/drill.db")
         try:
@@ -974,8 +1002,9 @@ def drill_latest(*, directory: Path, backup_key: bytes, cipher: FieldCipher, eng
             scratch.dispose()
     with session_scope(engine) as session:
         record_drill(session, result)
-        audit.record(session, Actor.system("drill"), "backup.drilled", snapshot=result.snapshot,
-                     ok=result.ok, rows=result.rows, seconds=result.seconds)
+        audit.record(session, actor or Actor.system("drill"), "backup.drilled",
+                     snapshot=result.snapshot, ok=result.ok, rows=result.rows,
+                     seconds=result.seconds)
     return result
 
 
