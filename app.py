@@ -22,6 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from contacts import access, api, db, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
+from contacts.drill import cli as drill_cli
 from contacts.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
 from contacts.escalations import routes as escalations_routes
 from contacts.escalations import service as escalations_service
@@ -112,7 +113,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                       incidents_api, escalations_routes.bp, escalations_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
-                  system_cli.keys_group, vault_cli.contacts_group, vault_cli.backup_group):
+                  system_cli.keys_group, vault_cli.contacts_group, vault_cli.backup_group,
+                  drill_cli.drill_group):
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)
     app.cli.add_command(system_cli.worker)

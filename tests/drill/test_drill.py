@@ -1,0 +1,47 @@
+"""The release gate: a reduced incident drill, on SQLite and on PostgreSQL, must meet every
+target in config/default.toml's [drill]. It runs a real Lifeline process, real SMTP, real
+HTTP; a regression anywhere on the incident path (intake, matching, verification, triage,
+updates, delivery, backups, encryption at rest) shows up here as a missed target."""
+
+import json
+
+from contacts.drill.cli import Target, run_drill
+from contacts.drill.run import Options
+from contacts.settings import load_settings
+from tests.helpers import ARTIFACTS
+
+REDUCED = Options(sites=50, accounts=40, requests=30, waves=3, cadence_seconds=4.0,
+                  delivery_timeout=120.0)
+
+
+def test_the_reduced_drill_meets_every_target(backend, request, tmp_path):
+    server = request.getfixturevalue("postgresql_url") if backend == "postgresql" else None
+    report = run_drill(REDUCED, Target(url=None, token=None, database_url=server, smtp_port=0),
+                       load_settings(), workdir=tmp_path)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"drill-{backend}.json").write_text(report.as_json())
+    print(report.as_markdown())
+
+    missed = [(c.figure, c.value, c.comparison, c.target) for c in report.checks if not c.met]
+    assert missed == []
+    assert report.all_targets_met
+    checked = {check.figure for check in report.checks}
+    assert "plaintext_hits" in checked  # a local drill scans its files
+    # The figures behind the targets are real counts, not empty sets.
+    assert report.sites == 50 and report.accounts == 40
+    assert report.requests_accepted >= 20 and report.requests_lost == 0
+    assert report.requests_refused  # the abusive part of the crowd was refused (4xx)
+    assert all(400 <= int(status) < 500 for status in report.requests_refused)
+    assert report.same_answer_for_known_and_unknown
+    assert report.verified == report.verifications_tried > 0
+    assert report.authorized > 0
+    assert report.updates_published == REDUCED.waves + 1
+    assert report.admins_reached == report.admins_reachable > 0
+    assert report.bounces > 0  # stale contacts' mailboxes refused mail...
+    assert report.accounts_reached == report.accounts_reachable  # ...others were reached
+    assert report.restore_curve[0][1] == 0.0 and report.restore_curve[-1][1] == 100.0
+    assert report.vault_restore_ok and report.vault_restore_rows == report.backup_rows
+    assert report.escalations_logged == report.escalations_under_their_account > 0
+    document = json.loads(report.as_json())
+    for key in ("requests_lost", "admins_reached_pct", "updates_missed", "all_targets_met"):
+        assert key in document
