@@ -4,8 +4,13 @@ HTTP; a regression anywhere on the incident path (intake, matching, verification
 updates, delivery, backups, encryption at rest) shows up here as a missed target."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 from contacts.drill.cli import Target, run_drill
+from contacts.drill.local import LocalLifeline
 from contacts.drill.run import Options
 from contacts.settings import load_settings
 from tests.helpers import ARTIFACTS
@@ -45,3 +50,34 @@ def test_the_reduced_drill_meets_every_target(backend, request, tmp_path):
     document = json.loads(report.as_json())
     for key in ("requests_lost", "admins_reached_pct", "updates_missed", "all_targets_met"):
         assert key in document
+
+
+def test_a_drill_against_a_running_lifeline_goes_through_its_url(backend, request, tmp_path):
+    """`drill run --url --token --smtp-port`: the drill only talks to the URL it is given, and
+    reads the mail that Lifeline sends to its sink."""
+    server_url = request.getfixturevalue("postgresql_url") if backend == "postgresql" else None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        smtp_port = probe.getsockname()[1]
+    running = LocalLifeline(workdir=tmp_path / "running", smtp_port=smtp_port,
+                            database_url=server_url)
+    (tmp_path / "running").mkdir()
+    token = running.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", "drill", "run",
+             "--url", running.base_url, "--smtp-port", str(smtp_port), "--sites", "24",
+             "--accounts", "20", "--requests", "12", "--waves", "2", "--cadence-seconds", "3",
+             "--report-json", str(tmp_path / "report.json")],
+            env={**os.environ, "LIFELINE_DRILL_TOKEN": token}, capture_output=True, text=True,
+            timeout=600)
+    finally:
+        running.stop()
+        running.drop_database()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["target"] == running.base_url
+    assert report["all_targets_met"] and report["requests_lost"] == 0
+    assert report["admins_reached_pct"] == 100.0 and report["updates_published"] == 3
+    assert report["plaintext_hits"] is None  # a remote Lifeline's files are not the drill's
+    assert "[7/7] Plaintext scan: not possible against a remote Lifeline" in done.stderr
