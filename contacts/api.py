@@ -7,6 +7,7 @@ the same way. Validation failures and malformed JSON answer our one error shape.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from datetime import UTC, datetime
@@ -43,6 +44,16 @@ def _within_reason(value: datetime) -> datetime:
 
 # A time given to the API: with a zone, and in a range every database can store.
 Moment = Annotated[AwareDatetime, AfterValidator(_within_reason)]
+
+
+def _without_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+# Text given to the API: PostgreSQL cannot store a NUL character, so no database gets one.
+Text = Annotated[str, AfterValidator(_without_nul)]
 
 
 class ErrorDetail(BaseModel):
@@ -94,6 +105,7 @@ spec = SpecTree(
     naming_strategy=lambda model: model.__name__,
     nested_naming_strategy=lambda _parent, child: child,
     validation_error_status=422,
+    validation_error_model=ErrorResponse,  # documented for every operation, so our one shape
     before=_reject_invalid_request,
     after=_refuse_invalid_response,
 )
@@ -134,11 +146,13 @@ def init_app(app) -> None:
 
 def operation(*, scope: str | None, response: type[BaseModel], status: int = 200,
               query: type[BaseModel] | None = None, body: type[BaseModel] | None = None,
-              tags: tuple[str, ...] = ()):
+              errors: tuple[int, ...] = (), tags: tuple[str, ...] = ()):
     """Declare an API operation: its access rule, its models and its documented errors.
 
     `scope=None` makes the operation public; otherwise a bearer token with that scope is
-    required, and 401/403 are documented.
+    required, and 401/403 are documented. An operation whose address names an object (its
+    view takes path parameters) documents 404; `errors` adds what else its service may
+    answer, such as 409 for a conflict or 404 for an ID in the body that names nothing.
     """
     from spectree import Response
 
@@ -148,15 +162,21 @@ def operation(*, scope: str | None, response: type[BaseModel], status: int = 200
              "HTTP_429": ErrorResponse}
     if query is not None or body is not None:
         codes["HTTP_422"] = ErrorResponse
+    if body is not None:  # above server.max_body_bytes (intake.max_body_bytes on the intake)
+        codes["HTTP_413"] = ErrorResponse
     if scope is not None:
         codes.update(HTTP_401=ErrorResponse, HTTP_403=ErrorResponse)
-    validate = spec.validate(
-        query=query, json=body, resp=Response(**codes), tags=list(tags),
-        security={"bearer": []} if scope is not None else {},
-    )
+    codes.update({f"HTTP_{code}": ErrorResponse for code in errors})
     declare = public if scope is None else token(scope)
 
     def decorate(view):
+        documented = dict(codes)
+        if set(inspect.signature(view).parameters) - {"query", "json"}:
+            documented["HTTP_404"] = ErrorResponse
+        validate = spec.validate(
+            query=query, json=body, resp=Response(**documented), tags=list(tags),
+            security={"bearer": []} if scope is not None else {},
+        )
         return declare(validate(view))
 
     return decorate

@@ -15,6 +15,9 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from contacts.db import UTCDateTime, utcnow
 
 ACTOR_KINDS = ("staff", "token", "system", "anonymous")
+# audit_log.id is an INTEGER column, 32 bits on PostgreSQL: no entry has a larger ID, and a
+# larger number cannot even be compared with one there.
+LARGEST_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,21 @@ def test_the_openapi_document_is_valid_and_describes_every_api_route(app, client
             assert operation["security"] == [{"bearer": []}]
 
 
+def test_the_document_names_the_errors_every_operation_can_answer(client):
+    """A body can be too large (413) and an address can name nothing (404), whatever the
+    operation; both answers came back undocumented before."""
+    document = client.get("/api/v1/openapi.json").get_json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = set(operation["responses"])
+            assert ("413" in responses) == ("requestBody" in operation), (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+            for status in responses - {"200", "201", "202"}:
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, status)
+
+
 def test_a_write_followed_by_an_error_is_rolled_back(app, engine):
     @app.post("/api/v1/_write", endpoint="test_write")
     @public

@@ -124,7 +124,7 @@ class ItemIn(BaseModel):
 
 @bp.post("/items")
 @operation(scope="escalations:write", response=ItemOut, status=201, body=ItemIn,
-           tags=("escalations",))
+           errors=(404, 409), tags=("escalations",))
 def create_item(json: ItemIn):
     """Log a ticket, escalation or task (a phone call, an executive's email, a task)."""
     item = service.create_item(session=request_session(), desk=desk(), actor=g.actor,
@@ -170,7 +170,7 @@ class ItemChange(BaseModel):
 
 
 @bp.patch("/items/<item_id>")
-@operation(scope="escalations:write", response=ItemOut, body=ItemChange,
+@operation(scope="escalations:write", response=ItemOut, body=ItemChange, errors=(409,),
            tags=("escalations",))
 def change_item(item_id: str, json: ItemChange):
     session, now = request_session(), utcnow()
@@ -192,7 +192,7 @@ class TransitionIn(BaseModel):
 
 
 @bp.post("/items/<item_id>/transitions")
-@operation(scope="escalations:write", response=ItemOut, body=TransitionIn,
+@operation(scope="escalations:write", response=ItemOut, body=TransitionIn, errors=(409,),
            tags=("escalations",))
 def transition(item_id: str, json: TransitionIn):
     """Move the item along its workflow; a move the workflow does not allow is 409, naming
@@ -210,7 +210,7 @@ class CommentIn(BaseModel):
 
 
 @bp.post("/items/<item_id>/comments")
-@operation(scope="escalations:write", response=ItemOut, body=CommentIn,
+@operation(scope="escalations:write", response=ItemOut, body=CommentIn, errors=(409,),
            tags=("escalations",))
 def add_comment(item_id: str, json: CommentIn):
     action = service.reply if json.reply else service.comment
@@ -226,7 +226,8 @@ class LinkIn(BaseModel):
 
 
 @bp.post("/items/<item_id>/links")
-@operation(scope="escalations:write", response=ItemOut, body=LinkIn, tags=("escalations",))
+@operation(scope="escalations:write", response=ItemOut, body=LinkIn, errors=(409,),
+           tags=("escalations",))
 def link_item(item_id: str, json: LinkIn):
     """Link under a parent item and/or to an incident. An ID of another kind than the field
     expects is refused (400 naming both kinds); a parent of another kind than declared, 409."""
@@ -241,7 +242,8 @@ class MergeIn(BaseModel):
 
 
 @bp.post("/items/<item_id>/merge")
-@operation(scope="escalations:write", response=ItemOut, body=MergeIn, tags=("escalations",))
+@operation(scope="escalations:write", response=ItemOut, body=MergeIn, errors=(409,),
+           tags=("escalations",))
 def merge_item(item_id: str, json: MergeIn):
     """Merge this duplicate into another item of the same account; answers the survivor."""
     survivor = service.merge(session=request_session(), desk=desk(), actor=g.actor,
@@ -264,7 +266,8 @@ class BulkOut(BaseModel):
 
 
 @bp.post("/accounts/<account_id>/items/bulk")
-@operation(scope="escalations:write", response=BulkOut, body=BulkIn, tags=("escalations",))
+@operation(scope="escalations:write", response=BulkOut, body=BulkIn, errors=(409,),
+           tags=("escalations",))
 def bulk(account_id: str, json: BulkIn):
     """One action on many items of the account; one refusal refuses all (nothing changes).
     `reply` goes to the verified requesters among them."""

@@ -245,7 +245,7 @@ def _updates_out(session, incident_id: str, updates: list[IncidentUpdate]) -> li
 
 @bp.post("/incidents/<incident_id>/updates")
 @operation(scope="incidents:write", response=UpdatePublished, status=201, body=UpdateIn,
-           tags=("incidents",))
+           errors=(409,), tags=("incidents",))
 def publish_update(incident_id: str, json: UpdateIn):
     """Publish an update exactly as the console does: recorded, and an email per contact of
     every affected account (and a webhook per endpoint) queued in the outbox. A draft missing

@@ -21,7 +21,7 @@ class AuditQuery(BaseModel):
     target: str | None = Field(default=None, max_length=64, description="Target object ID.")
     since: Moment | None = Field(default=None, description="With a time zone.")
     until: Moment | None = Field(default=None, description="With a time zone.")
-    before_id: int | None = Field(default=None, ge=1, le=2**63 - 1,
+    before_id: int | None = Field(default=None, ge=1, le=audit.LARGEST_ID,
                                   description="Page back from this entry.")
     limit: int = Field(default=100, ge=1, le=1000)
 

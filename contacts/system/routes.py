@@ -31,7 +31,6 @@ def healthz():
 
 
 AUDIT_FILTERS = ("actor", "action", "target", "since", "until")
-LARGEST_ID = 2**63 - 1
 
 
 def _day(value: str | None, *, end: bool = False) -> datetime | None:
@@ -58,7 +57,7 @@ def audit_log():
         until=_day(args.get("until"), end=True),
     )
     before = args.get("before", type=int)
-    if before is not None and not 0 < before <= LARGEST_ID:
+    if before is not None and not 0 < before <= audit.LARGEST_ID:
         before = None
     session = request_session()
     entries = audit.list_entries(session, filters, limit=AUDIT_PAGE_SIZE + 1, before_id=before)

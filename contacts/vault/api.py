@@ -109,7 +109,7 @@ class Undone(BaseModel):
 
 @bp.post("/deletions")
 @operation(scope="contacts:write", response=deletions.DryRun, body=DeletionRequest,
-           tags=("vault",))
+           errors=(404,), tags=("vault",))
 def plan_deletion(json: DeletionRequest):
     """Dry run of a bulk delete: the count, a sample and a token bound to exactly this set.
 
@@ -121,7 +121,7 @@ def plan_deletion(json: DeletionRequest):
 
 @bp.post("/deletions/confirm")
 @operation(scope="contacts:write", response=deletions.Done, body=DeletionConfirmation,
-           tags=("vault",))
+           errors=(409,), tags=("vault",))
 def confirm_deletion(json: DeletionConfirmation):
     """Soft-delete the set a dry run planned; restorable until the retention period ends."""
     return deletions.confirm(session=request_session(), vault=_vault(), actor=g.actor,
@@ -129,7 +129,7 @@ def confirm_deletion(json: DeletionConfirmation):
 
 
 @bp.post("/deletions/<deletion_id>/undo")
-@operation(scope="contacts:write", response=Undone, tags=("vault",))
+@operation(scope="contacts:write", response=Undone, errors=(409,), tags=("vault",))
 def undo_deletion(deletion_id: str):
     """Restore everything a confirmed bulk delete removed."""
     restored = deletions.undo(session=request_session(), vault=_vault(), actor=g.actor,
@@ -193,7 +193,8 @@ class DrillOutcome(BaseModel):
 
 
 @bp.post("/backups/drill")
-@operation(scope="backups:write", response=DrillOutcome, body=DrillRequest, tags=("backups",))
+@operation(scope="backups:write", response=DrillOutcome, body=DrillRequest, errors=(404,),
+           tags=("backups",))
 def drill_backup(json: DrillRequest):
     """Restore a snapshot into a scratch database and check counts, checksums and that every
     encrypted field decrypts, as `flask backup drill` does; the result is recorded, so

@@ -8,23 +8,25 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contacts.api import Text
+
 Role = Literal["site_admin", "billing", "technical", "other"]
 
 
 class AppIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_id: str = Field(min_length=1, max_length=128, description="The product's app ID.")
-    name: str | None = Field(default=None, max_length=200)
+    external_id: Text = Field(min_length=1, max_length=128, description="The product's app ID.")
+    name: Text | None = Field(default=None, max_length=200)
     deleted: bool = Field(default=False, description="True soft-deletes the app.")
 
 
 class SiteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_id: str = Field(min_length=1, max_length=128, description="The product's site ID.")
-    url: str | None = Field(default=None, max_length=2048)
-    name: str | None = Field(default=None, max_length=200)
+    external_id: Text = Field(min_length=1, max_length=128, description="The product's site ID.")
+    url: Text | None = Field(default=None, max_length=2048)
+    name: Text | None = Field(default=None, max_length=200)
     apps: list[AppIn] = Field(default_factory=list, max_length=1000,
                               description="Apps installed on the site (optional).")
     deleted: bool = Field(default=False, description="True soft-deletes the site.")
@@ -33,25 +35,25 @@ class SiteIn(BaseModel):
 class ContactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_id: str = Field(min_length=1, max_length=128,
-                             description="The product's ID for this contact.")
-    name: str = Field(min_length=1, max_length=200)
-    email: str = Field(min_length=3, max_length=320)
-    phone: str | None = Field(default=None, max_length=40)
-    role: str = Field(default="other", max_length=32,
-                      description="site_admin, billing, technical or other.")
-    locale: str = Field(default="en", max_length=35)
-    timezone: str = Field(default="UTC", max_length=64)
-    sites: list[str] = Field(default_factory=list, max_length=1000,
-                             description="External IDs of the sites this contact administers.")
+    external_id: Text = Field(min_length=1, max_length=128,
+                              description="The product's ID for this contact.")
+    name: Text = Field(min_length=1, max_length=200)
+    email: Text = Field(min_length=3, max_length=320)
+    phone: Text | None = Field(default=None, max_length=40)
+    role: Text = Field(default="other", max_length=32,
+                       description="site_admin, billing, technical or other.")
+    locale: Text = Field(default="en", max_length=35)
+    timezone: Text = Field(default="UTC", max_length=64)
+    sites: list[Text] = Field(default_factory=list, max_length=1000,
+                              description="External IDs of the sites this contact administers.")
     deleted: bool = Field(default=False, description="True soft-deletes the contact.")
 
 
 class AccountIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_id: str = Field(min_length=1, max_length=128, description="The product's ID.")
-    name: str = Field(min_length=1, max_length=200)
+    external_id: Text = Field(min_length=1, max_length=128, description="The product's ID.")
+    name: Text = Field(min_length=1, max_length=200)
     sites: list[SiteIn] = Field(default_factory=list, max_length=10_000)
     contacts: list[ContactIn] = Field(default_factory=list, max_length=10_000)
 

@@ -142,3 +142,31 @@ def test_the_api_logs_and_moves_items_and_refuses_each_bad_call_clearly(
     spec = client.get("/api/v1/openapi.json").get_json()
     assert {"/api/v1/items", "/api/v1/items/{item_id}/transitions",
             "/api/v1/accounts/{account_id}/items/bulk"} <= set(spec["paths"])
+
+
+def test_each_refusal_the_api_answers_is_in_its_openapi_document(work_app, accounts,
+                                                                 make_token):
+    client, headers = _api(work_app, make_token, "escalations:write", "read")
+    documented = client.get("/api/v1/openapi.json").get_json()["paths"]
+    acme, beta = accounts["A-1"][0], accounts["B-1"][0]
+    item = client.post("/api/v1/items", headers=headers, json={
+        "account_id": acme, "kind": "ticket", "channel": "email", "title": "Lost my site"}
+    ).get_json()["id"]
+    for method, path, url, body, status in [
+            ("post", "/api/v1/items", "/api/v1/items", {
+                "account_id": new_id("acc"), "kind": "ticket", "channel": "email",
+                "title": "x"}, 404),
+            ("patch", "/api/v1/items/{item_id}", f"/api/v1/items/{new_id('itm')}",
+             {"priority": 2}, 404),
+            ("post", "/api/v1/items/{item_id}/transitions", f"/api/v1/items/{item}/transitions",
+             {"status": "closed"}, 409),
+            ("post", "/api/v1/items/{item_id}/comments", f"/api/v1/items/{item}/comments",
+             {"body": "We are on it", "reply": True}, 409),
+            ("post", "/api/v1/items/{item_id}/merge", f"/api/v1/items/{item}/merge",
+             {"into_id": item}, 409),
+            ("post", "/api/v1/accounts/{account_id}/items/bulk",
+             f"/api/v1/accounts/{beta}/items/bulk",
+             {"items": [item], "action": "status", "status": "triaged"}, 409)]:
+        response = client.open(url, method=method.upper(), headers=headers, json=body)
+        assert response.status_code == status, (method, url, response.get_json())
+        assert str(status) in documented[path][method]["responses"], (method, path)

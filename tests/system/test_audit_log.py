@@ -60,3 +60,16 @@ def test_no_staff_email_is_stored_in_plaintext(engine, make_staff, auth):
     stored = stored_bytes(engine)
     assert b"staff.login" in stored  # the scan sees what it should
     assert b"plain.text.canary" not in stored
+
+
+def test_a_page_past_the_largest_entry_id_is_refused_or_ignored_not_a_server_error(
+        client, auth, make_staff, make_token):
+    """audit_log.id is 32 bits on PostgreSQL, where a larger number used to answer 500."""
+    headers = {"Authorization": f"Bearer {make_token('audit:read')}"}
+    largest = client.get(f"/api/v1/audit?before_id={audit.LARGEST_ID}", headers=headers)
+    assert largest.status_code == 200
+    too_large = client.get(f"/api/v1/audit?before_id={audit.LARGEST_ID + 1}", headers=headers)
+    assert too_large.status_code == 422
+    assert [p["field"] for p in too_large.get_json()["error"]["details"]] == ["before_id"]
+    auth.login(make_staff("admin"))
+    assert client.get(f"/console/audit?before={2**63 - 2}").status_code == 200

@@ -90,6 +90,18 @@ def test_json_entries_with_the_wrong_shape_are_rejected_one_by_one(app, engine, 
     assert contact_count(engine) == 2
 
 
+def test_a_nul_character_is_rejected_with_its_entry_and_the_rest_is_imported(app, engine,
+                                                                            tmp_path):
+    document = make_document(accounts=2, contacts_per_account=2)
+    document["accounts"][0]["contacts"][0]["sites"] = ["S00000-0\x00"]
+    (tmp_path / "c.json").write_text(json.dumps(document))
+    result = run_import(app, tmp_path / "c.json")
+    assert result.exit_code == 0, result.output
+    assert "rejected accounts[0].contacts[0]: contact C0000001: sites.0: Value error, must " \
+        "not contain a NUL character" in result.output
+    assert contact_count(engine) == 3
+
+
 def test_a_thousand_imported_contacts_leave_no_plaintext_in_database_backup_or_logs(
         app, engine, tmp_path, caplog):
     document = make_document(accounts=250, contacts_per_account=4)

@@ -109,3 +109,17 @@ def test_a_sync_body_of_the_wrong_shape_is_refused_with_each_problem(client, mak
     assert response.status_code == 422
     fields = [problem["field"] for problem in response.get_json()["error"]["details"]]
     assert fields == ["accounts.0.external_id"]
+
+
+def test_a_nul_character_in_a_synced_field_is_refused_naming_it(client, make_token, engine,
+                                                                  small_document):
+    """PostgreSQL cannot store NUL in text (it answered 500); every database refuses it."""
+    small_document["accounts"][1]["sites"][0]["external_id"] += "\x00"
+    response = client.post("/api/v1/sync", json=small_document,
+                           headers=bearer(make_token("contacts:write")))
+    assert response.status_code == 422
+    problems = response.get_json()["error"]["details"]
+    assert [(p["field"], p["message"]) for p in problems] == [
+        ("accounts.1.sites.0.external_id", "Value error, must not contain a NUL character")]
+    with session_scope(engine) as session:
+        assert session.exec(select(Account)).first() is None
