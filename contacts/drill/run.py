@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from contacts.drill.client import Client, DrillHttpError
 from contacts.drill.fleet import Fleet, Visitor, build_crowd, build_fleet
@@ -141,7 +142,7 @@ class Drill:
 
     def _account_of(self, email: str) -> str | None:
         found = self.client.api("GET", "/api/v1/contacts/lookup?email="
-                                + _quote(email))["matches"]
+                                + quote(email, safe=""))["matches"]
         return found[0]["account_id"] if found else None
 
     # -- 2 -------------------------------------------------------------------------------
@@ -196,9 +197,9 @@ class Drill:
                     return match.group(2)
             return None
 
-        if not self.sink.wait_for(code_arrived, timeout=120):
+        code = self.sink.wait_for(code_arrived, timeout=120)
+        if code is None:
             return
-        code = code_arrived(self.sink.messages())
         page = self.client.visitor(answered.visitor.client_ip)
         done = page.submit(f"/requests/{answered.reference}/verify", {"code": code})
         answered.verified = done.status == 303
@@ -246,14 +247,12 @@ class Drill:
                  or _proposed(a.stored) != a.visitor.expected_account.id))
         tried = [a for a in accepted if a.visitor.verifies]
         r.verifications_tried = len(tried)
+        # Read back after the codes were entered: `stored` holds the verification too.
         r.verified = sum(1 for a in tried if a.verified and a.stored
-                         and self._verification(a) in VERIFIED)
+                         and a.stored["verification"] in VERIFIED)
         r.verified_pct = _percent(r.verified, len(tried))
-        r.authorized = sum(1 for a in tried if self._verification(a) == "authorized")
-
-    def _verification(self, answered: Answered) -> str | None:
-        answer = self.client.call("GET", f"/api/v1/requests/{answered.reference}")
-        return answer.json().get("verification") if answer.status == 200 else None
+        r.authorized = sum(1 for a in tried
+                           if a.stored and a.stored["verification"] == "authorized")
 
     # -- 4 -------------------------------------------------------------------------------
     def open_the_incident_and_triage(self, rng: random.Random) -> None:
@@ -476,8 +475,4 @@ def _moment(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _quote(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")
 

@@ -76,11 +76,11 @@ class Sink:
         with self._lock:
             return list(self.received)
 
-    def wait_for(self, done, *, timeout: float, interval: float = 0.2) -> bool:
-        """Poll until `done(messages)` is true; False when `timeout` seconds pass first."""
+    def wait_for(self, found, *, timeout: float, interval: float = 0.2):
+        """Poll until `found(messages)` gives something; that, or None after `timeout`."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if done(self.messages()):
-                return True
+        while True:
+            result = found(self.messages())
+            if result or time.monotonic() >= deadline:
+                return result or None
             time.sleep(interval)
-        return done(self.messages())

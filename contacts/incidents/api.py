@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from flask import Blueprint, g
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from contacts.api import API_PREFIX, Moment, ValidationFailed, operation
+from contacts.api import API_PREFIX, Moment, Text, ValidationFailed, operation
 from contacts.db import request_session, utcnow
 from contacts.errors import WrongKind
 from contacts.ids import kind_of, parse_id
@@ -23,15 +23,6 @@ bp = Blueprint("incidents_api", __name__, url_prefix=API_PREFIX)
 State = Literal["investigating", "identified", "monitoring", "resolved", "post_incident_review"]
 Severity = Literal["minor", "major", "critical"]
 Confidence = Literal["low", "medium", "high"]
-
-
-def _without_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character")  # PostgreSQL cannot store one
-    return value
-
-
-Text = Annotated[str, AfterValidator(_without_nul)]
 
 
 # -- incidents ---------------------------------------------------------------------------------
@@ -217,20 +208,10 @@ class UpdatePublished(UpdateOut):
     cadence_hours: float | None = Field(description="The incident's cadence after this call.")
 
 
-def _late(updates: list[IncidentUpdate], now) -> dict[int, bool]:
-    """Per update number: whether the update it promised came late (or not yet, past due)."""
-    ordered = sorted(updates, key=lambda update: update.number)
-    following = {update.number: after.published_at
-                 for update, after in zip(ordered, ordered[1:], strict=False)}
-    return {update.number: update.next_update_at is not None
-            and following.get(update.number, now) > update.next_update_at
-            for update in ordered}
-
-
 def _updates_out(session, incident_id: str, updates: list[IncidentUpdate]) -> list[UpdateOut]:
     counts = service.delivery_counts(session=session, incident_id=incident_id)
     unreached = service.fallbacks_by_update(session=session, incident_id=incident_id)
-    late = _late(updates, utcnow())
+    late = service.late_updates(updates, utcnow())
     return [UpdateOut(
         id=update.id, number=update.number, state=update.state,
         published_at=update.published_at, next_update_at=update.next_update_at,

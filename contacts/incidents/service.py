@@ -500,6 +500,16 @@ def is_late(incident: Incident, now: datetime) -> bool:
     return incident.next_update_due is not None and now > incident.next_update_due
 
 
+def late_updates(updates: list[IncidentUpdate], now: datetime) -> dict[int, bool]:
+    """Per update number: whether the update it promised came late (or not yet, past due)."""
+    ordered = sorted(updates, key=lambda update: update.number)
+    following = {update.number: after.published_at
+                 for update, after in zip(ordered, ordered[1:], strict=False)}
+    return {update.number: update.next_update_at is not None
+            and following.get(update.number, now) > update.next_update_at
+            for update in ordered}
+
+
 def next_due_default(desk: Desk, now: datetime) -> datetime:
     return now + timedelta(hours=desk.default_cadence_hours)
 

@@ -912,8 +912,13 @@ def decrypt_every_field(engine: Engine, cipher: FieldCipher) -> int:
     return checked
 
 
+def snapshots_in(directory: Path) -> list[Path]:
+    """The folder's snapshots, oldest first (their names start with the time they hold)."""
+    return sorted(directory.glob(f"lifeline-*{SUFFIX}"))
+
+
 def latest_snapshot(directory: Path) -> Path:
-    snapshots = sorted(directory.glob(f"lifeline-*{SUFFIX}"))
+    snapshots = snapshots_in(directory)
     if not snapshots:
         raise Invalid(f"no snapshot in {directory}")
     return snapshots[-1]
@@ -924,7 +929,7 @@ def snapshot_named(directory: Path, name: str | None) -> Path:
     snapshot's plain file name is taken, so a caller never reaches outside the folder; the
     errors name the file, never the folder."""
     if name is None:
-        snapshots = sorted(directory.glob(f"lifeline-*{SUFFIX}"))
+        snapshots = snapshots_in(directory)
         if not snapshots:
             raise NotFound("There is no snapshot in the backup folder yet.")
         return snapshots[-1]
@@ -938,7 +943,7 @@ def snapshot_named(directory: Path, name: str | None) -> Path:
 
 
 def prune_snapshots(directory: Path, keep: int) -> list[Path]:
-    snapshots = sorted(directory.glob(f"lifeline-*{SUFFIX}"))
+    snapshots = snapshots_in(directory)
     doomed = snapshots[:-keep] if keep > 0 else []
     for path in doomed:
         path.unlink()
