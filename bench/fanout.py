@@ -5,20 +5,32 @@ of the same size to the same sink with the same connection counts, in the same r
 PostgreSQL (several senders share the outbox only there). `--recipients` sizes the vault,
 `--deliver` how many messages each delivery run sends (the rate is what is compared).
 Postfix's tools come from Debian (`scripts/ensure-postfix-tools.sh`).
+
+Where the time goes: each run also prints the CPU it cost per message, split between the
+senders (or smtp-source), the PostgreSQL server and the sink, and how many of the machine's
+cores were busy. `--profile` adds a run of one sender under cProfile (every thread) and
+prints its functions by own time, and the share of each library.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
+import io
 import json
+import os
+import pstats
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -82,12 +94,80 @@ def wait_for_port(port: int) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
-def smtp_source_rate(port: int, sessions: int, messages: int, size: int) -> float:
-    started = time.perf_counter()
-    subprocess.run(["smtp-source", "-d", "-s", str(sessions), "-m", str(messages), "-l",
-                    str(size), "-t", "someone@example.net", f"127.0.0.1:{port}"], check=True,
-                   stdout=subprocess.DEVNULL)
-    return messages / (time.perf_counter() - started)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL server process (backends and background work)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if name.startswith("postgres"):
+                total += process_cpu(int(entry.name))
+    return total
+
+
+@dataclass
+class Run:
+    """One delivery run: its rate and the CPU seconds each party spent on it."""
+
+    messages: int
+    seconds: float
+    client_cpu: float  # the senders', or smtp-source's
+    database_cpu: float
+    sink_cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def per_message_ms(self, cpu: float) -> float:
+        return cpu / self.messages * 1000
+
+    @property
+    def cores_busy(self) -> float:
+        return (self.client_cpu + self.database_cpu + self.sink_cpu) / self.seconds
+
+
+class Meter:
+    """CPU of the database server and the sink from the start of a run to its end."""
+
+    def __init__(self, sink: subprocess.Popen):
+        self.sink = sink
+        self.database = postgres_cpu()
+        self.sink_cpu = process_cpu(sink.pid)
+        self.started = time.perf_counter()
+
+    def run(self, messages: int, client_cpu: float) -> Run:
+        return Run(messages=messages, seconds=time.perf_counter() - self.started,
+                   client_cpu=client_cpu, database_cpu=postgres_cpu() - self.database,
+                   sink_cpu=process_cpu(self.sink.pid) - self.sink_cpu)
+
+
+def smtp_source_run(sink: subprocess.Popen, port: int, sessions: int, messages: int,
+                    size: int) -> Run:
+    meter = Meter(sink)
+    source = subprocess.Popen(["smtp-source", "-d", "-s", str(sessions), "-m", str(messages),
+                               "-l", str(size), "-t", "someone@example.net",
+                               f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(source.pid, 0)
+    source.returncode = os.waitstatus_to_exitcode(status)
+    if source.returncode != 0:
+        raise SystemExit(f"smtp-source failed ({source.returncode})")
+    return meter.run(messages, usage.ru_utime + usage.ru_stime)
 
 
 def requeue(engine, limit: int) -> None:
@@ -106,37 +186,76 @@ def queued(engine) -> int:
             "SELECT count(*) FROM outbox_message WHERE state = 'queued'")).scalar_one()
 
 
-def delivery_rate(database_url: str, keys_dir: Path, port: int, senders: int,
-                  engine, messages: int) -> float:
+def delivery_run(database_url: str, keys_dir: Path, sink: subprocess.Popen, port: int,
+                 senders: int, engine, messages: int, profile: Path | None = None) -> Run:
     """`senders` processes, one SMTP connection each, drain until nothing is queued. The
     clock starts when every sender has started up (as the delivery loops of running workers
-    have), so Python's start-up is not counted against the senders."""
+    have), so Python's start-up is not counted against the senders; each sender reports
+    the CPU it spent from then on."""
     requeue(engine, messages)
     command = [sys.executable, __file__, "--sender", database_url, str(keys_dir), str(port)]
+    if profile is not None:
+        command += ["--profile-to", str(profile)]
     processes = [subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True) for _ in range(senders)]
     try:
         for process in processes:
             if process.stdout.readline().strip() != "ready":
                 raise SystemExit("a sender did not start")
-        started = time.perf_counter()
+        meter = Meter(sink)
         for process in processes:
             process.stdin.write("go\n")
             process.stdin.flush()
+        cpu = 0.0
         for process in processes:
-            if process.wait(timeout=3600) != 0:
+            reported = process.stdout.readline().split()
+            if process.wait(timeout=3600) != 0 or reported[:1] != ["cpu"]:
                 raise SystemExit("a sender failed")
+            cpu += float(reported[1])
+        run = meter.run(messages, cpu)
     finally:
         for process in processes:
             process.kill()
-    seconds = time.perf_counter() - started
     if queued(engine):
         raise SystemExit(f"{queued(engine)} messages were left queued")
-    return messages / seconds
+    return run
 
 
-def sender(database_url: str, keys_dir: str, port: int) -> int:
-    """One sender process: drains the outbox over one SMTP connection until it is empty."""
+class ThreadProfiles:
+    """cProfile in every thread of a sender: the main one, and those it starts (the
+    outcome writer) while this is active."""
+
+    def __init__(self):
+        self.profiles: list[cProfile.Profile] = []
+
+    def _start_in_thread(self, *_) -> None:
+        sys.setprofile(None)
+        profile = cProfile.Profile()
+        self.profiles.append(profile)
+        profile.enable()
+
+    def __enter__(self) -> ThreadProfiles:
+        threading.setprofile(self._start_in_thread)
+        self._start_in_thread()
+        return self
+
+    def __exit__(self, *_) -> None:
+        threading.setprofile(None)
+        self.profiles[0].disable()
+
+    def dump(self, path: Path) -> None:
+        """The sending thread's profile to `path`, the outcome threads' (one per drained
+        batch) merged into `path` + ".outcomes"."""
+        for profile in self.profiles:
+            profile.disable()
+        pstats.Stats(self.profiles[0]).dump_stats(path)
+        if len(self.profiles) > 1:
+            pstats.Stats(*self.profiles[1:]).dump_stats(f"{path}.outcomes")
+
+
+def sender(database_url: str, keys_dir: str, port: int, profile_to: str | None) -> int:
+    """One sender process: drains the outbox over one SMTP connection until it is empty,
+    then prints the CPU seconds it spent doing so."""
     app = create_app({"database_url": database_url,
                       "secrets": load_secrets(Path(keys_dir), {}, generate=False)})
     engine = app.extensions["lifeline.engine"]
@@ -146,14 +265,74 @@ def sender(database_url: str, keys_dir: str, port: int) -> int:
         connection.exec_driver_sql("SELECT 1")
     print("ready", flush=True)
     sys.stdin.readline()
-    while True:
-        report = outbox.drain(engine=engine, cipher=cipher, mailer=mailer, now=utcnow(),
-                              limit=500, lease=timedelta(minutes=5))
-        if report.retried or report.failed:
-            print(f"sender: {report.retried} to retry, {report.failed} failed", file=sys.stderr)
-            return 1
-        if not report.sent:
-            return 0
+    started = time.process_time()
+    profiles = ThreadProfiles() if profile_to else contextlib.nullcontext()
+    with profiles:
+        while True:
+            report = outbox.drain(engine=engine, cipher=cipher, mailer=mailer, now=utcnow(),
+                                  limit=500, lease=timedelta(minutes=5))
+            if report.retried or report.failed:
+                print(f"sender: {report.retried} to retry, {report.failed} failed",
+                      file=sys.stderr)
+                return 1
+            if not report.sent:
+                break
+    print(f"cpu {time.process_time() - started:.3f}", flush=True)
+    if profile_to:
+        profiles.dump(Path(profile_to))
+    return 0
+
+
+# Own time in these is time the thread spent blocked, not working.
+WAITS = (("recv_into", "waiting: a socket read (the SMTP server's reply)"),
+         ("psycopg/connection.py:", "waiting: PostgreSQL's answer (psycopg's wait loop)"),
+         ("method 'acquire'", "waiting: a lock or queue (the other thread)"))
+AREAS = (("contacts/", "Lifeline (contacts/)"), ("sqlalchemy/", "SQLAlchemy"),
+         ("psycopg", "psycopg"), ("smtplib", "smtplib"), ("cryptography", "cryptography"),
+         ("json/", "json"), ("sendall", "socket writes"), ("threading", "threads and queues"),
+         ("queue", "threads and queues"))
+
+
+def area_of(filename: str, line: int, function: str) -> str:
+    where = f"{filename}:{line} {function}"
+    for needle, area in (*WAITS, *AREAS):
+        if needle in where:
+            return area
+    return "other (stdlib, builtins)"
+
+
+def print_thread_profile(title: str, path: Path, messages: int, top: int) -> None:
+    stats = pstats.Stats(str(path))
+    total = stats.total_tt
+    print(f"\n{title}: {total:.2f} s, {total / messages * 1000:.3f} ms a message")
+    areas: dict[str, float] = {}
+    for (filename, line, function), (_, _, own, _, _) in stats.stats.items():
+        area = area_of(filename, line, function)
+        areas[area] = areas.get(area, 0.0) + own
+    for area, own in sorted(areas.items(), key=lambda item: -item[1]):
+        print(f"  {own / total:>6.1%}  {own / messages * 1000:.3f} ms  {area}")
+    if top:
+        listing = io.StringIO()
+        pstats.Stats(str(path), stream=listing).sort_stats("tottime").print_stats(top)
+        table = listing.getvalue()
+        print(table[table.index("   ncalls"):].rstrip())
+
+
+def print_profile(path: Path, messages: int, top: int = 12) -> None:
+    print(f"\nprofile of one sender delivering {messages:,} messages over one connection "
+          "(cProfile in each thread: own time, waits included; the profiler slows Python)")
+    print_thread_profile("sending thread (claim, decrypt, build, SMTP)", path, messages, top)
+    outcomes = Path(f"{path}.outcomes")
+    if outcomes.exists():
+        print_thread_profile("outcome thread (one UPDATE a message)", outcomes, messages, 0)
+
+
+def print_run(label: str, run: Run) -> None:
+    print(f"  {label:<14}{run.rate:>9,.0f} msg/s   CPU a message: client "
+          f"{run.per_message_ms(run.client_cpu):.3f} ms, PostgreSQL "
+          f"{run.per_message_ms(run.database_cpu):.3f} ms, sink "
+          f"{run.per_message_ms(run.sink_cpu):.3f} ms; cores busy {run.cores_busy:.2f} of "
+          f"{os.cpu_count()}")
 
 
 def average_message_size(engine, cipher) -> int:
@@ -171,11 +350,14 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--deliver", type=int, default=20_000,
                         help="messages sent per delivery run")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one sender and print where its time goes")
     parser.add_argument("--sender", nargs=3, metavar=("URL", "KEYS", "PORT"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--profile-to", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sender:
-        return sender(args.sender[0], args.sender[1], int(args.sender[2]))
+        return sender(args.sender[0], args.sender[1], int(args.sender[2]), args.profile_to)
     subprocess.run([str(ROOT / "scripts" / "ensure-postfix-tools.sh")], check=True)
     if not shutil.which("smtp-sink"):
         raise SystemExit("smtp-sink is not installed")
@@ -228,15 +410,26 @@ def main() -> int:
                   f"(target <= 15 s: {'met' if enqueue <= 15 else 'NOT MET'})")
             size = average_message_size(engine, crypto.cipher)
             wait_for_port(port)
-            print(f"{'connections':<12}{'lifeline msg/s':>16}{'smtp-source msg/s':>19}"
-                  f"{'ratio':>8}")
+            rates = []
             for connections in CONNECTIONS:
-                ours = delivery_rate(database_url, keys_dir, port, connections, engine,
-                                     args.deliver)
-                theirs = smtp_source_rate(port, connections, args.deliver, size)
+                print(f"{connections} connection{'s' if connections > 1 else ''}:")
+                ours = delivery_run(database_url, keys_dir, sink, port, connections, engine,
+                                    args.deliver)
+                print_run("Lifeline", ours)
+                theirs = smtp_source_run(sink, port, connections, args.deliver, size)
+                print_run("smtp-source -d", theirs)
+                rates.append((connections, ours.rate, theirs.rate))
+            print(f"\n{'connections':<12}{'lifeline msg/s':>16}{'smtp-source msg/s':>19}"
+                  f"{'ratio':>8}")
+            for connections, ours, theirs in rates:
                 print(f"{connections:<12}{ours:>16,.0f}{theirs:>19,.0f}{ours / theirs:>8.2f}")
             print(f"ratio = Lifeline's delivery rate / smtp-source -d's, same sink, same "
                   f"connection count, messages of about {size:,} bytes (target >= 0.5)")
+            if args.profile:
+                profile = Path(work) / "sender.prof"
+                delivery_run(database_url, keys_dir, sink, port, 1, engine, args.deliver,
+                             profile=profile)
+                print_profile(profile, args.deliver)
             engine.dispose()
     finally:
         sink.kill()
