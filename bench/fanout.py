@@ -127,7 +127,7 @@ class Run:
     messages: int
     seconds: float
     client_cpu: float  # the senders', or smtp-source's
-    database_cpu: float
+    database_cpu: float | None  # None: the run does not use the database (smtp-source)
     sink_cpu: float
 
     @property
@@ -139,27 +139,29 @@ class Run:
 
     @property
     def cores_busy(self) -> float:
-        return (self.client_cpu + self.database_cpu + self.sink_cpu) / self.seconds
+        return (self.client_cpu + (self.database_cpu or 0.0) + self.sink_cpu) / self.seconds
 
 
 class Meter:
-    """CPU of the database server and the sink from the start of a run to its end."""
+    """CPU of the sink, and of the database server when the run uses it, from the start of
+    a run to its end."""
 
-    def __init__(self, sink: subprocess.Popen):
+    def __init__(self, sink: subprocess.Popen, database: bool = True):
         self.sink = sink
-        self.database = postgres_cpu()
+        self.database = postgres_cpu() if database else None
         self.sink_cpu = process_cpu(sink.pid)
         self.started = time.perf_counter()
 
     def run(self, messages: int, client_cpu: float) -> Run:
+        database = None if self.database is None else postgres_cpu() - self.database
         return Run(messages=messages, seconds=time.perf_counter() - self.started,
-                   client_cpu=client_cpu, database_cpu=postgres_cpu() - self.database,
+                   client_cpu=client_cpu, database_cpu=database,
                    sink_cpu=process_cpu(self.sink.pid) - self.sink_cpu)
 
 
 def smtp_source_run(sink: subprocess.Popen, port: int, sessions: int, messages: int,
                     size: int) -> Run:
-    meter = Meter(sink)
+    meter = Meter(sink, database=False)
     source = subprocess.Popen(["smtp-source", "-d", "-s", str(sessions), "-m", str(messages),
                                "-l", str(size), "-t", "someone@example.net",
                                f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
@@ -209,10 +211,18 @@ def delivery_run(database_url: str, keys_dir: Path, sink: subprocess.Popen, port
         cpu = 0.0
         for process in processes:
             reported = process.stdout.readline().split()
-            if process.wait(timeout=3600) != 0 or reported[:1] != ["cpu"]:
+            if reported[:1] != ["cpu"]:
                 raise SystemExit("a sender failed")
             cpu += float(reported[1])
+        # Read while every sender, and so its PostgreSQL backends, is still there: the CPU of
+        # a backend that has gone is no longer in /proc.
         run = meter.run(messages, cpu)
+        for process in processes:
+            process.stdin.write("exit\n")
+            process.stdin.flush()
+        for process in processes:
+            if process.wait(timeout=600) != 0:
+                raise SystemExit("a sender failed")
     finally:
         for process in processes:
             process.kill()
@@ -280,22 +290,26 @@ def sender(database_url: str, keys_dir: str, port: int, profile_to: str | None) 
     print(f"cpu {time.process_time() - started:.3f}", flush=True)
     if profile_to:
         profiles.dump(Path(profile_to))
+    sys.stdin.readline()  # stay connected until the parent has read the CPU meters
     return 0
 
 
-# Own time in these is time the thread spent blocked, not working.
-WAITS = (("recv_into", "waiting: a socket read (the SMTP server's reply)"),
-         ("psycopg/connection.py:", "waiting: PostgreSQL's answer (psycopg's wait loop)"),
-         ("method 'acquire'", "waiting: a lock or queue (the other thread)"))
+# Own time in these is time the thread spent blocked, not working: (file, function) parts.
+WAITS = (("", "recv_into", "waiting: a socket read (the SMTP server's reply)"),
+         ("psycopg/connection.py", "wait", "waiting: PostgreSQL's answer (psycopg's wait loop)"),
+         ("", "method 'acquire'", "waiting: a lock or queue (the other thread)"))
 AREAS = (("contacts/", "Lifeline (contacts/)"), ("sqlalchemy/", "SQLAlchemy"),
          ("psycopg", "psycopg"), ("smtplib", "smtplib"), ("cryptography", "cryptography"),
          ("json/", "json"), ("sendall", "socket writes"), ("threading", "threads and queues"),
          ("queue", "threads and queues"))
 
 
-def area_of(filename: str, line: int, function: str) -> str:
-    where = f"{filename}:{line} {function}"
-    for needle, area in (*WAITS, *AREAS):
+def area_of(filename: str, function: str) -> str:
+    for in_file, named, area in WAITS:  # a file's function by name, a builtin by a part
+        if filename.endswith(in_file) and (function == named if in_file else named in function):
+            return area
+    where = f"{filename} {function}"
+    for needle, area in AREAS:
         if needle in where:
             return area
     return "other (stdlib, builtins)"
@@ -306,8 +320,8 @@ def print_thread_profile(title: str, path: Path, messages: int, top: int) -> Non
     total = stats.total_tt
     print(f"\n{title}: {total:.2f} s, {total / messages * 1000:.3f} ms a message")
     areas: dict[str, float] = {}
-    for (filename, line, function), (_, _, own, _, _) in stats.stats.items():
-        area = area_of(filename, line, function)
+    for (filename, _, function), (_, _, own, _, _) in stats.stats.items():
+        area = area_of(filename, function)
         areas[area] = areas.get(area, 0.0) + own
     for area, own in sorted(areas.items(), key=lambda item: -item[1]):
         print(f"  {own / total:>6.1%}  {own / messages * 1000:.3f} ms  {area}")
@@ -328,9 +342,10 @@ def print_profile(path: Path, messages: int, top: int = 12) -> None:
 
 
 def print_run(label: str, run: Run) -> None:
+    database = ("" if run.database_cpu is None else
+                f"PostgreSQL {run.per_message_ms(run.database_cpu):.3f} ms, ")
     print(f"  {label:<14}{run.rate:>9,.0f} msg/s   CPU a message: client "
-          f"{run.per_message_ms(run.client_cpu):.3f} ms, PostgreSQL "
-          f"{run.per_message_ms(run.database_cpu):.3f} ms, sink "
+          f"{run.per_message_ms(run.client_cpu):.3f} ms, {database}sink "
           f"{run.per_message_ms(run.sink_cpu):.3f} ms; cores busy {run.cores_busy:.2f} of "
           f"{os.cpu_count()}")
 
