@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from flask import (
     Blueprint,
@@ -41,6 +41,8 @@ from contacts.vault import service as vault_service
 
 bp = Blueprint("incidents", __name__)
 COMMS = ("comms", "admin")
+# The public status page lists incidents closed within this many days.
+RECENT_DAYS = 14
 
 
 def _choices(values) -> list[SelectChoice]:
@@ -335,10 +337,13 @@ def webhooks():
 @bp.get("/status")
 @public
 def status_index():
-    return render_template("public/status.html",
-                           incidents=service.list_incidents(session=request_session(),
-                                                            open_only=True),
-                           now=utcnow(), is_late=service.is_late)
+    session, now = request_session(), utcnow()
+    return render_template(
+        "public/status.html", now=now, is_late=service.is_late,
+        incidents=service.list_incidents(session=session, open_only=True),
+        recent=service.recently_closed(session=session,
+                                       since=now - timedelta(days=RECENT_DAYS)),
+        recent_days=RECENT_DAYS)
 
 
 @bp.get("/status/<incident_id>")

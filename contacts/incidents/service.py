@@ -44,6 +44,9 @@ from contacts.incidents.models import (
 )
 from contacts.vault import service as vault_service
 
+# States in which an incident is over: no more updates are promised.
+CLOSED_STATES = ("resolved", "post_incident_review")
+
 
 @dataclass(frozen=True)
 class Desk:
@@ -101,8 +104,17 @@ def get_incident(*, session: Session, incident_id: str) -> Incident:
 def list_incidents(*, session: Session, open_only: bool = False) -> list[Incident]:
     query = select(Incident)
     if open_only:
-        query = query.where(col(Incident.state).not_in(("resolved", "post_incident_review")))
+        query = query.where(col(Incident.state).not_in(CLOSED_STATES))
     return list(session.exec(query.order_by(col(Incident.started_at).desc()).limit(200)))
+
+
+def recently_closed(*, session: Session, since: datetime, limit: int = 20) -> list[Incident]:
+    """Incidents resolved (or under review) whose last update is after `since`, latest
+    first: a customer who arrives after the fix still finds what happened."""
+    return list(session.exec(
+        select(Incident).where(col(Incident.state).in_(CLOSED_STATES),
+                               col(Incident.last_update_at) >= since)
+        .order_by(col(Incident.last_update_at).desc()).limit(limit)))
 
 
 def add_sites(*, session: Session, desk: Desk, actor: Actor, incident_id: str,
@@ -272,7 +284,7 @@ def missing_fields(draft: UpdateDraft) -> list[str]:
                if not getattr(draft, name).strip()]
     if draft.state not in STATES:
         missing.append("state")
-    if draft.next_update_at is None and draft.state not in ("resolved", "post_incident_review"):
+    if draft.next_update_at is None and draft.state not in CLOSED_STATES:
         missing.append("next_update_at")
     missing += [name for name in ("confidence_timeline", "confidence_restore",
                                   "confidence_data_loss")
@@ -542,7 +554,7 @@ def publish_due(*, session: Session, desk: Desk, vault: vault_service.Vault,
         col(Incident.cadence_hours).is_not(None),
         col(Incident.next_update_due).is_not(None),
         col(Incident.next_update_due) <= now,
-        col(Incident.state).not_in(("resolved", "post_incident_review")))))
+        col(Incident.state).not_in(CLOSED_STATES))))
     published = []
     for incident in due:
         latest = session.exec(select(IncidentUpdate).where(
@@ -567,7 +579,7 @@ def warn_late(*, session: Session, desk: Desk, inbox: str, now: datetime) -> lis
     """Email the comms team once about each promised update that is now late."""
     late = [incident for incident in session.exec(select(Incident).where(
         col(Incident.next_update_due).is_not(None), col(Incident.next_update_due) < now,
-        col(Incident.state).not_in(("resolved", "post_incident_review"))))
+        col(Incident.state).not_in(CLOSED_STATES)))
         if incident.late_warned_for != incident.next_update_due]
     for incident in late:
         incident.late_warned_for = incident.next_update_due
@@ -799,8 +811,7 @@ def resolved_incidents(*, session: Session, ids: list[str]) -> set[str]:
     found: set[str] = set()
     for chunk in in_chunks(ids):
         found |= set(session.exec(select(Incident.id).where(
-            col(Incident.id).in_(chunk), col(Incident.state).in_(("resolved",
-                                                                  "post_incident_review")))))
+            col(Incident.id).in_(chunk), col(Incident.state).in_(CLOSED_STATES))))
     return found
 
 

@@ -181,3 +181,36 @@ def test_a_preview_for_an_account_the_incident_does_not_affect_is_refused(
             service.preview(session=session, desk=desk, vault=vault, incident_id=incident,
                             draft=complete_draft(), account_id=other.id, actor=ACTOR,
                             now=utcnow())
+
+
+def test_the_status_page_keeps_a_resolved_incident_for_two_weeks(client, engine, desk, vault,
+                                                                incident):
+    def status() -> str:
+        answer = client.get("/status")
+        assert answer.status_code == 200
+        return answer.get_data(as_text=True)
+
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                        incident_id=incident, now=utcnow(), draft=complete_draft())
+    ongoing = status()
+    assert "Sites deleted by a maintenance script" in ongoing
+    assert "Resolved in the last" not in ongoing
+
+    with session_scope(engine) as session:
+        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                        incident_id=incident, now=utcnow(),
+                        draft=complete_draft(state="resolved", next_update_at=None))
+    resolved = status()
+    assert "No ongoing incident." in resolved
+    listed = resolved.split("Resolved in the last 14 days", 1)[1]
+    assert f'href="/status/{incident}"' in listed
+    assert "Sites deleted by a maintenance script</a>: resolved" in listed
+
+    with session_scope(engine) as session:  # fifteen days later
+        found = service.get_incident(session=session, incident_id=incident)
+        found.last_update_at = utcnow() - timedelta(days=15)
+        session.add(found)
+    later = status()
+    assert "No ongoing incident." in later
+    assert "Resolved in the last" not in later and incident not in later
