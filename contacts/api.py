@@ -53,6 +53,9 @@ def _without_nul(value: str) -> str:
 
 
 # Text given to the API: PostgreSQL cannot store a NUL character, so no database gets one.
+# Query strings and forms are refused whole by app._refuse_nul_bytes; JSON text is checked
+# per field here, so a 422 names the field, and a file import (no request) rejects just
+# the entry. Fields sealed before storage take plain str: ciphertext holds no NUL.
 Text = Annotated[str, AfterValidator(_without_nul)]
 
 

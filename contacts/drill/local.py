@@ -31,7 +31,7 @@ class LocalLifeline:
         self.log_path = workdir / "server.log"
         self.backup_dir = workdir / "backups"
         self.spool_dir = workdir / "spool"
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._scratch_database: str | None = None
         self._process: subprocess.Popen | None = None
@@ -165,7 +165,8 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing on 127.0.0.1 listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

@@ -5,12 +5,11 @@ updates, delivery, backups, encryption at rest) shows up here as a missed target
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 from contacts.drill.cli import Target, run_drill
-from contacts.drill.local import LocalLifeline
+from contacts.drill.local import LocalLifeline, free_port
 from contacts.drill.run import Options
 from contacts.settings import load_settings
 from tests.helpers import ARTIFACTS
@@ -56,9 +55,7 @@ def test_a_drill_against_a_running_lifeline_goes_through_its_url(backend, reques
     """`drill run --url --token --smtp-port`: the drill only talks to the URL it is given, and
     reads the mail that Lifeline sends to its sink."""
     server_url = request.getfixturevalue("postgresql_url") if backend == "postgresql" else None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        smtp_port = probe.getsockname()[1]
+    smtp_port = free_port()
     running = LocalLifeline(workdir=tmp_path / "running", smtp_port=smtp_port,
                             database_url=server_url)
     (tmp_path / "running").mkdir()
