@@ -233,3 +233,15 @@ def test_cli_database_errors_are_one_line(app, make_app, tmp_path):
     assert listed.exit_code == 2
     assert len(listed.output.strip().splitlines()) == 1
     assert "is it migrated?" in listed.output
+
+
+def test_a_nul_character_typed_into_a_console_form_is_refused_not_a_500(client, auth,
+                                                                        make_staff):
+    """PostgreSQL cannot store a NUL: a form carrying one is refused whole, on either
+    database, before any view writes it."""
+    auth.login(make_staff("comms"))
+    response = client.post("/console/incidents", data={
+        "csrf_token": auth.csrf("/console/incidents"), "title": "Sites\x00 deleted",
+        "severity": "critical"})
+    assert response.status_code == 400
+    assert "The request contains a NUL character." in response.get_data(as_text=True)
