@@ -762,7 +762,7 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
                 raise SnapshotRefused(f"the target database is not empty (table {table.name} "
                                       "has rows): restore only into an empty database")
     manifest = None
-    with (engine.begin() as connection, _driver_errors(connection),
+    with (_rollback_journal(engine), engine.begin() as connection, _driver_errors(connection),
           _restore_settings(connection)):
         # Secondary indexes and foreign keys are set aside while rows load and rebuilt after
         # (one sort per index, one join per key, all checked), in the same transaction.
@@ -805,6 +805,29 @@ def restore_snapshot(*, path: Path, backup_key: bytes, engine: Engine, head_revi
             _reset_sequences(connection, tables.values())
     check_database(engine, manifest)
     return manifest
+
+
+@contextmanager
+def _rollback_journal(engine: Engine) -> Iterator[None]:
+    """SQLite: restore with a rollback journal, then go back to the write-ahead log. Into an
+    empty database the journal keeps only the few pages there were before (pages added after
+    them need none, and a failed restore still rolls back), and the commit writes each page
+    once; through the log it is written twice, to the log and then into the database."""
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        (before,) = raw.execute("PRAGMA journal_mode").fetchone()
+        # Answers the mode it is in: unchanged when another connection has the file open.
+        (during,) = raw.execute("PRAGMA journal_mode = DELETE").fetchone()
+    try:
+        yield
+    finally:
+        if during != before:
+            with engine.connect() as connection:
+                connection.connection.driver_connection.execute(
+                    f"PRAGMA journal_mode = {before}")
 
 
 @contextmanager

@@ -256,12 +256,21 @@ def test_a_restore_leaves_the_schema_as_migrated_and_a_refused_one_leaves_it_emp
                                     head_revision="not-this-one")
         assert backup.count_rows(restored) == 0
         assert schema_of(restored) == migrated
+        assert journal_mode(restored) in ("wal", None)  # SQLite loads with a rollback journal
         backup.restore_snapshot(path=snapshot, backup_key=key, engine=restored,
                                 head_revision=head_revision())
         assert schema_of(restored) == migrated
         assert backup.database_checksums(restored) == manifest.tables
+        assert journal_mode(restored) in ("wal", None)  # and then goes back to its log
     finally:
         restored.dispose()
+
+
+def journal_mode(engine) -> str | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as connection:
+        return connection.exec_driver_sql("PRAGMA journal_mode").scalar()
 
 
 def test_times_in_other_stored_shapes_read_and_write_in_the_canonical_form(engine):
