@@ -1,0 +1,138 @@
+"""Where an intake request's CPU goes (issue 4), in one process with Flask's test client.
+
+    .venv/bin/python bench/intake_budget.py                  # SQLite, 3,000 requests a step
+    .venv/bin/python bench/intake_budget.py --backend postgresql
+
+CPU time per request, in the same run and process, of:
+- the bare endpoint of bench/intake.py (202 through the same hooks): the baseline;
+- POST /api/v1/requests with everything but its database write (validation, rate limits,
+  the draft, sealing, the code email; the writer hands back the reference at once), then
+  also without sealing and the code email, then also without the three rate limits: the
+  differences are what each costs;
+- the write alone, `intake.service.receive`, in group commits of 1, 8 and 32 requests (under
+  load each worker's writer thread commits the requests that arrived together).
+
+It prints the ceiling of bench/intake.py's ratio: bare / (request path + write by 32), the
+rate intake/bare that two workers would reach if the cores did nothing else. On PostgreSQL the
+server's own CPU is not counted, so the ceiling there is higher than any real run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from intake import BARE_PATH, INTAKE_PATH, migrate, server_environment  # noqa: E402
+from vault import scratch_database  # noqa: E402
+
+MESSAGE = "Our site has been down since nine this morning."
+
+
+def body(serial: int) -> str:
+    return json.dumps({"email": f"user{serial}@budget.example", "message": MESSAGE})
+
+
+def cpu_per_request(client, path: str, serials: range) -> float:
+    """Milliseconds of this process's CPU per request."""
+    started = time.process_time()
+    for serial in serials:
+        answer = client.post(path, data=body(serial), content_type="application/json")
+        if answer.status_code != 202:
+            raise SystemExit(f"{path} answered {answer.status_code}: {answer.get_data()[:200]}")
+    return (time.process_time() - started) * 1000 / len(serials)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="per step")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    args = parser.parse_args()
+    if args.requests < 100:
+        parser.error("--requests must be at least 100")
+    with tempfile.TemporaryDirectory(prefix="lifeline-budget-") as work:
+        workdir = Path(work)
+        url, drop = scratch_database(args.backend, workdir, "budget")
+        try:
+            env = server_environment(workdir, url, "memory://")
+            migrate(env)
+            os.environ.update(env)
+            return measure(args.requests, args.backend)
+        finally:
+            drop()
+
+
+def measure(count: int, backend: str) -> int:
+    from intake_app import app
+
+    from contacts.db import utcnow
+    from contacts.intake import service
+    from contacts.intake.schemas import RequestIn
+
+    client = app.test_client()
+    writer = app.extensions["lifeline.request_writer"]
+    cpu_per_request(client, BARE_PATH, range(300))  # warm-up: imports, caches, first writes
+    cpu_per_request(client, INTAKE_PATH, range(300, 600))
+    bare = cpu_per_request(client, BARE_PATH, range(10**6, 10**6 + count))
+
+    def without_write(draft):
+        service.prepare(intake=writer.intake, draft=draft, render=writer.render,
+                        now=draft.received_at)
+        return draft.reference
+
+    limiter = app.extensions["lifeline.limiter"]
+    stored_write, writer.write = writer.write, without_write
+    try:
+        path = cpu_per_request(client, INTAKE_PATH, range(2 * 10**6, 2 * 10**6 + count))
+        writer.write = lambda draft: draft.reference
+        unsealed = cpu_per_request(client, INTAKE_PATH, range(4 * 10**6, 4 * 10**6 + count))
+        limiter.enabled = False
+        unlimited = cpu_per_request(client, INTAKE_PATH, range(5 * 10**6, 5 * 10**6 + count))
+    finally:
+        writer.write = stored_write
+        limiter.enabled = True
+
+    writes = {}
+    serial = 3 * 10**6
+    for size in (1, 8, 32):
+        batches = []
+        for _ in range(max(count // size, 1)):
+            drafts = [service.draft_request(RequestIn.model_validate_json(body(serial + n)),
+                                            locale="en", now=utcnow()) for n in range(size)]
+            serial += size
+            batches.append([service.prepare(intake=writer.intake, draft=draft,
+                                            render=writer.render, now=draft.received_at)
+                            for draft in drafts])
+        started = time.process_time()
+        for batch in batches:
+            service.receive(engine=writer.engine, intake=writer.intake, prepared=batch,
+                            render=writer.render, now=utcnow())
+        writes[size] = (time.process_time() - started) * 1000 / sum(map(len, batches))
+
+    print(f"intake CPU budget, {backend}, {count:,} requests a step, one process "
+          "(milliseconds of CPU per request)")
+    print(f"  bare endpoint (baseline)                       {bare:6.3f}")
+    print(f"  intake request path without its write          {path:6.3f}  "
+          f"({path / bare:.1f} x bare), of which:")
+    print(f"    sealing, blind indexes, the code email         {path - unsealed:6.3f}")
+    print(f"    the three rate limits (in-memory counters)     {unsealed - unlimited:6.3f}")
+    print(f"    the rest: body checks, validation, the draft   {unlimited - bare:6.3f}  "
+          "(above bare)")
+    for size, cost in writes.items():
+        print(f"  write, group commits of {size:<2}                     {cost:6.3f}")
+    ceiling = bare / (path + writes[32])
+    print(f"ratio ceiling (bare / (path + write by 32)): {ceiling:.2f}  (target >= 0.5)"
+          + ("; PostgreSQL's own CPU not counted" if backend == "postgresql" else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
