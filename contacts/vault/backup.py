@@ -103,9 +103,10 @@ def backed_up_tables() -> list[Table]:
 # Rows are read straight from the DB-API cursor, ordered by primary key: PostgreSQL formats
 # times itself and Python encodes the rows; SQLite builds whole lines with json_array() where
 # that is checked to give the same bytes. A column of any other type goes through SQLAlchemy.
-# Restore loads with COPY (PostgreSQL) or executemany (SQLite) in one transaction, rebuilds
-# the secondary indexes (and PostgreSQL's foreign keys) it set aside, commits, then reads the
-# database again and compares every table with the manifest.
+# Restore loads with COPY (PostgreSQL) or executemany (SQLite, into a rollback journal, then
+# back to WAL) in one transaction, rebuilds the secondary indexes (and PostgreSQL's foreign
+# keys) it set aside, commits, then reads the database again and compares every table with
+# the manifest.
 
 BATCH_ROWS = 10_000
 RESTORE_CACHE_KIB = 256 * 1024  # SQLite's page cache while it restores
