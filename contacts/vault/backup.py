@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
@@ -62,6 +63,8 @@ from contacts.crypto import ENCRYPTED_COLUMNS, FieldCipher
 from contacts.db import UTCDateTime, is_postgresql, make_engine, session_scope, utcnow
 from contacts.errors import Invalid, LifelineError, NotFound
 from contacts.vault.models import BackupDrill
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"LIFELINE-BACKUP\n"
 FORMAT = 1
@@ -813,22 +816,32 @@ def _rollback_journal(engine: Engine) -> Iterator[None]:
     """SQLite: restore with a rollback journal, then go back to the write-ahead log. Into an
     empty database the journal keeps only the few pages there were before (pages added after
     them need none, and a failed restore still rolls back), and the commit writes each page
-    once; through the log it is written twice, to the log and then into the database."""
+    once; through the log it is written twice, to the log and then into the database. Only a
+    saving: while another connection has the file open SQLite keeps the log, and so does the
+    restore."""
     if engine.dialect.name != "sqlite":
         yield
         return
-    with engine.connect() as connection:
-        raw = connection.connection.driver_connection
-        (before,) = raw.execute("PRAGMA journal_mode").fetchone()
-        # Answers the mode it is in: unchanged when another connection has the file open.
-        (during,) = raw.execute("PRAGMA journal_mode = DELETE").fetchone()
+    before = _switch_journal(engine, "delete")
     try:
         yield
     finally:
-        if during != before:
-            with engine.connect() as connection:
-                connection.connection.driver_connection.execute(
-                    f"PRAGMA journal_mode = {before}")
+        if before not in (None, "delete") and _switch_journal(engine, before) is None:
+            # Every new connection asks for WAL again (db.make_engine), so this passes.
+            log.warning("the restored database could not go back to journal mode %s yet",
+                        before)
+
+
+def _switch_journal(engine: Engine, mode: str) -> str | None:
+    """Put the SQLite file in this journal mode; the mode it was in, or None if it stayed."""
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        (before,) = raw.execute("PRAGMA journal_mode").fetchone()
+        try:
+            (now,) = raw.execute(f"PRAGMA journal_mode = {mode}").fetchone()
+        except connection.dialect.loaded_dbapi.OperationalError:  # locked by another
+            return None
+    return before if now == mode else None
 
 
 @contextmanager

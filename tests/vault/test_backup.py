@@ -1,6 +1,7 @@
 """Snapshots outside the database: create, restore into an empty PostgreSQL database with
 equal checksums, refuse a tampered file, and drills whose result /healthz shows."""
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -256,12 +257,37 @@ def test_a_restore_leaves_the_schema_as_migrated_and_a_refused_one_leaves_it_emp
                                     head_revision="not-this-one")
         assert backup.count_rows(restored) == 0
         assert schema_of(restored) == migrated
-        assert journal_mode(restored) in ("wal", None)  # SQLite loads with a rollback journal
+        assert journal_mode(restored) in ("wal", None)  # as it was (no restore happened)
         backup.restore_snapshot(path=snapshot, backup_key=key, engine=restored,
                                 head_revision=head_revision())
         assert schema_of(restored) == migrated
         assert backup.database_checksums(restored) == manifest.tables
         assert journal_mode(restored) in ("wal", None)  # and then goes back to its log
+    finally:
+        restored.dispose()
+
+
+def test_a_restore_into_a_sqlite_file_another_connection_holds_still_restores(
+        engine, document, tmp_path):
+    """SQLite cannot leave its write-ahead log while another connection has the file open:
+    the restore then loads through the log, as before it used a rollback journal."""
+    import sqlite3
+
+    from contacts.schema import head_revision, upgrade_database
+
+    key = b"\x06" * 32
+    snapshot, manifest = backup.create_snapshot(engine=engine, backup_key=key,
+                                                directory=tmp_path / "backups",
+                                                revision=head_revision())
+    restored = make_engine(f"sqlite:///{tmp_path / 'restored.db'}")
+    try:
+        upgrade_database(restored)
+        with contextlib.closing(sqlite3.connect(tmp_path / "restored.db")) as shell:
+            assert shell.execute("SELECT count(*) FROM account").fetchone() == (0,)
+            backup.restore_snapshot(path=snapshot, backup_key=key, engine=restored,
+                                    head_revision=head_revision())
+        assert backup.database_checksums(restored) == manifest.tables
+        assert journal_mode(restored) == "wal"
     finally:
         restored.dispose()
 
