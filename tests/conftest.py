@@ -7,6 +7,7 @@ collide. With CI=true an unreachable PostgreSQL fails the run; otherwise its hal
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import os
@@ -219,16 +220,19 @@ def vault(app):
 
 @pytest.fixture
 def sync_document(engine, vault):
-    """Sync a document through the service, as the API and the importer do."""
+    """Sync a document through the service, as the API and the importer do (into another
+    database with `into`; with `parallel` in worker processes, as large imports do)."""
 
-    def run(document: dict, actor: Actor | None = None):
+    def run(document: dict, actor: Actor | None = None, *, into=None, parallel: bool = False,
+            batch_size: int | None = None):
         parsed = SyncDocument.model_validate(document)
         entries = [vault_service.AccountEntry.from_document(account, index)
                    for index, account in enumerate(parsed.accounts)]
-        with session_scope(engine) as session:
-            return vault_service.sync(session=session, vault=vault,
-                                      actor=actor or Actor.system("t"), entries=entries,
-                                      source="sync")
+        with session_scope(into or engine) as session:
+            return vault_service.sync(
+                session=session, vault=dataclasses.replace(vault, batch_size=batch_size)
+                if batch_size else vault, actor=actor or Actor.system("t"), entries=entries,
+                source="sync", parallel=parallel)
 
     return run
 
