@@ -286,7 +286,7 @@ def main() -> int:
               f"{f['backup_s']:>10.1f}{f['restore_s']:>10.1f}{f['rows_in_snapshot']:>10,}")
     print("ratio = import rate / plain unencrypted bulk insert rate, same rows, same database, "
           "same run (target >= 0.5)")
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # the cores this process may run on
     for f in results:
         # However well the import spread its work, it cannot end before its CPU time
         # divided among the cores has passed.
