@@ -47,6 +47,8 @@ from contacts.vault.schemas import AccountIn  # noqa: E402
 
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 CONTACTS_PER_ACCOUNT = 3
+# The tables an import writes, parents first (the order both inserts follow).
+WRITTEN_TABLES = ("account", "site", "contact", "contact_site", "contact_version")
 
 
 def make_rows(count: int, seed: int = 11) -> list[dict]:
@@ -87,8 +89,7 @@ def plain_rows(rows: list[dict]) -> dict[str, list[dict]]:
     tables and columns, personal fields in clear, plaintext lookup columns, no HMAC."""
     now = datetime.now(UTC)
     stamps = {"created_at": now, "updated_at": now, "deleted_at": None}
-    out: dict[str, list[dict]] = {"account": [], "site": [], "contact": [], "contact_site": [],
-                                  "contact_version": []}
+    out: dict[str, list[dict]] = {name: [] for name in WRITTEN_TABLES}
     account_ids: dict[str, str] = {}
     site_ids: dict[str, str] = {}
     for row in rows:
@@ -129,7 +130,7 @@ def stored_rows(engine) -> dict[str, list[dict]]:
     with engine.connect() as connection:
         return {name: [dict(row._mapping) for row in connection.execute(
                     SQLModel.metadata.tables[name].select())]
-                for name in ("account", "site", "contact", "contact_site", "contact_version")}
+                for name in WRITTEN_TABLES}
 
 
 def insert_into_copies(engine, prepared: dict[str, list[dict]], batch: int) -> float:

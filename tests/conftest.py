@@ -228,11 +228,11 @@ def sync_document(engine, vault):
         parsed = SyncDocument.model_validate(document)
         entries = [vault_service.AccountEntry.from_document(account, index)
                    for index, account in enumerate(parsed.accounts)]
+        batched = dataclasses.replace(vault, batch_size=batch_size) if batch_size else vault
         with session_scope(into or engine) as session:
-            return vault_service.sync(
-                session=session, vault=dataclasses.replace(vault, batch_size=batch_size)
-                if batch_size else vault, actor=actor or Actor.system("t"), entries=entries,
-                source="sync", parallel=parallel)
+            return vault_service.sync(session=session, vault=batched,
+                                      actor=actor or Actor.system("t"), entries=entries,
+                                      source="sync", parallel=parallel)
 
     return run
 
