@@ -22,6 +22,9 @@ class RateLimit:
     key: Callable[[], str] | None = None  # default: the client's address
     counts: Callable | None = None  # which responses count; default: every one
     exempt: Callable[[], bool] | None = None  # requests this limit does not apply to
+    # Views declaring the same scope share one counter per key (one budget for the form and
+    # the API); default: each view counts on its own.
+    scope: str | None = None
 
 
 def limited(*limits: RateLimit) -> Callable[[Callable], Callable]:
@@ -69,9 +72,12 @@ def init_app(app, settings) -> Limiter:
     for endpoint, view in list(app.view_functions.items()):
         wrapped = view
         for rule in getattr(view, "rate_limits", ()):
-            wrapped = limiter.limit(getattr(settings, rule.setting), key_func=rule.key,
-                                    methods=list(rule.methods), deduct_when=rule.counts,
-                                    exempt_when=rule.exempt)(wrapped)
+            options = {"key_func": rule.key, "methods": list(rule.methods),
+                       "deduct_when": rule.counts, "exempt_when": rule.exempt}
+            value = getattr(settings, rule.setting)
+            declared = (limiter.shared_limit(value, scope=rule.scope, **options) if rule.scope
+                        else limiter.limit(value, **options))
+            wrapped = declared(wrapped)
         app.view_functions[endpoint] = wrapped
     app.extensions["lifeline.limiter"] = limiter
     return limiter

@@ -27,7 +27,8 @@ from contacts.drill.fleet import Fleet, Visitor, build_crowd, build_fleet
 from contacts.drill.report import Report
 from contacts.drill.sink import Received, Sink
 
-CODE_SUBJECT = re.compile(r"\[(LL-[0-9A-Z]{4}-[0-9A-Z]{4})\].*code is (\d{6})")
+REQUEST_SUBJECT = re.compile(r"^\[(LL-[0-9A-Z]{4}-[0-9A-Z]{4})\]")
+CODE_LINE = re.compile(r"^\s+(\d{6})\s*$", re.MULTILINE)  # the body's code; never the Subject
 SYNC_BATCH = 100
 STAGE_BATCH = 2000
 VERIFIED = ("email_verified", "authorized", "callback_confirmed")
@@ -191,10 +192,11 @@ class Drill:
 
         def code_arrived(messages: list[Received]) -> str | None:
             for message in messages:
-                match = CODE_SUBJECT.search(message.subject)
-                if (message.recipient == address and match
+                match = REQUEST_SUBJECT.search(message.subject)
+                code = CODE_LINE.search(message.text)
+                if (message.recipient == address and match and code
                         and match.group(1) == answered.reference):
-                    return match.group(2)
+                    return code.group(1)
             return None
 
         code = self.sink.wait_for(code_arrived, timeout=120)

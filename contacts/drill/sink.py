@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 from email.header import decode_header, make_header
+from email import message_from_bytes, policy
 from email.parser import BytesHeaderParser
 
 
@@ -19,6 +20,10 @@ class Received:
     list_id: str
     message_id: str
     at: float  # time.monotonic() when the message was accepted
+    text: str = ""  # the plain-text body, kept only for the support desk's request emails
+
+
+REQUEST_SUBJECT = "[LL-"  # a support request's emails: the drill reads their codes
 
 
 class Sink:
@@ -44,13 +49,14 @@ class Sink:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         headers = BytesHeaderParser().parsebytes(envelope.content)  # compat32: fast
         subject = str(make_header(decode_header(headers.get("Subject", ""))))
+        text = _plain_text(envelope.content) if subject.startswith(REQUEST_SUBJECT) else ""
         now = time.monotonic()
         with self._lock:
             for recipient in envelope.rcpt_tos:
                 self.received.append(Received(
                     recipient=recipient.lower(), subject=subject,
                     list_id=str(headers.get("List-Id", "")),
-                    message_id=str(headers.get("Message-ID", "")), at=now))
+                    message_id=str(headers.get("Message-ID", "")), at=now, text=text))
         return "250 Message accepted"
 
     def start(self, port: int = 0) -> int:
@@ -84,3 +90,8 @@ class Sink:
             if result or time.monotonic() >= deadline:
                 return result or None
             time.sleep(interval)
+
+
+def _plain_text(content: bytes) -> str:
+    body = message_from_bytes(content, policy=policy.default).get_body(("plain",))
+    return body.get_content() if body is not None else ""

@@ -385,52 +385,70 @@ def get_request(*, session: Session, request_id: str) -> SupportRequest:
     return request
 
 
+def code_refused(intake: Intake) -> str:
+    """The one answer to every code that does not verify: wrong, expired, spent, a verified
+    request's, an unknown reference's. The same words for all, so the page tells nobody
+    whether a reference exists or how many tries it has left."""
+    return (f"That code does not work. A code works once, for {intake.code_minutes} minutes "
+            f"and {intake.code_attempts} tries; use the one in the latest email, or ask for "
+            "a new code below.")
+
+
 def verify_code(*, session: Session, intake: Intake, vault: vault_service.Vault,
                 reference: str, code: str, now: datetime) -> SupportRequest:
-    """Prove the address with the emailed code: at most `code_attempts` tries, before it
-    expires, once."""
+    """Prove the address with the emailed code: checked every time, at most `code_attempts`
+    tries, before it expires, once. A verified request's code is spent: any code entered for
+    it is refused (and counts as a try), so knowing a reference opens nothing."""
+    given = "".join(ch for ch in code if ch.isdigit())
     try:
         request = get_by_reference(session=session, reference=reference)
     except NotFound:
-        raise Invalid("That code is not right.") from None
-    if request.verification != "unverified":
-        return request
-    if request.code_digest is None or request.code_attempts >= intake.code_attempts:
-        raise Invalid("Too many wrong codes. Ask for a new code below.")
-    if request.code_expires_at is None or request.code_expires_at < now:
-        raise Invalid("This code has expired. Ask for a new code below.")
-    given = "".join(ch for ch in code if ch.isdigit())
-    if not hmac.compare_digest(_code_digest(intake, request.id, given), request.code_digest):
+        _code_digest(intake, "req_unknown", given)  # the same work as for a real one
+        raise Invalid(code_refused(intake)) from None
+    digest = _code_digest(intake, request.id, given)
+    if request.code_attempts >= intake.code_attempts:
+        raise Invalid(code_refused(intake))
+    fresh = request.code_expires_at is not None and request.code_expires_at >= now
+    if (request.verification != "unverified" or request.code_digest is None or not fresh
+            or not hmac.compare_digest(digest, request.code_digest)):
         request.code_attempts += 1
         session.add(request)
-        left = intake.code_attempts - request.code_attempts
         audit.record(session, Actor.system("intake"), "request.code_refused",
-                     target_kind="request", target_id=request.id, attempts_left=left)
-        if left <= 0:
-            raise Invalid("That code is not right, and it was the last try. Ask for a new "
-                          "code below.")
-        raise Invalid(f"That code is not right. {left} "
-                      f"{'try' if left == 1 else 'tries'} left.")
+                     target_kind="request", target_id=request.id,
+                     attempts_left=max(0, intake.code_attempts - request.code_attempts))
+        raise Invalid(code_refused(intake))
     return _verified(session, intake, vault, request, now, how="code")
+
+
+LINK_INVALID = "This link is not valid."
+LINK_USED = ("This link was already used: the address of this request is confirmed. Follow "
+             "your request with the link in the email we sent you.")
+LINK_REPLACED = ("This link was replaced by a newer one. Use the link or the code in the "
+                 "latest email.")
 
 
 def verify_by_link(*, session: Session, intake: Intake, vault: vault_service.Vault,
                    reference: str, token: str, now: datetime) -> SupportRequest:
-    """Prove the address with the emailed one-click link: signed, single use, expiring."""
+    """Prove the address with the emailed one-click link: signed, single use, expiring.
+    Checked every time: a used link says so and opens nothing."""
     try:
         payload = _serializer(intake).loads(token, max_age=intake.code_minutes * 60)
     except SignatureExpired:
         raise Invalid("This link has expired. Ask for a new code on your request's "
                       "page.") from None
     except BadSignature:
-        raise Invalid("This link is not valid.") from None
-    request = get_by_reference(session=session, reference=reference)
-    if payload.get("r") != request.reference:
-        raise Invalid("This link is not valid.")
+        raise Invalid(LINK_INVALID) from None
+    if not isinstance(payload, dict) or payload.get("r") != normalize_reference(reference):
+        raise Invalid(LINK_INVALID)
+    try:
+        request = get_by_reference(session=session, reference=reference)
+    except NotFound:
+        raise Invalid(LINK_INVALID) from None
     if request.verification != "unverified":
-        return request
-    if request.code_digest is None or not request.code_digest.startswith(payload.get("c", "-")):
-        raise Invalid("This link has already been used or replaced by a newer one.")
+        raise Invalid(LINK_USED)
+    if request.code_digest is None or not request.code_digest.startswith(
+            payload.get("c") or "-"):
+        raise Invalid(LINK_REPLACED)
     return _verified(session, intake, vault, request, now, how="link")
 
 

@@ -1,14 +1,17 @@
 """What the public form and the API share in front of the service: the rate limits (per
-client address, per claimed email, per claimed domain with public webmail domains exempt),
-the body cap, and receiving a request."""
+client address, per claimed mailbox, per claimed registrable domain with public webmail
+domains exempt; one budget for both, keyed by digests, see limits.py), the body cap, and
+receiving a request."""
 
 from __future__ import annotations
 
-from flask import current_app, request
+from dataclasses import dataclass
+
+from flask import current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from contacts.db import utcnow
-from contacts.intake import service
+from contacts.intake import limits, service
 from contacts.intake.matching import is_public_email_domain
 from contacts.intake.schemas import RequestIn
 from contacts.mail import LANGUAGES, render_message
@@ -21,34 +24,51 @@ def _claimed_email() -> str:
         value = body.get("email") if isinstance(body, dict) else None
     else:
         value = request.form.get("email")
-    if not isinstance(value, str):
-        return ""
-    value = value.strip().lower()
-    local, at, domain = value.rpartition("@")
-    return value if at and local and domain and len(value) <= 254 else ""
+    return value.strip() if isinstance(value, str) and len(value.strip()) <= 254 else ""
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    email_key: str | None
+    domain_key: str | None
+    company_domain: bool
+
+
+def _claimed() -> _Claimed:
+    """The claimed address's limit keys, worked out once per request."""
+    if "intake_claimed" not in g:
+        crypto = current_app.extensions["lifeline.crypto"]
+        email = _claimed_email()
+        domain = limits.registrable_domain(email.rpartition("@")[2]) if "@" in email else ""
+        g.intake_claimed = _Claimed(
+            email_key=limits.email_key(crypto, email), domain_key=limits.domain_key(crypto, email),
+            company_domain=bool(domain) and not is_public_email_domain(domain))
+    return g.intake_claimed
 
 
 def claimed_email() -> str:
-    return "intake-email:" + _claimed_email()
+    return _claimed().email_key or "intake-email:none"
 
 
 def claimed_domain() -> str:
-    return "intake-domain:" + _claimed_email().rpartition("@")[2]
+    return _claimed().domain_key or "intake-domain:none"
 
 
 def no_email() -> bool:
-    return not _claimed_email()
+    return _claimed().email_key is None
 
 
 def no_company_domain() -> bool:
-    email = _claimed_email()
-    return not email or is_public_email_domain(email.rpartition("@")[2])
+    return _claimed().domain_key is None or not _claimed().company_domain
 
 
+# One budget for the form and the API: each limit has one scope that both views share.
 INTAKE_LIMITS = (
-    RateLimit("intake_rate_limit_per_ip"),
-    RateLimit("intake_rate_limit_per_email", key=claimed_email, exempt=no_email),
-    RateLimit("intake_rate_limit_per_domain", key=claimed_domain, exempt=no_company_domain),
+    RateLimit("intake_rate_limit_per_ip", scope="intake-ip"),
+    RateLimit("intake_rate_limit_per_email", key=claimed_email, exempt=no_email,
+              scope="intake-email"),
+    RateLimit("intake_rate_limit_per_domain", key=claimed_domain, exempt=no_company_domain,
+              scope="intake-domain"),
 )
 
 

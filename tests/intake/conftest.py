@@ -58,9 +58,9 @@ class Desk:
         return [message for message in self.sink.messages if message["To"] == address]
 
     def code_for(self, address: str) -> str:
-        """The code in the latest email sent to an address."""
+        """The code in the latest email sent to an address (its body: never the Subject)."""
         latest = self.mail_to(address)[-1]
-        return CODE.search(latest["Subject"]).group(1)
+        return CODE.search(latest.get_body(("plain",)).get_content()).group(1)
 
     def submit(self, client, **body):
         return client.post("/api/v1/requests", json=body)
