@@ -94,7 +94,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     intake = intake_service.Intake.from_settings(settings, app.extensions["lifeline.crypto"])
     app.extensions["lifeline.intake"] = intake
     app.extensions["lifeline.request_writer"] = intake_service.RequestWriter(
-        engine=engine, intake=intake, render=message_renderer(app))
+        engine=engine, intake=intake, render=message_renderer(app),
+        retry_seconds=settings.intake_spool_retry_seconds)
+    app.extensions["lifeline.health_probes"]["spool"] = functools.partial(
+        intake_service.spool_health, spool=intake.spool)
     app.extensions["lifeline.account_panels"] = [escalations_routes.account_panel]
     app.extensions["lifeline.escalations"] = escalations_service.Desk.from_settings(
         settings, app.extensions["lifeline.crypto"], intake=intake,
@@ -123,7 +126,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.before_request(_refuse_nul_bytes)
     app.after_request(_security_headers)
     _bootstrap_admin(app, settings, engine)
-    _replay_spooled_requests(app, engine)
     return app
 
 
@@ -215,23 +217,6 @@ def _bootstrap_admin(app: Flask, settings: Settings, engine) -> None:
         raise ConfigError(f"LIFELINE_ADMIN_EMAIL/LIFELINE_ADMIN_PASSWORD: {exc.message}") from None
     if created:
         log.info("first admin created from LIFELINE_ADMIN_EMAIL (%s)", created.id)
-
-
-def _replay_spooled_requests(app: Flask, engine) -> None:
-    """Requests kept on this machine's disk while the database was down are stored at
-    start-up (and by the intake job): each process drains its own machine's spool."""
-    intake = app.extensions["lifeline.intake"]
-    if not intake.spool.pending():
-        return
-    try:
-        if not inspect(engine).has_table("support_request"):
-            return
-        with app.app_context():
-            intake_service.replay_spool(engine=engine, intake=intake,
-                                        render=message_renderer(app), now=db.utcnow())
-    except Exception as exc:  # noqa: BLE001 - the job retries; start-up must go on
-        log.warning("spooled requests not stored yet (%s); the intake job will retry",
-                    type(exc).__name__)
 
 
 def __getattr__(name: str) -> Flask:

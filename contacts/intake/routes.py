@@ -33,6 +33,13 @@ from contacts.vault import service as vault_service
 bp = Blueprint("intake", __name__)
 bp.before_request(refuse_large_bodies)
 
+
+@bp.before_app_request
+def own_the_spool() -> None:
+    """A process serving requests owns its machine's spool: its request writer (started
+    here, a no-op once running) replays it. A CLI run serves nothing and never replays."""
+    current_app.extensions["lifeline.request_writer"].start()
+
 PER_IP = RateLimit("intake_rate_limit_per_ip")
 
 

@@ -240,33 +240,43 @@ class RequestWriter:
     """Group commit for the request path: requests arriving together (many threads of one
     process) are written by one thread in one transaction, and each caller returns once its
     request is stored, or spooled. Under a flood this is what keeps the cost per request
-    bounded: one commit for many requests, not one each."""
+    bounded: one commit for many requests, not one each.
+
+    The same thread replays the spool of the process that owns it (any process serving
+    requests; never a CLI run): when it starts, after the next successful write, and every
+    `retry_seconds` while files wait, so a web-only machine needs neither a restart nor the
+    scheduler to store what it spooled."""
 
     MAX_BATCH = 256
 
-    def __init__(self, *, engine: Engine, intake: Intake, render: Renderer):
+    def __init__(self, *, engine: Engine, intake: Intake, render: Renderer,
+                 retry_seconds: float = 5.0):
         self.engine = engine
         self.intake = intake
         self.render = render
+        self.retry_seconds = retry_seconds
         self._waiting: queue.SimpleQueue[_Ticket] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._spool_waiting = False
 
     def write(self, draft: Draft) -> str | None:
         """The reference the request was stored under, or None when it was spooled."""
         ticket = _Ticket(prepare(intake=self.intake, draft=draft, render=self.render,
                                  now=draft.received_at))
-        self._start()
+        self.start()
         self._waiting.put(ticket)
         if not ticket.done.wait(timeout=60):  # the writer is stuck: the spool never is
             self.intake.spool.put(draft.reference, draft.as_record())
+            self._spool_waiting = True
             return None
         if ticket.error is not None:
             raise ticket.error
         return ticket.reference
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the writer thread in this process, if it is not running (cheap when it is)."""
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
             return
         with self._lock:  # also after a fork: threads do not survive one
@@ -278,16 +288,35 @@ class RequestWriter:
                 self._thread.start()
 
     def _run(self) -> None:
+        self._replay()  # what this machine spooled before this process started
         while True:
-            batch = [self._waiting.get()]
+            try:
+                first = self._waiting.get(
+                    timeout=self.retry_seconds if self._spool_waiting else None)
+            except queue.Empty:
+                self._replay()
+                continue
+            batch = [first]
             while len(batch) < self.MAX_BATCH:
                 try:
                     batch.append(self._waiting.get_nowait())
                 except queue.Empty:
                     break
-            self._write(batch)
+            if self._write(batch):
+                self._spool_waiting = True
+            elif self._spool_waiting:
+                self._replay()  # the database takes writes again
 
-    def _write(self, batch: list[_Ticket]) -> None:
+    def _replay(self) -> None:
+        try:
+            replay_spool(engine=self.engine, intake=self.intake, render=self.render,
+                         now=utcnow())
+        except Exception as exc:  # noqa: BLE001 - still down: the files wait for the next try
+            log.info("spooled requests not stored yet (%s)", type(exc).__name__)
+        self._spool_waiting = bool(self.intake.spool.pending())
+
+    def _write(self, batch: list[_Ticket]) -> bool:
+        """Write a batch; True when it went to the spool instead."""
         try:
             stored = receive(engine=self.engine, intake=self.intake,
                              prepared=[ticket.prepared for ticket in batch], render=self.render,
@@ -297,11 +326,12 @@ class RequestWriter:
             for ticket in batch:
                 ticket.error = exc
                 ticket.done.set()
-            return
+            return False
         references = {item.draft.id: item.draft.reference for item in stored or ()}
         for ticket in batch:
             ticket.reference = references.get(ticket.prepared.draft.id)
             ticket.done.set()
+        return stored is None
 
 
 @dataclass
@@ -314,20 +344,33 @@ class _Ticket:
 
 def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datetime) -> int:
     """Store every spooled request (once per reference) and remove its file. Stops at the
-    first failure to write: the database is still down, and the files wait for next time."""
+    first failure to write: the database is still down, and the files wait for next time.
+    One replay at a time per spool folder; a file that cannot be opened stays (see Spool)."""
     stored = 0
-    for path in intake.spool.pending():
-        record = intake.spool.read(path)
-        if record is None:
-            continue
-        item = prepare(intake=intake, draft=Draft.from_record(record), render=render, now=now)
-        with session_scope(engine) as session:
-            stored += len(store(session=session, intake=intake, prepared=[item], render=render,
-                                now=now))
-        intake.spool.remove(path)
+    with intake.spool.replaying() as mine:
+        if not mine:
+            return 0
+        for path in intake.spool.pending():
+            record = intake.spool.read(path)
+            if record is None:
+                continue
+            item = prepare(intake=intake, draft=Draft.from_record(record), render=render,
+                           now=now)
+            with session_scope(engine) as session:
+                stored += len(store(session=session, intake=intake, prepared=[item],
+                                    render=render, now=now))
+            intake.spool.remove(path)
     if stored:
         log.info("%d spooled requests stored", stored)
     return stored
+
+
+def spool_health(session: Session, *, spool: Spool) -> dict:
+    """The /healthz probe of this machine's spool: requests waiting, and files this process
+    cannot open (damaged, or sealed with other keys), left in place for one that can."""
+    unreadable = spool.unreadable()
+    return {"ok": not unreadable, "waiting": len(spool.pending()),
+            "unreadable": sorted(unreadable)}
 
 
 # -- links and codes ----------------------------------------------------------------------

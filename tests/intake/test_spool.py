@@ -4,6 +4,7 @@ stored exactly once when it is back."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from sqlalchemy import func
 from sqlalchemy.engine import make_url
@@ -16,17 +17,19 @@ from tests.helpers import TcpProxy
 from tests.intake.conftest import UNLIMITED
 
 
-def _database_goes_down(backend, database_url, make_app, smtp_port):
+def _database_goes_down(backend, database_url, make_app, smtp_port, retry_seconds=3600):
     """An app whose database can be taken away and given back: PostgreSQL through a proxy
-    that is cut; SQLite held under an exclusive lock by another connection."""
+    that is cut; SQLite held under an exclusive lock by another connection. Its own replay
+    retries every `retry_seconds` (by default not within a test: the test replays)."""
     if backend == "postgresql":
         url = make_url(database_url)
         proxy = TcpProxy(url.port or 5432).start()
         app = make_app(database_url=url.set(host="127.0.0.1", port=proxy.port)
                        .render_as_string(hide_password=False), mail_port=smtp_port,
-                       **UNLIMITED)
+                       intake_spool_retry_seconds=retry_seconds, **UNLIMITED)
         return app, proxy.cut, proxy.start
-    app = make_app(mail_port=smtp_port, database_sqlite_busy_timeout_ms=50, **UNLIMITED)
+    app = make_app(mail_port=smtp_port, database_sqlite_busy_timeout_ms=50,
+                   intake_spool_retry_seconds=retry_seconds, **UNLIMITED)
     holder = sqlite3.connect(make_url(database_url).database, isolation_level=None)
 
     def lock():
@@ -94,7 +97,7 @@ def test_a_replay_interrupted_after_storing_does_not_store_twice(desk, desk_clie
         assert session.exec(select(func.count()).select_from(SupportRequest)).one() == 1
 
 
-def test_a_damaged_spool_file_is_set_aside_and_the_others_go_through(desk, desk_client):
+def test_a_damaged_spool_file_is_left_in_place_and_the_others_go_through(desk, desk_client):
     from contacts.db import utcnow
     from contacts.intake import service
     from contacts.intake.schemas import RequestIn
@@ -104,6 +107,89 @@ def test_a_damaged_spool_file_is_set_aside_and_the_others_go_through(desk, desk_
     desk.intake.spool.put(good.reference, good.as_record())
     bad = desk.intake.spool.put("LL-2222-2222", {"x": 1})
     bad.write_bytes(bad.read_bytes()[:-3] + b"AAA")
+    damaged = bad.read_bytes()
     assert desk.replay() == 1
-    assert (bad.with_suffix(".bad")).exists()
+    assert bad.read_bytes() == damaged and not bad.with_suffix(".bad").exists()
     assert desk.request(good.reference).verification == "unverified"
+    assert desk.intake.spool.unreadable() == {"LL-2222-2222.req": "DecryptionFailed"}
+
+
+# -- a web process replays its own spool; other keys leave it alone ---------------------
+
+
+def _stored(engine, reference: str) -> bool:
+    with session_scope(engine) as session:
+        return session.exec(select(SupportRequest.id).where(
+            SupportRequest.reference == reference)).first() is not None
+
+
+def _eventually(check, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def test_a_web_process_stores_what_it_spooled_once_the_database_is_back(
+        backend, database_url, make_app, smtp_server):
+    app, take_down, bring_back = _database_goes_down(backend, database_url, make_app,
+                                                     smtp_server[0], retry_seconds=0.2)
+    assert "lifeline.scheduler" not in app.extensions  # no scheduler, no intake job here
+    client = app.test_client()
+    take_down()
+    references = [client.post("/api/v1/requests", json={
+        "email": f"web{n}@example.org", "message": "down"}).get_json()["reference"]
+        for n in range(3)]
+    spool = app.extensions["lifeline.intake"].spool
+    assert len(spool.pending()) == 3
+    bring_back()  # no restart, no replay call, no further request
+    engine = app.extensions["lifeline.engine"]
+    assert _eventually(lambda: not spool.pending())
+    assert all(_stored(engine, reference) for reference in references)
+
+
+def test_the_next_stored_request_replays_the_spool_too(backend, database_url, make_app,
+                                                       smtp_server):
+    app, take_down, bring_back = _database_goes_down(backend, database_url, make_app,
+                                                     smtp_server[0])
+    client = app.test_client()
+    take_down()
+    waiting = client.post("/api/v1/requests", json={"email": "w@example.org",
+                                                    "message": "down"}).get_json()["reference"]
+    bring_back()
+    client.post("/api/v1/requests", json={"email": "x@example.org", "message": "up"})
+    spool = app.extensions["lifeline.intake"].spool
+    assert _eventually(lambda: not spool.pending())
+    assert _stored(app.extensions["lifeline.engine"], waiting)
+
+
+def test_a_process_with_other_keys_leaves_the_spool_alone_and_healthz_says_so(
+        make_app, tmp_path):
+    from contacts.db import utcnow
+    from contacts.intake import service
+    from contacts.intake.schemas import RequestIn
+    from contacts.settings import load_secrets
+
+    owner = make_app(**UNLIMITED)
+    spool = owner.extensions["lifeline.intake"].spool
+    draft = service.draft_request(RequestIn(email="kept@example.org", message="x"),
+                                  locale="en", now=utcnow())
+    path = spool.put(draft.reference, draft.as_record())
+    sealed = path.read_bytes()
+
+    other_keys = load_secrets(tmp_path / "other-keys", {}, generate=True)
+    stranger = make_app(secrets=other_keys, **UNLIMITED)  # a CLI run, then a web process
+    health = stranger.test_client().get("/healthz")
+    report = health.get_json()
+    assert health.status_code == 200 and report["status"] == "degraded"
+    assert report["spool"] == {"ok": False, "waiting": 1,
+                               "unreadable": [f"{draft.reference}.req"]}
+    assert path.read_bytes() == sealed
+    assert sorted(p.name for p in spool.directory.iterdir() if not p.name.startswith(".")) == [
+        f"{draft.reference}.req"]
+
+    assert owner.test_client().get("/healthz").get_json()["spool"]["ok"] is True
+    assert _eventually(lambda: not spool.pending())  # the owner's writer stores it
+    assert _stored(owner.extensions["lifeline.engine"], draft.reference)
