@@ -234,7 +234,13 @@ class StaffReplyForm(FlaskForm):
         DataRequired("Write a reply first."), Length(max=MESSAGE_CHARS)])
 
 
-def _request_page(request_id: str, status: int = 200, **forms):
+class RevealForm(FlaskForm):
+    reason = StringField("Why do you need to see the requester's address?", validators=[
+        DataRequired("Say why you need to see it."), Length(min=5, max=500)])
+
+
+def _request_page(request_id: str, status: int = 200, *,
+                  requester: service.Requester | None = None, **forms):
     session = request_session()
     found = service.get_request(session=session, request_id=request_id)
     view = service.request_view(session=session, intake=intake(), request=found)
@@ -253,6 +259,8 @@ def _request_page(request_id: str, status: int = 200, **forms):
                .get(found.account_id) if found.account_id else None)
     return render_template(
         "intake/request.html", view=view, account=account,
+        requester=requester or service.masked_requester(view),
+        reveal_form=forms.pop("reveal_form", None) or RevealForm(),
         candidates=service.candidates_of(session=session, request_id=found.id),
         attach_form=forms.pop("attach_form", None) or AttachForm(),
         callback_form=callback_form,
@@ -264,6 +272,20 @@ def _request_page(request_id: str, status: int = 200, **forms):
 @staff("support", "admin")
 def request_page(request_id: str):
     return _request_page(request_id)
+
+
+@bp.post("/console/requests/<request_id>/reveal")
+@staff("support", "admin")
+def reveal_requester(request_id: str):
+    """The requester's address and phone in clear, for this page only: with a reason,
+    audited."""
+    form = RevealForm()
+    if not form.validate():
+        return _request_page(request_id, 400, reveal_form=form)
+    revealed = service.reveal_requester(session=request_session(), intake=intake(),
+                                        actor=g.actor, request_id=request_id,
+                                        reason=form.reason.data)
+    return _request_page(request_id, requester=revealed)
 
 
 @bp.post("/console/requests/<request_id>/attach")

@@ -743,6 +743,38 @@ def request_view(*, session: Session, intake: Intake, request: SupportRequest) -
 
 
 @dataclass(frozen=True)
+class Requester:
+    """How the console shows who wrote: masked by default, in clear only once revealed."""
+
+    email: str
+    phone: str | None
+    revealed: bool = False
+
+
+def masked_requester(view: RequestView) -> Requester:
+    phone = view.phone and view.phone[:3] + "*" * max(len(view.phone) - 5, 0) + view.phone[-2:]
+    return Requester(email=vault_service.mask_email(view.email), phone=phone or None)
+
+
+def reveal_requester(*, session: Session, intake: Intake, actor: Actor, request_id: str,
+                     reason: str) -> Requester:
+    """A staff member reads a requester's address and phone in clear: only with a reason,
+    always audited (as the vault's contacts are)."""
+    reason = reason.strip()
+    if len(reason) < 5:
+        raise Invalid("Say why you need to see the requester's address (at least 5 "
+                      "characters).")
+    request = get_request(session=session, request_id=request_id)
+    audit.record(session, actor, "request.requester_revealed", target_kind="request",
+                 target_id=request.id, reason=reason[:500])
+    cipher = intake.crypto.cipher
+    return Requester(
+        email=cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL),
+        phone=cipher.decrypt(request.phone_encrypted, context=REQUEST_PHONE)
+        if request.phone_encrypted else None, revealed=True)
+
+
+@dataclass(frozen=True)
 class QueueRow:
     request: SupportRequest
     masked_email: str

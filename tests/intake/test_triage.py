@@ -147,3 +147,44 @@ def test_comms_staff_cannot_open_the_support_queue(desk_app, make_staff):
     client = desk_app.test_client()
     Auth(client).login(make_staff("comms"))
     assert client.get("/console/requests").status_code == 403
+
+
+def test_the_request_page_shows_the_requester_only_on_a_reason_and_audits_it(
+        desk, desk_app, make_staff):
+    from contacts import audit
+    from tests.helpers import Auth
+
+    client = desk_app.test_client()
+    reference = _send(desk, client, email="Private.Person@acme.example", message="help",
+                      phone="+33 6 12 34 56 78")
+    support = make_staff("support")
+    Auth(client).login(support)
+    request_id = desk.request(reference).id
+    url = f"/console/requests/{request_id}"
+
+    def shown(html: str) -> bool:
+        return "Private.Person@acme.example" in html or "612345678" in html.replace(" ", "")
+
+    def reveals() -> list:
+        with session_scope(desk.engine) as session:
+            return audit.list_entries(session, audit.AuditFilter(
+                action="request.requester_revealed", target_id=request_id))
+
+    page = client.get(url).get_data(as_text=True)
+    assert not shown(page) and "P***@acme.example" in page  # masked by default
+    token = csrf_token_from(page)
+    no_csrf = client.post(f"{url}/reveal", data={"reason": "customer called back"})
+    short = client.post(f"{url}/reveal", data={"csrf_token": token, "reason": "x"})
+    for refused in (no_csrf, short):
+        assert refused.status_code == 400 and not shown(refused.get_data(as_text=True))
+    assert reveals() == []
+
+    revealed = client.post(f"{url}/reveal", data={"csrf_token": token,
+                                                  "reason": "calling the requester back"})
+    assert revealed.status_code == 200
+    html = revealed.get_data(as_text=True)
+    assert "Private.Person@acme.example" in html and "this reading is in the audit log" in html
+    (entry,) = reveals()
+    assert entry.actor_id == support.id and entry.detail["reason"] == "calling the requester back"
+    assert "Private.Person" not in str(entry.detail)
+    assert not shown(client.get(url).get_data(as_text=True))  # once, for that page only
