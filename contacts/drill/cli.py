@@ -32,6 +32,7 @@ class Target:
     token: str | None
     database_url: str | None  # local drills: a PostgreSQL server for the scratch database
     smtp_port: int
+    redis_url: str | None = None  # local drills: the rate limiter's storage, then scanned
 
 
 def run_drill(options: Options, target: Target, settings, *, workdir: Path) -> Report:
@@ -47,7 +48,8 @@ def run_drill(options: Options, target: Target, settings, *, workdir: Path) -> R
             scan = None
         else:
             local = LocalLifeline(workdir=workdir, smtp_port=sink_port,
-                                  database_url=target.database_url)
+                                  database_url=target.database_url,
+                                  redis_url=target.redis_url)
             token = local.start()
             client = Client(local.base_url, token)
             backend = "PostgreSQL" if target.database_url else "SQLite"
@@ -56,12 +58,13 @@ def run_drill(options: Options, target: Target, settings, *, workdir: Path) -> R
             def scan(values: list[str]):
                 local.stop()  # everything written and closed before it is read
                 return scan_bytes(values, {"database": local.stored_bytes(),
-                                           **local.files_at_rest()})
+                                           **local.files_at_rest(), **local.limiter_keys()})
         Drill(client=client, sink=sink, options=options, report=report, scan=scan).run()
     finally:
         if local is not None:
             local.stop()
             local.drop_database()
+            local.drop_limiter_keys()
         sink.stop()
     report.judge(settings)
     return report
@@ -75,6 +78,9 @@ def run_drill(options: Options, target: Target, settings, *, workdir: Path) -> R
               help="With --url: an API token holding every scope (or LIFELINE_DRILL_TOKEN).")
 @click.option("--database-url", default=None, help="Local drills: a PostgreSQL server URL "
               "on which a scratch database is created and dropped (default: a SQLite file).")
+@click.option("--redis-url", default=None, help="Local drills: keep the rate limiter's "
+              "counters in this Redis (e.g. redis://127.0.0.1:6379/15), so the plaintext scan "
+              "reads its keys too (default: in the server's memory, not scanned).")
 @click.option("--smtp-port", type=int, default=0, help="Port of the drill's SMTP sink "
               "(default: a free one).")
 @click.option("--sites", type=click.IntRange(1, 100_000), default=883, show_default=True)
@@ -94,8 +100,8 @@ def run_drill(options: Options, target: Target, settings, *, workdir: Path) -> R
                    "here instead of removing it.")
 @with_appcontext
 @cli_errors
-def run(url, token, database_url, smtp_port, sites, accounts, stale_share, requests, waves,
-        cadence_seconds, seed, report_json, report_md, keep):
+def run(url, token, database_url, redis_url, smtp_port, sites, accounts, stale_share, requests,
+        waves, cadence_seconds, seed, report_json, report_md, keep):
     """Replay the 2022 deletion: load, back up, lose the product, take the crowd, open the
     incident, update until every site is restored, restore the vault, scan for plaintext.
     Exit code 0 when every target in [drill] is met, 1 when one is missed."""
@@ -107,6 +113,8 @@ def run(url, token, database_url, smtp_port, sites, accounts, stale_share, reque
                        "every scope")
     if url and database_url:
         raise CliError("--database-url is for local drills; a running Lifeline has its own")
+    if url and redis_url:
+        raise CliError("--redis-url is for local drills; a running Lifeline has its own")
     options = Options(sites=sites, accounts=accounts, stale_share=stale_share,
                       requests=requests, waves=waves, cadence_seconds=cadence_seconds,
                       seed=seed)
@@ -116,7 +124,7 @@ def run(url, token, database_url, smtp_port, sites, accounts, stale_share, reque
             raise CliError(f"--keep {keep} is not empty")
     workdir = keep or Path(tempfile.mkdtemp(prefix="lifeline-drill-"))
     try:
-        report = run_drill(options, Target(url, token, database_url, smtp_port),
+        report = run_drill(options, Target(url, token, database_url, smtp_port, redis_url),
                            current_app.extensions["lifeline.settings"], workdir=workdir)
     except DrillHttpError as exc:
         raise CliError(f"the drill stopped: {exc}") from None

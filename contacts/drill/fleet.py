@@ -78,8 +78,9 @@ class Fleet:
         return {contact.email for contact in self.contacts if contact.stale}
 
     def personal_values(self) -> list[str]:
-        """Every name, email and phone the vault holds, for the plaintext scan."""
-        values = []
+        """Every name, email and phone the vault holds, and the accounts' email domains
+        (which a rate limiter keyed in clear would keep), for the plaintext scan."""
+        values = [account.domain for account in self.accounts]
         for contact in self.contacts:
             values += [contact.name, contact.email, contact.phone]
         return values

@@ -23,8 +23,13 @@ FLASK = [sys.executable, "-m", "flask", "--app", "app"]
 
 
 class LocalLifeline:
-    def __init__(self, *, workdir: Path, smtp_port: int, database_url: str | None):
+    def __init__(self, *, workdir: Path, smtp_port: int, database_url: str | None,
+                 redis_url: str | None = None):
         self.workdir = workdir
+        # Rate-limit counters in this Redis under a prefix of their own (scanned, then
+        # removed), instead of the server's memory, where no scan can read them.
+        self.redis_url = redis_url
+        self.limiter_prefix = f"lifeline-drill-{secrets.token_hex(4)}"
         self.smtp_port = smtp_port
         self.server_url = database_url  # a PostgreSQL server to make a scratch database on
         self.database_url = ""
@@ -63,6 +68,9 @@ class LocalLifeline:
             "LIFELINE_ESCALATIONS_SLA_CHECK_SECONDS": "5",
             "LIFELINE_INCIDENTS_CADENCE_CHECK_SECONDS": "1",
             "LIFELINE_SCHEDULER_HEARTBEAT_SECONDS": "5",
+            **({"LIFELINE_SECURITY_RATE_LIMIT_STORAGE_URI": self.redis_url,
+                "LIFELINE_SECURITY_RATE_LIMIT_KEY_PREFIX": self.limiter_prefix}
+               if self.redis_url else {}),
         }
 
     def start(self) -> str:
@@ -114,6 +122,25 @@ class LocalLifeline:
                    "-U", url.username or "postgres", url.database]
         return subprocess.run(command, capture_output=True, check=True,  # noqa: S603
                               timeout=300).stdout
+
+    def limiter_keys(self) -> dict[str, bytes]:
+        """The rate limiter's keys in Redis, one a line (none with the memory storage)."""
+        if not self.redis_url:
+            return {}
+        import redis
+
+        store = redis.Redis.from_url(self.redis_url)
+        keys = sorted(store.scan_iter(match=f"{self.limiter_prefix}*", count=1000))
+        return {"rate-limit keys (Redis)": b"\n".join(keys)}
+
+    def drop_limiter_keys(self) -> None:
+        if not self.redis_url:
+            return
+        import redis
+
+        store = redis.Redis.from_url(self.redis_url)
+        for key in store.scan_iter(match=f"{self.limiter_prefix}*", count=1000):
+            store.delete(key)
 
     def files_at_rest(self) -> dict[str, bytes]:
         """Every file the instance wrote besides its database: logs, backups, the spool."""

@@ -76,6 +76,8 @@ class Report:
     verified: int = 0
     verified_pct: float = 0.0
     authorized: int = 0
+    bombing_sent: int = 0  # requests for one mailbox in many spellings
+    bombing_refused: int = 0  # of those, refused by the per-email limit (429)
     # 4. incident and triage
     incident_id: str = ""
     escalations_logged: int = 0
@@ -161,7 +163,8 @@ class Report:
             f"{self.requests_with_account} ({self.requests_matched_pct:.1f}%), wrong matches "
             f"{self.wrong_matches}. Verified by the emailed code: {self.verified}/"
             f"{self.verifications_tried} ({self.verified_pct:.1f}%), of whom "
-            f"{self.authorized} are listed contacts (authorized).",
+            f"{self.authorized} are listed contacts (authorized). One mailbox bombed in "
+            f"{self.bombing_sent} spellings: {self.bombing_refused} refused by its limit.",
             f"4. **Incident and triage.** Incident `{self.incident_id}`; "
             f"{self.escalations_logged} escalations logged by phone, "
             f"{self.escalations_under_their_account} found under their account; "

@@ -29,6 +29,7 @@ from contacts.drill.sink import Received, Sink
 
 REQUEST_SUBJECT = re.compile(r"^\[(LL-[0-9A-Z]{4}-[0-9A-Z]{4})\]")
 CODE_LINE = re.compile(r"^\s+(\d{6})\s*$", re.MULTILINE)  # the body's code; never the Subject
+BOMBING = 10  # requests for one mailbox, above intake.rate_limit_per_email (6 an hour)
 SYNC_BATCH = 100
 STAGE_BATCH = 2000
 VERIFIED = ("email_verified", "authorized", "callback_confirmed")
@@ -171,10 +172,29 @@ class Drill:
         self.say.step("waiting for every accepted request to be stored and matched")
         self._read_back(accepted)
         self._score_the_crowd(accepted)
+        self._bomb_one_mailbox()
         r = self.report
         self.say.done(f"lost {r.requests_lost}, matched {r.requests_matched}/"
                       f"{r.requests_with_account}, verified {r.verified}/"
                       f"{r.verifications_tried}")
+
+    def _bomb_one_mailbox(self) -> None:
+        """One listed admin's mailbox bombed from many addresses in many spellings (plus
+        tags, case): the per-email limit must refuse it, and the limiter's keys and log
+        lines, which the plaintext scan reads, must not name the address."""
+        contact = next(c for c in self.fleet.contacts if not c.stale)
+        local, _, domain = contact.email.partition("@")
+        statuses = []
+        for number in range(BOMBING):
+            spelling = f"{local}+{number}@{domain}" if number % 2 else contact.email.upper()
+            answer = self.client.call("POST", "/api/v1/requests", {
+                "email": spelling, "message": "bombing"}, client_ip=f"10.250.0.{number + 1}",
+                authenticated=False)
+            statuses.append(answer.status)
+        self.report.bombing_sent = len(statuses)
+        self.report.bombing_refused = statuses.count(429)
+        self.say.step(f"one mailbox bombed in {BOMBING} spellings: "
+                      f"{self.report.bombing_refused} refused (429)")
 
     def _submit(self, visitor: Visitor) -> Answered:
         started = time.monotonic()
@@ -432,7 +452,8 @@ class Drill:
         if self.scan is None:
             self.say.phase(7, "Plaintext scan: not possible against a remote Lifeline")
             return
-        self.say.phase(7, "Scanning the database, logs, backups and spool for plaintext")
+        self.say.phase(7, "Scanning the database, logs, backups, spool and rate-limit keys for "
+                          "plaintext")
         scanned, hits, where = self.scan(self.fleet.personal_values())
         self.report.plaintext_scanned = scanned
         self.report.plaintext_hits = hits
@@ -459,8 +480,8 @@ def scan_bytes(values: list[str], places: dict[str, bytes]) -> tuple[str, int, l
             hits += found
             where.append(f"{name} ({found})")
     size = sum(len(content) for content in places.values())
-    scanned = (f"{len(needles)} distinct names, emails and phones searched in {len(places)} "
-               f"places ({size / 1_000_000:.1f} MB)")
+    scanned = (f"{len(needles)} distinct names, emails, phones and domains searched in "
+               f"{len(places)} places ({size / 1_000_000:.1f} MB: {', '.join(places)})")
     return scanned, hits, where
 
 

@@ -8,8 +8,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 
 

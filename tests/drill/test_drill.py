@@ -8,19 +8,32 @@ import os
 import subprocess
 import sys
 
+import pytest
+import redis
+
 from contacts.drill.cli import Target, run_drill
 from contacts.drill.local import LocalLifeline, free_port
 from contacts.drill.run import Options
 from contacts.settings import load_settings
-from tests.helpers import ARTIFACTS
+from tests.helpers import ARTIFACTS, IN_CI
 
 REDUCED = Options(sites=50, accounts=40, requests=30, waves=3, cadence_seconds=4.0,
                   delivery_timeout=120.0)
 
 
+REDIS = "redis://127.0.0.1:6379/15"  # the rate limiter's keys, scanned for plaintext
+
+
 def test_the_reduced_drill_meets_every_target(backend, request, tmp_path):
     server = request.getfixturevalue("postgresql_url") if backend == "postgresql" else None
-    report = run_drill(REDUCED, Target(url=None, token=None, database_url=server, smtp_port=0),
+    try:
+        redis.Redis.from_url(REDIS).ping()
+    except redis.ConnectionError:
+        if IN_CI:
+            pytest.fail("Redis unreachable on 127.0.0.1:6379", pytrace=False)
+        pytest.skip("Redis unreachable on 127.0.0.1:6379")
+    report = run_drill(REDUCED, Target(url=None, token=None, database_url=server, smtp_port=0,
+                                       redis_url=REDIS),
                        load_settings(), workdir=tmp_path)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"drill-{backend}.json").write_text(report.as_json())
@@ -30,7 +43,9 @@ def test_the_reduced_drill_meets_every_target(backend, request, tmp_path):
     assert missed == []
     assert report.all_targets_met
     checked = {check.figure for check in report.checks}
-    assert "plaintext_hits" in checked  # a local drill scans its files
+    assert "plaintext_hits" in checked  # a local drill scans its files...
+    assert "rate-limit keys (Redis)" in report.plaintext_scanned  # ...and the limiter's keys
+    assert report.bombing_refused > 0  # after the limits were hit (their log lines scanned)
     # The figures behind the targets are real counts, not empty sets.
     assert report.sites == 50 and report.accounts == 40
     assert report.requests_accepted >= 20 and report.requests_lost == 0

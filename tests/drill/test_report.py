@@ -15,7 +15,9 @@ def test_the_scan_finds_names_emails_and_phones_wherever_they_are():
 
     assert hits == 3
     assert where == ["log (2)", "backup (1)"]
-    assert scanned.startswith("3 distinct names, emails and phones searched in 3 places")
+    assert scanned.startswith("3 distinct names, emails, phones and domains searched in 3 "
+                              "places")
+    assert scanned.endswith("MB: log, backup, database)")
 
 
 def test_a_part_of_an_address_is_not_the_address():

@@ -230,3 +230,22 @@ def test_a_reference_already_taken_is_never_handed_out_again(desk, desk_client, 
     assert desk.request(taken).id != desk.request(second).id
     desk.deliver()
     assert second in desk.mail_to("second@example.org")[0]["Subject"]
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_the_code_is_in_the_body_and_never_in_the_subject(desk, desk_client, language):
+    address = f"subject-{language}@example.org"
+    reference = desk_client.post("/api/v1/requests", json={
+        "email": address, "message": "x"}, headers={"Accept-Language": language}).get_json()[
+        "reference"]
+    desk.deliver()
+    with session_scope(desk.engine) as session:
+        with desk.app.app_context():
+            service.resend_code(session=session, intake=desk.intake, reference=reference,
+                                render=_renderer(desk), now=utcnow())
+    desk.deliver()
+    received, resent = desk.mail_to(address)
+    for mail in (received, resent):
+        assert reference in mail["Subject"] and not re.search(r"\d{6}", mail["Subject"])
+        assert re.search(r"^\s+\d{6}\s*$", mail.get_body(("plain",)).get_content(), re.M)
+        assert re.search(r">\d{6}<", mail.get_body(("html",)).get_content())
