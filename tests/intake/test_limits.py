@@ -11,7 +11,6 @@ import uuid
 import pytest
 import redis
 
-from contacts.intake import limits
 from tests.helpers import IN_CI, csrf_token_from
 
 ADDRESSES = itertools.count(1)
@@ -107,6 +106,8 @@ def test_the_form_and_the_api_share_one_budget_per_client_address(make_app):
     ("ANNA@BÜCHER.example", "anna@xn--bcher-kva.example"),
 ])
 def test_a_mailbox_is_folded_to_one_spelling(typed, folded):
+    from contacts.intake import limits
+
     assert limits.mailbox(typed) == folded
 
 
@@ -118,6 +119,8 @@ def test_a_mailbox_is_folded_to_one_spelling(typed, folded):
     ("alice.github.io", "alice.github.io"),  # a private suffix: each name is its own owner
 ])
 def test_the_registrable_domain_comes_from_the_public_suffix_list(host, registrable):
+    from contacts.intake import limits
+
     assert limits.registrable_domain(host) == registrable
 
 
