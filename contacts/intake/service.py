@@ -259,7 +259,8 @@ class RequestWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._spool_waiting = False
+        self._spool_waiting = False  # files wait: retry every retry_seconds
+        self._backlog = False  # files not yet tried wait: go on at once, between requests
 
     def write(self, draft: Draft) -> str | None:
         """The reference the request was stored under, or None when it was spooled."""
@@ -290,9 +291,9 @@ class RequestWriter:
     def _run(self) -> None:
         self._replay()  # what this machine spooled before this process started
         while True:
+            wait = 0 if self._backlog else self.retry_seconds if self._spool_waiting else None
             try:
-                first = self._waiting.get(
-                    timeout=self.retry_seconds if self._spool_waiting else None)
+                first = self._waiting.get(timeout=wait)
             except queue.Empty:
                 self._replay()
                 continue
@@ -308,12 +309,17 @@ class RequestWriter:
                 self._replay()  # the database takes writes again
 
     def _replay(self) -> None:
+        """One round of at most MAX_BATCH files, so requests arriving meanwhile wait for one
+        round only, never for a whole backlog."""
+        stored = 0
         try:
-            replay_spool(engine=self.engine, intake=self.intake, render=self.render,
-                         now=utcnow())
+            stored = replay_spool(engine=self.engine, intake=self.intake, render=self.render,
+                                  now=utcnow(), limit=self.MAX_BATCH)
         except Exception as exc:  # noqa: BLE001 - still down: the files wait for the next try
             log.info("spooled requests not stored yet (%s)", type(exc).__name__)
-        self._spool_waiting = bool(self.intake.spool.pending())
+        waiting = len(self.intake.spool.pending())
+        self._spool_waiting = waiting > 0
+        self._backlog = stored > 0 and waiting > len(self.intake.spool.unreadable())
 
     def _write(self, batch: list[_Ticket]) -> bool:
         """Write a batch; True when it went to the spool instead."""
@@ -342,15 +348,19 @@ class _Ticket:
     error: Exception | None = None
 
 
-def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datetime) -> int:
-    """Store every spooled request (once per reference) and remove its file. Stops at the
-    first failure to write: the database is still down, and the files wait for next time.
-    One replay at a time per spool folder; a file that cannot be opened stays (see Spool)."""
+def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datetime,
+                 limit: int | None = None) -> int:
+    """Store every spooled request (once per reference; at most `limit` files, those not
+    known to be unreadable first) and remove its file. Stops at the first failure to write:
+    the database is still down, and the files wait for next time. One replay at a time per
+    spool folder; a file that cannot be opened stays (see Spool)."""
     stored = 0
     with intake.spool.replaying() as mine:
         if not mine:
             return 0
-        for path in intake.spool.pending():
+        unreadable = intake.spool.unreadable()
+        paths = sorted(intake.spool.pending(), key=lambda path: path.name in unreadable)
+        for path in paths[:limit]:
             record = intake.spool.read(path)
             if record is None:
                 continue
