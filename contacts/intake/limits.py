@@ -14,6 +14,8 @@ suffix (`sub1.bigcorp.example`) counts by its last two labels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import tldextract
 
 from contacts.crypto import Crypto
@@ -56,17 +58,22 @@ def registrable_domain(domain: str) -> str:
     return ".".join(domain.split(".")[-2:])
 
 
-def email_key(crypto: Crypto, address: str) -> str | None:
-    folded = mailbox(address)
-    return None if folded is None else "intake-email:" + _digest(crypto, "email", folded)
+@dataclass(frozen=True)
+class LimitKeys:
+    email: str  # "intake-email:<digest of the folded mailbox>"
+    domain: str  # "intake-domain:<digest of the registrable domain>"
+    registrable_domain: str  # in memory only, for the webmail exemption
 
 
-def domain_key(crypto: Crypto, address: str) -> str | None:
+def limit_keys(crypto: Crypto, address: str) -> LimitKeys | None:
+    """The per-email and per-domain keys of a claimed address; None with no address."""
     folded = mailbox(address)
     if folded is None:
         return None
     domain = registrable_domain(folded.rpartition("@")[2])
-    return "intake-domain:" + _digest(crypto, "domain", domain)
+    return LimitKeys(email="intake-email:" + _digest(crypto, "email", folded),
+                     domain="intake-domain:" + _digest(crypto, "domain", domain),
+                     registrable_domain=domain)
 
 
 def _digest(crypto: Crypto, kind: str, value: str) -> str:

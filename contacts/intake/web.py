@@ -5,8 +5,6 @@ receiving a request."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -27,39 +25,31 @@ def _claimed_email() -> str:
     return value.strip() if isinstance(value, str) and len(value.strip()) <= 254 else ""
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    email_key: str | None
-    domain_key: str | None
-    company_domain: bool
-
-
-def _claimed() -> _Claimed:
+def _claimed() -> limits.LimitKeys | None:
     """The claimed address's limit keys, worked out once per request."""
-    if "intake_claimed" not in g:
-        crypto = current_app.extensions["lifeline.crypto"]
-        email = _claimed_email()
-        domain = limits.registrable_domain(email.rpartition("@")[2]) if "@" in email else ""
-        g.intake_claimed = _Claimed(
-            email_key=limits.email_key(crypto, email), domain_key=limits.domain_key(crypto, email),
-            company_domain=bool(domain) and not is_public_email_domain(domain))
-    return g.intake_claimed
+    if "intake_limit_keys" not in g:
+        g.intake_limit_keys = limits.limit_keys(current_app.extensions["lifeline.crypto"],
+                                                _claimed_email())
+    return g.intake_limit_keys
 
 
 def claimed_email() -> str:
-    return _claimed().email_key or "intake-email:none"
+    keys = _claimed()
+    return keys.email if keys else "intake-email:none"
 
 
 def claimed_domain() -> str:
-    return _claimed().domain_key or "intake-domain:none"
+    keys = _claimed()
+    return keys.domain if keys else "intake-domain:none"
 
 
 def no_email() -> bool:
-    return _claimed().email_key is None
+    return _claimed() is None
 
 
 def no_company_domain() -> bool:
-    return _claimed().domain_key is None or not _claimed().company_domain
+    keys = _claimed()
+    return keys is None or is_public_email_domain(keys.registrable_domain)
 
 
 # One budget for the form and the API: each limit has one scope that both views share.
