@@ -44,6 +44,11 @@ class ContactIn(BaseModel):
                        description="site_admin, billing, technical or other.")
     locale: Text = Field(default="en", max_length=35)
     timezone: Text = Field(default="UTC", max_length=64)
+    country: Text | None = Field(
+        default=None, max_length=8,
+        description="ISO 3166 code (FR) of the contact's country: a phone written without its "
+                    "+country code is read as a number of it (else of the locale's region, "
+                    "fr-FR -> FR, else of vault.default_phone_region). Not stored.")
     sites: list[Text] = Field(default_factory=list, max_length=1000,
                               description="External IDs of the sites this contact administers.")
     deleted: bool = Field(default=False, description="True soft-deletes the contact.")

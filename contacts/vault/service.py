@@ -242,8 +242,8 @@ def _upsert_apps(session: Session, chunk: list[AccountEntry], accounts: dict[str
 
 
 # A contact to check and encrypt: plain values only, so it can go to a worker process.
-# (line, account_id, contact fields, site ids or an error, existing live digest, confirmed,
-#  existing id, existing version, whether the existing row is deleted)
+# (line, account_id, contact fields (country after phone), site ids or an error, existing
+#  live digest, existing id, existing version, whether the existing row is deleted)
 ContactJob = tuple
 
 
@@ -305,9 +305,9 @@ def _plan_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[Accoun
                 site_ids.append(site["id"])
             live_digest = row["content_digest"] if row and row["deleted_at"] is None else None
             plan.jobs.append((line, account["id"], given.external_id, given.name, given.email,
-                              given.phone, given.role, given.locale, given.timezone,
+                              given.phone, given.country, given.role, given.locale,
+                              given.timezone,
                               sorted(set(given.sites)), site_ids, site_error, live_digest,
-                              _iso(row["last_confirmed_at"]) if row else None,
                               row["id"] if row else None, row["version"] if row else 0,
                               bool(row and row["deleted_at"])))
     refs = _site_refs(session, [row["id"] for row in deleting])
@@ -327,18 +327,19 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str, now: dat
     (unchanged), a rejection reason (str), or (event, contact row, version row, links)."""
     cipher, index = vault.crypto.cipher, vault.crypto.index
     results: list = []
-    for (_line, account_id, external_id, name, email, phone, role, locale, timezone,
-         site_external_ids, site_ids, site_error, live_digest, confirmed, existing_id,
+    for (_line, account_id, external_id, name, email, phone, country, role, locale, timezone,
+         site_external_ids, site_ids, site_error, live_digest, existing_id,
          existing_version, was_deleted) in jobs:
         try:
             if site_error:
                 raise Invalid(site_error)
             email = fields.checked_email(email)
             normalized_email = normalize_email(email)
-            phone = (fields.e164_phone(phone, vault.default_phone_region)
-                     if phone and phone.strip() else None)
             role = fields.checked_role(role)
             locale = fields.checked_locale(locale)
+            region = fields.phone_region(fields.checked_country(country), locale,
+                                         vault.default_phone_region)
+            phone = fields.e164_phone(phone, region) if phone and phone.strip() else None
             timezone = fields.checked_timezone(timezone)
         except Invalid as exc:
             results.append(exc.message)
@@ -351,7 +352,7 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str, now: dat
         snapshot = json.dumps({
             "external_id": external_id, "name": name, "email": email, "phone": phone,
             "role": role, "locale": locale, "timezone": timezone, "sites": site_external_ids,
-            "source": source, "last_confirmed_at": confirmed})
+            "source": source, "last_confirmed_at": now.isoformat()})
         stored = {
             "name_encrypted": cipher.encrypt(name, context=NAME),
             "email_encrypted": cipher.encrypt(email, context=EMAIL),
@@ -362,13 +363,16 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str, now: dat
             "content_digest": digest, "role": role, "locale": locale, "timezone": timezone,
             "source": source, "updated_at": now, "deleted_at": None,
             "undeliverable_at": None,  # new details: worth writing to again
+            # The product has just vouched for these details: they count as confirmed now,
+            # so the freshness job does not email a whole fresh import at once.
+            "last_confirmed_at": now,
         }
         version = existing_version + 1
         if existing_id is None:
             contact_id = new_id("ctc")
             event = "created"
             row = {"id": contact_id, "account_id": account_id, "external_id": external_id,
-                   "version": 1, "created_at": now, "last_confirmed_at": None, **stored}
+                   "version": 1, "created_at": now, **stored}
         else:
             contact_id = existing_id
             event = "restored" if was_deleted else "updated"
