@@ -62,7 +62,7 @@ def drill_latest_snapshot() -> None:
     settings = app.extensions["lifeline.settings"]
     result = backup.drill_latest(directory=_backup_dir(settings),
                                  backup_key=settings.secrets.backup_key,
-                                 cipher=app.extensions["lifeline.crypto"].cipher,
+                                 load_field_keys=app.extensions["lifeline.field_keys_source"],
                                  engine=app.extensions["lifeline.engine"])
     if not result.ok:
         log.error("backup drill of %s failed: %s", result.snapshot, result.detail)

@@ -201,7 +201,8 @@ def drill_backup(json: DrillRequest):
     /healthz reports it. A name that is not a snapshot's plain file name is refused (400)."""
     snapshot = backup.snapshot_named(_backup_dir(), json.snapshot)
     result = backup.drill_snapshot(snapshot=snapshot, backup_key=_backup_key(),
-                                   cipher=current_app.extensions["lifeline.crypto"].cipher,
+                                   load_field_keys=current_app.extensions[
+                                       "lifeline.field_keys_source"],
                                    engine=current_app.extensions["lifeline.engine"],
                                    actor=g.actor)
     return DrillOutcome(snapshot=result.snapshot, ok=result.ok, seconds=result.seconds,

@@ -244,7 +244,7 @@ def backup_drill(directory: Path | None, database_url: str | None):
     """Restore the latest snapshot into a scratch database, check it, record the result."""
     result = backup.drill_latest(
         directory=_backup_dir(directory), backup_key=_backup_key(),
-        cipher=current_app.extensions["lifeline.crypto"].cipher,
+        load_field_keys=current_app.extensions["lifeline.field_keys_source"],
         engine=current_app.extensions["lifeline.engine"], database_url=database_url)
     state = "passed" if result.ok else "FAILED"
     click.echo(f"drill of {result.snapshot} {state} in {result.seconds} s: {result.detail}")
