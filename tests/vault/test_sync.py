@@ -159,7 +159,11 @@ def test_a_parallel_sync_reports_and_stores_what_a_one_process_sync_does(
             alone = without_ids(sync_document(doc, into=one_process, batch_size=10))
             assert parallel == alone
         assert parallel["contacts"] == {
-            "created": 0, "updated": 1, "unchanged": 112, "deleted": 1, "rejected": 2}
+            "created": 0, "updated": 1, "unchanged": 112, "deleted": 1, "rejected": 2,
+            "held": 0}
+        assert parallel["deletions"] == [
+            ("contact", "applied", 1, [accounts[18]["contacts"][2]["external_id"]]),
+            ("site", "applied", 1, [accounts[23]["sites"][0]["external_id"]])]
         assert {(r["line"], r["reason"]) for r in parallel["rejections"]} == {
             ("accounts[20].sites[1]", "site belongs to another account"),
             ("accounts[9].contacts[1]", "email is not a valid address"),
@@ -181,6 +185,9 @@ def without_ids(report: ImportReport) -> dict:
     figures = report.model_dump()
     for rejection in figures["rejections"]:
         rejection["reason"] = rejection["reason"].split(" (")[0]
+    figures["deletions"] = [(deletion["kind"], deletion["state"], deletion["count"],
+                             [item["external_id"] for item in deletion["sample"]])
+                            for deletion in figures["deletions"]]
     return figures
 
 
