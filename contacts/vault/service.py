@@ -219,9 +219,9 @@ def _upsert(session: Session, kind: str, wanted: list[_Wanted], now: datetime,
     prefix, model = KINDS[kind]
     tally = getattr(report, kind + "s")
     existing: dict[str, dict] = {}
-    if wanted:
-        existing = {row["external_id"]: row for row in _rows(
-            session, model, col(model.external_id).in_([item.external_id for item in wanted]))}
+    for chunk in in_chunks({item.external_id for item in wanted}):
+        existing.update((row["external_id"], row) for row in _rows(
+            session, model, col(model.external_id).in_(chunk)))
     new_rows, changes = [], []
     for item in wanted:
         row = existing.get(item.external_id)
@@ -318,14 +318,16 @@ def _plan_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[Accoun
     wanted = [given.external_id for entry in chunk for given in entry.account.contacts]
     missing_sites = {ref for entry in chunk for given in entry.account.contacts
                      for ref in given.sites} - set(sites)
-    if missing_sites:  # sites synced earlier, not named in this document
-        for row in _rows(session, Site, col(Site.external_id).in_(missing_sites)):
+    # Reads in chunks: a batch is weighed by its contacts, and the sites its accounts name
+    # can be many more than one IN (...) takes.
+    for part in in_chunks(missing_sites):  # sites synced earlier, not named in this document
+        for row in _rows(session, Site, col(Site.external_id).in_(part)):
             sites[row["external_id"]] = row
     existing: dict[tuple[str, str], dict] = {}
-    if wanted:
-        existing = {(row["account_id"], row["external_id"]): row for row in _rows(
+    for part in in_chunks(set(wanted)):
+        existing.update(((row["account_id"], row["external_id"]), row) for row in _rows(
             session, Contact, col(Contact.account_id).in_(account_ids),
-            col(Contact.external_id).in_(wanted))}
+            col(Contact.external_id).in_(part)))
     plan = _Plan(jobs=[], existing=existing, now=now)
     for entry in chunk:
         account = accounts[entry.account.external_id]
@@ -453,8 +455,8 @@ def _apply_chunk(session: Session, plan: _Plan, prepared, report: ImportReport) 
         bulk_insert(session.connection(), Contact.__table__, new_rows)
     if changes:
         session.execute(update(Contact), changes)
-    if relinked:
-        session.execute(delete(ContactSite).where(col(ContactSite.contact_id).in_(relinked)))
+    for part in in_chunks(relinked):
+        session.execute(delete(ContactSite).where(col(ContactSite.contact_id).in_(part)))
     if links:
         bulk_insert(session.connection(), ContactSite.__table__, links)
     if versions:
