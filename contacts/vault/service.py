@@ -149,7 +149,8 @@ def _guard_deletions(session: Session, vault: Vault, actor: Actor, deleting: Del
         if not rows:
             continue
         ids = sorted(rows)
-        sample = [deletion_sample(rows[row_id]) for row_id in ids[:5]]
+        sample = [deletion_sample(row) for row in
+                  sorted(rows.values(), key=lambda row: row["external_id"])[:5]]
         tally = getattr(report, kind + "s")
         if len(ids) > limits.cap:
             deletion, token = guard.hold(session=session, actor=actor, kind=kind, targets=ids,
