@@ -80,12 +80,8 @@ def plan(*, session: Session, actor: Actor, kind: str, ids: list[str], limits: L
     deletion, token = guard.hold(session=session, actor=actor, kind=kind, targets=targets,
                                  limits=limits, reason=reason)
     return DryRun(deletion_id=deletion.id, kind=kind, count=len(targets),
-                  sample=[_sample(row) for row in rows[:5]], token=token,
+                  sample=[service.deletion_sample(row) for row in rows[:5]], token=token,
                   expires_at=deletion.expires_at)
-
-
-def _sample(row) -> Sample:
-    return service.deletion_sample(row)
 
 
 def confirm(*, session: Session, vault: service.Vault, actor: Actor, kind: str, ids: list[str],
