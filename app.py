@@ -10,6 +10,7 @@ import functools
 import logging
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, render_template, request
@@ -81,6 +82,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["lifeline.crypto"] = Crypto(
         settings.secrets.field_keys, settings.secrets.blind_index_key,
         reload_field_keys=None if settings.secrets_given else field_keys_loader(settings))
+    # Backup drills decrypt with the keys read afresh from the key file, never with keys this
+    # process only holds in memory; `keys retire` keeps a key the snapshots still need.
+    app.extensions["lifeline.field_keys_source"] = field_keys_loader(settings, strict=True)
+    app.extensions["lifeline.snapshots_needing_key"] = functools.partial(
+        backup.snapshots_needing_key, Path(settings.backup_dir), settings.secrets.backup_key)
 
     engine = db.make_engine(settings.database_url,
                             busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,

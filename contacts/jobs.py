@@ -62,7 +62,7 @@ def drill_latest_snapshot() -> None:
     settings = app.extensions["lifeline.settings"]
     result = backup.drill_latest(directory=_backup_dir(settings),
                                  backup_key=settings.secrets.backup_key,
-                                 cipher=app.extensions["lifeline.crypto"].cipher,
+                                 load_field_keys=app.extensions["lifeline.field_keys_source"],
                                  engine=app.extensions["lifeline.engine"])
     if not result.ok:
         log.error("backup drill of %s failed: %s", result.snapshot, result.detail)
@@ -82,14 +82,15 @@ def ask_contacts_to_confirm() -> None:
     settings = app.extensions["lifeline.settings"]
     vault = service.Vault.from_settings(settings, app.extensions["lifeline.crypto"])
     with session_scope(app.extensions["lifeline.engine"]) as session:
-        sent = freshness.request_confirmations(
-            session=session, vault=vault, mailer=Mailer.from_settings(settings),
-            render=render_confirmation(app), secret_key=settings.secrets.secret_key,
-            base_url=settings.app_base_url, now=utcnow(),
-            after_days=settings.vault_confirm_after_days,
+        flagged = freshness.flag_bounced_confirmations(session=session, now=utcnow())
+        queued = freshness.request_confirmations(
+            session=session, vault=vault, render=render_confirmation(app),
+            secret_key=settings.secrets.secret_key, base_url=settings.app_base_url,
+            now=utcnow(), after_days=settings.vault_confirm_after_days,
             link_days=settings.vault_confirm_link_days, limit=settings.vault_confirm_batch)
-    if sent:
-        log.info("asked %d contacts to confirm their details", sent)
+    if queued or flagged:
+        log.info("asked %d contacts to confirm their details (queued in the outbox); %d "
+                 "flagged undeliverable", queued, len(flagged))
 
 
 def send_queued_messages() -> None:

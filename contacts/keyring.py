@@ -43,7 +43,10 @@ def add_key(path: Path) -> str:
     return key_id
 
 
-def retire_key(path: Path, key_id: str, engine: Engine) -> None:
+def retire_key(path: Path, key_id: str, engine: Engine, *,
+               needed_by: Callable[[str], list[str]] = lambda key_id: []) -> None:
+    """Remove a key once no field and no retained snapshot (`needed_by`: the names of the
+    snapshots holding fields under a key) needs it to decrypt."""
     keyring = parse_keyring(path.read_text())
     ids = [known for known, _ in keyring]
     if key_id not in ids:
@@ -54,6 +57,12 @@ def retire_key(path: Path, key_id: str, engine: Engine) -> None:
     if in_use:
         raise Conflict(f"{in_use} fields are still encrypted with {key_id}; "
                        "run keys rotate --reencrypt-only first")
+    snapshots = needed_by(key_id)
+    if snapshots:
+        named = ", ".join(snapshots[:5]) + (f" and {len(snapshots) - 5} more"
+                                            if len(snapshots) > 5 else "")
+        raise Conflict(f"{key_id} is still needed to restore {len(snapshots)} snapshot(s): "
+                       f"{named}; keep it until they are pruned or removed")
     _write_atomically(path, "\n".join(f"{known}:{_encode(key)}" for known, key in keyring
                                       if known != key_id) + "\n")
 

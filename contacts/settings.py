@@ -184,14 +184,24 @@ def _resolve(path: str) -> Path:
 # -- secrets ------------------------------------------------------------------------------
 
 
-def field_keys_loader(settings: Settings, environ: Mapping[str, str] | None = None):
-    """Reads the field keyring again from where it came from (for live key rotation)."""
+def field_keys_loader(settings: Settings, environ: Mapping[str, str] | None = None, *,
+                      strict: bool = False):
+    """Reads the field keyring again from where it came from (for live key rotation). With
+    `strict` (backup drills), keys handed to create_app are all there is, and a key file
+    gone is an error instead of a reason to go on with the keys held in memory."""
     environ = os.environ if environ is None else environ
     keys_dir = Path(settings.secrets_keys_dir)
 
     def load() -> tuple[tuple[str, bytes], ...]:
+        if strict and settings.secrets_given:
+            return settings.secrets.field_keys
         raw = _read_secret("field_keys", keys_dir, environ)
-        return parse_keyring(raw) if raw else settings.secrets.field_keys
+        if raw:
+            return parse_keyring(raw)
+        if strict:
+            raise ConfigError(f"no field keys to read: {keys_dir / 'field_keys'} is missing "
+                              "and LIFELINE_FIELD_KEYS is not set")
+        return settings.secrets.field_keys
 
     return load
 

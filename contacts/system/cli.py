@@ -197,7 +197,8 @@ def keys_rotate(reencrypt_only: bool, batch_size: int):
 @cli_errors
 def keys_retire(key_id: str):
     """Remove a key from the keyring once no field uses it."""
-    keyring.retire_key(_keyring_path(), key_id, _engine())
+    keyring.retire_key(_keyring_path(), key_id, _engine(),
+                       needed_by=current_app.extensions["lifeline.snapshots_needing_key"])
     with session_scope(_engine()) as session:
         audit.record(session, Actor.system("cli"), "keys.retired", key_id=key_id)
     click.echo(f"retired {key_id}")

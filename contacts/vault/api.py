@@ -37,7 +37,10 @@ def sync(json: SyncDocument):
     """Upsert accounts, sites and contacts keyed on the product's external IDs.
 
     Idempotent. An entry that cannot be stored is listed in `rejections` with its path and
-    reason; the others are stored. `"deleted": true` soft-deletes a site or a contact.
+    reason; the others are stored. `"deleted": true` soft-deletes a site, an app or a
+    contact through the bulk-delete guard, per kind: up to `vault.bulk_delete_cap` at once
+    (listed in `deletions` as applied, with the bulk deletion to undo), above it held
+    (listed as held, with a sample and a token; an admin confirms them with a reason).
     """
     entries = [service.AccountEntry.from_document(account, index)
                for index, account in enumerate(json.accounts)]
@@ -100,6 +103,7 @@ class DeletionConfirmation(BaseModel):
     kind: Literal["account", "site", "app", "contact"]
     ids: list[str] = Field(min_length=1, max_length=10_000)
     token: str = Field(min_length=1, max_length=100)
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class Undone(BaseModel):
@@ -123,9 +127,12 @@ def plan_deletion(json: DeletionRequest):
 @operation(scope="contacts:write", response=deletions.Done, body=DeletionConfirmation,
            errors=(409,), tags=("vault",))
 def confirm_deletion(json: DeletionConfirmation):
-    """Soft-delete the set a dry run planned; restorable until the retention period ends."""
+    """Soft-delete the set a dry run (or a sync over the cap) planned; restorable until the
+    retention period ends. Above the cap only an admin may, with a reason: not a token (403).
+    """
     return deletions.confirm(session=request_session(), vault=_vault(), actor=g.actor,
-                             kind=json.kind, ids=json.ids, token=json.token, limits=_limits())
+                             kind=json.kind, ids=json.ids, token=json.token, limits=_limits(),
+                             reason=json.reason)
 
 
 @bp.post("/deletions/<deletion_id>/undo")
@@ -201,7 +208,8 @@ def drill_backup(json: DrillRequest):
     /healthz reports it. A name that is not a snapshot's plain file name is refused (400)."""
     snapshot = backup.snapshot_named(_backup_dir(), json.snapshot)
     result = backup.drill_snapshot(snapshot=snapshot, backup_key=_backup_key(),
-                                   cipher=current_app.extensions["lifeline.crypto"].cipher,
+                                   load_field_keys=current_app.extensions[
+                                       "lifeline.field_keys_source"],
                                    engine=current_app.extensions["lifeline.engine"],
                                    actor=g.actor)
     return DrillOutcome(snapshot=result.snapshot, ok=result.ok, seconds=result.seconds,

@@ -59,7 +59,7 @@ from sqlmodel.sql.sqltypes import AutoString
 
 from contacts import audit, schema
 from contacts.audit import Actor
-from contacts.crypto import ENCRYPTED_COLUMNS, FieldCipher
+from contacts.crypto import ENCRYPTED_COLUMNS, FieldCipher, Keyring
 from contacts.db import UTCDateTime, is_postgresql, make_engine, session_scope, utcnow
 from contacts.errors import Invalid, LifelineError, NotFound
 from contacts.vault.models import BackupDrill
@@ -526,12 +526,15 @@ def create_snapshot(*, engine: Engine, backup_key: bytes, directory: Path, revis
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = utcnow()
     name = f"lifeline-{now:%Y%m%dT%H%M%S}-{os.urandom(3).hex()}{SUFFIX}"
-    header = json.dumps({"format": FORMAT, "created_at": now.isoformat(),
-                         "revision": revision}).encode()
     manifest = Manifest(revision=revision, created_at=now.isoformat())
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".partial-")
     try:
         with os.fdopen(descriptor, "wb") as handle, _consistent_read(engine) as connection:
+            # The field keys its encrypted fields are under, in the (authenticated) header:
+            # `keys retire` keeps a key while a snapshot here still needs it.
+            header = json.dumps({"format": FORMAT, "created_at": now.isoformat(),
+                                 "revision": revision,
+                                 "field_keys": _field_key_ids(connection)}).encode()
             handle.write(MAGIC + struct.pack(">I", len(header)) + header)
             sealer = _Sealer(backup_key, handle, header)
             for table in backed_up_tables():
@@ -573,6 +576,25 @@ class _consistent_read:
     def __exit__(self, *exc) -> None:
         self.transaction.rollback()
         self.connection.close()
+
+
+def _backed_up_encrypted_columns():
+    backed_up = {table.name for table in backed_up_tables()}
+    return [registered for registered in ENCRYPTED_COLUMNS if registered.table.name in backed_up]
+
+
+def _field_key_ids(connection: Connection) -> list[str]:
+    """The key ids (the part before the first '.') of every encrypted field, one read."""
+    found: set[str] = set()
+    for registered in _backed_up_encrypted_columns():
+        column = registered.table.c[registered.column]
+        if connection.dialect.name == "postgresql":
+            key_id = func.split_part(column, ".", 1)
+        else:
+            key_id = func.substr(column, 1, func.instr(column, ".") - 1)
+        found.update(connection.execute(select(key_id).where(column.is_not(None))
+                                        .group_by(key_id)).scalars())
+    return sorted(found)
 
 
 def count_rows(engine: Engine) -> int:
@@ -979,6 +1001,46 @@ def snapshot_named(directory: Path, name: str | None) -> Path:
     return path
 
 
+def snapshot_field_keys(path: Path, backup_key: bytes) -> set[str]:
+    """The field keys a snapshot's encrypted fields need: from its header, or, for a
+    snapshot made before headers named them, by reading it whole."""
+    try:
+        with path.open("rb") as handle:
+            _header, meta = _read_header(handle)
+    except OSError as exc:
+        raise Invalid(f"cannot read {path.name}: {exc.strerror}") from None
+    if isinstance(meta.get("field_keys"), list):
+        return set(meta["field_keys"])
+    contexts = {(registered.table.name, registered.column)
+                for registered in _backed_up_encrypted_columns()}
+    found: set[str] = set()
+    positions: list[int] = []
+    for kind, payload in _snapshot_parts(path, backup_key):
+        if kind == "table":
+            name, columns = payload
+            positions = [index for index, column in enumerate(columns)
+                         if (name, column) in contexts]
+        elif kind == "rows" and positions:
+            for values in payload[1]:
+                found.update(values[index].partition(".")[0] for index in positions
+                             if isinstance(values[index], str))
+    return found
+
+
+def snapshots_needing_key(directory: Path, backup_key: bytes, key_id: str) -> list[str]:
+    """The snapshots of `directory` that hold fields under `key_id` (and those that cannot
+    be read to tell: they may), oldest first, by file name."""
+    needing = []
+    for path in snapshots_in(directory):
+        try:
+            needed = key_id in snapshot_field_keys(path, backup_key)
+        except LifelineError:
+            needed = True
+        if needed:
+            needing.append(path.name)
+    return needing
+
+
 def prune_snapshots(directory: Path, keep: int) -> list[Path]:
     snapshots = snapshots_in(directory)
     doomed = snapshots[:-keep] if keep > 0 else []
@@ -1004,13 +1066,16 @@ class DrillResult:
     detail: str
 
 
-def run_drill(*, snapshot: Path, backup_key: bytes, cipher: FieldCipher,
+def run_drill(*, snapshot: Path, backup_key: bytes, load_field_keys: Callable[[], Keyring],
               head_revision: str | None, scratch: Engine,
               migrate: Callable[[Engine], None]) -> DrillResult:
     """Restore `snapshot` into the empty scratch database, then check counts, checksums and
-    that every encrypted field decrypts with the current keys."""
+    that every encrypted field decrypts with the keys read afresh from where they are kept
+    (`load_field_keys`: the key file), never with keys this process only holds in memory:
+    a drill passes only if a restore elsewhere would."""
     started = time.perf_counter()
     try:
+        cipher = FieldCipher(load_field_keys())
         migrate(scratch)
         manifest = restore_snapshot(path=snapshot, backup_key=backup_key, engine=scratch,
                                     head_revision=head_revision)
@@ -1022,22 +1087,25 @@ def run_drill(*, snapshot: Path, backup_key: bytes, cipher: FieldCipher,
                        f"checksums; {fields} encrypted fields decrypt")
 
 
-def drill_latest(*, directory: Path, backup_key: bytes, cipher: FieldCipher, engine: Engine,
-                 database_url: str | None = None) -> DrillResult:
+def drill_latest(*, directory: Path, backup_key: bytes, load_field_keys: Callable[[], Keyring],
+                 engine: Engine, database_url: str | None = None) -> DrillResult:
     """Drill the newest snapshot of `directory` and record the result in `engine`'s
     database (the CLI and the scheduled job both call this)."""
     return drill_snapshot(snapshot=latest_snapshot(directory), backup_key=backup_key,
-                          cipher=cipher, engine=engine, database_url=database_url)
+                          load_field_keys=load_field_keys, engine=engine,
+                          database_url=database_url)
 
 
-def drill_snapshot(*, snapshot: Path, backup_key: bytes, cipher: FieldCipher, engine: Engine,
-                   database_url: str | None = None, actor: Actor | None = None) -> DrillResult:
+def drill_snapshot(*, snapshot: Path, backup_key: bytes, load_field_keys: Callable[[], Keyring],
+                   engine: Engine, database_url: str | None = None,
+                   actor: Actor | None = None) -> DrillResult:
     """Drill `snapshot` in a scratch database (a temporary SQLite file unless
     `database_url` is given) and record the result, and who asked, in `engine`'s database."""
     with tempfile.TemporaryDirectory(prefix="lifeline-drill-") as scratch_dir:
         scratch = make_engine(database_url or f"sqlite:///{scratch_dir}/drill.db")
         try:
-            result = run_drill(snapshot=snapshot, backup_key=backup_key, cipher=cipher,
+            result = run_drill(snapshot=snapshot, backup_key=backup_key,
+                               load_field_keys=load_field_keys,
                                head_revision=schema.head_revision(), scratch=scratch,
                                migrate=schema.upgrade_database)
         finally:

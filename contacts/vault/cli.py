@@ -62,12 +62,30 @@ def import_contacts(file: Path, file_format: str | None, strict: bool):
         tally = getattr(report, kind)
         click.echo(f"{kind:<9} created {tally.created:>7}  updated {tally.updated:>7}  "
                    f"unchanged {tally.unchanged:>7}  deleted {tally.deleted:>5}  "
-                   f"rejected {tally.rejected:>5}")
+                   f"rejected {tally.rejected:>5}" + (f"  held {tally.held:>5}"
+                                                      if tally.held else ""))
+    _echo_deletions(report)
     for rejection in report.rejections[:50]:
         click.echo(f"rejected {rejection.line}: {rejection.kind} "
                    f"{rejection.external_id or '(no id)'}: {rejection.reason}")
     if len(report.rejections) > 50:
         click.echo(f"... and {len(report.rejections) - 50} more rejections")
+
+
+def _echo_deletions(report) -> None:
+    for deletion in report.deletions:
+        if deletion.state == "applied":
+            click.echo(f"deleted {deletion.count} {deletion.kind}(s) ({deletion.deletion_id}); "
+                       f"restorable until {deletion.restorable_until:%Y-%m-%d %H:%M} UTC with: "
+                       f"flask --app app contacts undelete {deletion.deletion_id}")
+            continue
+        click.echo(f"held {deletion.count} {deletion.kind} deletion(s): over the cap of "
+                   f"{_limits().cap}, nothing deleted (dry run {deletion.deletion_id})")
+        for item in deletion.sample:
+            click.echo(f"  {item.id}  {item.external_id or ''}  {item.label or ''}")
+        click.echo(f"  an admin confirms them before {deletion.expires_at:%Y-%m-%d %H:%M} UTC "
+                   f"with: flask --app app contacts confirm-deletion {deletion.deletion_id} "
+                   f"--token {deletion.token} --reason '...'")
 
 
 @contacts_group.command("list")
@@ -125,8 +143,26 @@ def delete_objects(kind: str, ids: tuple[str, ...], reason: str | None, yes: boo
             raise CliError("not confirmed; nothing deleted")
     with session_scope(engine) as session:
         done = deletions.confirm(session=session, vault=vault(), actor=actor, kind=kind,
-                                 ids=list(ids), token=dry_run.token, limits=_limits())
+                                 ids=list(ids), token=dry_run.token, limits=_limits(),
+                                 is_admin=True, reason=reason)
     click.echo(f"deleted {done.deleted} {kind}(s); restorable until "
+               f"{done.restorable_until:%Y-%m-%d %H:%M} UTC with: "
+               f"flask --app app contacts undelete {done.deletion_id}")
+
+
+@contacts_group.command("confirm-deletion")
+@click.argument("deletion_id")
+@click.option("--token", required=True, help="The token its dry run or sync report gave.")
+@click.option("--reason", default=None, help="Required above the blast-radius cap.")
+@with_appcontext
+@cli_errors
+def confirm_deletion(deletion_id: str, token: str, reason: str | None):
+    """Apply a held bulk delete (a sync's deletions over the cap), as an admin."""
+    with session_scope(current_app.extensions["lifeline.engine"]) as session:
+        done = deletions.confirm_held(session=session, vault=vault(), actor=Actor.system("cli"),
+                                      deletion_id=deletion_id, token=token, limits=_limits(),
+                                      is_admin=True, reason=reason)
+    click.echo(f"deleted {done.deleted} {done.kind}(s); restorable until "
                f"{done.restorable_until:%Y-%m-%d %H:%M} UTC with: "
                f"flask --app app contacts undelete {done.deletion_id}")
 
@@ -244,7 +280,7 @@ def backup_drill(directory: Path | None, database_url: str | None):
     """Restore the latest snapshot into a scratch database, check it, record the result."""
     result = backup.drill_latest(
         directory=_backup_dir(directory), backup_key=_backup_key(),
-        cipher=current_app.extensions["lifeline.crypto"].cipher,
+        load_field_keys=current_app.extensions["lifeline.field_keys_source"],
         engine=current_app.extensions["lifeline.engine"], database_url=database_url)
     state = "passed" if result.ok else "FAILED"
     click.echo(f"drill of {result.snapshot} {state} in {result.seconds} s: {result.detail}")

@@ -8,9 +8,7 @@ whole request, and a set above the blast-radius cap needs an admin and a reason.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from dataclasses import dataclass
+import hmac
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
@@ -18,17 +16,15 @@ from sqlmodel import Session, col, select
 
 from contacts import audit
 from contacts.audit import Actor
-from contacts.db import utcnow
+from contacts.db import in_chunks, utcnow
 from contacts.errors import Conflict, Forbidden, Invalid, NotFound, WrongKind
-from contacts.ids import new_id, parse_id
-from contacts.vault import service
+from contacts.ids import parse_id
+from contacts.vault import guard, service
+from contacts.vault.guard import Limits
 from contacts.vault.models import BulkDeletion
+from contacts.vault.schemas import Sample
 
-
-class Sample(BaseModel):
-    id: str
-    external_id: str | None
-    label: str | None = Field(description="Name or URL; never a contact's personal data.")
+__all__ = ["Done", "DryRun", "Limits", "Sample", "confirm", "confirm_held", "plan", "undo"]
 
 
 class DryRun(BaseModel):
@@ -45,23 +41,6 @@ class Done(BaseModel):
     kind: str
     deleted: int
     restorable_until: datetime
-
-
-@dataclass(frozen=True)
-class Limits:
-    cap: int = 50
-    token_minutes: int = 15
-    retention_days: int = 30
-
-    @classmethod
-    def from_settings(cls, settings) -> Limits:
-        return cls(cap=settings.vault_bulk_delete_cap,
-                   token_minutes=settings.vault_bulk_delete_token_minutes,
-                   retention_days=settings.vault_retention_days)
-
-
-def _digest(kind: str, ids: list[str]) -> str:
-    return hashlib.sha256(f"{kind}:{','.join(sorted(ids))}".encode()).hexdigest()
 
 
 def _checked_ids(kind: str, ids: list[str]) -> list[str]:
@@ -90,55 +69,68 @@ def plan(*, session: Session, actor: Actor, kind: str, ids: list[str], limits: L
         raise Forbidden(f"{len(targets)} {kind}s is over the cap of {limits.cap} for one "
                         "bulk delete; only an admin giving a reason may go above it")
     model = service.KINDS[kind][1]
-    rows = list(session.exec(select(model).where(col(model.id).in_(targets),
-                                                 col(model.deleted_at).is_(None))))
+    rows = [row for chunk in in_chunks(targets)
+            for row in session.exec(select(model).where(col(model.id).in_(chunk),
+                                                        col(model.deleted_at).is_(None)))]
     if len(rows) != len(targets):
         found = {row.id for row in rows}
         missing = [target for target in targets if target not in found]
         raise NotFound(f"{len(missing)} of the {kind} IDs do not exist or are already "
                        f"deleted, for example {missing[0]}")
-    token = secrets.token_urlsafe(24)
-    now = utcnow()
-    deletion = BulkDeletion(
-        id=new_id("del"), kind=kind, target_ids=targets, targets_digest=_digest(kind, targets),
-        token_hash=hashlib.sha256(token.encode()).hexdigest(), reason=reason,
-        planned_by=actor.id or actor.kind, planned_at=now,
-        expires_at=now + timedelta(minutes=limits.token_minutes))
-    session.add(deletion)
-    audit.record(session, actor, "bulk_delete.planned", target_kind="bulk_deletion",
-                 target_id=deletion.id, kind=kind, count=len(targets), reason=reason)
+    deletion, token = guard.hold(session=session, actor=actor, kind=kind, targets=targets,
+                                 limits=limits, reason=reason)
     return DryRun(deletion_id=deletion.id, kind=kind, count=len(targets),
-                  sample=[_sample(row) for row in rows[:5]], token=token,
+                  sample=[service.deletion_sample(row) for row in rows[:5]], token=token,
                   expires_at=deletion.expires_at)
 
 
-def _sample(row) -> Sample:
-    label = getattr(row, "name", None) if not hasattr(row, "name_encrypted") else None
-    return Sample(id=row.id, external_id=row.external_id,
-                  label=label or getattr(row, "url", None))
-
-
 def confirm(*, session: Session, vault: service.Vault, actor: Actor, kind: str, ids: list[str],
-            token: str, limits: Limits) -> Done:
+            token: str, limits: Limits, is_admin: bool = False,
+            reason: str | None = None) -> Done:
+    """Apply the bulk delete a dry run (or a sync over the cap) planned, given its token and
+    exactly its kind and IDs; above the cap only an admin giving a reason may."""
     targets = _checked_ids(kind, ids)
     deletion = session.exec(select(BulkDeletion).where(
-        BulkDeletion.token_hash == hashlib.sha256(token.encode()).hexdigest())).first()
+        BulkDeletion.token_hash == guard.token_hash(token))).first()
     if deletion is None:
         raise Forbidden("unknown confirmation token: run the dry run again")
+    if deletion.kind != kind or deletion.targets_digest != guard.targets_digest(kind, targets):
+        raise Forbidden("the kind or the IDs differ from the dry run this token was given for")
+    return _apply(session, vault, actor, deletion, limits, is_admin, reason)
+
+
+def confirm_held(*, session: Session, vault: service.Vault, actor: Actor, deletion_id: str,
+                 token: str, limits: Limits, is_admin: bool = False,
+                 reason: str | None = None) -> Done:
+    """Apply a held bulk delete named by its ID (the CLI), given the token it was held with."""
+    deletion = session.get(BulkDeletion, parse_id(deletion_id, "del"))
+    if deletion is None or not hmac.compare_digest(deletion.token_hash,
+                                                   guard.token_hash(token)):
+        raise Forbidden("this token was not given for this bulk delete: use the token its dry "
+                        "run or sync report gave")
+    return _apply(session, vault, actor, deletion, limits, is_admin, reason)
+
+
+def _apply(session: Session, vault: service.Vault, actor: Actor, deletion: BulkDeletion,
+           limits: Limits, is_admin: bool, reason: str | None) -> Done:
     if deletion.confirmed_at is not None:
         raise Conflict("this bulk delete was already confirmed")
     if deletion.expires_at < utcnow():
         raise Forbidden("the confirmation token has expired: run the dry run again")
-    if deletion.kind != kind or deletion.targets_digest != _digest(kind, targets):
-        raise Forbidden("the kind or the IDs differ from the dry run this token was given for")
+    reason = (reason or "").strip() or deletion.reason
+    count = len(deletion.target_ids)
+    if count > limits.cap and not (is_admin and reason):
+        raise Forbidden(f"{count} {deletion.kind}s is over the cap of {limits.cap} for one "
+                        "bulk delete; only an admin giving a reason may confirm it")
     now = utcnow()
-    deleted = service.soft_delete(session=session, vault=vault, actor=actor, kind=kind,
-                                  ids=deletion.target_ids, at=now)
+    deleted = service.soft_delete(session=session, vault=vault, actor=actor,
+                                  kind=deletion.kind, ids=deletion.target_ids, at=now)
     deletion.confirmed_at, deletion.confirmed_by = now, actor.id or actor.kind
+    deletion.reason = reason[:500] if reason else None
     session.add(deletion)
     audit.record(session, actor, "bulk_delete.confirmed", target_kind="bulk_deletion",
-                 target_id=deletion.id, kind=kind, count=deleted)
-    return Done(deletion_id=deletion.id, kind=kind, deleted=deleted,
+                 target_id=deletion.id, kind=deletion.kind, count=deleted, reason=reason)
+    return Done(deletion_id=deletion.id, kind=deletion.kind, deleted=deleted,
                 restorable_until=now + timedelta(days=limits.retention_days))
 
 

@@ -43,22 +43,28 @@ def email_domain(address: str) -> str:
     return normalize_email(address).rpartition("@")[2]
 
 
-def e164_phone(value: str, default_region: str) -> str:
+def e164_phone(value: str, region: str) -> str:
+    """The number in E.164; one written without its +country code is read as a number of
+    `region` (the contact's country). Only a number valid for its country is taken: a French
+    '06 12 34 56 78' read as American is refused, never stored as '+10612345678'."""
     fast = _international_number(value)
     if fast is not None:
         return fast
     try:
-        number = phonenumbers.parse(value, default_region)
+        number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
         raise Invalid("phone is not a phone number") from None
-    if not phonenumbers.is_possible_number(number):
-        raise Invalid("phone is not a possible phone number")
+    if not phonenumbers.is_valid_number(number):
+        if value.strip().startswith("+"):
+            raise Invalid("phone is not a valid number of its country")
+        raise Invalid(f"phone is not a valid number of {region} (write it with its +country "
+                      "code, or give the contact's country)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _international_number(value: str) -> str | None:
-    """E.164 for a number already written with its +country code, without a full parse
-    (imports are hot); None sends the value through phonenumbers.parse."""
+    """E.164 for a valid number already written with its +country code, without a full
+    parse (imports are hot); None sends the value through phonenumbers.parse."""
     digits = PHONE_FORMATTING.sub("", value)
     if not E164_LIKE.fullmatch(digits):
         return None
@@ -67,8 +73,30 @@ def _international_number(value: str) -> str | None:
         national = digits[1 + length:]
         if code in COUNTRY_CODE_TO_REGION_CODE and national and national[0] != "0":
             number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
-            return digits if phonenumbers.is_possible_number(number) else None
+            return digits if phonenumbers.is_valid_number(number) else None
     return None
+
+
+def checked_country(value: str | None) -> str | None:
+    """An ISO 3166 alpha-2 country code, upper-cased, or None when not given."""
+    if value is None or not value.strip():
+        return None
+    country = value.strip().upper()
+    if country not in phonenumbers.SUPPORTED_REGIONS:
+        raise Invalid(f"country must be an ISO 3166 code such as 'FR', got {value!r}")
+    return country
+
+
+def phone_region(country: str | None, locale: str, default_region: str) -> str:
+    """Where a number without +country code is read: the contact's country, else the region
+    of its locale ('fr-FR' -> FR, 'pt_BR' -> BR), else the vault's default region."""
+    if country:
+        return country
+    for subtag in locale.replace("_", "-").split("-")[1:]:
+        if len(subtag) == 2 and subtag.isalpha() and subtag.upper() in \
+                phonenumbers.SUPPORTED_REGIONS:
+            return subtag.upper()
+    return default_region
 
 
 def checked_role(value: str) -> str:

@@ -17,12 +17,16 @@ from sqlmodel import Session, col, select
 
 from contacts import audit
 from contacts.audit import Actor
+from contacts.delivery import outbox
 from contacts.errors import Invalid
-from contacts.mail import Mailer
 from contacts.vault import fields, service
-from contacts.vault.models import Account, Contact
+from contacts.vault.models import Contact
 
 SALT = "contact-confirmation"
+PURPOSE = "contact_confirmation"
+# Outbox keys of confirmation emails: confirm:<contact id>:<when asked>.
+KEY_PREFIX = "confirm:"
+LIST_ID = "Lifeline contact confirmation <confirm.lifeline>"
 
 
 @dataclass(frozen=True)
@@ -75,31 +79,48 @@ def due_for_confirmation(*, session: Session, now: datetime, after_days: int, li
     return list(session.exec(query))
 
 
-def request_confirmations(*, session: Session, vault: service.Vault, mailer: Mailer,
-                          render: Renderer, secret_key: str, base_url: str, now: datetime,
-                          after_days: int, link_days: int, limit: int) -> int:
-    """Email each due contact a confirmation link; each one is committed as it is sent, so
-    a failure half-way neither loses nor repeats a message."""
-    sent = 0
+def request_confirmations(*, session: Session, vault: service.Vault, render: Renderer,
+                          secret_key: str, base_url: str, now: datetime, after_days: int,
+                          link_days: int, limit: int) -> int:
+    """Queue a confirmation link for each due contact in the outbox, in the caller's
+    transaction: the outbox sends them (retries, bounces, Message-ID), so a dead mailbox
+    fails only its own message and nothing waits on SMTP while the transaction is open."""
     contacts = due_for_confirmation(session=session, now=now, after_days=after_days,
                                     link_days=link_days, limit=limit)
-    names = dict(session.exec(select(Account.id, Account.name).where(
-        col(Account.id).in_({contact.account_id for contact in contacts}))).all())
+    names = service.account_names(session=session,
+                                  ids={contact.account_id for contact in contacts})
+    actor = Actor.system("freshness")
     for contact in contacts:
         view = service.contact_view(session=session, vault=vault, contact=contact)
         link = f"{base_url.rstrip('/')}/confirm/{confirmation_token(secret_key, contact.id)}"
         subject, text, html = render(ConfirmationMessage(
             locale=contact.locale, name=view.name, account_name=names[contact.account_id],
             link=link, days=link_days))
-        mailer.send(to=view.email, subject=subject, text=text, html=html,
-                    headers={"List-Id": "Lifeline contact confirmation <confirm.lifeline>"})
+        outbox.enqueue_email(
+            session=session, cipher=vault.crypto.cipher, purpose=PURPOSE, now=now,
+            key=f"{KEY_PREFIX}{contact.id}:{now:%Y%m%dT%H%M%S}",
+            email=outbox.Email(to=view.email, subject=subject, text=text, html=html,
+                               headers={"List-Id": LIST_ID}))
         contact.confirmation_requested_at = now
         session.add(contact)
-        audit.record(session, Actor.system("freshness"), "contact.confirmation_requested",
-                     target_kind="contact", target_id=contact.id)
-        session.commit()
-        sent += 1
-    return sent
+        audit.record(session, actor, "contact.confirmation_requested", target_kind="contact",
+                     target_id=contact.id)
+    return len(contacts)
+
+
+def flag_bounced_confirmations(*, session: Session, now: datetime,
+                               since: timedelta = timedelta(days=7)) -> list[str]:
+    """Contacts whose confirmation email was refused for good are flagged undeliverable
+    (shown as stale until their details change or they confirm); returns those flagged."""
+    bounced_at: dict[str, datetime] = {}
+    for key, created_at in outbox.bounced_keys_since(session=session, since=now - since):
+        if key.startswith(KEY_PREFIX):
+            contact_id = key.removeprefix(KEY_PREFIX).partition(":")[0]
+            bounced_at[contact_id] = max(bounced_at.get(contact_id, created_at), created_at)
+    if not bounced_at:
+        return []
+    return service.flag_undeliverable(session=session, actor=Actor.system("freshness"),
+                                      bounced_at=bounced_at, now=now)
 
 
 def confirm(*, session: Session, vault: service.Vault, actor: Actor, contact_id: str,

@@ -20,6 +20,8 @@ from contacts.vault.service import AccountEntry
 
 CSV_COLUMNS = ("account_external_id", "account_name", "contact_external_id", "name", "email",
                "phone", "role", "locale", "timezone", "site_external_ids", "site_urls")
+# Optional columns: `country` (ISO 3166, FR), where a phone without +country code is from.
+OPTIONAL_CSV_COLUMNS = ("country",)
 
 
 @dataclass
@@ -135,7 +137,8 @@ def parse_csv(text: str) -> ParsedFile:
                 email=(row["email"] or "").strip(), phone=(row["phone"] or "").strip() or None,
                 role=(row["role"] or "").strip() or "other",
                 locale=(row["locale"] or "").strip() or "en",
-                timezone=(row["timezone"] or "").strip() or "UTC", sites=site_ids)
+                timezone=(row["timezone"] or "").strip() or "UTC", sites=site_ids,
+                country=(row.get("country") or "").strip() or None)
         except ValidationError as exc:
             parsed.report.reject("contact", line, external_id, _reason(exc))
             continue

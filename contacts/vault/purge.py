@@ -1,16 +1,22 @@
 """The purge: removes soft-deleted records for good once the retention period has passed,
-and audits each one. Run by the scheduler (contacts/jobs.py); nothing else hard-deletes."""
+and audits each one. Run by the scheduler (contacts/jobs.py); nothing else hard-deletes.
+
+After a large deletion there are tens of thousands of IDs to remove: every statement takes
+them in chunks (`db.in_chunks`), as one `IN (...)` past 65,535 parameters is refused by
+PostgreSQL (and past 32,766 by SQLite).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from contacts import audit
 from contacts.audit import Actor
+from contacts.db import in_chunks
 from contacts.vault.models import Account, App, Contact, ContactSite, ContactVersion, Site
 
 
@@ -31,31 +37,35 @@ def purge_expired(*, session: Session, now: datetime, retention_days: int) -> Pu
     actor = Actor.system("purge")
     purged = Purged()
 
-    def expired(model):
-        return col(model.deleted_at).is_not(None) & (col(model.deleted_at) < cutoff)
+    def expired(model) -> set[str]:
+        return set(session.exec(select(model.id).where(col(model.deleted_at).is_not(None),
+                                                       col(model.deleted_at) < cutoff)))
 
-    accounts = list(session.exec(select(Account.id).where(expired(Account))))
+    def under(column, parents: list[str]) -> set[str]:
+        model = column.class_
+        return {row_id for chunk in in_chunks(parents)
+                for row_id in session.exec(select(model.id).where(column.in_(chunk)))}
+
+    accounts = sorted(expired(Account))
     # Everything under a purged account goes with it, whatever its own state.
-    contacts = list(session.exec(select(Contact.id).where(
-        or_(expired(Contact), col(Contact.account_id).in_(accounts)))))
-    sites = list(session.exec(select(Site.id).where(
-        or_(expired(Site), col(Site.account_id).in_(accounts)))))
-    apps = list(session.exec(select(App.id).where(or_(expired(App), col(App.site_id).in_(sites)))))
-    if contacts:
-        session.execute(delete(ContactSite).where(col(ContactSite.contact_id).in_(contacts)))
-        session.execute(delete(ContactVersion).where(col(ContactVersion.contact_id).in_(contacts)))
-        session.execute(delete(Contact).where(col(Contact.id).in_(contacts)))
-    if apps:
-        session.execute(delete(App).where(col(App.id).in_(apps)))
-    if sites:
-        session.execute(delete(ContactSite).where(col(ContactSite.site_id).in_(sites)))
-        session.execute(delete(Site).where(col(Site.id).in_(sites)))
-    if accounts:
-        session.execute(delete(Account).where(col(Account.id).in_(accounts)))
+    contacts = sorted(expired(Contact) | under(col(Contact.account_id), accounts))
+    sites = sorted(expired(Site) | under(col(Site.account_id), accounts))
+    apps = sorted(expired(App) | under(col(App.site_id), sites))
+    _delete(session, ContactSite, col(ContactSite.contact_id), contacts)
+    _delete(session, ContactVersion, col(ContactVersion.contact_id), contacts)
+    _delete(session, Contact, col(Contact.id), contacts)
+    _delete(session, App, col(App.id), apps)
+    _delete(session, ContactSite, col(ContactSite.site_id), sites)
+    _delete(session, Site, col(Site.id), sites)
+    _delete(session, Account, col(Account.id), accounts)
     for kind, ids in (("contact", contacts), ("app", apps), ("site", sites),
                       ("account", accounts)):
-        for target in ids:
-            audit.record(session, actor, f"{kind}.purged", target_kind=kind, target_id=target,
-                         retention_days=retention_days)
+        audit.record_many(session, actor, f"{kind}.purged", target_kind=kind, target_ids=ids,
+                          retention_days=retention_days)
         setattr(purged, kind + "s", len(ids))
     return purged
+
+
+def _delete(session: Session, model, column, ids: list[str]) -> None:
+    for chunk in in_chunks(ids):
+        session.execute(delete(model).where(column.in_(chunk)))

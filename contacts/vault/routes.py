@@ -170,7 +170,8 @@ def backups():
 def run_drill():
     result = backup.drill_latest(directory=_backup_dir(),
                                  backup_key=_settings().secrets.backup_key,
-                                 cipher=current_app.extensions["lifeline.crypto"].cipher,
+                                 load_field_keys=current_app.extensions[
+                                     "lifeline.field_keys_source"],
                                  engine=current_app.extensions["lifeline.engine"])
     flash(f"Drill of {result.snapshot} {'passed' if result.ok else 'FAILED'}: {result.detail}")
     return redirect(url_for("vault.backups"))

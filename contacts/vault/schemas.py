@@ -44,6 +44,11 @@ class ContactIn(BaseModel):
                        description="site_admin, billing, technical or other.")
     locale: Text = Field(default="en", max_length=35)
     timezone: Text = Field(default="UTC", max_length=64)
+    country: Text | None = Field(
+        default=None, max_length=8,
+        description="ISO 3166 code (FR) of the contact's country: a phone written without its "
+                    "+country code is read as a number of it (else of the locale's region, "
+                    "fr-FR -> FR, else of vault.default_phone_region). Not stored.")
     sites: list[Text] = Field(default_factory=list, max_length=1000,
                               description="External IDs of the sites this contact administers.")
     deleted: bool = Field(default=False, description="True soft-deletes the contact.")
@@ -77,6 +82,33 @@ class Tally(BaseModel):
     unchanged: int = 0
     deleted: int = 0
     rejected: int = 0
+    held: int = Field(default=0, description="Deletions held over the bulk-delete cap, "
+                                             "waiting for a confirmation (see deletions).")
+
+
+class Sample(BaseModel):
+    id: str
+    external_id: str | None
+    label: str | None = Field(description="Name or URL; never a contact's personal data.")
+
+
+class SyncDeletion(BaseModel):
+    """Deletions of one kind that arrived by sync, through the bulk-delete guard."""
+
+    deletion_id: str = Field(description="The bulk deletion (del_...): undo it with POST "
+                                         "/api/v1/deletions/<id>/undo once applied.")
+    kind: Literal["site", "app", "contact"]
+    state: Literal["applied", "held"] = Field(
+        description="applied: at most vault.bulk_delete_cap, deleted now (restorable); "
+                    "held: over the cap, nothing deleted until an admin confirms with the "
+                    "token and a reason.")
+    count: int
+    sample: list[Sample]
+    ids: list[str] = Field(description="Exactly the set the token is bound to.")
+    token: str | None = Field(default=None, description="Held only: give it back with the "
+                                                        "kind and ids to confirm.")
+    expires_at: datetime | None = Field(default=None, description="Held only.")
+    restorable_until: datetime | None = Field(default=None, description="Applied only.")
 
 
 class ImportReport(BaseModel):
@@ -85,6 +117,10 @@ class ImportReport(BaseModel):
     apps: Tally = Field(default_factory=Tally)
     contacts: Tally = Field(default_factory=Tally)
     rejections: list[Rejection] = Field(default_factory=list)
+    deletions: list[SyncDeletion] = Field(
+        default_factory=list, description="Sites, apps and contacts the document deletes, "
+        "per kind: applied at once up to vault.bulk_delete_cap, held for a confirmation "
+        "above it (the rest of the document is stored either way).")
 
     def merge(self, other: ImportReport) -> None:
         """Add another report's figures (for example the rejections found while parsing)."""

@@ -25,7 +25,8 @@ from contacts.crypto import Crypto, normalize_email
 from contacts.db import bulk_insert, in_chunks, utcnow
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import kind_of, new_id, parse_id
-from contacts.vault import fields
+from contacts.vault import fields, guard
+from contacts.vault.guard import Limits
 from contacts.vault.models import (
     CONTACT_EMAIL,
     CONTACT_NAME,
@@ -39,7 +40,7 @@ from contacts.vault.models import (
     ContactVersion,
     Site,
 )
-from contacts.vault.schemas import AccountIn, ContactOut, ImportReport
+from contacts.vault.schemas import AccountIn, ContactOut, ImportReport, Sample, SyncDeletion
 
 NAME, EMAIL, PHONE, SNAPSHOT = CONTACT_NAME, CONTACT_EMAIL, CONTACT_PHONE, VERSION_SNAPSHOT
 
@@ -51,11 +52,13 @@ class Vault:
     crypto: Crypto
     default_phone_region: str = "US"
     batch_size: int = 500
+    # The bulk-delete guard, which deletions arriving by sync go through too.
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_settings(cls, settings, crypto: Crypto) -> Vault:
         return cls(crypto=crypto, default_phone_region=settings.vault_default_phone_region,
-                   batch_size=settings.vault_batch_size)
+                   batch_size=settings.vault_batch_size, limits=Limits.from_settings(settings))
 
 
 @dataclass
@@ -86,7 +89,8 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
     Idempotent: the same document twice changes nothing the second time. A bad entry is
     rejected with its line and reason; the rest goes on. With `parallel`, the checking and
     encryption of each batch runs in a worker process while this one writes the previous
-    batch (large imports; the two cores both work).
+    batch (large imports; the two cores both work). Deletions go through the bulk-delete
+    guard once everything else is written (`_guard_deletions`).
     """
     report = ImportReport()
     seen_accounts: set[str] = set()
@@ -98,6 +102,7 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
             continue
         seen_accounts.add(entry.account.external_id)
         unique.append(entry)
+    deleting: Deleting = {kind: {} for kind in ("contact", "app", "site")}
     pool = _worker_pool(vault) if parallel else None
     in_flight: deque = deque()  # (plan, prepared or its future), oldest first
     postgresql = session.get_bind().dialect.name == "postgresql"
@@ -107,7 +112,7 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
         session.execute(text("SET LOCAL enable_seqscan = off"))
     try:
         for chunk in _chunks(unique, vault.batch_size):
-            plan = _plan_chunk(session, vault, actor, chunk, report)
+            plan = _plan_chunk(session, vault, actor, chunk, report, deleting)
             in_flight.append((plan, pool.submit(_prepare_in_worker, plan.jobs, source, plan.now,
                                                 actor) if pool
                               else prepare_contacts(vault, plan.jobs, source, plan.now, actor)))
@@ -123,10 +128,57 @@ def sync(*, session: Session, vault: Vault, actor: Actor, entries: list[AccountE
         if postgresql:
             with contextlib.suppress(SQLAlchemyError):  # an aborted transaction refuses it
                 session.execute(text("SET LOCAL enable_seqscan = on"))
+    _guard_deletions(session, vault, actor, deleting, source, report)
     audit.record(session, actor, "vault.synced", source=source,
                  contacts=report.contacts.model_dump(), accounts=report.accounts.model_dump(),
                  sites=report.sites.model_dump(), apps=report.apps.model_dump())
     return report
+
+
+# What a sync's document deletes, by kind: the live rows, by ID (until the guard decides).
+Deleting = dict[str, dict[str, dict]]
+
+
+def _guard_deletions(session: Session, vault: Vault, actor: Actor, deleting: Deleting,
+                     source: str, report: ImportReport) -> None:
+    """Each kind's deletions as one bulk delete: up to the cap applied now with an undo
+    record; above it held as a dry run (count, sample, a token bound to exactly that set)
+    that only an admin's confirmation with a reason applies. As POST /api/v1/deletions."""
+    limits = vault.limits
+    for kind, rows in deleting.items():
+        if not rows:
+            continue
+        ids = sorted(rows)
+        sample = [deletion_sample(row) for row in
+                  sorted(rows.values(), key=lambda row: row["external_id"])[:5]]
+        tally = getattr(report, kind + "s")
+        if len(ids) > limits.cap:
+            deletion, token = guard.hold(session=session, actor=actor, kind=kind, targets=ids,
+                                         limits=limits, source=source)
+            tally.held += len(ids)
+            report.deletions.append(SyncDeletion(
+                deletion_id=deletion.id, kind=kind, state="held", count=len(ids),
+                sample=sample, ids=ids, token=token, expires_at=deletion.expires_at))
+            continue
+        at = utcnow()
+        soft_delete(session=session, vault=vault, actor=actor, kind=kind, ids=ids, at=at)
+        deletion = guard.record_applied(session=session, actor=actor, kind=kind, targets=ids,
+                                        at=at, source=source)
+        tally.deleted += len(ids)
+        report.deletions.append(SyncDeletion(
+            deletion_id=deletion.id, kind=kind, state="applied", count=len(ids), sample=sample,
+            ids=ids, restorable_until=at + timedelta(days=limits.retention_days)))
+
+
+def deletion_sample(row) -> Sample:
+    """How a bulk delete shows a target (an ORM row or a plain one): IDs, and a site's or an
+    app's name or URL; never a contact's personal data."""
+    def value(name):
+        return row.get(name) if isinstance(row, dict) else getattr(row, name, None)
+
+    label = None if value("name_encrypted") else value("name")
+    return Sample(id=value("id"), external_id=value("external_id"),
+                  label=label or value("url"))
 
 
 def _chunks(entries: list[AccountEntry], size: int) -> Iterator[list[AccountEntry]]:
@@ -161,15 +213,16 @@ class _Wanted:
 
 
 def _upsert(session: Session, kind: str, wanted: list[_Wanted], now: datetime,
-            report: ImportReport) -> dict[str, dict]:
-    """Create, update, restore or soft-delete rows of one kind by external ID, in bulk.
-    Returns every row read or written, by external ID (rows of another owner included)."""
+            report: ImportReport, deleting: Deleting | None = None) -> dict[str, dict]:
+    """Create, update or restore rows of one kind by external ID, in bulk, and collect the
+    live rows to delete in `deleting` (for the guard). Returns every row read or written,
+    by external ID (rows of another owner included)."""
     prefix, model = KINDS[kind]
     tally = getattr(report, kind + "s")
     existing: dict[str, dict] = {}
-    if wanted:
-        existing = {row["external_id"]: row for row in _rows(
-            session, model, col(model.external_id).in_([item.external_id for item in wanted]))}
+    for chunk in in_chunks({item.external_id for item in wanted}):
+        existing.update((row["external_id"], row) for row in _rows(
+            session, model, col(model.external_id).in_(chunk)))
     new_rows, changes = [], []
     for item in wanted:
         row = existing.get(item.external_id)
@@ -179,10 +232,8 @@ def _upsert(session: Session, kind: str, wanted: list[_Wanted], now: datetime,
                           f"{kind} belongs to another {column.removesuffix('_id')} "
                           f"({row[column]})")
         elif item.deleted:
-            if row is not None and row["deleted_at"] is None:
-                row["deleted_at"] = now
-                changes.append({"id": row["id"], "deleted_at": now, "updated_at": now})
-                tally.deleted += 1
+            if row is not None and row["deleted_at"] is None and row["id"] not in deleting[kind]:
+                deleting[kind][row["id"]] = row
             else:
                 tally.unchanged += 1
         elif row is None:
@@ -215,7 +266,7 @@ def _upsert_accounts(session: Session, chunk: list[AccountEntry], now: datetime,
 
 
 def _upsert_sites(session: Session, chunk: list[AccountEntry], accounts: dict[str, dict],
-                  now: datetime, report: ImportReport) -> dict[str, dict]:
+                  now: datetime, report: ImportReport, deleting: Deleting) -> dict[str, dict]:
     return _upsert(session, "site", [
         _Wanted(site.external_id, line,
                 {"url": site.url, "name": site.name,
@@ -223,11 +274,13 @@ def _upsert_sites(session: Session, chunk: list[AccountEntry], accounts: dict[st
                 owner=("account_id", accounts[entry.account.external_id]["id"]),
                 deleted=site.deleted)
         for entry in chunk
-        for site, line in zip(entry.account.sites, entry.site_lines, strict=True)], now, report)
+        for site, line in zip(entry.account.sites, entry.site_lines, strict=True)], now, report,
+        deleting)
 
 
 def _upsert_apps(session: Session, chunk: list[AccountEntry], accounts: dict[str, dict],
-                 sites: dict[str, dict], now: datetime, report: ImportReport) -> None:
+                 sites: dict[str, dict], now: datetime, report: ImportReport,
+                 deleting: Deleting) -> None:
     wanted = []
     for entry in chunk:
         account_id = accounts[entry.account.external_id]["id"]
@@ -238,12 +291,12 @@ def _upsert_apps(session: Session, chunk: list[AccountEntry], accounts: dict[str
             wanted += [_Wanted(app.external_id, line, {"name": app.name},
                                owner=("site_id", site["id"]), deleted=app.deleted)
                        for app in site_in.apps]
-    _upsert(session, "app", wanted, now, report)
+    _upsert(session, "app", wanted, now, report, deleting)
 
 
 # A contact to check and encrypt: plain values only, so it can go to a worker process.
-# (line, account_id, contact fields, site ids or an error, existing live digest, confirmed,
-#  existing id, existing version, whether the existing row is deleted)
+# (line, account_id, contact fields (country after phone), site ids or an error, existing
+#  live digest, existing id, existing version, whether the existing row is deleted)
 ContactJob = tuple
 
 
@@ -254,30 +307,29 @@ class _Plan:
     jobs: list[ContactJob]
     existing: dict[tuple[str, str], dict]
     now: datetime
-    changes: list[dict] = field(default_factory=list)
-    versions: list[dict] = field(default_factory=list)
 
 
 def _plan_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[AccountEntry],
-                report: ImportReport) -> _Plan:
+                report: ImportReport, deleting: Deleting) -> _Plan:
     now = utcnow()
     accounts = _upsert_accounts(session, chunk, now, report)
-    sites = _upsert_sites(session, chunk, accounts, now, report)
-    _upsert_apps(session, chunk, accounts, sites, now, report)
+    sites = _upsert_sites(session, chunk, accounts, now, report, deleting)
+    _upsert_apps(session, chunk, accounts, sites, now, report, deleting)
     account_ids = [accounts[entry.account.external_id]["id"] for entry in chunk]
     wanted = [given.external_id for entry in chunk for given in entry.account.contacts]
     missing_sites = {ref for entry in chunk for given in entry.account.contacts
                      for ref in given.sites} - set(sites)
-    if missing_sites:  # sites synced earlier, not named in this document
-        for row in _rows(session, Site, col(Site.external_id).in_(missing_sites)):
+    # Reads in chunks: a batch is weighed by its contacts, and the sites its accounts name
+    # can be many more than one IN (...) takes.
+    for part in in_chunks(missing_sites):  # sites synced earlier, not named in this document
+        for row in _rows(session, Site, col(Site.external_id).in_(part)):
             sites[row["external_id"]] = row
     existing: dict[tuple[str, str], dict] = {}
-    if wanted:
-        existing = {(row["account_id"], row["external_id"]): row for row in _rows(
+    for part in in_chunks(set(wanted)):
+        existing.update(((row["account_id"], row["external_id"]), row) for row in _rows(
             session, Contact, col(Contact.account_id).in_(account_ids),
-            col(Contact.external_id).in_(wanted))}
+            col(Contact.external_id).in_(part)))
     plan = _Plan(jobs=[], existing=existing, now=now)
-    deleting = []
     for entry in chunk:
         account = accounts[entry.account.external_id]
         seen: set[str] = set()
@@ -290,33 +342,26 @@ def _plan_chunk(session: Session, vault: Vault, actor: Actor, chunk: list[Accoun
             row = existing.get((account["id"], given.external_id))
             if given.deleted:
                 if row is not None and row["deleted_at"] is None:
-                    deleting.append(row)
-                    report.contacts.deleted += 1
+                    deleting["contact"][row["id"]] = row
                 else:
                     report.contacts.unchanged += 1
                 continue
             site_ids, site_error = [], None
             for external_id in sorted(set(given.sites)):
                 site = sites.get(external_id)
-                if site is None or site["account_id"] != account["id"] or site["deleted_at"]:
+                if (site is None or site["account_id"] != account["id"] or site["deleted_at"]
+                        or site["id"] in deleting["site"]):
                     site_error = (f"site {external_id!r} is not a site of account "
                                   f"{account['external_id']!r}")
                     break
                 site_ids.append(site["id"])
             live_digest = row["content_digest"] if row and row["deleted_at"] is None else None
             plan.jobs.append((line, account["id"], given.external_id, given.name, given.email,
-                              given.phone, given.role, given.locale, given.timezone,
+                              given.phone, given.country, given.role, given.locale,
+                              given.timezone,
                               sorted(set(given.sites)), site_ids, site_error, live_digest,
-                              _iso(row["last_confirmed_at"]) if row else None,
                               row["id"] if row else None, row["version"] if row else 0,
                               bool(row and row["deleted_at"])))
-    refs = _site_refs(session, [row["id"] for row in deleting])
-    for row in deleting:
-        snapshot = _snapshot_of_row(vault, Contact(**row), refs[row["id"]])
-        row.update(deleted_at=now, version=row["version"] + 1, updated_at=now)
-        plan.changes.append({"id": row["id"], "deleted_at": now, "version": row["version"],
-                             "updated_at": now})
-        plan.versions.append(_version_row(vault, row, "deleted", now, actor, snapshot))
     return plan
 
 
@@ -327,18 +372,19 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str, now: dat
     (unchanged), a rejection reason (str), or (event, contact row, version row, links)."""
     cipher, index = vault.crypto.cipher, vault.crypto.index
     results: list = []
-    for (_line, account_id, external_id, name, email, phone, role, locale, timezone,
-         site_external_ids, site_ids, site_error, live_digest, confirmed, existing_id,
+    for (_line, account_id, external_id, name, email, phone, country, role, locale, timezone,
+         site_external_ids, site_ids, site_error, live_digest, existing_id,
          existing_version, was_deleted) in jobs:
         try:
             if site_error:
                 raise Invalid(site_error)
             email = fields.checked_email(email)
             normalized_email = normalize_email(email)
-            phone = (fields.e164_phone(phone, vault.default_phone_region)
-                     if phone and phone.strip() else None)
             role = fields.checked_role(role)
             locale = fields.checked_locale(locale)
+            region = fields.phone_region(fields.checked_country(country), locale,
+                                         vault.default_phone_region)
+            phone = fields.e164_phone(phone, region) if phone and phone.strip() else None
             timezone = fields.checked_timezone(timezone)
         except Invalid as exc:
             results.append(exc.message)
@@ -351,7 +397,7 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str, now: dat
         snapshot = json.dumps({
             "external_id": external_id, "name": name, "email": email, "phone": phone,
             "role": role, "locale": locale, "timezone": timezone, "sites": site_external_ids,
-            "source": source, "last_confirmed_at": confirmed})
+            "source": source, "last_confirmed_at": now.isoformat()})
         stored = {
             "name_encrypted": cipher.encrypt(name, context=NAME),
             "email_encrypted": cipher.encrypt(email, context=EMAIL),
@@ -362,13 +408,16 @@ def prepare_contacts(vault: Vault, jobs: list[ContactJob], source: str, now: dat
             "content_digest": digest, "role": role, "locale": locale, "timezone": timezone,
             "source": source, "updated_at": now, "deleted_at": None,
             "undeliverable_at": None,  # new details: worth writing to again
+            # The product has just vouched for these details: they count as confirmed now,
+            # so the freshness job does not email a whole fresh import at once.
+            "last_confirmed_at": now,
         }
         version = existing_version + 1
         if existing_id is None:
             contact_id = new_id("ctc")
             event = "created"
             row = {"id": contact_id, "account_id": account_id, "external_id": external_id,
-                   "version": 1, "created_at": now, "last_confirmed_at": None, **stored}
+                   "version": 1, "created_at": now, **stored}
         else:
             contact_id = existing_id
             event = "restored" if was_deleted else "updated"
@@ -385,8 +434,7 @@ def _apply_chunk(session: Session, plan: _Plan, prepared, report: ImportReport) 
     """Write one batch: new contacts, changed ones, their site links and versions."""
     if hasattr(prepared, "result"):
         prepared = prepared.result()
-    new_rows, links, relinked = [], [], []
-    changes, versions = plan.changes, plan.versions
+    new_rows, links, relinked, changes, versions = [], [], [], [], []
     tally = report.contacts
     for job, outcome in zip(plan.jobs, prepared, strict=True):
         if outcome is None:
@@ -408,8 +456,8 @@ def _apply_chunk(session: Session, plan: _Plan, prepared, report: ImportReport) 
         bulk_insert(session.connection(), Contact.__table__, new_rows)
     if changes:
         session.execute(update(Contact), changes)
-    if relinked:
-        session.execute(delete(ContactSite).where(col(ContactSite.contact_id).in_(relinked)))
+    for part in in_chunks(relinked):
+        session.execute(delete(ContactSite).where(col(ContactSite.contact_id).in_(part)))
     if links:
         bulk_insert(session.connection(), ContactSite.__table__, links)
     if versions:
@@ -575,31 +623,34 @@ KINDS = {"account": ("acc", Account), "site": ("site", Site), "app": ("app", App
 
 
 def _objects(session: Session, model, ids: list[str]) -> list:
-    return list(session.exec(select(model).where(col(model.id).in_(ids)))) if ids else []
+    return [row for chunk in in_chunks(set(ids))
+            for row in session.exec(select(model).where(col(model.id).in_(chunk)))]
 
 
 def _affected(session: Session, kind: str, ids: list[str], deleted_at: datetime | None):
     """The objects a delete (deleted_at None: live ones) or a restore (deleted at exactly
     `deleted_at`) touches: the targets and what hangs under them."""
-    def matching(model, *conditions):
+    def matching(column, values: list[str]) -> list:
+        model = column.class_
         state = (col(model.deleted_at).is_(None) if deleted_at is None
                  else model.deleted_at == deleted_at)
-        return list(session.exec(select(model).where(state, *conditions)))
+        return [row for chunk in in_chunks(values)  # a bulk delete may hold many thousands
+                for row in session.exec(select(model).where(state, column.in_(chunk)))]
 
     accounts = sites = apps = contacts = []
     if kind == "account":
-        accounts = matching(Account, col(Account.id).in_(ids))
+        accounts = matching(col(Account.id), ids)
         account_ids = [a.id for a in accounts]
-        sites = matching(Site, col(Site.account_id).in_(account_ids))
-        contacts = matching(Contact, col(Contact.account_id).in_(account_ids))
+        sites = matching(col(Site.account_id), account_ids)
+        contacts = matching(col(Contact.account_id), account_ids)
     elif kind == "site":
-        sites = matching(Site, col(Site.id).in_(ids))
+        sites = matching(col(Site.id), ids)
     elif kind == "app":
-        apps = matching(App, col(App.id).in_(ids))
+        apps = matching(col(App.id), ids)
     else:
-        contacts = matching(Contact, col(Contact.id).in_(ids))
+        contacts = matching(col(Contact.id), ids)
     if sites and kind != "app":
-        apps = matching(App, col(App.site_id).in_([site.id for site in sites]))
+        apps = matching(col(App.site_id), [site.id for site in sites])
     return accounts, sites, apps, contacts
 
 

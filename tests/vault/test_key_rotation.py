@@ -1,6 +1,7 @@
 """`keys rotate` re-encrypts every field under a new key while lookups keep answering; the
 old key can then be retired and everything still decrypts."""
 
+import re
 import threading
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from sqlmodel import select
 from contacts import keyring
 from contacts.audit import Actor
 from contacts.db import session_scope
-from contacts.vault import service
+from contacts.vault import backup, service
 from contacts.vault.models import Account
 from contacts.vault.schemas import SyncDocument
 from tests.vault.fixtures import make_document
@@ -109,3 +110,77 @@ def test_rotation_refuses_to_edit_keys_given_in_the_environment(keyed_app, monke
     assert result.exit_code == 2
     assert result.output.strip().startswith(
         "Error: field_keys comes from LIFELINE_FIELD_KEYS: add the new key there")
+
+
+def snapshot(app) -> str:
+    result = app.test_cli_runner().invoke(args=["backup", "create"])
+    assert result.exit_code == 0, result.output
+    return re.search(r"wrote \S*/(lifeline-\S+\.llbackup)", result.output).group(1)
+
+
+def test_a_key_a_retained_snapshot_needs_is_kept_until_the_snapshot_is_gone(keyed_app):
+    sync(keyed_app, make_document(accounts=2, contacts_per_account=2))
+    runner = keyed_app.test_cli_runner()
+    before_rotation = snapshot(keyed_app)  # its fields are under k1
+    rotated = runner.invoke(args=["keys", "rotate"])
+    assert rotated.exit_code == 0 and "; 0 left" in rotated.output, rotated.output
+
+    refused = runner.invoke(args=["keys", "retire", "k1"])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == (f"Error: k1 is still needed to restore 1 snapshot(s): "
+                                      f"{before_rotation}; keep it until they are pruned or "
+                                      "removed")
+    keys_file = Path(keyed_app.extensions["lifeline.settings"].secrets_keys_dir) / "field_keys"
+    assert keys_file.read_text().startswith("k1:")
+    assert backup.snapshot_field_keys(
+        backup.snapshot_named(backup_dir(keyed_app), before_rotation),
+        keyed_app.extensions["lifeline.settings"].secrets.backup_key) == {"k1"}
+
+    after_rotation = snapshot(keyed_app)  # under k2 only: needs nothing from k1
+    pruned = backup.prune_snapshots(backup_dir(keyed_app), keep=1)
+    assert [path.name for path in pruned] == [before_rotation]
+    retired = runner.invoke(args=["keys", "retire", "k1"])
+    assert retired.exit_code == 0, retired.output
+    assert not keys_file.read_text().startswith("k1:")
+    drilled = runner.invoke(args=["backup", "drill"])
+    assert drilled.exit_code == 0 and f"drill of {after_rotation} passed" in drilled.output
+
+
+def test_a_snapshot_whose_header_names_no_keys_is_read_whole(keyed_app, monkeypatch):
+    """Snapshots made before headers named their keys: retire reads them to tell."""
+    sync(keyed_app, make_document(accounts=1, contacts_per_account=2))
+    monkeypatch.setattr(backup, "_field_key_ids", lambda connection: None)
+    older = snapshot(keyed_app)
+    monkeypatch.undo()
+    runner = keyed_app.test_cli_runner()
+    assert runner.invoke(args=["keys", "rotate"]).exit_code == 0
+    refused = runner.invoke(args=["keys", "retire", "k1"])
+    assert refused.exit_code == 2 and older in refused.output, refused.output
+
+
+def test_a_drill_with_the_key_gone_from_disk_fails_even_while_this_process_holds_it(
+        keyed_app, make_token):
+    sync(keyed_app, make_document(accounts=2, contacts_per_account=2))
+    older = snapshot(keyed_app)
+    runner = keyed_app.test_cli_runner()
+    assert runner.invoke(args=["keys", "rotate"]).exit_code == 0
+    # k1 leaves the key file behind the guard's back (an edit, another tool, a lost file)...
+    keys_file = Path(keyed_app.extensions["lifeline.settings"].secrets_keys_dir) / "field_keys"
+    keyring._write_atomically(keys_file, "".join(
+        line + "\n" for line in keys_file.read_text().splitlines() if not line.startswith("k1:")))
+    # ...while the running server still holds it in memory.
+    assert "k1" in keyed_app.extensions["lifeline.crypto"].cipher.key_ids
+    client = keyed_app.test_client()
+    headers = {"Authorization": f"Bearer {make_token('backups:write')}"}
+    answer = client.post("/api/v1/backups/drill", json={"snapshot": older}, headers=headers)
+    assert answer.status_code == 200
+    outcome = answer.get_json()
+    assert outcome["ok"] is False
+    assert outcome["detail"] == "field encrypted with unknown key id 'k1'"
+    assert client.get("/healthz").get_json()["backups"]["ok"] is False
+    cli = runner.invoke(args=["backup", "drill"])
+    assert cli.exit_code == 2 and "unknown key id 'k1'" in cli.output
+
+
+def backup_dir(app) -> Path:
+    return Path(app.extensions["lifeline.settings"].backup_dir)

@@ -159,7 +159,11 @@ def test_a_parallel_sync_reports_and_stores_what_a_one_process_sync_does(
             alone = without_ids(sync_document(doc, into=one_process, batch_size=10))
             assert parallel == alone
         assert parallel["contacts"] == {
-            "created": 0, "updated": 1, "unchanged": 112, "deleted": 1, "rejected": 2}
+            "created": 0, "updated": 1, "unchanged": 112, "deleted": 1, "rejected": 2,
+            "held": 0}
+        assert parallel["deletions"] == [
+            ("contact", "applied", 1, [accounts[18]["contacts"][2]["external_id"]]),
+            ("site", "applied", 1, [accounts[23]["sites"][0]["external_id"]])]
         assert {(r["line"], r["reason"]) for r in parallel["rejections"]} == {
             ("accounts[20].sites[1]", "site belongs to another account"),
             ("accounts[9].contacts[1]", "email is not a valid address"),
@@ -181,6 +185,9 @@ def without_ids(report: ImportReport) -> dict:
     figures = report.model_dump()
     for rejection in figures["rejections"]:
         rejection["reason"] = rejection["reason"].split(" (")[0]
+    figures["deletions"] = [(deletion["kind"], deletion["state"], deletion["count"],
+                             [item["external_id"] for item in deletion["sample"]])
+                            for deletion in figures["deletions"]]
     return figures
 
 
@@ -194,3 +201,32 @@ def contacts_of(engine, vault) -> list[tuple]:
             for account_id, external_id in accounts
             for contact in service.list_contacts(session=session, vault=vault,
                                                  account_id=account_id))
+
+
+def test_a_parallel_sync_guards_deletions_as_a_one_process_sync_does(engine, vault,
+                                                                      sync_document, tmp_path):
+    """Deletions spread over many batches and worker processes are one set per kind: over
+    the cap (50) held whole, under it applied, the same in one process."""
+    document = make_document(accounts=30, contacts_per_account=3, seed=5)
+    changed = copy.deepcopy(document)
+    for account in changed["accounts"][:18]:  # 54 contacts: over the cap
+        for contact in account["contacts"]:
+            contact["deleted"] = True
+    for account in changed["accounts"][26:]:  # 4 sites (and the contacts naming them)
+        account["sites"][0]["deleted"] = True
+        del account["contacts"]
+    changed["accounts"][20]["contacts"][0]["name"] = "Renamed Person"
+    one_process = make_engine(f"sqlite:///{tmp_path / 'one-process.db'}")
+    upgrade_database(one_process)
+    try:
+        for doc in (document, changed):
+            parallel = without_ids(sync_document(doc, parallel=True, batch_size=10))
+            alone = without_ids(sync_document(doc, into=one_process, batch_size=10))
+            assert parallel == alone
+        assert [deletion[:3] for deletion in parallel["deletions"]] == [
+            ("contact", "held", 54), ("site", "applied", 4)]
+        assert (parallel["contacts"]["held"], parallel["contacts"]["updated"]) == (54, 1)
+        assert contacts_of(engine, vault) == contacts_of(one_process, vault)
+        assert len(contacts_of(engine, vault)) == 90
+    finally:
+        one_process.dispose()

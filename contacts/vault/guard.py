@@ -1,0 +1,72 @@
+"""The bulk-delete guard's records, for every way a deletion arrives (the deletions API and
+CLI, and deletions in a sync or an import): a held bulk delete, bound by its token to exactly
+one set of IDs, and the undo record of a deletion applied at once."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import Session
+
+from contacts import audit
+from contacts.audit import Actor
+from contacts.db import utcnow
+from contacts.ids import new_id
+from contacts.vault.models import BulkDeletion
+
+
+@dataclass(frozen=True)
+class Limits:
+    cap: int = 50
+    token_minutes: int = 15
+    retention_days: int = 30
+
+    @classmethod
+    def from_settings(cls, settings) -> Limits:
+        return cls(cap=settings.vault_bulk_delete_cap,
+                   token_minutes=settings.vault_bulk_delete_token_minutes,
+                   retention_days=settings.vault_retention_days)
+
+
+def targets_digest(kind: str, ids: list[str]) -> str:
+    return hashlib.sha256(f"{kind}:{','.join(sorted(ids))}".encode()).hexdigest()
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hold(*, session: Session, actor: Actor, kind: str, targets: list[str], limits: Limits,
+         reason: str | None = None, source: str = "deletions") -> tuple[BulkDeletion, str]:
+    """A planned bulk delete (nothing deleted) and the token that alone confirms it."""
+    token = secrets.token_urlsafe(24)
+    now = utcnow()
+    deletion = BulkDeletion(
+        id=new_id("del"), kind=kind, target_ids=targets,
+        targets_digest=targets_digest(kind, targets), token_hash=token_hash(token),
+        reason=reason, planned_by=actor.id or actor.kind, planned_at=now,
+        expires_at=now + timedelta(minutes=limits.token_minutes))
+    session.add(deletion)
+    audit.record(session, actor, "bulk_delete.planned", target_kind="bulk_deletion",
+                 target_id=deletion.id, kind=kind, count=len(targets), reason=reason,
+                 source=source)
+    return deletion, token
+
+
+def record_applied(*, session: Session, actor: Actor, kind: str, targets: list[str],
+                   at: datetime, source: str) -> BulkDeletion:
+    """The undo record of a deletion applied at once (under the cap): `undo` restores what
+    was deleted at `at`, as for a confirmed bulk delete. Its token is never given out."""
+    by = actor.id or actor.kind
+    deletion = BulkDeletion(
+        id=new_id("del"), kind=kind, target_ids=targets,
+        targets_digest=targets_digest(kind, targets),
+        token_hash=token_hash(secrets.token_urlsafe(24)), reason=None, planned_by=by,
+        planned_at=at, expires_at=at, confirmed_by=by, confirmed_at=at)
+    session.add(deletion)
+    audit.record(session, actor, "bulk_delete.confirmed", target_kind="bulk_deletion",
+                 target_id=deletion.id, kind=kind, count=len(targets), source=source)
+    return deletion
