@@ -19,7 +19,7 @@ from contacts.delivery import outbox
 from contacts.errors import Invalid
 from contacts.incidents import service
 from contacts.incidents.models import AffectedSite
-from contacts.mail import Mailer
+from contacts.delivery.webhook import WebhookPolicy
 from tests.helpers import csrf_token_from
 from tests.incidents.conftest import complete_draft
 
@@ -28,7 +28,8 @@ ACTOR = Actor.system("test")
 
 @pytest.fixture
 def receiver():
-    """An HTTP endpoint on 127.0.0.1 that fails its first `fail` calls with 503."""
+    """An HTTP endpoint on 127.0.0.1 that fails its first `fail` calls with 503 (the app
+    below allows this one private address; webhooks reach public addresses only)."""
     state = {"fail": 0, "calls": []}
 
     class Handler(BaseHTTPRequestHandler):
@@ -49,10 +50,16 @@ def receiver():
     server.shutdown()
 
 
+@pytest.fixture
+def app(make_app, receiver):
+    url, _state = receiver
+    return make_app(webhooks_allow_private_hosts=[url.split("/")[2]])
+
+
 def _drain(app, engine, now):
-    return outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
-                        mailer=Mailer(host="127.0.0.1", port=9, sender="s@l.test", timeout=1),
-                        now=now)
+    return outbox.drain_webhooks(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+                                 policy=WebhookPolicy.from_settings(
+                                     app.extensions["lifeline.settings"]), now=now)
 
 
 def test_an_update_is_posted_signed_and_retried_with_the_same_key(
