@@ -186,9 +186,9 @@ def test_public_endpoints_are_accepted(url, resolver):
 
 def test_the_refusal_names_the_kind_of_address_typed():
     for url, kind in (("http://127.1/", "loopback"), ("http://10.1.2.3/", "private"),
-                      ("http://169.254.169.254/", "link-local"), ("http://[fd00::5]/",
-                                                                   "unique-local"),
-                      ("http://0x0/", "unspecified"), ("http://100.64.1.1/", "shared (carrier-grade NAT)"),
+                      ("http://169.254.169.254/", "link-local"),
+                      ("http://[fd00::5]/", "unique-local"), ("http://0x0/", "unspecified"),
+                      ("http://100.64.1.1/", "shared (carrier-grade NAT)"),
                       ("http://[::ffff:10.0.0.1]/", "private (IPv4 inside IPv6)")):
         with pytest.raises(RefusedEndpoint) as refused:
             check_endpoint(url, WebhookPolicy())

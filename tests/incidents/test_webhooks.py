@@ -17,10 +17,10 @@ from sqlmodel import select
 from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
 from contacts.delivery import outbox
+from contacts.delivery.webhook import WebhookPolicy
 from contacts.errors import Invalid
 from contacts.incidents import service
 from contacts.incidents.models import AffectedSite
-from contacts.delivery.webhook import WebhookPolicy
 from tests.helpers import csrf_token_from
 from tests.incidents.conftest import complete_draft
 
