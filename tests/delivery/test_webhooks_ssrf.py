@@ -67,23 +67,29 @@ FAKE_DNS = {"hooks.customer.example": ["10.0.0.1"],
             "public.customer.example": ["93.184.216.34"]}
 
 
-@pytest.fixture
-def resolver(monkeypatch):
-    """The system resolver, except for the names above; counts every lookup."""
-    real = socket.getaddrinfo
-    lookups: list[str] = []
+class Resolver:
+    """The system resolver, except for the names in `names` (and any other name of
+    customer.example, which does not resolve); `lookups` lists every name looked up."""
 
-    def getaddrinfo(host, port, *args, **kwargs):
-        lookups.append(host)
-        if host in FAKE_DNS:
+    def __init__(self, real):
+        self.real, self.names, self.lookups = real, dict(FAKE_DNS), []
+
+    def getaddrinfo(self, host, port, *args, **kwargs):
+        self.lookups.append(host)
+        if host in self.names:
             return [(socket.AF_INET6 if ":" in address else socket.AF_INET,
-                     socket.SOCK_STREAM, 6, "", (address, port)) for address in FAKE_DNS[host]]
+                     socket.SOCK_STREAM, 6, "", (address, port))
+                    for address in self.names[host]]
         if host.endswith(".customer.example"):
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return real(host, port, *args, **kwargs)
+        return self.real(host, port, *args, **kwargs)
 
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return lookups
+
+@pytest.fixture
+def resolver(monkeypatch):
+    made = Resolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", made.getaddrinfo)
+    return made
 
 
 @pytest.fixture
@@ -174,7 +180,7 @@ def test_a_name_resolving_inside_is_refused_without_saying_where_it_points(
         check_endpoint(url, WebhookPolicy())
     assert refused.value.message == ("the webhook URL's host must resolve to public internet "
                                      "addresses only")
-    assert len(resolver) == 1 and loopback_only == []
+    assert len(resolver.lookups) == 1 and loopback_only == []
 
 
 @pytest.mark.parametrize("url", ["https://8.8.8.8/hooks", "https://[2001:4860:4860::8888]/",
@@ -278,30 +284,23 @@ def test_an_inside_endpoint_is_refused_when_called_and_reads_as_unreachable(
 
 
 def test_a_name_is_looked_up_once_and_called_at_the_checked_address(app, receivers, resolver,
-                                                                    loopback_only):
+                                                                    loopback_only, monkeypatch):
     """After the check, a second lookup would say 10.0.0.1: there is none; the server still
     sees its own name in the Host header."""
     receiver = receivers()
-    FAKE_DNS["rebinding.customer.example"] = ["127.0.0.1"]
-    try:
-        _queue_webhook(app, "pinned", f"http://rebinding.customer.example:{receiver.port}/h")
-        resolver.clear()
-        real = socket.getaddrinfo
+    resolver.names["rebinding.customer.example"] = ["127.0.0.1"]
+    _queue_webhook(app, "pinned", f"http://rebinding.customer.example:{receiver.port}/h")
+    look_up = resolver.getaddrinfo
 
-        def rebinding(host, port, *args, **kwargs):
-            answer = real(host, port, *args, **kwargs)
-            FAKE_DNS["rebinding.customer.example"] = ["10.0.0.1"]
-            return answer
+    def rebinding(host, port, *args, **kwargs):
+        answer = look_up(host, port, *args, **kwargs)
+        resolver.names["rebinding.customer.example"] = ["10.0.0.1"]  # from now on
+        return answer
 
-        socket.getaddrinfo = rebinding
-        try:
-            report = _send(app, WebhookPolicy(allow_private=frozenset({receiver.host_port})))
-        finally:
-            socket.getaddrinfo = real
-    finally:
-        FAKE_DNS.pop("rebinding.customer.example", None)
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    report = _send(app, WebhookPolicy(allow_private=frozenset({receiver.host_port})))
     assert report.sent == 1
-    assert resolver == ["rebinding.customer.example"]
+    assert resolver.lookups == ["rebinding.customer.example"]
     assert receiver.calls[0]["Host"] == f"rebinding.customer.example:{receiver.port}"
     assert loopback_only == []
 
@@ -319,3 +318,71 @@ def test_a_redirect_is_never_followed(app, receivers, loopback_only):
     assert _errors(app)["redirected"] == "the endpoint answered 307; redirects are not followed"
     report = _send(app, policy, now=utcnow() + timedelta(hours=1))  # retried: never followed
     assert report.retried == 1 and elsewhere.calls == []
+
+
+def _authority_and_certificate(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A throwaway certificate authority, and a certificate it signed for `name`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def build(subject: str, issuer_name, signing_key, public_key, *, authority: bool):
+        now = utcnow()
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(issuer_name).public_key(public_key)
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(days=1))
+                   .not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=authority, path_length=None),
+                                  critical=True))
+        if not authority:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]),
+                                            critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    authority_key = ec.generate_private_key(ec.SECP256R1())
+    authority_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test authority")])
+    authority = build("Test authority", authority_name, authority_key,
+                      authority_key.public_key(), authority=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = build(name, authority_name, authority_key, key.public_key(), authority=False)
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(authority.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_https_names_the_host_to_the_server_and_checks_its_certificate(tmp_path, receivers,
+                                                                       resolver, loopback_only):
+    """The call goes to the checked address, but TLS asks for (SNI) and verifies the
+    certificate of the name in the URL: another name on the same address is refused."""
+    import ssl
+
+    from contacts.delivery import webhook
+
+    authority, certificate, key = _authority_and_certificate(tmp_path, "hooks.customer.example")
+    receiver = receivers()
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(certificate, key)
+    asked_for: list[str | None] = []
+    served.sni_callback = lambda _sock, name, _context: asked_for.append(name)
+    receiver.server.socket = served.wrap_socket(receiver.server.socket, server_side=True)
+    resolver.names["hooks.customer.example"] = ["127.0.0.1"]
+    resolver.names["other.customer.example"] = ["127.0.0.1"]
+    policy = WebhookPolicy(allow_private=frozenset({receiver.host_port}),
+                           https_only=True, deadline_seconds=5,
+                           tls=ssl.create_default_context(cafile=str(authority)))
+    webhook.post(url=f"https://hooks.customer.example:{receiver.port}/h", body=b"{}",
+                 headers={"X-Lifeline-Signature": "sha256=00"}, policy=policy)
+    assert asked_for == ["hooks.customer.example"]
+    assert receiver.calls[0]["Host"] == f"hooks.customer.example:{receiver.port}"
+    with pytest.raises(webhook.WebhookFailed, match=UNREACHABLE):
+        webhook.post(url=f"https://other.customer.example:{receiver.port}/h", body=b"{}",
+                     headers={}, policy=policy)
+    assert len(receiver.calls) == 1  # the wrong certificate got no request
+    assert loopback_only == []
