@@ -293,6 +293,7 @@ class _PinnedConnection(http.client.HTTPConnection):
         super().__init__(endpoint.host, endpoint.port, timeout=deadline.remaining())
         self.address, self.deadline = address, deadline
         self.tls = (tls or ssl.create_default_context()) if endpoint.scheme == "https" else None
+        self.default_port = 443 if self.tls else 80  # the Host header names other ports
 
     def connect(self) -> None:
         family = socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
