@@ -23,8 +23,7 @@ from contacts.audit import Actor
 from contacts.crypto import Crypto, normalize_email
 from contacts.db import bulk_insert, in_chunks
 from contacts.delivery import outbox
-from contacts.delivery import webhook as webhook_transport
-from contacts.delivery.webhook import WebhookPolicy
+from contacts.delivery.webhook import WebhookPolicy, check_endpoint
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
 from contacts.incidents import messages
@@ -611,7 +610,7 @@ def set_webhook(*, session: Session, desk: Desk, actor: Actor, account_id: str,
     An endpoint that is not on the public internet is refused (RefusedEndpoint, an Invalid
     naming why); the outbox checks it again each time it calls."""
     url = url.strip()
-    webhook_transport.check_endpoint(url, desk.webhooks)
+    check_endpoint(url, desk.webhooks)
     account = vault_service.get_account(session=session, account_id=account_id)
     secret = secrets.token_urlsafe(32)
     existing = session.get(AccountWebhook, account.id)
