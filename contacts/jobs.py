@@ -13,6 +13,7 @@ from contacts import audit, schema
 from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
 from contacts.delivery import outbox
+from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
@@ -105,6 +106,20 @@ def send_queued_messages() -> None:
                  report.failed)
 
 
+def send_queued_webhooks() -> None:
+    """The webhook lane, a job of its own: a slow endpoint holds this job, never the
+    emails' (the scheduler runs jobs in separate threads)."""
+    app = current_app()
+    settings = app.extensions["lifeline.settings"]
+    report = outbox.drain_webhooks(engine=app.extensions["lifeline.engine"],
+                                   cipher=app.extensions["lifeline.crypto"].cipher,
+                                   policy=WebhookPolicy.from_settings(settings), now=utcnow(),
+                                   lease=timedelta(seconds=settings.delivery_lease_seconds))
+    if report.sent or report.retried or report.failed:
+        log.info("webhooks: %d sent, %d to retry, %d failed", report.sent, report.retried,
+                 report.failed)
+
+
 def message_renderer(app) -> intake_service.Renderer:
     return lambda kind, locale, values: render_message(app.jinja_env, kind, locale, values)
 
@@ -191,14 +206,18 @@ def follow_work() -> None:
 
 def background_services(app) -> list:
     """What every `flask worker` process runs besides the (leader-only) scheduler: on
-    PostgreSQL, a delivery loop, so several workers share the outbox."""
+    PostgreSQL, a delivery loop per lane (emails, webhooks), so several workers share the
+    outbox and no webhook delays an email."""
     settings = app.extensions["lifeline.settings"]
     engine = app.extensions["lifeline.engine"]
     if engine.dialect.name != "postgresql":
         return []
-    return [outbox.DeliveryLoop(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
-                                mailer=Mailer.from_settings(settings),
-                                lease=timedelta(seconds=settings.delivery_lease_seconds))]
+    cipher = app.extensions["lifeline.crypto"].cipher
+    lease = timedelta(seconds=settings.delivery_lease_seconds)
+    return [outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
+                                mailer=Mailer.from_settings(settings)),
+            outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
+                                policy=WebhookPolicy.from_settings(settings))]
 
 
 def scheduled_jobs(settings) -> list[ScheduledJob]:
@@ -207,6 +226,7 @@ def scheduled_jobs(settings) -> list[ScheduledJob]:
         ScheduledJob("vault-purge", purge_deleted_records, HOUR),
         ScheduledJob("vault-freshness", ask_contacts_to_confirm, HOUR, first_run_after=300),
         ScheduledJob("delivery-drain", send_queued_messages, settings.delivery_drain_seconds),
+        ScheduledJob("delivery-webhooks", send_queued_webhooks, settings.delivery_drain_seconds),
         ScheduledJob("intake-process", process_requests, settings.intake_process_seconds),
         ScheduledJob("incidents-cadence", send_scheduled_updates,
                      settings.incidents_cadence_check_seconds),

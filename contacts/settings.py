@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import logging
 import os
 import re
@@ -94,10 +95,38 @@ def load_settings(
     secrets = secrets_given or load_secrets(
         keys_dir, environ, generate=values["app_env"] != "production"
     )
+    _check_webhooks(values)
     if values["app_env"] == "production" and not values["server_session_cookie_secure"]:
         raise ConfigError("production serves staff over HTTPS only: set "
                           "LIFELINE_SERVER_SESSION_COOKIE_SECURE=true")
     return Settings(values, secrets, secrets_given=secrets_given is not None)
+
+
+def _check_webhooks(values: dict[str, Any]) -> None:
+    """The allowance of private webhook endpoints is for tests: exact pairs, never in
+    production."""
+    allowed = [_host_port(entry) for entry in values["webhooks_allow_private_hosts"]]
+    if allowed and values["app_env"] == "production":
+        raise ConfigError("production refuses webhooks allow_private_hosts (webhooks reach "
+                          "public addresses only): unset LIFELINE_WEBHOOKS_ALLOW_PRIVATE_HOSTS")
+    values["webhooks_allow_private_hosts"] = allowed
+    deadline = values["webhooks_deadline_seconds"]
+    if not deadline > 0:
+        raise ConfigError(f"webhooks deadline_seconds must be above 0, got {deadline!r}")
+
+
+def _host_port(entry: Any) -> str:
+    """"127.0.0.1:9123" or "[::1]:9123", in the one spelling the webhook transport compares."""
+    host, _, port = str(entry).strip().rpartition(":")
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        number = int(port)
+        if not 0 < number < 65536 or (address.version == 6) != host.startswith("["):
+            raise ValueError(entry)
+    except ValueError:
+        raise ConfigError(f"webhooks allow_private_hosts entry {entry!r} must be an IP "
+                          "address and a port, such as 127.0.0.1:9123 or [::1]:9123") from None
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

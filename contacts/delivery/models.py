@@ -17,12 +17,13 @@ STATES = ("queued", "sent", "failed")
 
 class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox_message"
-    __table_args__ = (Index("ix_outbox_message_due", "state", "next_attempt_at"),)
+    # Each delivery lane claims its own channel's due messages through this index.
+    __table_args__ = (Index("ix_outbox_message_due", "state", "channel", "next_attempt_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     # Idempotency: the same key is enqueued once, whatever retries the caller makes.
     key: str = Field(max_length=120, unique=True)
-    channel: str = Field(max_length=16)  # email (webhooks come with the updates)
+    channel: str = Field(max_length=16)  # email or webhook: the lane that sends it
     # What the message is for, for the console and the logs; never personal data.
     purpose: str = Field(max_length=64)
     # The recipient and the whole message, sealed: they hold addresses and one-time codes.

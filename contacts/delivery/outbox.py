@@ -1,4 +1,6 @@
-"""Enqueue messages in the caller's transaction; drain them over SMTP from a job.
+"""Enqueue messages in the caller's transaction; drain them from jobs, in two lanes: emails
+over SMTP (`drain`) and webhooks over HTTP (`drain_webhooks`), each claiming only its own
+channel, so that no webhook, however slow its endpoint, delays an email.
 
 A message is claimed with a lease before it is sent and marked sent after; a sender that
 dies in between leaves the lease to run out and the message to be sent again, with the same
@@ -8,6 +10,7 @@ as failed (and counted on /healthz-like pages, never silently dropped).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -15,9 +18,8 @@ import logging
 import queue
 import random
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,8 +30,10 @@ from sqlmodel import Session, col, select
 
 from contacts.crypto import FieldCipher
 from contacts.db import UTCDateTime, bulk_insert, session_scope
+from contacts.delivery import webhook as transport
 from contacts.delivery.models import OUTBOX_PAYLOAD, STATES, OutboxMessage
-from contacts.mail import MailConnection, Mailer, MailFailed
+from contacts.delivery.webhook import WebhookFailed, WebhookPolicy
+from contacts.mail import Mailer, MailFailed
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,9 @@ MAX_ATTEMPTS = 8
 # How a message whose recipient's address was refused for good starts its `last_error`.
 BOUNCED = "bounced: "
 LEASE = timedelta(minutes=2)
+# Webhooks posted at once by one webhook lane, and so claimed per batch: a batch lasts one
+# deadline at most, far inside its lease.
+WEBHOOK_SENDERS = 8
 
 
 @dataclass(frozen=True)
@@ -56,12 +63,6 @@ class Webhook:
     url: str
     body: str
     signature: str
-
-
-class WebhookFailed(Exception):
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass
@@ -109,21 +110,11 @@ def sign(secret: str, body: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
 
 
-def _post(webhook: Webhook, key: str, timeout: float = 10.0) -> None:
-    if not webhook.url.lower().startswith(("http://", "https://")):
-        raise WebhookFailed("the endpoint is not an http(s) URL")
-    request = urllib.request.Request(  # noqa: S310 - http(s) only, checked above
-        webhook.url, data=webhook.body.encode(), method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "Lifeline webhooks",
-                 "X-Lifeline-Signature": webhook.signature,
-                 "Idempotency-Key": message_id_for(key)[1:33]})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-            answer.read(1024)
-    except urllib.error.HTTPError as exc:
-        raise WebhookFailed(f"the endpoint answered {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise WebhookFailed(f"the endpoint could not be reached: {type(exc).__name__}") from None
+def _post(webhook: Webhook, key: str, policy: WebhookPolicy) -> None:
+    transport.post(url=webhook.url, body=webhook.body.encode(), policy=policy, headers={
+        "Content-Type": "application/json", "User-Agent": "Lifeline webhooks",
+        "X-Lifeline-Signature": webhook.signature,
+        "Idempotency-Key": message_id_for(key)[1:33]})
 
 
 def enqueue_rows(*, session: Session, rows: list[dict]) -> None:
@@ -138,11 +129,12 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=base + random.uniform(0, base / 10))  # noqa: S311 - not a secret
 
 
-def _claim(engine: Engine, now: datetime, limit: int,
-           lease: timedelta = LEASE) -> list[OutboxMessage]:
+def _claim(engine: Engine, now: datetime, limit: int, lease: timedelta = LEASE, *,
+           channel: str = "email") -> list[OutboxMessage]:
     with session_scope(engine) as session:
         query = (select(OutboxMessage)
-                 .where(OutboxMessage.state == "queued", OutboxMessage.next_attempt_at <= now,
+                 .where(OutboxMessage.state == "queued", OutboxMessage.channel == channel,
+                        OutboxMessage.next_attempt_at <= now,
                         or_(col(OutboxMessage.lease_until).is_(None),
                             col(OutboxMessage.lease_until) <= now))
                  .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
@@ -159,24 +151,64 @@ def _claim(engine: Engine, now: datetime, limit: int,
 
 def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
           limit: int = 200, lease: timedelta = LEASE) -> DrainReport:
-    """Send what is due, each message's outcome committed as soon as it is known. When the
-    SMTP server is down, the batch's other emails are handed back untouched (one refused
-    connection says the same of every message); webhooks still go."""
+    """The email lane: send the emails that are due over one SMTP connection, each outcome
+    committed as soon as it is known. When the SMTP server is down, the batch's other emails
+    are handed back untouched (one refused connection says the same of every message)."""
     report = DrainReport()
     smtp_down, handed_back = False, []
-    claimed = _claim(engine, now, limit, lease)
+    claimed = _claim(engine, now, limit, lease, channel="email")
     if not claimed:
         return report
     try:
         with mailer.connection() as connection, _outcome_writer(engine) as record:
             for message in claimed:
-                if smtp_down and message.channel == "email":
+                if smtp_down:
                     handed_back.append(message.id)
-                elif not _deliver(connection, cipher, message, now, report, record):
-                    smtp_down = True
+                    continue
+                email = Email(**_payload(cipher, message))
+                failure = _attempt(functools.partial(
+                    connection.send, to=email.to, subject=email.subject, text=email.text,
+                    html=email.html, message_id=message_id_for(message.key),
+                    headers=email.headers))
+                _settle(message, now, report, record, failure)
+                smtp_down = getattr(failure, "server_down", False)
     finally:
         _release(engine, handed_back)
     return report
+
+
+def drain_webhooks(*, engine: Engine, cipher: FieldCipher, policy: WebhookPolicy,
+                   now: datetime, lease: timedelta = LEASE,
+                   senders: int = WEBHOOK_SENDERS) -> DrainReport:
+    """The webhook lane: post the webhooks that are due, `senders` at once, each within the
+    policy's deadline (so a batch takes one deadline at most) and to a checked address.
+    The lease is at least two deadlines, so no other sender takes a batch still on the wire."""
+    report = DrainReport()
+    lease = max(lease, timedelta(seconds=2 * policy.deadline_seconds))
+    claimed = _claim(engine, now, senders, lease, channel="webhook")
+    if not claimed:
+        return report
+    with _outcome_writer(engine) as record, ThreadPoolExecutor(
+            len(claimed), thread_name_prefix="webhook") as pool:
+        posted = {pool.submit(_attempt, functools.partial(
+            _post, Webhook(**_payload(cipher, message)), message.key, policy)): message
+            for message in claimed}
+        for done in as_completed(posted):
+            _settle(posted[done], now, report, record, done.result())
+    return report
+
+
+def _attempt(send: Callable[[], None]) -> MailFailed | WebhookFailed | None:
+    """Send one message; what went wrong, if anything."""
+    try:
+        send()
+    except (MailFailed, WebhookFailed) as exc:
+        return exc
+    return None
+
+
+def _payload(cipher: FieldCipher, message: OutboxMessage) -> dict:
+    return json.loads(cipher.decrypt(message.payload_encrypted, context=OUTBOX_PAYLOAD))
 
 
 # Each outcome in one statement, committed on its own (autocommit: one round trip).
@@ -253,50 +285,43 @@ def _release(engine: Engine, ids: list[int]) -> None:
                             .values(lease_until=None, attempts=OutboxMessage.attempts - 1))
 
 
-def _deliver(connection: MailConnection, cipher: FieldCipher, message: OutboxMessage,
-             now: datetime, report: DrainReport,
-             record: Callable[[int, str, dict], None]) -> bool:
-    """Send one claimed message and commit its outcome; False when the server is down."""
-    payload = json.loads(cipher.decrypt(message.payload_encrypted, context=OUTBOX_PAYLOAD))
-    server_up = True
-    try:
-        if message.channel == "webhook":
-            _post(Webhook(**payload), message.key)
-        else:
-            email = Email(**payload)
-            connection.send(to=email.to, subject=email.subject, text=email.text,
-                            html=email.html, message_id=message_id_for(message.key),
-                            headers=email.headers)
-    except (MailFailed, WebhookFailed) as exc:
-        server_up = not getattr(exc, "server_down", False)
-        if message.attempts >= MAX_ATTEMPTS or getattr(exc, "permanent", False):
-            error = (BOUNCED if getattr(exc, "bounced", False) else "") + exc.message
-            outcome, values = "failed", {"error": error[:500]}
-            report.failed += 1
-            log.warning("outbox message %d (%s) failed for good after %d attempts: %s",
-                        message.id, message.purpose, message.attempts, exc.message)
-        else:
-            outcome = "retry"
-            values = {"at": now + _backoff(message.attempts), "error": exc.message[:500]}
-            report.retried += 1
-    else:
+def _settle(message: OutboxMessage, now: datetime, report: DrainReport,
+            record: Callable[[int, str, dict], None],
+            failure: MailFailed | WebhookFailed | None) -> None:
+    """Commit one attempt's outcome: sent, to retry later, or failed for good."""
+    if failure is None:
         outcome, values = "sent", {"at": now}
         report.sent += 1
+    elif message.attempts >= MAX_ATTEMPTS or getattr(failure, "permanent", False):
+        error = (BOUNCED if getattr(failure, "bounced", False) else "") + failure.message
+        outcome, values = "failed", {"error": error[:500]}
+        report.failed += 1
+        log.warning("outbox message %d (%s) failed for good after %d attempts: %s",
+                    message.id, message.purpose, message.attempts, failure.message)
+    else:
+        outcome = "retry"
+        values = {"at": now + _backoff(message.attempts), "error": failure.message[:500]}
+        report.retried += 1
     record(message.id, outcome, values)
-    return server_up
 
 
 class DeliveryLoop:
-    """Drains the outbox continuously in a thread of a worker process. On PostgreSQL every
-    worker runs one (`FOR UPDATE SKIP LOCKED` shares the rows); on SQLite the scheduler's
-    drain job is the one sender."""
+    """Drains one lane of the outbox continuously in a thread of a worker process: emails,
+    or webhooks (a worker runs one loop of each). On PostgreSQL every worker runs them
+    (`FOR UPDATE SKIP LOCKED` shares the rows); on SQLite the scheduler's drain jobs are the
+    senders."""
 
-    def __init__(self, *, engine: Engine, cipher: FieldCipher, mailer: Mailer,
-                 lease: timedelta = LEASE, idle_seconds: float = 1.0):
-        self.engine, self.cipher, self.mailer = engine, cipher, mailer
+    def __init__(self, *, engine: Engine, cipher: FieldCipher, mailer: Mailer | None = None,
+                 policy: WebhookPolicy | None = None, lease: timedelta = LEASE,
+                 idle_seconds: float = 1.0):
+        if (mailer is None) == (policy is None):
+            raise ValueError("a delivery loop drains emails (mailer) or webhooks (policy)")
+        self.engine, self.cipher, self.mailer, self.policy = engine, cipher, mailer, policy
         self.lease, self.idle_seconds = lease, idle_seconds
+        self.lane = "email" if mailer is not None else "webhook"
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"delivery-{self.lane}",
+                                        daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -305,15 +330,22 @@ class DeliveryLoop:
         self._stop.set()
         self._thread.join(timeout=30)
 
+    def drain_once(self) -> DrainReport:
+        now = datetime.now(UTC)
+        if self.mailer is not None:
+            return drain(engine=self.engine, cipher=self.cipher, mailer=self.mailer, now=now,
+                         lease=self.lease)
+        return drain_webhooks(engine=self.engine, cipher=self.cipher, policy=self.policy,
+                              now=now, lease=self.lease)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                report = drain(engine=self.engine, cipher=self.cipher, mailer=self.mailer,
-                               now=datetime.now(UTC), lease=self.lease)
+                report = self.drain_once()
             except Exception:  # noqa: BLE001 - a database blip must not end the loop
-                log.exception("the delivery loop failed; retrying")
+                log.exception("the %s delivery loop failed; retrying", self.lane)
                 report = DrainReport()
-            if not report.sent:
+            if not (report.sent or report.retried or report.failed):
                 self._stop.wait(self.idle_seconds)
 
 

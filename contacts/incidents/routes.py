@@ -284,7 +284,7 @@ def templates():
 
 class WebhookForm(FlaskForm):
     account_id = StringField("Account ID", validators=[DataRequired(), Length(max=40)])
-    url = StringField("Endpoint URL (http:// or https://)",
+    url = StringField("Endpoint URL (https://, on the public internet)",
                       validators=[DataRequired(), Length(max=2048)])
 
 

@@ -13,7 +13,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
@@ -24,6 +23,7 @@ from contacts.audit import Actor
 from contacts.crypto import Crypto, normalize_email
 from contacts.db import bulk_insert, in_chunks
 from contacts.delivery import outbox
+from contacts.delivery.webhook import WebhookPolicy, check_endpoint
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import new_id, parse_id
 from contacts.incidents import messages
@@ -60,10 +60,12 @@ class Desk:
     default_cadence_hours: float
     templates_dir: Path
     crypto: Crypto
+    webhooks: WebhookPolicy  # which endpoints an account's webhook may be set to
 
     @classmethod
     def from_settings(cls, settings, crypto: Crypto, templates_dir: Path) -> Desk:
-        return cls(stages=tuple(settings.incidents_stages),
+        return cls(webhooks=WebhookPolicy.from_settings(settings),
+                   stages=tuple(settings.incidents_stages),
                    restored_stage=settings.incidents_restored_stage,
                    support_url=settings.incidents_support_url,
                    base_url=settings.app_base_url.rstrip("/"),
@@ -604,11 +606,11 @@ def warn_late(*, session: Session, desk: Desk, inbox: str, now: datetime) -> lis
 
 def set_webhook(*, session: Session, desk: Desk, actor: Actor, account_id: str,
                 url: str, now: datetime) -> str:
-    """Register (or replace) an account's endpoint; returns its signing secret, shown once."""
+    """Register (or replace) an account's endpoint; returns its signing secret, shown once.
+    An endpoint that is not on the public internet is refused (RefusedEndpoint, an Invalid
+    naming why); the outbox checks it again each time it calls."""
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Invalid("the webhook URL must be an http:// or https:// address")
+    check_endpoint(url, desk.webhooks)
     account = vault_service.get_account(session=session, account_id=account_id)
     secret = secrets.token_urlsafe(32)
     existing = session.get(AccountWebhook, account.id)

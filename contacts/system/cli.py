@@ -125,7 +125,7 @@ def worker():
     for service in services:
         service.start()
     click.echo(f"worker started: scheduler {runner.state}"
-               + (f", {len(services)} delivery loop" if services else ""))
+               + (f", {len(services)} delivery loops" if services else ""))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

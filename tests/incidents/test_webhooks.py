@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,10 +17,10 @@ from sqlmodel import select
 from contacts.audit import Actor
 from contacts.db import session_scope, utcnow
 from contacts.delivery import outbox
+from contacts.delivery.webhook import WebhookPolicy
 from contacts.errors import Invalid
 from contacts.incidents import service
 from contacts.incidents.models import AffectedSite
-from contacts.mail import Mailer
 from tests.helpers import csrf_token_from
 from tests.incidents.conftest import complete_draft
 
@@ -28,7 +29,8 @@ ACTOR = Actor.system("test")
 
 @pytest.fixture
 def receiver():
-    """An HTTP endpoint on 127.0.0.1 that fails its first `fail` calls with 503."""
+    """An HTTP endpoint on 127.0.0.1 that fails its first `fail` calls with 503 (the app
+    below allows this one private address; webhooks reach public addresses only)."""
     state = {"fail": 0, "calls": []}
 
     class Handler(BaseHTTPRequestHandler):
@@ -49,10 +51,16 @@ def receiver():
     server.shutdown()
 
 
+@pytest.fixture
+def app(make_app, receiver):
+    url, _state = receiver
+    return make_app(webhooks_allow_private_hosts=[url.split("/")[2]])
+
+
 def _drain(app, engine, now):
-    return outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
-                        mailer=Mailer(host="127.0.0.1", port=9, sender="s@l.test", timeout=1),
-                        now=now)
+    return outbox.drain_webhooks(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+                                 policy=WebhookPolicy.from_settings(
+                                     app.extensions["lifeline.settings"]), now=now)
 
 
 def test_an_update_is_posted_signed_and_retried_with_the_same_key(
@@ -98,6 +106,45 @@ def test_a_webhook_url_that_is_not_http_is_refused(engine, desk, incident, auth,
         "url": "file:///etc/passwd"})
     assert answer.status_code == 400
     assert "must be an http:// or https:// address" in answer.get_data(as_text=True)
+    with session_scope(engine) as session:
+        assert service.webhooks(session=session) == []
+
+
+def test_the_console_refuses_inside_endpoints_with_a_form_message(
+        engine, desk, incident, auth, make_staff, client, monkeypatch):
+    """Every refusal names its reason; a name resolving inside is not told apart from one
+    that does not resolve, and what it resolved to is never shown."""
+    real = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):  # an inside name and a missing one
+        if host == "hooks.corp.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.1", port))]
+        if host == "missing.corp.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with session_scope(engine) as session:
+        account_id = session.exec(select(AffectedSite.account_id)).first()
+    auth.login(make_staff("comms"))
+    resolved = "the webhook URL&#39;s host must resolve to public internet addresses only"
+    for url, reason in (
+            ("http://2130706433/hook", "address is loopback, not a public internet address"),
+            ("http://[::ffff:127.0.0.1]/", "address is loopback (IPv4 inside IPv6)"),
+            ("http://169.254.169.254/latest", "address is link-local"),
+            ("http://100.64.0.7/", "address is shared (carrier-grade NAT)"),
+            ("http://evil@127.0.0.1/", "must not carry a user name or password"),
+            ("http://%31%32%37.0.0.1/", "host is not a valid host name or address"),
+            ("http://localhost:8000/", resolved),
+            ("http://hooks.corp.example/", resolved),
+            ("http://missing.corp.example/", resolved)):
+        page = client.get("/console/webhooks").get_data(as_text=True)
+        answer = client.post("/console/webhooks", data={
+            "csrf_token": csrf_token_from(page), "account_id": account_id, "url": url})
+        text = answer.get_data(as_text=True)
+        assert answer.status_code == 400, url
+        assert reason in text, url
+        assert "10.0.0.1" not in text
     with session_scope(engine) as session:
         assert service.webhooks(session=session) == []
 
