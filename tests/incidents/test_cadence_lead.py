@@ -60,7 +60,6 @@ def test_a_scheduled_update_sent_inside_the_lead_is_on_time_and_one_after_is_lat
     sync_document(make_document(accounts=2, contacts_per_account=1))
     promise = utcnow().replace(microsecond=0) + timedelta(minutes=5)
     desk, incident_id = _start(app, engine, promise)
-    assert desk.cadence_lead == timedelta(seconds=60)  # the default
     reader = make_token("read")
 
     assert _run_scheduler(app, engine, desk, promise - timedelta(seconds=61)) == []

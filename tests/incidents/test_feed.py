@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 import feedparser
 
-from contacts.incidents import feed
 from contacts.incidents.models import Incident, IncidentUpdate
 from tests.vault.fixtures import make_document
 
@@ -113,6 +112,8 @@ def test_the_feed_of_an_incident_without_updates_is_valid(client, make_token, sy
 def test_characters_that_cannot_be_stored_are_dropped_from_the_feed_too():
     """Lone surrogates cannot reach the database (neither stores them), but the feed does
     not rely on that."""
+    from contacts.incidents import feed
+
     now = datetime(2026, 12, 2, 9, 34, tzinfo=UTC)
     incident = Incident(id="inc_x", title="Lone \ud800 surrogate \udfff", state="identified",
                         severity="major", started_at=now, created_at=now, updated_at=now,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from contacts import clock
 from contacts.db import session_scope, utcnow
 from contacts.delivery import outbox
 from contacts.incidents import service
@@ -95,6 +94,8 @@ def test_the_late_warning_states_the_promise_in_utc(app, client, engine, make_to
 
 
 def test_the_clock_converts_before_it_formats():
+    from contacts import clock
+
     for offset, expected in ((timedelta(hours=1), "2030-01-01 08:34 UTC"),
                              (timedelta(hours=-5), "2030-01-01 14:34 UTC"),
                              (timedelta(hours=5, minutes=45), "2030-01-01 03:49 UTC")):
