@@ -254,3 +254,30 @@ def test_a_template_too_costly_at_publish_gives_every_account_the_default(
     with session_scope(engine) as session:
         stored = session.exec(select(IncidentUpdate.template_failures)).one()
     assert json.loads(json.dumps(stored)) == failures
+
+
+def test_the_preview_shows_the_fallback_an_account_would_get(
+        client, engine, auth, make_staff, incident, deletion_document):
+    from contacts.vault import service as vault_service
+
+    auth.login(make_staff("comms"))
+    page = client.get("/console/templates").get_data(as_text=True)
+    custom = "CUSTOM {{ 12 // (account_sites | length - 2) }} " + REQUIRED_TEXT
+    for locale in ("en", "fr"):
+        assert _save(client, page, custom, locale=locale).status_code == 303
+    two_sites = next(account for account in deletion_document["accounts"]
+                     if len(account["sites"]) > 1)
+    with session_scope(engine) as session:
+        site = vault_service.live_sites(session=session, refs=[two_sites["sites"][0][
+            "external_id"]])[two_sites["sites"][0]["external_id"]]
+    page = client.get(f"/console/incidents/{incident}").get_data(as_text=True)
+    answer = client.post(f"/console/incidents/{incident}/updates", data={
+        "csrf_token": csrf_token_from(page), "action": "preview", "state": "identified",
+        "what_happened": "Sites were deleted.", "timeline": "Back within 4 days.",
+        "next_update_at": "2030-01-01T09:00", "data_loss": "At most 5 minutes.",
+        "confidence_timeline": "medium", "confidence_restore": "high",
+        "confidence_data_loss": "low", "preview_account": site.account_id})
+    shown = html.unescape(answer.get_data(as_text=True))
+    assert answer.status_code == 200, shown[-800:]
+    assert "This contact gets the default text template" in shown
+    assert "ZeroDivisionError" in shown and "CUSTOM" not in shown.split("Subject:", 1)[1]
