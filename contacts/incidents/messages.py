@@ -91,10 +91,12 @@ def _compile(kind: str, source: str):
         raise _problem(kind, exc) from None
 
 
-def render(kind: str, source: str, values: dict, audience: str = "") -> str:
+def render(kind: str, source: str, values: dict, audience: str = "",
+           trusted: bool = False) -> str:
+    """`trusted` for the default templates on disk: larger bounds (see sandbox.budget)."""
     template = _compile(kind, source)
     try:
-        with sandbox.budget():
+        with sandbox.budget(trusted=trusted):
             return template.render(**values)
     except Exception as exc:  # the template is code staff wrote: any failure is its own
         raise _problem(kind, exc, audience) from None
@@ -170,7 +172,7 @@ class TemplateFailures:
     def render(self, kind: str, source: str, values: dict, language: str) -> str:
         default = self.defaults[language][kind]
         if source == default:
-            return render(kind, default, values)
+            return render(kind, default, values, trusted=True)
         if self.seconds > PUBLISH_TEMPLATE_SECONDS and (kind, language) not in self.given_up:
             self._failed(kind, language, Invalid(
                 f"the {kind} template is too costly: the saved templates took more than "
@@ -195,7 +197,7 @@ class TemplateFailures:
 
     def _fallback(self, kind: str, language: str, values: dict) -> str:
         self.failures[(kind, language)]["audiences"] += 1
-        return render(kind, self.defaults[language][kind], values)
+        return render(kind, self.defaults[language][kind], values, trusted=True)
 
     def summary(self) -> list[dict]:
         return [dict(failure) for _, failure in sorted(self.failures.items())]

@@ -18,7 +18,7 @@ from collections import abc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jinja2 import StrictUndefined, nodes, pass_context
 from jinja2.compiler import CodeGenerator
@@ -36,6 +36,9 @@ MAX_RANGE = 10_000  # items of one range(), batch or slice
 MAX_INT_BITS = 4_096  # bits of a number made by * or ** (about 1,200 digits)
 MAX_EXPONENT = 1_000
 RENDER_SECONDS = 1.0
+# The default templates on disk are ours: they get this many times the steps, output and
+# time, so an account with tens of thousands of sites still gets its list.
+TRUSTED_SCALE = 100
 
 # Jinja's globals a template does not get: lipsum and cycler make text and objects nobody
 # needs in an update, namespace lets a loop grow a value from one iteration to the next.
@@ -73,26 +76,29 @@ class Budget:
     steps: int = 0
     made_total: int = 0
     written: int = 0
-    seconds: float = field(default=RENDER_SECONDS)
+    seconds: float = RENDER_SECONDS
+    max_steps: int = MAX_STEPS
+    max_made: int = MAX_MADE
+    max_output: int = MAX_OUTPUT
 
     def step(self) -> None:
         self.steps += 1
-        if self.steps > MAX_STEPS:
-            raise OverBudget(f"takes more than {MAX_STEPS:,} steps (loop iterations, calls "
-                             "and filters)")
+        if self.steps > self.max_steps:
+            raise OverBudget(f"takes more than {self.max_steps:,} steps (loop iterations, "
+                             "calls and filters)")
         if time.monotonic() > self.deadline:
             raise OverBudget(f"takes longer than {self.seconds:g} s to render")
 
     def made(self, value):
         self.made_total += size(value)
-        if self.made_total > MAX_MADE:
-            raise OverBudget(f"makes more than {MAX_MADE:,} characters in all")
+        if self.made_total > self.max_made:
+            raise OverBudget(f"makes more than {self.max_made:,} characters in all")
         return value
 
     def write(self, text: str) -> str:
         self.written += len(text)
-        if self.written > MAX_OUTPUT:
-            raise OverBudget(f"writes more than {MAX_OUTPUT:,} characters")
+        if self.written > self.max_output:
+            raise OverBudget(f"writes more than {self.max_output:,} characters")
         if time.monotonic() > self.deadline:
             raise OverBudget(f"takes longer than {self.seconds:g} s to render")
         return text
@@ -102,9 +108,13 @@ _budget: ContextVar[Budget | None] = ContextVar("template_budget", default=None)
 
 
 @contextmanager
-def budget(seconds: float = RENDER_SECONDS) -> Iterator[Budget]:
-    """One render's budget (per thread: each render in its own)."""
-    current = Budget(deadline=time.monotonic() + seconds, seconds=seconds)
+def budget(*, trusted: bool = False) -> Iterator[Budget]:
+    """One render's budget (per thread: each render in its own); `trusted` for our own
+    default templates."""
+    scale = TRUSTED_SCALE if trusted else 1
+    current = Budget(deadline=time.monotonic() + RENDER_SECONDS * scale,
+                     seconds=RENDER_SECONDS * scale, max_steps=MAX_STEPS * scale,
+                     max_made=MAX_MADE * scale, max_output=MAX_OUTPUT * scale)
     token = _budget.set(current)
     try:
         yield current
