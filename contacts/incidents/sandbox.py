@@ -381,7 +381,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return None  # str.format and format_map are refused with the other methods
 
     def unsafe_undefined(self, obj, attribute):
-        raise Refused(f"calls {type(obj).__name__}.{attribute}, which templates do not get")
+        raise Refused(f"uses {type(obj).__name__}.{attribute}, which templates do not get")
 
     def call_binop(self, context, operator, left, right):
         budget = _current()
