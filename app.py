@@ -20,7 +20,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from contacts import access, api, db, ratelimit
+from contacts import access, api, clock, db, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.drill import cli as drill_cli
@@ -75,6 +75,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         hops = settings.server_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["lifeline.settings"] = settings
+    app.add_template_filter(clock.as_utc, "utc")  # pages show every time in UTC
     app.extensions["lifeline.jobs"] = scheduled_jobs(settings)
     app.extensions["lifeline.health_probes"] = {
         "backups": functools.partial(backup.drill_health,

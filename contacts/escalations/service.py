@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from contacts import audit
+from contacts import audit, clock
 from contacts.audit import Actor
 from contacts.crypto import Crypto
 from contacts.db import in_chunks
@@ -895,8 +895,8 @@ def _warn(session: Session, desk: Desk, item: WorkItem, state: str, target: str,
     values = {"item_id": item.id, "state": state.replace("_", " "), "target": target,
               "priority": item.priority, "region": item.region,
               "account_name": account.name if account else "no account",
-              "due": (item.first_response_due if target == "first response"
-                      else item.resolution_due).strftime("%Y-%m-%d %H:%M UTC"),
+              "due": clock.format_utc(item.first_response_due if target == "first response"
+                                      else item.resolution_due),
               "link": f"{desk.base_url}/console/items/{item.id}"}
     subject, text, html = desk.render("sla_warning", "en", values)
     slug = target.replace(" ", "_")

@@ -177,6 +177,14 @@ class ConfidenceOut(BaseModel):
     data_loss: str
 
 
+class TemplateFailure(BaseModel):
+    kind: str = Field(description="subject, text or html")
+    locale: str
+    audiences: int = Field(description="Accounts (or the public subscribers) that got the "
+                                       "default template of this kind instead.")
+    error: str = Field(description="What went wrong, the first time.")
+
+
 class UpdateOut(BaseModel):
     id: str
     number: int
@@ -202,6 +210,9 @@ class UpdateOut(BaseModel):
                                                  "failed.")
     accounts_unreached: int = Field(description="Accounts none of whose contacts an email "
                                                 "reached, handed to support to call.")
+    template_failures: list[TemplateFailure] = Field(
+        description="Saved templates that failed for some audiences when it was published: "
+                    "those audiences got the default template of that kind instead.")
 
 
 class UpdatePublished(UpdateOut):
@@ -221,7 +232,8 @@ def _updates_out(session, incident_id: str, updates: list[IncidentUpdate]) -> li
         restore_note=update.restore_note, data_loss=update.data_loss,
         confidence=ConfidenceOut(**update.confidence), support=update.support,
         recipients=update.recipients, messages=counts.get(update.number, {}),
-        accounts_unreached=unreached.get(update.number, 0)) for update in updates]
+        accounts_unreached=unreached.get(update.number, 0),
+        template_failures=update.template_failures or []) for update in updates]
 
 
 @bp.post("/incidents/<incident_id>/updates")

@@ -94,6 +94,9 @@ class IncidentUpdate(SQLModel, table=True):
     published_at: datetime = Field(sa_column=utc_column(index=True))
     published_by: str = Field(max_length=40)
     recipients: int = Field(default=0)
+    # Saved templates that failed for some audiences, who got the default instead:
+    # [{"kind", "locale", "audiences", "error"}]; None when every template rendered.
+    template_failures: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class MessageTemplate(SQLModel, table=True):

@@ -33,7 +33,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from contacts.access import public, staff
 from contacts.db import request_session, rollback_request_session, utcnow
 from contacts.errors import Invalid, LifelineError
-from contacts.incidents import messages, service
+from contacts.incidents import feed, messages, service
 from contacts.incidents.models import CONFIDENCE, SEVERITIES, STATES
 from contacts.incidents.web import desk, vault
 from contacts.ratelimit import RateLimit, limited
@@ -407,8 +407,8 @@ def subscription(action: str, token: str):
 def status_feed(incident_id: str):
     session = request_session()
     found = service.get_incident(session=session, incident_id=incident_id)
-    body = render_template("public/incident.atom", incident=found, desk=desk(),
-                           updates=service.updates_of(session=session, incident_id=found.id))
+    body = feed.incident_feed(base_url=desk().base_url, incident=found,
+                              updates=service.updates_of(session=session, incident_id=found.id))
     return Response(body, mimetype="application/atom+xml")
 
 

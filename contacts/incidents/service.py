@@ -18,7 +18,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
-from contacts import audit
+from contacts import audit, clock
 from contacts.audit import Actor
 from contacts.crypto import Crypto, normalize_email
 from contacts.db import bulk_insert, in_chunks
@@ -61,6 +61,9 @@ class Desk:
     templates_dir: Path
     crypto: Crypto
     webhooks: WebhookPolicy  # which endpoints an account's webhook may be set to
+    # A scheduled update goes out this long before the time it promised (never more than
+    # half a cadence), so that the scheduler's run makes it on time.
+    cadence_lead: timedelta = timedelta(seconds=60)
 
     @classmethod
     def from_settings(cls, settings, crypto: Crypto, templates_dir: Path) -> Desk:
@@ -71,7 +74,9 @@ class Desk:
                    base_url=settings.app_base_url.rstrip("/"),
                    secret_key=settings.secrets.secret_key,
                    default_cadence_hours=settings.incidents_default_cadence_hours,
-                   templates_dir=templates_dir, crypto=crypto)
+                   templates_dir=templates_dir, crypto=crypto,
+                   cadence_lead=timedelta(
+                       seconds=max(0, settings.incidents_cadence_lead_seconds)))
 
     def restored(self, stage: str) -> bool:
         return self.stages.index(stage) >= self.stages.index(self.restored_stage)
@@ -314,10 +319,12 @@ class Preview:
     rendered: messages.Rendered
     update: IncidentUpdate  # not saved: what the public page's card would say
     webhook: str  # the JSON body the account's endpoint would receive, indented
+    # Saved templates that failed for this audience: the default was used (as at publish).
+    template_failures: list[dict]
 
 
 def _format_time(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "none: the incident is over"
+    return clock.format_utc(moment) if moment else "none: the incident is over"
 
 
 def _values(desk: Desk, incident: Incident, update: IncidentUpdate) -> dict:
@@ -366,7 +373,7 @@ def save_template(*, session: Session, actor: Actor, kind: str, locale: str,
                   body: str, now: datetime) -> MessageTemplate:
     if locale not in messages.LOCALES:
         raise Invalid(f"locale must be one of {', '.join(messages.LOCALES)}")
-    messages.check(kind, body)
+    messages.check(kind, body, locale)
     version = (session.exec(select(func.max(MessageTemplate.version)).where(
         MessageTemplate.kind == kind, MessageTemplate.locale == locale)).one() or 0) + 1
     template = MessageTemplate(kind=kind, locale=locale, version=version, body=body,
@@ -393,7 +400,7 @@ def _build_update(session: Session, desk: Desk, incident: Incident, draft: Updat
         id=new_id("upd"), incident_id=incident.id, number=number, state=draft.state,
         what_happened=draft.what_happened.strip(), scope=draft.scope.strip() or scope,
         accounts_affected=accounts, sites_affected=sites, timeline=draft.timeline.strip(),
-        next_update_at=draft.next_update_at,
+        next_update_at=clock.as_utc(draft.next_update_at) if draft.next_update_at else None,
         restore_percentage=computed if draft.restore_percentage is None
         else draft.restore_percentage,
         restore_note=draft.restore_note.strip() or None, data_loss=draft.data_loss.strip(),
@@ -443,11 +450,11 @@ def preview(*, session: Session, desk: Desk, vault: vault_service.Vault, inciden
     sources = template_sources(session=session, desk=desk, locale=_language(contact.locale))
     webhook = json.dumps(json.loads(webhook_body(desk, incident, update, account.id, view)),
                          indent=2, ensure_ascii=False)
+    failures = messages.TemplateFailures(defaults=messages.default_sources(desk.templates_dir))
+    rendered = messages.render_update(sources, values, _language(contact.locale), failures)
     return Preview(recipient=vault_service.mask_email(contact.email),
-                   locale=_language(contact.locale),
-                   rendered=messages.render_update(sources, values,
-                                                   _language(contact.locale)),
-                   update=update, webhook=webhook)
+                   locale=_language(contact.locale), rendered=rendered, update=update,
+                   webhook=webhook, template_failures=failures.summary())
 
 
 def _language(locale: str) -> str:
@@ -457,7 +464,9 @@ def _language(locale: str) -> str:
 def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: Actor,
             incident_id: str, draft: UpdateDraft, now: datetime) -> IncidentUpdate:
     """Record the update and queue one email per contact of every affected account, in its
-    language, rendered once per account and language; all in the caller's transaction."""
+    language, rendered once per account and language; all in the caller's transaction. A
+    saved template that fails for an audience gives way to the default one: the update still
+    goes out, and the failure is recorded on it and in the audit log."""
     incident = get_incident(session=session, incident_id=incident_id)
     update = _build_update(session, desk, incident, draft, actor, now)
     session.add(update)
@@ -467,6 +476,7 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
     base = _values(desk, incident, update)
     sources = {language: template_sources(session=session, desk=desk, locale=language)
                for language in messages.LOCALES}
+    failures = messages.TemplateFailures(defaults=messages.default_sources(desk.templates_dir))
     rows = []
     headers = {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
     for account_id in sorted(views):
@@ -482,7 +492,7 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
             language = _language(contact.locale)
             if language not in rendered:
                 rendered[language] = messages.render_update(sources[language], values,
-                                                            language)
+                                                            language, failures)
             message = rendered[language]
             rows.append(outbox.email_row(
                 cipher=desk.crypto.cipher, key=f"update:{update.id}:{account_id}:{contact.id}",
@@ -490,10 +500,14 @@ def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: 
                 email=outbox.Email(to=contact.email, subject=message.subject,
                                    text=message.text, html=message.html, headers=headers)))
     rows += _webhook_rows(session, desk, incident, update, views, now)
-    rows += _subscriber_rows(session, desk, base, sources, update, headers, now)
+    rows += _subscriber_rows(session, desk, base, sources, update, headers, now, failures)
+    update.template_failures = failures.summary() or None
     session.flush()
     outbox.enqueue_rows(session=session, rows=rows)
     update.recipients = len(rows)
+    for failure in update.template_failures or ():
+        audit.record(session, actor, "incident.template_failed", target_kind="incident",
+                     target_id=incident.id, update=update.id, **failure)
     incident.state = update.state
     incident.last_update_at = now
     incident.next_update_due = update.next_update_at
@@ -550,13 +564,19 @@ def publish_due(*, session: Session, desk: Desk, vault: vault_service.Vault,
                 now: datetime) -> list[IncidentUpdate]:
     """Send the scheduled update of every incident whose cadence is due: the latest update
     again, with the scope, the restore percentage and each account's progress as they now
-    stand, and the next update one cadence away. Incidents without a first update wait for
-    staff (a scheduled update repeats what was said; it does not invent it)."""
-    due = list(session.exec(select(Incident).where(
+    stand, and the next update one cadence after the time promised (or after now, when that
+    has passed). Incidents without a first update wait for staff (a scheduled update repeats
+    what was said; it does not invent it).
+
+    An update is due `desk.cadence_lead` before its promised time (never more than half a
+    cadence before), so that the job, which runs every few seconds, sends it on time."""
+    candidates = list(session.exec(select(Incident).where(
         col(Incident.cadence_hours).is_not(None),
         col(Incident.next_update_due).is_not(None),
-        col(Incident.next_update_due) <= now,
+        col(Incident.next_update_due) <= now + desk.cadence_lead,
         col(Incident.state).not_in(CLOSED_STATES))))
+    due = [incident for incident in candidates
+           if clock.as_utc(incident.next_update_due) - _lead(desk, incident) <= now]
     published = []
     for incident in due:
         latest = session.exec(select(IncidentUpdate).where(
@@ -567,7 +587,8 @@ def publish_due(*, session: Session, desk: Desk, vault: vault_service.Vault,
         draft = UpdateDraft(
             state=incident.state, what_happened=latest.what_happened,
             timeline=latest.timeline, data_loss=latest.data_loss,
-            next_update_at=now + timedelta(hours=incident.cadence_hours),
+            next_update_at=max(clock.as_utc(incident.next_update_due), now)
+            + timedelta(hours=incident.cadence_hours),
             confidence_timeline=latest.confidence["timeline"],
             confidence_restore=latest.confidence["restore"],
             confidence_data_loss=latest.confidence["data_loss"])
@@ -575,6 +596,10 @@ def publish_due(*, session: Session, desk: Desk, vault: vault_service.Vault,
                                  actor=Actor.system("cadence"), incident_id=incident.id,
                                  draft=draft, now=now))
     return published
+
+
+def _lead(desk: Desk, incident: Incident) -> timedelta:
+    return min(desk.cadence_lead, timedelta(hours=incident.cadence_hours) / 2)
 
 
 def warn_late(*, session: Session, desk: Desk, inbox: str, now: datetime) -> list[Incident]:
@@ -841,8 +866,10 @@ def subscription_link(desk: Desk, subscriber_id: int, action: str) -> str:
 
 def subscribe(*, session: Session, desk: Desk, email: str, locale: str,
               now: datetime) -> None:
-    """Email a confirmation link; nothing is sent to the address until it is followed. The
-    same answer whether the address is new, pending or already confirmed."""
+    """Email the address once a day at most: a confirmation link for a new, pending or
+    stopped subscription (nothing else is sent until it is followed), the stop link for one
+    already confirmed. Either way one email is queued, so the page's answer, and the work
+    behind it, do not tell whether the address was subscribed."""
     normalized = normalize_email(email)
     index = desk.crypto.index.digest("subscriber", normalized)
     subscriber = session.exec(select(Subscriber).where(Subscriber.email_index == index)).first()
@@ -852,17 +879,23 @@ def subscribe(*, session: Session, desk: Desk, email: str, locale: str,
                                     email, context=SUBSCRIBER_EMAIL))
         session.add(subscriber)
         session.flush()
-    elif subscriber.confirmed_at and not subscriber.unsubscribed_at:
-        return
+    subscribed = subscriber.confirmed_at is not None and subscriber.unsubscribed_at is None
+    if subscribed:
+        purpose, text = "subscription_reminder", (
+            "Someone (we hope you) asked to receive incident updates at this address. It "
+            "already receives them: nothing changes.\n"
+            f"To stop them: {subscription_link(desk, subscriber.id, 'stop')}\n\n"
+            "If it was not you, ignore this email.\n")
+    else:
+        purpose, text = "subscription_confirm", (
+            "Someone (we hope you) asked to receive incident updates at this address.\n"
+            f"Confirm within {SUBSCRIPTION_DAYS} days: "
+            f"{subscription_link(desk, subscriber.id, 'confirm')}\n\n"
+            "If it was not you, ignore this email: nothing else will be sent.\n")
     outbox.enqueue_email(
-        session=session, cipher=desk.crypto.cipher, purpose="subscription_confirm", now=now,
+        session=session, cipher=desk.crypto.cipher, purpose=purpose, now=now,
         key=f"subscribe:{subscriber.id}:{now.date().isoformat()}",
-        email=outbox.Email(
-            to=email, subject="Confirm: incident updates by email",
-            text=("Someone (we hope you) asked to receive incident updates at this address.\n"
-                  f"Confirm within {SUBSCRIPTION_DAYS} days: "
-                  f"{subscription_link(desk, subscriber.id, 'confirm')}\n\n"
-                  "If it was not you, ignore this email: nothing else will be sent.\n")))
+        email=outbox.Email(to=email, subject="Incident updates by email", text=text))
 
 
 def follow_subscription_link(*, session: Session, desk: Desk, action: str, token: str,
@@ -888,7 +921,8 @@ def follow_subscription_link(*, session: Session, desk: Desk, action: str, token
 
 
 def _subscriber_rows(session: Session, desk: Desk, base: dict, sources: dict, update,
-                     headers: dict, now: datetime) -> list[dict]:
+                     headers: dict, now: datetime,
+                     failures: messages.TemplateFailures) -> list[dict]:
     """The public audience: confirmed subscribers, rendered once per language."""
     rows, rendered = [], {}
     for subscriber in session.exec(select(Subscriber).where(
@@ -898,7 +932,7 @@ def _subscriber_rows(session: Session, desk: Desk, base: dict, sources: dict, up
         if language not in rendered:
             rendered[language] = messages.render_update(sources[language], {
                 **base, "account_name": "", "account_percentage": "", "account_sites": [],
-                "private_link": ""}, language)
+                "private_link": ""}, language, failures)
         message = rendered[language]
         stop = subscription_link(desk, subscriber.id, "stop")
         rows.append(outbox.email_row(

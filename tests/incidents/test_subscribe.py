@@ -1,0 +1,89 @@
+"""The subscribe page does not tell whether an address already receives updates: the same
+answer and the same work (one email queued) for a new address, a pending one, a confirmed one
+and a stopped one; the email itself says what applies to its reader."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from sqlmodel import func, select
+
+from contacts.db import session_scope, utcnow
+from contacts.delivery import outbox
+from contacts.delivery.models import OutboxMessage
+from contacts.incidents import service
+from contacts.mail import Mailer
+from tests.helpers import CSRF_FIELD, csrf_token_from
+
+YESTERDAY = timedelta(days=1)
+
+
+def _queued(engine) -> int:
+    with session_scope(engine) as session:
+        return session.exec(select(func.count()).select_from(OutboxMessage)).one()
+
+
+def _subscribed_yesterday(engine, desk, email: str, *, confirm: bool, stop: bool) -> None:
+    """An address as earlier visits left it, through the same service calls."""
+    day = utcnow() - YESTERDAY
+    with session_scope(engine) as session:
+        service.subscribe(session=session, desk=desk, email=email, locale="en", now=day)
+    with session_scope(engine) as session:
+        subscriber = session.exec(select(service.Subscriber)).all()[-1]
+        for action, wanted in (("confirm", confirm), ("stop", stop)):
+            if wanted:
+                token = service.subscription_link(desk, subscriber.id, action).rsplit("/", 1)[1]
+                service.follow_subscription_link(session=session, desk=desk, action=action,
+                                                 token=token, now=day)
+
+
+def _drain(app, engine, port) -> None:
+    outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+                 mailer=Mailer(host="127.0.0.1", port=port, sender="status@lifeline.test"),
+                 now=utcnow())
+
+
+def _answer(client, email: str):
+    page = client.get("/status/subscribe").get_data(as_text=True)
+    answer = client.post("/status/subscribe",
+                         data={"csrf_token": csrf_token_from(page), "email": email})
+    # The form's CSRF token is the session's, signed with a time: not about the address.
+    return answer.status_code, CSRF_FIELD.sub("csrf", answer.get_data(as_text=True))
+
+
+def test_known_and_unknown_addresses_get_the_same_answer_and_one_email_each(
+        app, client, engine, desk, smtp_server):
+    _subscribed_yesterday(engine, desk, "confirmed@example.org", confirm=True, stop=False)
+    _subscribed_yesterday(engine, desk, "pending@example.org", confirm=False, stop=False)
+    _subscribed_yesterday(engine, desk, "stopped@example.org", confirm=True, stop=True)
+    port, sink = smtp_server
+    _drain(app, engine, port)  # yesterday's confirmations
+    sink.messages.clear()
+    before = _queued(engine)
+    answers = {}
+    for email in ("new@example.org", "Confirmed@Example.org", "pending@example.org",
+                  "stopped@example.org"):
+        queued = _queued(engine)
+        answers[email] = _answer(client, email)
+        assert _queued(engine) == queued + 1, email  # the same work for every address
+    assert len(set(answers.values())) == 1
+    status, body = answers["new@example.org"]
+    assert status == 200 and "Check your inbox" in body
+
+    # Asked again the same day: nothing more is queued, for any of them (no mail bombing).
+    for email in answers:
+        assert _answer(client, email) == (status, body)
+    assert _queued(engine) == before + 4
+
+    _drain(app, engine, port)
+    assert len(sink.messages) == 4
+    received = {m["To"].lower(): m for m in sink.messages}
+    assert len({m["Subject"] for m in received.values()}) == 1  # no hint in the subject
+    for email in ("new@example.org", "pending@example.org", "stopped@example.org"):
+        text = received[email].get_body(("plain",)).get_content()
+        assert re.search(r"/status/subscription/confirm/\S+", text), email
+    known = received["confirmed@example.org"].get_body(("plain",)).get_content()
+    assert "already receives them" in known
+    assert re.search(r"/status/subscription/stop/\S+", known)
+    assert "/subscription/confirm/" not in known
