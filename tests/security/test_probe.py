@@ -1,0 +1,58 @@
+"""Acceptance 2 of issue 16 in CI: the outsider probe against a Lifeline of its own, on
+SQLite and on PostgreSQL, refuses every attack (exit 0, no FAIL and no SKIP line); and the
+probe's own instruments measure what they claim to."""
+
+import re
+import socket
+import subprocess
+import sys
+import time
+
+from tests.helpers import ARTIFACTS
+from tests.security.harness import PROJECT_ROOT, Trickler, totp, totp_secret_on
+
+
+def test_the_outsider_probe_finds_every_attack_refused(backend, request):
+    server = request.getfixturevalue("postgresql_url") if backend == "postgresql" else None
+    command = [sys.executable, "-m", "tests.security.probe",
+               *(["--database-url", server] if server else [])]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=600)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"probe-{backend}.txt").write_text(done.stdout + "\n" + done.stderr)
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if line.startswith("FAIL")] == []
+    assert [line for line in lines if line.startswith("SKIP")] == []
+    assert "harness: " in done.stderr and "console signed in" in done.stderr
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = re.fullmatch(r"(\d+) passed, 0 failed", lines[-1])
+    assert summary and int(summary.group(1)) == sum(1 for line in lines
+                                                    if line.startswith("PASS"))
+    assert int(summary.group(1)) >= 40  # every group ran its probes
+
+
+def test_totp_codes_match_rfc_6238():
+    secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # "12345678901234567890", the RFC's key
+    assert totp(secret, at=59) == "287082"
+    assert totp(secret, at=1111111109) == "081804"
+    assert totp_secret_on(b'<img alt="otpauth://totp/Lifeline:a?secret=' + secret.encode()
+                          + b'&amp;issuer=Lifeline">') == secret
+    assert totp_secret_on(b"<code>GEZD GNBV GY3T QOJQ</code>") == "GEZDGNBVGY3TQOJQ"
+
+
+def test_the_slow_receiver_answers_one_byte_a_second():
+    receiver = Trickler(seconds=60)
+    receiver.start()
+    try:
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as client:
+            client.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            started = time.monotonic()
+            received = b""
+            while len(received) < 3:
+                received += client.recv(1)
+            took = time.monotonic() - started
+    finally:
+        receiver.stop()
+    assert received == b"HTT"
+    assert took >= 2.0  # three bytes, a second apart: no answer comes quickly
+    assert len(receiver.connections) == 1
