@@ -1,8 +1,8 @@
 """What the outsider probe stands on: the drill's local Lifeline (with extra settings and a
-staff account), the drill's SMTP sink keeping each message's text, a webhook endpoint on
-127.0.0.1 that answers one byte a second, raw HTTP (chunked bodies, exact bytes), and a
-console session signed in through the login form (with a TOTP second factor when the
-page asks for one and shows its secret)."""
+staff account), the drill's SMTP sink keeping each message's text, webhook endpoints on
+127.0.0.1 (one answers a byte a second, one redirects), raw HTTP (chunked bodies, exact
+bytes), and a console session signed in through the login form (with a TOTP second factor
+when the page asks for one and shows its secret)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import http.client
 import itertools
 import re
 import secrets
+import select
 import socket
 import struct
 import subprocess
@@ -104,16 +105,29 @@ def confirm_path_of(letter: Letter) -> str | None:
     return found.group(0) if found else None
 
 
-# -- a webhook endpoint that trickles ----------------------------------------------------
+# -- webhook endpoints ---------------------------------------------------------------------
 
 
-class Trickler:
-    """Accepts on 127.0.0.1, reads the request, then answers one byte a second for
-    `seconds` (a header that never ends), as the slow endpoint of issue 16 did."""
+@dataclass
+class Call:
+    path: str
+    head: bytes  # the request line and headers
+    at: float  # time.monotonic() when the connection was accepted
+    closed_at: float | None = None  # when the caller hung up while the answer trickled
+
+
+class Receiver:
+    """Webhook endpoints on 127.0.0.1. /hook answers one byte a second for `seconds` (a
+    header that never ends) while `trickling` is set, as the slow endpoint of issue 16 did,
+    and at once after; /redirect sends the caller on to `redirect_to`; anything else
+    answers 200."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, seconds: float = 60):
         self.host, self.port, self.seconds = host, port, seconds
-        self.connections: list[float] = []  # time.monotonic() of each accepted connection
+        self.calls: list[Call] = []
+        self.redirect_to = ""
+        self.trickling = threading.Event()
+        self.trickling.set()
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
         self._clients: list[socket.socket] = []
@@ -123,13 +137,22 @@ class Trickler:
     def receiver(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def calls_to(self, path: str) -> list[Call]:
+        with self._lock:
+            return [call for call in self.calls if call.path == path]
+
     def start(self) -> None:
         self._listener = socket.create_server((self.host, self.port))
         self._listener.settimeout(0.5)
         self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True, name="trickler").start()
+        threading.Thread(target=self._accept, daemon=True, name="receiver").start()
+
+    def stop_trickling(self) -> None:
+        """Finish every trickling answer within a second; answer /hook at once from now."""
+        self.trickling.clear()
 
     def stop(self) -> None:
+        self.trickling.clear()
         self._stop.set()
         with self._lock:
             for sock in [self._listener, *self._clients]:
@@ -149,21 +172,26 @@ class Trickler:
             except OSError:
                 return
             with self._lock:
-                self.connections.append(time.monotonic())
                 self._clients.append(client)
-            threading.Thread(target=self._trickle, args=(client,), daemon=True).start()
+            threading.Thread(target=self._answer, args=(client, time.monotonic()),
+                             daemon=True).start()
 
-    def _trickle(self, client: socket.socket) -> None:
+    def _answer(self, client: socket.socket, at: float) -> None:
         try:
             client.settimeout(5)
-            _read_request(client)
-            head = b"HTTP/1.1 200 OK\r\nX-Slow: "
-            deadline = time.monotonic() + self.seconds
-            sent = 0
-            while time.monotonic() < deadline and not self._stop.wait(1.0):
-                client.sendall(head[sent:sent + 1] if sent < len(head) else b"a")
-                sent += 1
-            client.sendall(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            head = _read_request(client)
+            path = head.split(b" ", 2)[1].decode(errors="replace") if head.count(b" ") else ""
+            call = Call(path=path, head=head, at=at)
+            with self._lock:
+                self.calls.append(call)
+            if path == "/redirect":
+                client.sendall(f"HTTP/1.1 302 Found\r\nLocation: {self.redirect_to}\r\n"
+                               "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            elif path == "/hook" and self.trickling.is_set():
+                self._trickle(client, call)
+            else:
+                client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                               b"Connection: close\r\n\r\n")
         except OSError:
             pass
         finally:
@@ -172,13 +200,30 @@ class Trickler:
             except OSError:
                 pass
 
+    def _trickle(self, client: socket.socket, call: Call) -> None:
+        head = b"HTTP/1.1 200 OK\r\nX-Slow: "
+        deadline = time.monotonic() + self.seconds
+        sent = 0
+        try:
+            while time.monotonic() < deadline and self.trickling.is_set():
+                readable, _, _ = select.select([client], [], [], 1.0)
+                if readable and not client.recv(4096):
+                    call.closed_at = time.monotonic()  # the caller gave up
+                    return
+                client.sendall(head[sent:sent + 1] if sent < len(head) else b"a")
+                sent += 1
+            client.sendall(b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        except OSError:
+            call.closed_at = time.monotonic()
 
-def _read_request(client: socket.socket) -> None:
+
+def _read_request(client: socket.socket) -> bytes:
+    """Read one request (head and Content-Length body); its head."""
     data = b""
     while b"\r\n\r\n" not in data and len(data) < 65536:
         chunk = client.recv(4096)
         if not chunk:
-            return
+            return data
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
@@ -186,8 +231,9 @@ def _read_request(client: socket.socket) -> None:
     while missing > 0:
         chunk = client.recv(min(missing, 65536))
         if not chunk:
-            return
+            break
         missing -= len(chunk)
+    return head
 
 
 # -- raw HTTP ----------------------------------------------------------------------------
@@ -302,6 +348,16 @@ def totp_secret_on(page: bytes) -> str | None:
     return re.sub(r"[ \-]", "", found.group(1)).upper() if found else None
 
 
+def second_factor_form(page: bytes) -> tuple[Form, str] | None:
+    """The page's form asking for a one-time code, and the name of its code field."""
+    for form in forms_of(page):
+        for name, kind in form.inputs:
+            if (kind in ("text", "number", "tel", "password") and name != "csrf_token"
+                    and CODE_FIELD.search(name)):
+                return form, name
+    return None
+
+
 class Console:
     """A staff member's browser session on the console."""
 
@@ -341,28 +397,24 @@ class Console:
         return "the console did not open after the second factor"
 
     def _second_factor(self, page: Answer, totp_secret: str | None) -> str:
+        found = second_factor_form(page.body)
+        if found is None:
+            return f"the console did not open (the last page answered {page.status})"
+        form, code_field = found
         secret = totp_secret or totp_secret_on(page.body)
-        for form in forms_of(page.body):
-            code_fields = [name for name, kind in form.inputs
-                           if kind in ("text", "number", "tel", "password")
-                           and CODE_FIELD.search(name) and name != "csrf_token"]
-            if not code_fields:
-                continue
-            if secret is None:
-                return ("the console asks for a second factor and the probe has no TOTP "
-                        "secret (give --totp-secret)")
-            fields = {**form.fields, code_fields[0]: totp(secret)}
-            action = self.path_of(form.action) if form.action else "/console/"
-            answer = self.visitor.client._open(  # the drill's client, with the page's form
-                self.visitor.opener, "POST", action,
-                body=urllib.parse.urlencode(fields).encode(),
-                headers={"Content-Type": "application/x-www-form-urlencoded",
-                         "X-Forwarded-For": self.visitor.client_ip})
-            if answer.status >= 400:
-                return f"the second-factor form answered {answer.status}"
-            self.follow(answer)
-            return ""
-        return f"the console did not open (the last page answered {page.status})"
+        if secret is None:
+            return ("the console asks for a second factor and the probe has no TOTP secret "
+                    "(give --totp-secret)")
+        fields = {**form.fields, code_field: totp(secret)}
+        action = self.path_of(form.action) if form.action else "/console/"
+        answer = self.visitor.client._open(  # the drill's client, posting the page's form
+            self.visitor.opener, "POST", action, body=urllib.parse.urlencode(fields).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded",
+                     "X-Forwarded-For": self.visitor.client_ip})
+        if answer.status >= 400:
+            return f"the second-factor form answered {answer.status}"
+        self.follow(answer)
+        return ""
 
     def submit(self, path: str, fields: dict[str, str], *, timeout: float | None = None
                ) -> tuple[Answer, float]:

@@ -47,7 +47,7 @@ from tests.security.harness import (
     Console,
     MailSink,
     ProbeLifeline,
-    Trickler,
+    Receiver,
     client_ips,
     code_of,
     confirm_path_of,
@@ -62,6 +62,7 @@ LOCAL_LIMITS = {"LIFELINE_INTAKE_RATE_LIMIT_PER_EMAIL": "4 per hour",
 MAIL_SECONDS = 30.0  # how long a code email may take when nothing is in its way
 EMAIL_BEHIND_WEBHOOK_SECONDS = 5.0
 TEMPLATE_SECONDS = 5.0
+WEBHOOK_GIVES_UP_SECONDS = 15.0  # the total deadline is 10 s by default (issue 16, item 4)
 
 
 class SetupError(RuntimeError):
@@ -92,7 +93,7 @@ class Probe:
     limits: Limits
     console: Console | None
     console_problem: str
-    trickler: Trickler | None
+    receiver: Receiver | None
     run: str = field(default_factory=lambda: secrets.token_hex(3))
     outcomes: list[Outcome] = field(default_factory=list)
     group: str = ""
@@ -368,8 +369,8 @@ def webhooks_to_inside_addresses(p: Probe) -> None:
     if console is None:
         return
     account_id, _site = p.account("ssrf")  # never added to an incident: nothing is sent
-    if p.trickler is not None:
-        control = f"http://{p.trickler.receiver}/control"
+    if p.receiver is not None:
+        control = f"http://{p.receiver.receiver}/control"
         answer, _ = save_webhook(console, account_id, control)
         if answer.status != 200:
             raise SetupError(f"the allowed receiver {control} was refused "
@@ -397,37 +398,89 @@ def webhooks_to_inside_addresses(p: Probe) -> None:
 def slow_webhook_and_email(p: Probe) -> None:
     name = (f"a code email arrives within {EMAIL_BEHIND_WEBHOOK_SECONDS:g} s while a webhook "
             "endpoint trickles")
-    if p.trickler is None:
+    if p.receiver is None:
         p.skip(name, "no --webhook-receiver given for the slow endpoint")
         return
     console = console_or_skip(p, name)
     if console is None:
         return
     account_id, site = p.account("slow")
-    url = f"http://{p.trickler.receiver}/hook"
+    url = f"http://{p.receiver.receiver}/hook"
     answer, _ = save_webhook(console, account_id, url)
     if answer.status != 200:
         raise SetupError(f"the allowed receiver {url} was refused ({answer.status}: "
                          f"{snippet(answer.body)}); is {ALLOWANCE_VARIABLE} set?")
     incident_id = p.incident(f"Slow endpoint {p.run}", site)
-    p.need(p.publish(incident_id), "publishing the update", 201)
-    p.say("update published; waiting for the webhook to reach the trickling endpoint")
-    deadline = time.monotonic() + 20
-    while not p.trickler.connections and time.monotonic() < deadline:
+    try:
+        p.need(p.publish(incident_id), "publishing the update", 201)
+        p.say("update published; waiting for the webhook to reach the trickling endpoint")
+        call = wait_for_call(p.receiver, "/hook", 20)
+        if call is None:
+            raise SetupError("the webhook never reached the receiver within 20 s")
+        time.sleep(1.0)  # the endpoint has the connection and trickles
+        p.say("webhook held by the endpoint; sending a support request")
+        started = time.monotonic()
+        reference, email = p.support_request("behind.webhook")
+        letter = p.sink.wait_for_letter(email, reference,
+                                        timeout=EMAIL_BEHIND_WEBHOOK_SECONDS + 3)
+        took = letter.at - started if letter else None
+        p.record(name, took is not None and took <= EMAIL_BEHIND_WEBHOOK_SECONDS,
+                 f"arrived after {took:.1f} s" if took is not None else
+                 f"not arrived after {EMAIL_BEHIND_WEBHOOK_SECONDS + 3:g} s: the webhook "
+                 "holds the email back")
+        p.say("waiting for Lifeline to give up on the trickling endpoint")
+        deadline = call.at + WEBHOOK_GIVES_UP_SECONDS
+        while call.closed_at is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        held = (call.closed_at or time.monotonic()) - call.at
+        p.record(f"a webhook gives up on a trickling endpoint within "
+                 f"{WEBHOOK_GIVES_UP_SECONDS:g} s", call.closed_at is not None,
+                 f"hung up after {held:.1f} s" if call.closed_at is not None else
+                 f"still reading after {held:.1f} s")
+    finally:
+        p.receiver.stop_trickling()
+
+
+def wait_for_call(receiver: Receiver, path: str, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        calls = receiver.calls_to(path)
+        if calls:
+            return calls[0]
         time.sleep(0.2)
-    if not p.trickler.connections:
-        raise SetupError("the webhook never reached the receiver within 20 s")
-    time.sleep(1.0)  # the endpoint has the connection and trickles
-    p.say("webhook held by the endpoint; sending a support request")
-    started = time.monotonic()
-    reference, email = p.support_request("behind.webhook")
-    letter = p.sink.wait_for_letter(email, reference,
-                                    timeout=EMAIL_BEHIND_WEBHOOK_SECONDS + 3)
-    took = letter.at - started if letter else None
-    p.record(name, took is not None and took <= EMAIL_BEHIND_WEBHOOK_SECONDS,
-             f"arrived after {took:.1f} s" if took is not None else
-             f"not arrived after {EMAIL_BEHIND_WEBHOOK_SECONDS + 3:g} s: the webhook holds the "
-             "email back")
+    return None
+
+
+def webhook_redirects(p: Probe) -> None:
+    name = "a webhook does not follow a redirect to another inside address"
+    if p.receiver is None:
+        p.skip(name, "no --webhook-receiver given")
+        return
+    console = console_or_skip(p, name)
+    if console is None:
+        return
+    catcher = Receiver()  # not in the allowance: only a redirect could lead there
+    catcher.start()
+    try:
+        p.receiver.redirect_to = f"http://127.0.0.1:{catcher.port}/stolen"
+        account_id, site = p.account("redirect")
+        url = f"http://{p.receiver.receiver}/redirect"
+        answer, _ = save_webhook(console, account_id, url)
+        if answer.status != 200:
+            raise SetupError(f"the allowed receiver {url} was refused ({answer.status})")
+        incident_id = p.incident(f"Redirect {p.run}", site)
+        p.need(p.publish(incident_id), "publishing the update", 201)
+        if wait_for_call(p.receiver, "/redirect", 20) is None:
+            raise SetupError("the webhook never reached the receiver within 20 s")
+        wait_for_call(catcher, "/stolen", 3)
+        stolen = catcher.calls_to("/stolen")
+        signed = any(b"x-lifeline-signature" in call.head.lower() for call in stolen)
+        p.record(name, not stolen,
+                 f"followed to 127.0.0.1:{catcher.port}"
+                 + (" with the signature header" if signed else "") if stolen
+                 else "the redirect was not followed")
+    finally:
+        catcher.stop()
 
 
 # -- 4. template bombs ------------------------------------------------------------------------
@@ -740,6 +793,7 @@ GROUPS: tuple[tuple[str, Callable[[Probe], None]], ...] = (
     ("bad input", bad_input),
     ("ssrf", webhooks_to_inside_addresses),
     ("slow webhook", slow_webhook_and_email),
+    ("webhook redirect", webhook_redirects),
     ("templates", template_bombs),  # last: a vulnerable server may stay busy afterwards
 )
 
@@ -810,15 +864,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sink = MailSink()
     sink.start(args.smtp_port)
-    trickler: Trickler | None = None
+    receiver: Receiver | None = None
     local: ProbeLifeline | None = None
     workdir = Path(tempfile.mkdtemp(prefix="lifeline-probe-"))
     credentials: tuple[str, str] | None = None
     try:
         if args.webhook_receiver or not args.url:
             host, _, port = (args.webhook_receiver or "127.0.0.1:0").rpartition(":")
-            trickler = Trickler(host=host.strip("[]"), port=int(port))
-            trickler.start()
+            receiver = Receiver(host=host.strip("[]"), port=int(port))
+            receiver.start()
         if args.url:
             base_url, token = args.url.rstrip("/"), args.token
             limits = configured_limits(args)
@@ -827,7 +881,7 @@ def main(argv=None) -> int:
         else:
             local = ProbeLifeline(workdir=workdir, smtp_port=sink.port,
                                   database_url=args.database_url, extra={
-                                      **LOCAL_LIMITS, ALLOWANCE_VARIABLE: trickler.receiver})
+                                      **LOCAL_LIMITS, ALLOWANCE_VARIABLE: receiver.receiver})
             print(f"harness: starting a local Lifeline on a scratch "
                   f"{'PostgreSQL' if args.database_url else 'SQLite'} database",
                   file=sys.stderr, flush=True)
@@ -840,13 +894,13 @@ def main(argv=None) -> int:
                     "LIFELINE_INTAKE_RATE_LIMIT_PER_DOMAIN"]),
                 **{name: value for name, value in vars(configured_limits(args)).items()
                    if name.endswith("_body")})
-        probe = start_probe(args, base_url, token, sink, limits, trickler, credentials)
+        probe = start_probe(args, base_url, token, sink, limits, receiver, credentials)
         if probe is None:
             return 2
         run_groups(probe)
     finally:
-        if trickler is not None:
-            trickler.stop()
+        if receiver is not None:
+            receiver.stop()
         if local is not None:
             local.stop()
             local.drop_database()
@@ -856,7 +910,7 @@ def main(argv=None) -> int:
 
 
 def start_probe(args, base_url: str, token: str, sink: MailSink, limits: Limits,
-                trickler: Trickler | None, credentials) -> Probe | None:
+                receiver: Receiver | None, credentials) -> Probe | None:
     api = Client(base_url, token, timeout=30)
     who = api.call("GET", "/api/v1/token")
     if who.status != 200:
@@ -869,10 +923,10 @@ def start_probe(args, base_url: str, token: str, sink: MailSink, limits: Limits,
         if problem:
             console = None
     probe = Probe(base_url=base_url, api=api, sink=sink, limits=limits, console=console,
-                  console_problem=problem, trickler=trickler, credentials=credentials)
+                  console_problem=problem, receiver=receiver, credentials=credentials)
     print(f"harness: Lifeline at {base_url}, token ok, SMTP sink on 127.0.0.1:{sink.port}, "
           f"console {'signed in' if console else 'unavailable: ' + problem}, slow receiver "
-          f"{trickler.receiver if trickler else 'none'}, limits {limits.per_email} per email / "
+          f"{receiver.receiver if receiver else 'none'}, limits {limits.per_email} per email / "
           f"{limits.per_domain} per domain, run {probe.run}", file=sys.stderr, flush=True)
     return probe
 

@@ -9,7 +9,13 @@ import sys
 import time
 
 from tests.helpers import ARTIFACTS
-from tests.security.harness import PROJECT_ROOT, Trickler, totp, totp_secret_on
+from tests.security.harness import (
+    PROJECT_ROOT,
+    Receiver,
+    second_factor_form,
+    totp,
+    totp_secret_on,
+)
 
 
 def test_the_outsider_probe_finds_every_attack_refused(backend, request):
@@ -38,10 +44,19 @@ def test_totp_codes_match_rfc_6238():
     assert totp_secret_on(b'<img alt="otpauth://totp/Lifeline:a?secret=' + secret.encode()
                           + b'&amp;issuer=Lifeline">') == secret
     assert totp_secret_on(b"<code>GEZD GNBV GY3T QOJQ</code>") == "GEZDGNBVGY3TQOJQ"
+    page = (b'<form method="post" action="/login"><input name="email"><input type="password" '
+            b'name="password"></form><form method="post" action="/login/2fa">'
+            b'<input type="hidden" name="csrf_token" value="abc"><input type="hidden" '
+            b'name="next" value="/console/"><input name="totp_code" inputmode="numeric">'
+            b"</form>")
+    form, code_field = second_factor_form(page)
+    assert (form.action, code_field) == ("/login/2fa", "totp_code")
+    assert form.fields == {"csrf_token": "abc", "next": "/console/", "totp_code": ""}
+    assert second_factor_form(page.split(b"</form>")[0]) is None  # a password is no code
 
 
 def test_the_slow_receiver_answers_one_byte_a_second():
-    receiver = Trickler(seconds=60)
+    receiver = Receiver(seconds=60)
     receiver.start()
     try:
         with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as client:
@@ -55,4 +70,25 @@ def test_the_slow_receiver_answers_one_byte_a_second():
         receiver.stop()
     assert received == b"HTT"
     assert took >= 2.0  # three bytes, a second apart: no answer comes quickly
-    assert len(receiver.connections) == 1
+    assert [call.path for call in receiver.calls] == ["/hook"]
+
+
+def test_the_receiver_sees_a_caller_hang_up_and_sends_redirects_on():
+    receiver = Receiver(seconds=60)
+    receiver.start()
+    receiver.redirect_to = "http://127.0.0.1:9/stolen"
+    try:
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as client:
+            client.sendall(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            assert client.recv(1) == b"H"
+        deadline = time.monotonic() + 10
+        while receiver.calls[0].closed_at is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert receiver.calls[0].closed_at is not None
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as client:
+            client.sendall(b"POST /redirect HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            answer = client.recv(4096)
+    finally:
+        receiver.stop()
+    assert answer.startswith(b"HTTP/1.1 302 ")
+    assert b"Location: http://127.0.0.1:9/stolen\r\n" in answer
