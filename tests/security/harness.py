@@ -306,13 +306,19 @@ class _Forms(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.forms: list[Form] = []
+        self.open = False
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.open = False
 
     def handle_starttag(self, tag, attrs):
         named = dict(attrs)
         if tag == "form":
             self.forms.append(Form(named.get("action") or "", (named.get("method") or "get")
                                    .lower()))
-        elif tag in ("input", "textarea", "select") and self.forms and named.get("name"):
+            self.open = True
+        elif tag in ("input", "textarea", "select") and self.open and named.get("name"):
             kind = (named.get("type") or "text").lower() if tag == "input" else tag
             form = self.forms[-1]
             form.inputs.append((named["name"], kind))
@@ -328,6 +334,8 @@ def forms_of(page: bytes) -> list[Form]:
 
 TOTP_URI_SECRET = re.compile(r"otpauth://totp/[^\"'<>\s]*?[?&](?:amp;)?secret=([A-Z2-7]+)",
                              re.IGNORECASE)
+SECRET_FIELD = re.compile(r'<input[^>]*(?:id|name|class)="[^"]*(?:secret|totp)[^"]*"[^>]*'
+                          r'value="([A-Z2-7 ]{16,})"', re.IGNORECASE)
 BASE32_RUN = re.compile(r"\b((?:[A-Z2-7]{4}[ \-]?){4,}[A-Z2-7]*)\b")
 CODE_FIELD = re.compile(r"code|otp|totp|token", re.IGNORECASE)
 
@@ -343,8 +351,11 @@ def totp(secret: str, at: float | None = None) -> str:
 
 
 def totp_secret_on(page: bytes) -> str | None:
+    """The TOTP secret an enrolment page shows: in a field named for it, in an otpauth://
+    URI, or as the page's one long run of base32."""
     text = page.decode("utf-8", errors="replace")
-    found = TOTP_URI_SECRET.search(text) or BASE32_RUN.search(text)
+    found = (SECRET_FIELD.search(text) or TOTP_URI_SECRET.search(text)
+             or BASE32_RUN.search(text))
     return re.sub(r"[ \-]", "", found.group(1)).upper() if found else None
 
 
@@ -380,41 +391,40 @@ class Console:
         return answer
 
     def sign_in(self, email: str, password: str, totp_secret: str | None = None) -> str:
-        """Sign in through /login; '' when the console opens, else why not."""
-        answer = self.follow(self.visitor.submit("/login", {"email": email,
-                                                            "password": password}))
-        if answer.status in (401, 429):
-            return f"the login form answered {answer.status}"
-        for _ in range(3):  # a second factor: enrolment, then maybe recovery codes
+        """Sign in through /login, and its second step when the page asks for a one-time
+        code (enrolment shows the secret; else `totp_secret`); '' when the console opens,
+        else why not."""
+        page = self.follow(self.visitor.submit("/login", {"email": email,
+                                                          "password": password}))
+        if page.status in (401, 429):
+            return f"the login form answered {page.status}"
+        secret = totp_secret
+        for _ in range(3):
+            found = second_factor_form(page.body)
+            if found is not None:
+                secret = secret or totp_secret_on(page.body)
+                if secret is None:
+                    return ("the console asks for a second factor and the probe has no TOTP "
+                            "secret (give --totp-secret)")
+                page = self._post_code(*found, secret)
+                if page.status >= 400:
+                    return (f"the second-factor form answered {page.status}: "
+                            f"{page.body[:200].decode(errors='replace')}")
             home = self.visitor.get("/console/")
             if home.status == 200:
                 self.signed_in = True
                 return ""
-            page = self.follow(home) if home.status in (302, 303) else home
-            problem = self._second_factor(page, totp_secret)
-            if problem:
-                return problem
-        return "the console did not open after the second factor"
+            page = self.follow(home)
+        return f"the console did not open (the last page answered {page.status})"
 
-    def _second_factor(self, page: Answer, totp_secret: str | None) -> str:
-        found = second_factor_form(page.body)
-        if found is None:
-            return f"the console did not open (the last page answered {page.status})"
-        form, code_field = found
-        secret = totp_secret or totp_secret_on(page.body)
-        if secret is None:
-            return ("the console asks for a second factor and the probe has no TOTP secret "
-                    "(give --totp-secret)")
+    def _post_code(self, form: Form, code_field: str, secret: str) -> Answer:
         fields = {**form.fields, code_field: totp(secret)}
-        action = self.path_of(form.action) if form.action else "/console/"
+        action = self.path_of(form.action) if form.action else "/login"
         answer = self.visitor.client._open(  # the drill's client, posting the page's form
             self.visitor.opener, "POST", action, body=urllib.parse.urlencode(fields).encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded",
                      "X-Forwarded-For": self.visitor.client_ip})
-        if answer.status >= 400:
-            return f"the second-factor form answered {answer.status}"
-        self.follow(answer)
-        return ""
+        return self.follow(answer)
 
     def submit(self, path: str, fields: dict[str, str], *, timeout: float | None = None
                ) -> tuple[Answer, float]:

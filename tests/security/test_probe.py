@@ -44,6 +44,8 @@ def test_totp_codes_match_rfc_6238():
     assert totp_secret_on(b'<img alt="otpauth://totp/Lifeline:a?secret=' + secret.encode()
                           + b'&amp;issuer=Lifeline">') == secret
     assert totp_secret_on(b"<code>GEZD GNBV GY3T QOJQ</code>") == "GEZDGNBVGY3TQOJQ"
+    assert totp_secret_on(b'<svg><path d="M4 4h7"/></svg><input id="totp-secret" '
+                          b'class="secret" readonly value="' + secret.encode() + b'">') == secret
     page = (b'<form method="post" action="/login"><input name="email"><input type="password" '
             b'name="password"></form><form method="post" action="/login/2fa">'
             b'<input type="hidden" name="csrf_token" value="abc"><input type="hidden" '
