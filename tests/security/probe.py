@@ -623,12 +623,15 @@ def atom_feed(p: Probe) -> None:
     injected = [t for t in titles if t.strip() in ("x", "injected")]
     p.record("the feed holds exactly the published entry", len(titles) == 1 and not injected,
              f"feedparser found {len(titles)} entries: {titles[:4]}")
-    if root is not None:
-        shown = root.findtext(f"{ATOM}title") or ""
-        content = root.findtext(f"{ATOM}entry/{ATOM}content") or ""
-        kept = shown.startswith("Outage & <script>") and "</entry><entry>" in content
-        p.record("markup in the title and text is kept as text", kept,
-                 f"title {shown[:60]!r}, content {content[:60]!r}")
+    if root is None:
+        p.record("markup in the title and text is kept as text", False,
+                 "the feed does not parse")
+        return
+    shown = root.findtext(f"{ATOM}title") or ""
+    content = root.findtext(f"{ATOM}entry/{ATOM}content") or ""
+    kept = shown.startswith("Outage & <script>") and "</entry><entry>" in content
+    p.record("markup in the title and text is kept as text", kept,
+             f"title {shown[:60]!r}, content {content[:60]!r}")
 
 
 # -- 6. bad input ----------------------------------------------------------------------------
