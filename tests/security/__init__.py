@@ -1,0 +1,1 @@
+"""The outsider probe of issue 16 and its test."""
