@@ -1,7 +1,7 @@
 """template failures
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0012
 Create Date: 2026-12-02 15:40:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0014'
-down_revision = '0009'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
