@@ -112,6 +112,12 @@ class Auth:
         return self.client.post("/logout", data={"csrf_token": self.csrf("/console/")})
 
 
+def give_second_factor(page, account: StaffAccount) -> None:
+    """In a browser, after the password: type the account's next TOTP code."""
+    page.get_by_label("Authentication code").fill(account.code())
+    page.get_by_role("button", name="Verify").click()
+
+
 @contextmanager
 def smtp_server_with(handler, **smtp_parameters) -> Iterator[int]:
     """A real SMTP server (aiosmtpd) with `handler` on a free port of 127.0.0.1; yields the
