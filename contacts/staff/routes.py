@@ -102,7 +102,8 @@ def login_code():
             if passed == "recovery_code":
                 left = twofactor.recovery_codes_left(session=request_session(),
                                                      staff_id=user.id)
-                flash(f"Recovery code used: {left} left.")
+                flash(f"Recovery code used: {left} left."
+                      + (" Replace them under Two-factor sign-in." if left <= 3 else ""))
             return web.finish(user, passed, redirect(web.pending_next()))
         form.code.errors = ["That code is not right, or was already used."]
         return render_template("staff/login_code.html", form=form), 401
@@ -143,6 +144,36 @@ def login_enrol():
     elif request.method == "POST":
         status = 400
     return render_template("staff/login_enrol.html", form=form, enrolment=enrolment), status
+
+
+@bp.route("/console/two-factor", methods=["GET", "POST"])
+@staff()
+def two_factor():
+    """The signed-in member's second factor: replace the recovery codes (with a current
+    code, limited as sign-ins are)."""
+    session = request_session()
+    user = service.signed_in_user(session=session, staff_id=g.actor.id)
+    form = CodeForm()
+    status = 200
+    if user.has_totp and form.validate_on_submit():
+        attempt = web.sign_in_attempt(service.sign_in_key(user))
+        if attempt.refused:
+            return web.too_many_attempts("staff/two_factor.html", attempt, form=form,
+                                         user=user, left=None)
+        if twofactor.check_second_factor(session=session, crypto=_crypto(), staff_id=user.id,
+                                         code=form.code.data, ip=g.actor.ip):
+            attempt.succeeded()
+            codes = twofactor.new_recovery_codes(
+                session=session, crypto=_crypto(), actor=g.actor, staff_id=user.id,
+                count=_settings().security_recovery_codes)
+            return render_template("staff/recovery_codes.html", codes=codes,
+                                   next=url_for("staff.home"), replaced=True)
+        form.code.errors = ["That code is not right, or was already used."]
+        status = 401
+    elif request.method == "POST":
+        status = 400
+    left = twofactor.recovery_codes_left(session=session, staff_id=user.id)
+    return render_template("staff/two_factor.html", form=form, user=user, left=left), status
 
 
 @bp.route("/logout", methods=["POST"])

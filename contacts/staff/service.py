@@ -180,6 +180,10 @@ def load_signed_in(session: Session, identity: str) -> StaffUser | None:
     return user
 
 
+def signed_in_user(*, session: Session, staff_id: str) -> StaffUser:
+    return _get_staff(session, staff_id)
+
+
 def list_staff(*, session: Session, crypto: Crypto) -> list[StaffView]:
     users = session.exec(select(StaffUser).order_by(col(StaffUser.created_at))).all()
     return [_view(user, crypto) for user in users]

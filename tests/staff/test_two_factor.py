@@ -161,6 +161,26 @@ def test_a_recovery_code_signs_in_once(client, make_staff, engine):
     assert post_code(client, "/login/code", account.recovery_codes[4]).status_code == 302
 
 
+def test_a_member_replaces_the_recovery_codes_with_a_current_code(client, make_staff, engine):
+    account = make_staff("comms")
+    auth = Auth(client)
+    auth.login(account)
+    page = client.get("/console/two-factor").get_data(as_text=True)
+    assert "Recovery codes left: <strong>10</strong>" in page
+    refused = post_code(client, "/console/two-factor", not_the_code(
+        pyotp.TOTP(account.totp_secret)))
+    assert refused.status_code == 401
+    replaced = post_code(client, "/console/two-factor", account.code())
+    assert replaced.status_code == 200
+    codes = RECOVERY.findall(replaced.get_data(as_text=True))
+    assert len(codes) == 10 and not set(codes) & set(account.recovery_codes)
+    assert audit_actions(engine)[-1].action == "staff.2fa_recovery_codes_replaced"
+    auth.logout()
+    password_step(auth, account)
+    assert post_code(client, "/login/code", account.recovery_codes[0]).status_code == 401
+    assert post_code(client, "/login/code", codes[0]).status_code == 302
+
+
 def test_wrong_codes_are_limited_like_passwords(client, make_staff):
     account = make_staff("admin")
     totp = pyotp.TOTP(account.totp_secret)
