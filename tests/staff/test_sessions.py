@@ -38,6 +38,13 @@ def test_after_sign_in_a_next_off_the_site_or_broken_leads_to_the_console(
     assert answer.headers["Location"] == "/console/"
 
 
+def test_a_same_site_next_is_still_followed(app, make_staff):
+    for target, location in (("/console/staff", "/console/staff"),
+                             ("/console/accounts?q=café", "/console/accounts?q=caf%C3%A9")):
+        answer = Auth(app.test_client()).login(make_staff("admin"), next=target)
+        assert answer.headers["Location"] == location
+
+
 QUERY_SPELLINGS = ["%0d%0aSet-Cookie:%20x=y", "/%0d%0aSet-Cookie:%20x=y", "%2F%2Fevil.example",
                    "/%5Cevil.example", "https%3A%2F%2Fevil.example", "/%09/evil.example",
                    "//evil.example", "/%E2%80%A8//evil.example", "%00"]
