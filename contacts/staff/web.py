@@ -25,7 +25,8 @@ from flask_login import UserMixin, current_user, login_user, logout_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response
 
-from contacts.access import safe_next
+from contacts.access import rule_for, safe_next
+from contacts.audit import Actor
 from contacts.db import request_session
 from contacts.errors import ConfigError
 from contacts.ratelimit import Attempt
@@ -193,4 +194,8 @@ def enforce_second_factor():
     if not requires_two_factor(current_user.role):
         return None
     sign_out()
-    return redirect(url_for("staff.login", next=request.full_path.rstrip("?")))
+    g.actor = Actor("anonymous", None, g.actor.ip)
+    rule = rule_for(current_app, request.endpoint)
+    if rule is not None and rule.kind == "staff":
+        return redirect(url_for("staff.login", next=request.full_path.rstrip("?")))
+    return None

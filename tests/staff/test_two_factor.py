@@ -94,6 +94,10 @@ def test_a_password_only_session_ends_once_its_role_needs_a_second_factor(make_a
     answer = strict.get("/console/")
     assert answer.status_code == 302 and answer.headers["Location"].startswith("/login?next=")
     assert strict.get("/console/").status_code == 302  # signed out, not only redirected
+    other = make_app().test_client()
+    other.set_cookie("lifeline_session", cookie)
+    assert other.get("/contact").status_code == 200  # a public page still answers ...
+    assert other.get("/console/").status_code == 302  # ... and the session is over
 
 
 def test_sign_in_with_a_code_a_wrong_code_and_a_replayed_code(client, make_staff, engine):
