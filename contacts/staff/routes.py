@@ -138,9 +138,11 @@ def login_enrol():
             status = 401
         else:
             attempt.succeeded()
-            page = render_template("staff/recovery_codes.html", codes=codes,
-                                   next=web.pending_next())
-            return web.finish(user, "totp", current_app.make_response(page))
+            next_url = web.pending_next()
+            response = web.finish(user, "totp", current_app.response_class())
+            response.set_data(render_template("staff/recovery_codes.html", codes=codes,
+                                              next=next_url))
+            return response
     elif request.method == "POST":
         status = 400
     return render_template("staff/login_enrol.html", form=form, enrolment=enrolment), status
