@@ -87,11 +87,16 @@ def declare_public_endpoint(app, endpoint: str) -> None:
 
 
 def safe_next(target: str | None) -> str | None:
-    """Only same-site paths are followed after login."""
-    if not target:
+    """Only same-site paths are followed after login. A browser reads a backslash as a
+    slash and drops tabs and line breaks (`/\\evil.example`, `/\\t/evil.example` go off
+    site), and a line break would split the Location header: any of them, any character
+    that is not printable (controls, separators), or a length past 2,000 means no `next`."""
+    if not target or len(target) > 2000 or not target.startswith("/"):
+        return None
+    if "\\" in target or not target.isprintable():
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if parts.scheme or parts.netloc or target.startswith("//"):
         return None
     return target
 

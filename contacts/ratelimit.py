@@ -7,12 +7,14 @@ Each app gets its own limiter. Counters live in memory for one process, or in Re
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from limits.storage import MemoryStorage
+from limits import parse
+from limits.storage import MemoryStorage, Storage
 
 
 @dataclass(frozen=True)
@@ -80,4 +82,67 @@ def init_app(app, settings) -> Limiter:
             wrapped = declared(wrapped)
         app.view_functions[endpoint] = wrapped
     app.extensions["lifeline.limiter"] = limiter
+    app.extensions["lifeline.failure_counter"] = FailureCounter(
+        limiter.storage, settings.security_rate_limit_key_prefix)
     return limiter
+
+
+# -- limits that count failures only ------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One attempt's hold on the limits it falls under. `retry_after` (seconds) is set when
+    a limit was already used up: the attempt must be refused and holds nothing."""
+
+    counter: FailureCounter
+    held: list[tuple[str, int]] = field(default_factory=list)  # storage key, window seconds
+    retry_after: int | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.retry_after is not None
+
+    def succeeded(self) -> None:
+        """A success does not count: give back what the attempt held."""
+        self.counter.give_back(self.held)
+        self.held = []
+
+
+class FailureCounter:
+    """Limits on failed attempts (sign-in), in the limiter's storage (memory or Redis).
+
+    An attempt takes one unit of each of its limits before it is checked and gives them back
+    if it succeeds, so successes never count and a burst of parallel guesses cannot all pass
+    a check made before any of them failed. Each window is fixed: it starts at the first
+    failure it counts. Keys are chosen by the caller and must hold no personal data."""
+
+    def __init__(self, storage: Storage, prefix: str):
+        self.storage = storage
+        self.prefix = prefix
+
+    def attempt(self, limits: Sequence[tuple[str, str]]) -> Attempt:
+        """`limits`: (limit such as "5 per minute", key) pairs, in the order they are checked."""
+        attempt = Attempt(self)
+        for limit, key in limits:
+            item = parse(limit)
+            window = int(item.get_expiry())
+            stored = f"{self.prefix}/failures/{key}/{item.amount}/{window}"
+            attempt.held.append((stored, window))
+            if self.storage.incr(stored, window) > item.amount:
+                self.give_back(attempt.held)
+                attempt.held = []
+                attempt.retry_after = max(1, int(self.storage.get_expiry(stored) - time.time()))
+                return attempt
+        return attempt
+
+    def give_back(self, held: Sequence[tuple[str, int]]) -> None:
+        for stored, window in held:
+            if self.storage.incr(stored, window, amount=-1) < 0:
+                # The window ended while the attempt ran: leave the new one at zero.
+                self.storage.incr(stored, window, amount=1)
+
+    def clear(self, key: str, limit: str) -> None:
+        item = parse(limit)
+        self.storage.clear(f"{self.prefix}/failures/{key}/{item.amount}/"
+                           f"{int(item.get_expiry())}")

@@ -31,7 +31,14 @@ from contacts.settings import load_secrets
 from contacts.staff import service as staff_service
 from contacts.vault import service as vault_service
 from contacts.vault.schemas import SyncDocument
-from tests.helpers import IN_CI, PASSWORD, Auth, StaffAccount, smtp_server_with
+from tests.helpers import (
+    IN_CI,
+    PASSWORD,
+    Auth,
+    StaffAccount,
+    enrol_two_factor,
+    smtp_server_with,
+)
 
 PG_ADMIN_DSN = os.environ.get("LIFELINE_TEST_PG_DSN",
                               "host=127.0.0.1 port=5432 dbname=test user=postgres")
@@ -149,16 +156,19 @@ def client(app):
 
 @pytest.fixture
 def make_staff(app):
+    """A staff account, enrolled in two-factor sign-in unless two_factor=False."""
     counter = iter(range(1, 10_000))
 
-    def build(role: str = "admin", email: str | None = None) -> StaffAccount:
+    def build(role: str = "admin", email: str | None = None, *,
+              two_factor: bool = True) -> StaffAccount:
         email = email or f"{role}{next(counter)}@staff.example.com"
         with session_scope(app.extensions["lifeline.engine"]) as session:
             created = staff_service.create_staff(
                 session=session, crypto=app.extensions["lifeline.crypto"],
                 actor=Actor.system("test"), email=email, role=role, password=PASSWORD,
                 min_password_length=12)
-        return StaffAccount(created.id, email, role)
+        account = StaffAccount(created.id, email, role)
+        return enrol_two_factor(app, account) if two_factor else account
 
     return build
 

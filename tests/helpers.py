@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: the test password, a CSRF-aware sign-in helper."""
+"""Helpers shared by the tests: the test password, a CSRF-aware sign-in helper that gives
+the second factor too (TOTP codes computed with pyotp)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import re
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyotp
 from sqlalchemy import text
 
 IN_CI = os.environ.get("CI") == "true"
@@ -25,6 +29,47 @@ class StaffAccount:
     email: str
     role: str
     password: str = PASSWORD
+    totp_secret: str | None = None  # set once enrolled (the staff factory enrols)
+    recovery_codes: list[str] = field(default_factory=list)
+    last_step: int = 0  # the last TOTP step this helper gave the server
+
+    def code(self) -> str:
+        """A TOTP code the server accepts now: the current step's, else the next step's
+        (the server refuses a step at or before the last one used); when both were used,
+        waits for the step to turn."""
+        assert self.totp_secret, f"{self.id} has no second factor enrolled"
+        totp = pyotp.TOTP(self.totp_secret)
+        while True:
+            now = time.time()
+            current = totp.timecode(now)
+            for step in (current, current + 1):
+                if step > self.last_step:
+                    self.last_step = step
+                    return totp.generate_otp(step)
+            time.sleep(totp.interval - now % totp.interval + 0.05)
+
+
+def enrol_two_factor(app, account: StaffAccount, *, reset: bool = False) -> StaffAccount:
+    """Enrol TOTP through the service, as the enrolment page does. The confirming code is
+    one of a minute ago, so the current and next steps stay free for sign-ins."""
+    from contacts.audit import Actor
+    from contacts.db import session_scope
+    from contacts.staff import twofactor
+
+    confirmed_at = datetime.now(UTC) - timedelta(seconds=60)
+    crypto = app.extensions["lifeline.crypto"]
+    with session_scope(app.extensions["lifeline.engine"]) as session:
+        if reset:
+            twofactor.reset(session=session, actor=Actor.system("test"), staff_id=account.id)
+        enrolment = twofactor.begin_enrolment(session=session, crypto=crypto,
+                                              staff_id=account.id, issuer="Lifeline")
+        totp = pyotp.TOTP(enrolment.secret)
+        account.recovery_codes = twofactor.confirm_enrolment(
+            session=session, crypto=crypto, actor=Actor.system("test"), staff_id=account.id,
+            code=totp.at(confirmed_at), recovery_codes=10, now=confirmed_at)
+    account.totp_secret = enrolment.secret
+    account.last_step = totp.timecode(confirmed_at)
+    return account
 
 
 CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -37,7 +82,9 @@ def csrf_token_from(html: str) -> str:
 
 
 class Auth:
-    """Sign in and out through the real login form, CSRF token included."""
+    """Sign in and out through the real login form, CSRF token included. An enrolled
+    account's sign-in goes on to the code page with the account's next TOTP code; the
+    answer returned is the last one (302 to the console when signed in)."""
 
     def __init__(self, client):
         self.client = client
@@ -45,13 +92,30 @@ class Auth:
     def csrf(self, path: str = "/login") -> str:
         return csrf_token_from(self.client.get(path).get_data(as_text=True))
 
-    def login(self, account: StaffAccount, password: str | None = None):
-        return self.client.post("/login", data={
-            "email": account.email, "password": password or account.password,
-            "csrf_token": self.csrf()})
+    def login(self, account: StaffAccount, password: str | None = None,
+              next: str | None = None):
+        data = {"email": account.email, "password": password or account.password,
+                "csrf_token": self.csrf()}
+        if next is not None:
+            data["next"] = next
+        response = self.client.post("/login", data=data)
+        if (response.status_code == 302 and response.headers["Location"] == "/login/code"
+                and account.totp_secret):
+            return self.second_factor(account.code())
+        return response
+
+    def second_factor(self, code: str):
+        return self.client.post("/login/code", data={
+            "code": code, "csrf_token": self.csrf("/login/code")})
 
     def logout(self):
         return self.client.post("/logout", data={"csrf_token": self.csrf("/console/")})
+
+
+def give_second_factor(page, account: StaffAccount) -> None:
+    """In a browser, after the password: type the account's next TOTP code."""
+    page.get_by_label("Authentication code").fill(account.code())
+    page.get_by_role("button", name="Verify").click()
 
 
 @contextmanager

@@ -10,6 +10,8 @@ from contacts.access import ROLES, SCOPES, rule_for
 from contacts.ids import new_id
 
 PUBLIC_ENDPOINTS = {"static", "openapi", "staff.login", "staff.index", "system.healthz",
+                    # the steps of a sign-in after the password: a code, or enrolment
+                    "staff.login_code", "staff.login_enrol",
                     "vault.confirm_page", "vault.confirm_details",
                     # the out-of-band intake: no login, by design
                     "intake.contact", "intake.verify", "intake.resend", "intake.confirm_link",

@@ -13,7 +13,7 @@ from contacts.access import ROLES, SCOPES
 from contacts.audit import Actor
 from contacts.db import session_scope
 from contacts.errors import CliError, cli_errors
-from contacts.staff import service
+from contacts.staff import service, twofactor
 
 
 def _engine():
@@ -64,7 +64,8 @@ def list_staff():
                                      crypto=current_app.extensions["lifeline.crypto"])
     for member in members:
         state = "active" if member.is_active else "inactive"
-        click.echo(f"{member.id}  {member.role:<8} {state:<8} {member.email}")
+        factor = "2fa" if member.two_factor else "no-2fa"
+        click.echo(f"{member.id}  {member.role:<8} {state:<8} {factor:<6} {member.email}")
 
 
 @staff_group.command("deactivate")
@@ -77,6 +78,18 @@ def deactivate_staff(staff_id: str):
         service.set_active(session=session, actor=Actor.system("cli"), staff_id=staff_id,
                            active=False)
     click.echo(f"deactivated {staff_id}")
+
+
+@staff_group.command("reset-2fa")
+@click.argument("staff_id")
+@with_appcontext
+@cli_errors
+def reset_two_factor(staff_id: str):
+    """Forget an account's second factor (a lost phone): its recovery codes stop working,
+    its sessions end and its next sign-in sets up two-factor sign-in again. Audited."""
+    with session_scope(_engine()) as session:
+        twofactor.reset(session=session, actor=Actor.system("cli"), staff_id=staff_id)
+    click.echo(f"two-factor sign-in reset for {staff_id}: it enrols again at its next sign-in")
 
 
 @click.group("tokens", help="Manage API tokens for machine clients.")

@@ -1,10 +1,11 @@
-"""Staff users and API tokens. Emails are stored encrypted, found by blind index."""
+"""Staff users, their second factor and API tokens. Emails and TOTP secrets are stored
+encrypted; emails are found by blind index, recovery codes by keyed digest."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column
+from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
 from contacts.crypto import encrypted_column
@@ -24,6 +25,28 @@ class StaffUser(SQLModel, table=True):
     session_version: int = Field(default=1)
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     last_login_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # TOTP (RFC 6238): the sealed secret; enrolled once a first code confirmed it.
+    totp_secret_encrypted: str | None = Field(default=None, max_length=512)
+    totp_enrolled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # The time step of the last code accepted: a code of this step or an earlier one is
+    # refused, so a code cannot be replayed within its window.
+    totp_last_step: int | None = Field(default=None)
+
+    @property
+    def has_totp(self) -> bool:
+        return self.totp_enrolled_at is not None
+
+
+class RecoveryCode(SQLModel, table=True):
+    """A single-use code that stands in for a TOTP code, stored as a keyed digest."""
+
+    __tablename__ = "staff_recovery_code"
+
+    code_digest: str = Field(primary_key=True, max_length=64)
+    staff_id: str = Field(sa_column=Column(String(40), ForeignKey("staff_user.id"),
+                                           nullable=False, index=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
 
 class ApiToken(SQLModel, table=True):
@@ -50,3 +73,5 @@ class ApiToken(SQLModel, table=True):
 
 
 STAFF_EMAIL = encrypted_column(StaffUser.__table__, "email_encrypted", "staff.email")
+STAFF_TOTP_SECRET = encrypted_column(StaffUser.__table__, "totp_secret_encrypted",
+                                     "staff.totp_secret")

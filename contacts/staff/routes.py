@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, time
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
-from flask_login import UserMixin, current_user, login_user, logout_user
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import (
     DateField,
@@ -23,28 +22,15 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from contacts.access import ROLES, SCOPES, public, safe_next, staff
 from contacts.db import request_session, rollback_request_session
-from contacts.errors import LifelineError
-from contacts.ratelimit import RateLimit, limited
-from contacts.staff import service
-from contacts.staff.models import StaffUser
+from contacts.errors import Invalid, LifelineError
+from contacts.staff import service, twofactor, web
+from contacts.staff.web import SignedInStaff
+
+__all__ = ["SignedInStaff", "bp"]
 
 bp = Blueprint("staff", __name__)
-
-
-@dataclass
-class SignedInStaff(UserMixin):
-    """The signed-in staff member as Flask-Login sees it; no personal data."""
-
-    id: str
-    role: str
-    identity: str
-
-    @classmethod
-    def of(cls, user: StaffUser) -> SignedInStaff:
-        return cls(id=user.id, role=user.role, identity=service.session_identity(user))
-
-    def get_id(self) -> str:
-        return self.identity
+bp.before_app_request(web.enforce_second_factor)
+bp.record_once(lambda state: web.check_settings(state.app))
 
 
 def _settings():
@@ -61,17 +47,12 @@ class LoginForm(FlaskForm):
     next = HiddenField()
 
 
-def _login_email_key() -> str:
-    # Keyed digest, so the limiter's storage never holds a typed address.
-    return "login-email:" + service.email_digest(_crypto(), request.form.get("email", ""))
+class CodeForm(FlaskForm):
+    code = StringField("Authentication code", validators=[DataRequired(), Length(max=64)])
 
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-# Every attempt counts, and is counted before the password is checked, so a burst of
-# parallel guesses cannot slip past the limit.
-@limited(RateLimit("security_login_rate_limit"),
-         RateLimit("security_login_rate_limit_per_email", key=_login_email_key))
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("staff.home"))
@@ -79,23 +60,129 @@ def login():
     if request.method == "GET":
         form.next.data = safe_next(request.args.get("next"))
     if form.validate_on_submit():
-        user = service.authenticate(session=request_session(), crypto=_crypto(),
-                                    email=form.email.data, password=form.password.data,
-                                    ip=g.actor.ip)
+        # Failed attempts are limited (web.sign_in_attempt); the attempt is held before the
+        # password is checked, so parallel guesses cannot slip past the limit.
+        attempt = web.sign_in_attempt(service.email_digest(_crypto(), form.email.data))
+        if attempt.refused:
+            return web.too_many_attempts("staff/login.html", attempt, form=form)
+        user = service.check_password(session=request_session(), crypto=_crypto(),
+                                      email=form.email.data, password=form.password.data,
+                                      ip=g.actor.ip)
         if user is not None:
-            login_user(SignedInStaff.of(user))
-            return redirect(safe_next(form.next.data) or url_for("staff.home"))
+            attempt.succeeded()
+            return web.after_password(user, form.next.data)
         form.password.errors = ["Wrong email or password."]
         return render_template("staff/login.html", form=form), 401
     status = 400 if request.method == "POST" else 200
     return render_template("staff/login.html", form=form), status
 
 
+def _restart_sign_in():
+    flash("Sign in again: the sign-in expired or was not started.")
+    return redirect(url_for("staff.login"))
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@public
+def login_code():
+    """The second step of a sign-in: a TOTP code or a recovery code."""
+    user = web.signing_in()
+    if user is None or not user.has_totp:
+        return _restart_sign_in()
+    form = CodeForm()
+    if form.validate_on_submit():
+        attempt = web.sign_in_attempt(service.sign_in_key(user))
+        if attempt.refused:
+            return web.too_many_attempts("staff/login_code.html", attempt, form=form)
+        passed = twofactor.check_second_factor(session=request_session(), crypto=_crypto(),
+                                               staff_id=user.id, code=form.code.data,
+                                               ip=g.actor.ip)
+        if passed:
+            attempt.succeeded()
+            if passed == "recovery_code":
+                left = twofactor.recovery_codes_left(session=request_session(),
+                                                     staff_id=user.id)
+                flash(f"Recovery code used: {left} left."
+                      + (" Replace them under Two-factor sign-in." if left <= 3 else ""))
+            return web.finish(user, passed, redirect(web.pending_next()))
+        form.code.errors = ["That code is not right, or was already used."]
+        return render_template("staff/login_code.html", form=form), 401
+    status = 400 if request.method == "POST" else 200
+    return render_template("staff/login_code.html", form=form), status
+
+
+@bp.route("/login/enrol", methods=["GET", "POST"])
+@public
+def login_enrol():
+    """Two-factor sign-in is required for this role and not set up yet: set it up now,
+    before any console page."""
+    user = web.signing_in()
+    if user is None or user.has_totp:
+        return _restart_sign_in()
+    session = request_session()
+    enrolment = twofactor.begin_enrolment(session=session, crypto=_crypto(), staff_id=user.id,
+                                          issuer=_settings().security_totp_issuer)
+    form = CodeForm()
+    status = 200
+    if form.validate_on_submit():
+        attempt = web.sign_in_attempt(service.sign_in_key(user))
+        if attempt.refused:
+            return web.too_many_attempts("staff/login_enrol.html", attempt, form=form,
+                                         enrolment=enrolment)
+        try:
+            codes = twofactor.confirm_enrolment(
+                session=session, crypto=_crypto(), actor=g.actor, staff_id=user.id,
+                code=form.code.data, recovery_codes=_settings().security_recovery_codes)
+        except Invalid as exc:
+            form.code.errors = [exc.message]
+            status = 401
+        else:
+            attempt.succeeded()
+            next_url = web.pending_next()
+            response = web.finish(user, "totp", current_app.response_class())
+            response.set_data(render_template("staff/recovery_codes.html", codes=codes,
+                                              next=next_url))
+            return response
+    elif request.method == "POST":
+        status = 400
+    return render_template("staff/login_enrol.html", form=form, enrolment=enrolment), status
+
+
+@bp.route("/console/two-factor", methods=["GET", "POST"])
+@staff()
+def two_factor():
+    """The signed-in member's second factor: replace the recovery codes (with a current
+    code, limited as sign-ins are)."""
+    session = request_session()
+    user = service.signed_in_user(session=session, staff_id=g.actor.id)
+    form = CodeForm()
+    status = 200
+    if user.has_totp and form.validate_on_submit():
+        attempt = web.sign_in_attempt(service.sign_in_key(user))
+        if attempt.refused:
+            return web.too_many_attempts("staff/two_factor.html", attempt, form=form,
+                                         user=user, left=None)
+        if twofactor.check_second_factor(session=session, crypto=_crypto(), staff_id=user.id,
+                                         code=form.code.data, ip=g.actor.ip):
+            attempt.succeeded()
+            codes = twofactor.new_recovery_codes(
+                session=session, crypto=_crypto(), actor=g.actor, staff_id=user.id,
+                count=_settings().security_recovery_codes)
+            return render_template("staff/recovery_codes.html", codes=codes,
+                                   next=url_for("staff.home"), replaced=True)
+        form.code.errors = ["That code is not right, or was already used."]
+        status = 401
+    elif request.method == "POST":
+        status = 400
+    left = twofactor.recovery_codes_left(session=session, staff_id=user.id)
+    return render_template("staff/two_factor.html", form=form, user=user, left=left), status
+
+
 @bp.route("/logout", methods=["POST"])
 @staff()
 def logout():
     service.record_logout(session=request_session(), actor=g.actor)
-    logout_user()
+    web.sign_out()
     flash("You are signed out.")
     return redirect(url_for("staff.login"))
 

@@ -38,10 +38,12 @@ class StaffView:
     is_active: bool
     created_at: datetime
     last_login_at: datetime | None
+    two_factor: bool = False
 
 
 def _view(user: StaffUser, crypto: Crypto) -> StaffView:
     return StaffView(
+        two_factor=user.has_totp,
         id=user.id,
         email=crypto.cipher.decrypt(user.email_encrypted, context=STAFF_EMAIL),
         role=user.role,
@@ -114,9 +116,15 @@ def email_digest(crypto: Crypto, email: str) -> str:
         return "malformed"
 
 
-def authenticate(*, session: Session, crypto: Crypto, email: str, password: str,
-                 ip: str | None) -> StaffUser | None:
-    """Check a login; audit success and failure alike. None means refused."""
+def sign_in_key(user: StaffUser) -> str:
+    """The account's `email_digest`, from its stored index."""
+    return user.email_index[:16]
+
+
+def check_password(*, session: Session, crypto: Crypto, email: str, password: str,
+                   ip: str | None) -> StaffUser | None:
+    """The first step of a sign-in: the account whose password this is, or None (audited).
+    The sign-in itself is recorded by `record_sign_in`, after any second factor."""
     try:
         email_index = crypto.index.email(email)
     except Invalid:
@@ -138,14 +146,25 @@ def authenticate(*, session: Session, crypto: Crypto, email: str, password: str,
         return None
     if hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hasher.hash(password)
-    user.last_login_at = utcnow()
-    session.add(user)
-    audit.record(session, Actor("staff", user.id, ip), "staff.login", target_kind="staff",
-                 target_id=user.id)
+        session.add(user)
     return user
 
 
+def record_sign_in(*, session: Session, user: StaffUser, ip: str | None,
+                   second_factor: str | None) -> None:
+    user.last_login_at = utcnow()
+    session.add(user)
+    audit.record(session, Actor("staff", user.id, ip), "staff.login", target_kind="staff",
+                 target_id=user.id, second_factor=second_factor)
+
+
 def record_logout(*, session: Session, actor: Actor) -> None:
+    """End the sign-in on the server: the session version moves on, so the cookie (and a
+    copy of it) stops working. Every session of this account ends with it."""
+    user = session.get(StaffUser, actor.id)
+    if user is not None:
+        user.session_version += 1
+        session.add(user)
     audit.record(session, actor, "staff.logout", target_kind="staff", target_id=actor.id)
 
 
@@ -159,6 +178,10 @@ def load_signed_in(session: Session, identity: str) -> StaffUser | None:
     if user is None or not user.is_active or str(user.session_version) != version:
         return None
     return user
+
+
+def signed_in_user(*, session: Session, staff_id: str) -> StaffUser:
+    return _get_staff(session, staff_id)
 
 
 def list_staff(*, session: Session, crypto: Crypto) -> list[StaffView]:

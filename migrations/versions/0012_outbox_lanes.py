@@ -1,7 +1,7 @@
 """outbox lanes: each lane claims its own channel through the due index
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-02 15:30:00.000000
 """
 
@@ -9,7 +9,7 @@ from alembic import op
 
 
 revision = '0012'
-down_revision = '0009'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 

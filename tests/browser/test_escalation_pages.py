@@ -14,6 +14,7 @@ from contacts.db import session_scope, utcnow
 from contacts.escalations import service as escalations
 from contacts.vault.models import Account, Contact
 from tests.escalations.conftest import ACCOUNTS
+from tests.helpers import give_second_factor
 from tests.intake.conftest import UNLIMITED, Desk
 
 pytestmark = pytest.mark.browser
@@ -48,6 +49,7 @@ def sign_in(page, live_server, account) -> None:
     page.get_by_label("Email").fill(account.email)
     page.get_by_label("Password").fill(account.password)
     page.get_by_role("button", name="Sign in").click()
+    give_second_factor(page, account)
 
 
 def nav(page, name: str) -> None:

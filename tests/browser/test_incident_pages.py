@@ -10,6 +10,7 @@ import pytest
 from contacts.db import utcnow
 from contacts.delivery import outbox
 from contacts.mail import Mailer
+from tests.helpers import give_second_factor
 from tests.incidents.conftest import thirty_sites
 from tests.vault.fixtures import make_document
 
@@ -31,6 +32,7 @@ def test_comms_publish_an_update_that_reaches_every_affected_contact(
     page.get_by_label("Email").fill(comms.email)
     page.get_by_label("Password").fill(comms.password)
     page.get_by_role("button", name="Sign in").click()
+    give_second_factor(page, comms)
     page.get_by_role("link", name="Incidents").click()
     page.get_by_label("Title").fill("Sites deleted by a maintenance script")
     page.get_by_label("Severity").select_option("critical")

@@ -4,6 +4,7 @@ request confirmed on its status page. Then support sees it first in the queue.""
 
 import pytest
 
+from tests.helpers import give_second_factor
 from tests.intake.conftest import ACME, UNLIMITED, Desk
 
 pytestmark = pytest.mark.browser
@@ -48,6 +49,7 @@ def test_a_customer_with_no_login_confirms_a_request_by_the_emailed_code(
     page.get_by_label("Email").fill(account.email)
     page.get_by_label("Password").fill(account.password)
     page.get_by_role("button", name="Sign in").click()
+    give_second_factor(page, account)
     page.get_by_role("link", name="Requests").click()
     first = page.locator("tbody tr").first
     assert reference in first.inner_text() and "authorized" in first.inner_text()

@@ -3,6 +3,7 @@ contact with a reason."""
 
 import pytest
 
+from tests.helpers import give_second_factor
 from tests.vault.fixtures import make_document
 
 pytestmark = pytest.mark.browser
@@ -18,6 +19,7 @@ def test_support_finds_an_account_by_phone_and_reveals_a_contact(live_server, pa
     page.get_by_label("Email").fill(account.email)
     page.get_by_label("Password").fill(account.password)
     page.get_by_role("button", name="Sign in").click()
+    give_second_factor(page, account)
     page.get_by_role("link", name="Accounts").first.click()
     page.get_by_label("Find an account").fill(contact["phone"])
     page.get_by_role("button", name="Search").click()

@@ -120,9 +120,7 @@ def test_after_sign_in_only_same_site_next_addresses_are_followed(client, auth, 
     account = make_staff()
     page = client.get("/login?next=//evil.example/steal").get_data(as_text=True)
     assert "evil.example" not in page
-    response = client.post("/login", data={"email": account.email, "password": account.password,
-                                           "next": "https://evil.example/",
-                                           "csrf_token": auth.csrf()})
+    response = auth.login(account, next="https://evil.example/")
     assert response.headers["Location"] == "/console/"
 
 

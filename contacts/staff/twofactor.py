@@ -1,0 +1,197 @@
+"""The second factor of a staff sign-in: TOTP (RFC 6238) and single-use recovery codes.
+
+The TOTP secret is sealed with the field cipher; a code is accepted for its own 30-second
+step or the one before or after (clock drift), and never for a step at or before the last
+one accepted, so a code cannot be replayed. Recovery codes are kept as keyed digests.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyotp
+import segno
+from sqlalchemy import delete, or_, update
+from sqlmodel import Session, col, func, select
+
+from contacts import audit
+from contacts.audit import Actor
+from contacts.crypto import Crypto
+from contacts.db import utcnow
+from contacts.errors import Conflict, Invalid, NotFound
+from contacts.ids import parse_id
+from contacts.staff.models import STAFF_EMAIL, STAFF_TOTP_SECRET, RecoveryCode, StaffUser
+
+DRIFT_STEPS = 1  # codes of the step before and after the current one are accepted too
+RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
+RECOVERY_LENGTH = 10  # about 49 bits each
+TOTP_CODE = re.compile(r"^\d{6}$")
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """What the enrolment page shows: the secret as text and as a QR code (inline SVG)."""
+
+    secret: str
+    uri: str
+    qr_svg: str
+
+
+def is_required(role: str, required_roles: list[str]) -> bool:
+    return role in required_roles
+
+
+def _get(session: Session, staff_id: str) -> StaffUser:
+    user = session.get(StaffUser, parse_id(staff_id, "stf"))
+    if user is None:
+        raise NotFound("no staff account with this ID")
+    return user
+
+
+def begin_enrolment(*, session: Session, crypto: Crypto, staff_id: str,
+                    issuer: str) -> Enrolment:
+    """The secret to enrol, created once and shown again until a code confirms it."""
+    user = _get(session, staff_id)
+    if user.has_totp:
+        raise Conflict("two-factor sign-in is already set up for this account")
+    if user.totp_secret_encrypted is None:
+        secret = pyotp.random_base32()
+        user.totp_secret_encrypted = crypto.cipher.encrypt(secret, context=STAFF_TOTP_SECRET)
+        session.add(user)
+    else:
+        secret = crypto.cipher.decrypt(user.totp_secret_encrypted, context=STAFF_TOTP_SECRET)
+    email = crypto.cipher.decrypt(user.email_encrypted, context=STAFF_EMAIL)
+    uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer)
+    qr = segno.make(uri, error="m").svg_inline(scale=4, border=4, light="#fff",
+                                               title="QR code of the two-factor secret")
+    return Enrolment(secret=secret, uri=uri, qr_svg=qr)
+
+
+def confirm_enrolment(*, session: Session, crypto: Crypto, actor: Actor, staff_id: str,
+                      code: str, recovery_codes: int,
+                      now: datetime | None = None) -> list[str]:
+    """Switch TOTP on once a first code matches; returns the recovery codes, shown once."""
+    user = _get(session, staff_id)
+    if user.has_totp:
+        raise Conflict("two-factor sign-in is already set up for this account")
+    if user.totp_secret_encrypted is None:
+        raise Invalid("start the enrolment first")
+    now = now or utcnow()
+    if _accept_totp(session, crypto, user, code, now) != "ok":
+        raise Invalid("That code does not match. Check the time on your phone and try the "
+                      "current code.")
+    user.totp_enrolled_at = now
+    session.add(user)
+    codes = _replace_recovery_codes(session, crypto, user, recovery_codes, now)
+    audit.record(session, actor, "staff.2fa_enrolled", target_kind="staff", target_id=user.id,
+                 recovery_codes=len(codes))
+    return codes
+
+
+def check_second_factor(*, session: Session, crypto: Crypto, staff_id: str, code: str,
+                        ip: str | None, now: datetime | None = None) -> str | None:
+    """Check a TOTP code or a recovery code; returns which one passed ("totp" or
+    "recovery_code"), or None after auditing the failure."""
+    user = _get(session, staff_id)
+    now = now or utcnow()
+    typed = re.sub(r"[\s-]", "", code).lower()
+    if TOTP_CODE.match(typed):
+        outcome = _accept_totp(session, crypto, user, typed, now) if user.has_totp else "wrong"
+        passed = "totp" if outcome == "ok" else None
+        reason = "replayed_code" if outcome == "replayed" else "wrong_code"
+    else:
+        passed = "recovery_code" if _use_recovery_code(session, crypto, user, typed, now) \
+            else None
+        reason = "wrong_recovery_code"
+    if passed is None:
+        audit.record(session, Actor("anonymous", None, ip), "staff.login_failed",
+                     target_kind="staff", target_id=user.id, reason=reason)
+    return passed
+
+
+def _accept_totp(session: Session, crypto: Crypto, user: StaffUser, code: str,
+                 now: datetime) -> str:
+    """"ok" once per step, "replayed" for a step already used, else "wrong"."""
+    secret = crypto.cipher.decrypt(user.totp_secret_encrypted, context=STAFF_TOTP_SECRET)
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    matching = [step for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1)
+                if secrets.compare_digest(totp.generate_otp(step), code.strip())]
+    if not matching:
+        return "wrong"
+    # One conditional UPDATE: of two requests with the same code, only one moves the step.
+    moved = session.execute(
+        update(StaffUser).where(col(StaffUser.id) == user.id,
+                                or_(col(StaffUser.totp_last_step).is_(None),
+                                    col(StaffUser.totp_last_step) < matching[0]))
+        .values(totp_last_step=matching[0]).execution_options(synchronize_session=False))
+    session.refresh(user, ["totp_last_step"])
+    return "ok" if moved.rowcount == 1 else "replayed"
+
+
+def _recovery_digest(crypto: Crypto, user_id: str, typed: str) -> str:
+    return crypto.index.digest("staff.recovery_code", f"{user_id}\x00{typed}")
+
+
+def _use_recovery_code(session: Session, crypto: Crypto, user: StaffUser, typed: str,
+                       now: datetime) -> bool:
+    if not typed or len(typed) > 64:
+        return False
+    used = session.execute(
+        update(RecoveryCode).where(col(RecoveryCode.code_digest) == _recovery_digest(
+            crypto, user.id, typed), col(RecoveryCode.staff_id) == user.id,
+            col(RecoveryCode.used_at).is_(None))
+        .values(used_at=now).execution_options(synchronize_session=False))
+    return used.rowcount == 1
+
+
+def _new_recovery_code() -> str:
+    letters = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_LENGTH))
+    return f"{letters[:5]}-{letters[5:]}"
+
+
+def _replace_recovery_codes(session: Session, crypto: Crypto, user: StaffUser, count: int,
+                            now: datetime) -> list[str]:
+    session.execute(delete(RecoveryCode).where(col(RecoveryCode.staff_id) == user.id))
+    codes = [_new_recovery_code() for _ in range(count)]
+    session.add_all(RecoveryCode(code_digest=_recovery_digest(crypto, user.id,
+                                                              code.replace("-", "")),
+                                 staff_id=user.id, created_at=now) for code in codes)
+    session.flush()
+    return codes
+
+
+def new_recovery_codes(*, session: Session, crypto: Crypto, actor: Actor, staff_id: str,
+                       count: int) -> list[str]:
+    """New recovery codes for an enrolled account; the old ones stop working."""
+    user = _get(session, staff_id)
+    if not user.has_totp:
+        raise Conflict("set up two-factor sign-in first")
+    codes = _replace_recovery_codes(session, crypto, user, count, utcnow())
+    audit.record(session, actor, "staff.2fa_recovery_codes_replaced", target_kind="staff",
+                 target_id=user.id, recovery_codes=len(codes))
+    return codes
+
+
+def recovery_codes_left(*, session: Session, staff_id: str) -> int:
+    query = select(func.count()).select_from(RecoveryCode).where(
+        col(RecoveryCode.staff_id) == staff_id, col(RecoveryCode.used_at).is_(None))
+    return session.exec(query).one()
+
+
+def reset(*, session: Session, actor: Actor, staff_id: str) -> None:
+    """Forget the account's second factor and end its sessions: its next sign-in enrols
+    again (an admin's way back in after a lost phone and lost recovery codes)."""
+    user = _get(session, staff_id)
+    session.execute(delete(RecoveryCode).where(col(RecoveryCode.staff_id) == user.id))
+    had = user.has_totp
+    user.totp_secret_encrypted = None
+    user.totp_enrolled_at = None
+    user.totp_last_step = None
+    user.session_version += 1
+    session.add(user)
+    audit.record(session, actor, "staff.2fa_reset", target_kind="staff", target_id=user.id,
+                 was_enrolled=had)
