@@ -19,7 +19,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from contacts import access, api, db, ratelimit
+from contacts import access, api, db, inputs, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.drill import cli as drill_cli
@@ -100,6 +100,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         settings, app.extensions["lifeline.crypto"], intake=intake,
         render=message_renderer(app))
 
+    inputs.init_app(app, settings)  # first: bodies are capped before any hook reads one
     _init_login(app)
     # Access is checked first: an anonymous POST is sent to sign in, not told about CSRF.
     access.init_app(app, authenticate_token=_token_authenticator(engine),

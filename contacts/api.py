@@ -8,7 +8,6 @@ the same way. Validation failures and malformed JSON answer our one error shape.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
@@ -17,6 +16,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 
 from contacts.errors import Invalid, LifelineError
+from contacts.inputs import has_body
 
 log = logging.getLogger(__name__)
 
@@ -126,25 +126,17 @@ def init_app(app) -> None:
 
     @app.before_request
     def parse_json_body():
-        """Refuse a body that is not JSON, or JSON that does not parse, naming the problem."""
+        """Refuse a body that is not JSON, or JSON that does not parse, naming the problem.
+        Chunked bodies too: they have no Content-Length, and the same rules."""
         if not request.path.startswith(API_PREFIX + "/") or request.routing_exception:
             return  # not the API, or an address that answers 404/405 anyway
-        if request.method not in ("POST", "PUT", "PATCH") or not request.content_length:
+        if request.method not in ("POST", "PUT", "PATCH") or not has_body(request):
             return
         if request.mimetype != "application/json":
             raise UnsupportedMediaType(
                 f"Send the body as application/json, not {request.mimetype or 'no type'}."
             )
-        try:
-            json.loads(request.get_data(cache=True))
-        except UnicodeDecodeError:
-            raise Invalid("The body is not valid UTF-8.") from None
-        except json.JSONDecodeError as exc:
-            raise Invalid(
-                f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
-            ) from None
-        except RecursionError:
-            raise Invalid("The body is nested too deeply.") from None
+        request.get_json()  # contacts.inputs.parse_json; cached for the view's validation
 
 
 def operation(*, scope: str | None, response: type[BaseModel], status: int = 200,

@@ -1,11 +1,10 @@
 """What the public form and the API share in front of the service: the rate limits (per
 client address, per claimed email, per claimed domain with public webmail domains exempt),
-the body cap, and receiving a request."""
+and receiving a request."""
 
 from __future__ import annotations
 
 from flask import current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from contacts.db import utcnow
 from contacts.intake import service
@@ -59,12 +58,6 @@ def intake() -> service.Intake:
 def renderer() -> service.Renderer:
     environment = current_app.jinja_env
     return lambda kind, locale, values: render_message(environment, kind, locale, values)
-
-
-def refuse_large_bodies() -> None:
-    cap = current_app.extensions["lifeline.settings"].intake_max_body_bytes
-    if request.method == "POST" and (request.content_length or 0) > cap:
-        raise RequestEntityTooLarge()
 
 
 def receive(given: RequestIn) -> str:
