@@ -121,8 +121,13 @@ def init_app(app, settings) -> None:
         blueprint = app.blueprints.get(request.blueprint or "")
         setting = getattr(blueprint, "body_cap_setting", None)
         cap = getattr(settings, setting) if setting else settings.server_max_body_bytes
-        # Chunked bodies have no length to check here: werkzeug reads them through a stream
-        # limited to this cap and answers 413 past it, as gunicorn's do (wsgi.input_terminated).
         request.max_content_length = cap
         if (request.content_length or 0) > cap:
             raise RequestEntityTooLarge()
+        if request.content_length is None and has_body(request):
+            # A chunked body has no length to check. Werkzeug's stream stops at the cap and
+            # hands on what it read, cut: read one byte more, so a longer body is refused
+            # whole (forms and JSON then parse this cached copy).
+            request.max_content_length = cap + 1
+            if len(request.get_data(cache=True)) > cap:
+                raise RequestEntityTooLarge()

@@ -110,7 +110,7 @@ def _csv_rows(reader: csv.DictReader):
     try:
         yield from reader
     except csv.Error as exc:
-        raise Invalid(f"line {reader.line_num}: the CSV cannot be read ({exc})") from None
+        raise Invalid(f"line {reader.reader.line_num}: the CSV cannot be read ({exc})") from None
 
 
 def parse_csv(text: str) -> ParsedFile:
@@ -119,7 +119,8 @@ def parse_csv(text: str) -> ParsedFile:
     try:
         fieldnames = reader.fieldnames or []
     except csv.Error as exc:
-        raise Invalid(f"line {reader.line_num}: the CSV header cannot be read ({exc})") from None
+        raise Invalid(f"line {reader.reader.line_num}: the CSV header cannot be read "
+                      f"({exc})") from None
     missing = [column for column in CSV_COLUMNS if column not in fieldnames]
     if missing:
         raise Invalid(f"the CSV header lacks the column{'s' if len(missing) > 1 else ''} "
