@@ -19,7 +19,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from contacts import access, api, db, inputs, ratelimit
+from contacts import access, accesslog, api, db, inputs, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.drill import cli as drill_cli
@@ -73,6 +73,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if settings.server_proxy_hops:
         hops = settings.server_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    accesslog.init_app(app)  # access logs and error lines hide the tokens of links
     app.extensions["lifeline.settings"] = settings
     app.extensions["lifeline.jobs"] = scheduled_jobs(settings)
     app.extensions["lifeline.health_probes"] = {

@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from contacts.errors import Invalid
-from contacts.inputs import MAX_DEPTH, parse_json
 from tests.helpers import csrf_token_from
 from tests.vault.fixtures import as_csv, make_document
 
+MAX_DEPTH = 64  # contacts.inputs.MAX_DEPTH, the deepest JSON we take
 SMALL_CAPS = {"server_max_body_bytes": 200_000, "intake_max_body_bytes": 16_384,
               "intake_rate_limit_per_ip": "100000 per minute",
               "intake_rate_limit_per_email": "100000 per minute",
@@ -61,17 +61,25 @@ def assert_refused(response, status: int, code: str, words: str = ""):
 
 @pytest.mark.parametrize("number", HOSTILE_NUMBERS)
 def test_the_parser_refuses_numbers_no_document_needs(number):
+    from contacts.inputs import parse_json
+
     with pytest.raises(Invalid, match="^The body has "):
         parse_json(f'{{"n": [{number}]}}')
 
 
 @pytest.mark.parametrize("nesting", HOSTILE_NESTINGS)
 def test_the_parser_refuses_deep_nesting_whatever_the_brackets(nesting):
+    from contacts.inputs import parse_json
+
     with pytest.raises(Invalid, match=r"^x\.json is nested too deeply \(more than 64 levels\)"):
         parse_json(nesting, name="x.json")
 
 
 def test_the_parser_takes_ordinary_documents_and_brackets_inside_strings():
+    from contacts.inputs import MAX_DEPTH as deepest_taken
+    from contacts.inputs import parse_json
+
+    assert deepest_taken == MAX_DEPTH
     deepest = "[" * MAX_DEPTH + "]" * MAX_DEPTH
     assert parse_json(deepest.encode()) == json.loads(deepest)
     text = json.dumps({"message": "[" * 10_000 + '\\"{' * 1000, "n": -12.5e3, "i": 10 ** 99})
