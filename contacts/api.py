@@ -16,6 +16,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 
 from contacts.errors import Invalid, LifelineError
+from contacts.ids import PATH_PARAMETER_PATTERNS
 from contacts.inputs import has_body
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,18 @@ spec = SpecTree(
 )
 
 
+def _with_path_patterns(document: dict) -> dict:
+    """Spectree describes path parameters as bare strings: give each one that names an ID
+    or a reference its pattern (contacts.ids), so clients and fuzzers send well-formed ones."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                pattern = PATH_PARAMETER_PATTERNS.get(parameter["name"])
+                if parameter["in"] == "path" and pattern:
+                    parameter["schema"] = {"type": "string", "pattern": pattern}
+    return document
+
+
 def init_app(app) -> None:
     from flask import jsonify, request
 
@@ -122,7 +135,7 @@ def init_app(app) -> None:
     @app.get(API_PREFIX + "/openapi.json", endpoint="openapi")
     @public
     def openapi_document():
-        return jsonify(spec.spec)
+        return jsonify(_with_path_patterns(spec.spec))
 
     @app.before_request
     def parse_json_body():
