@@ -13,6 +13,8 @@ input names objects the right way and reaches the services.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
@@ -121,3 +123,33 @@ def test_an_address_naming_nothing_answers_a_documented_404(api_schema, token):
 
 def test_the_rate_limited_intake_still_documents_429(api_schema):
     assert "429" in api_schema.raw_schema["paths"]["/api/v1/requests"]["post"]["responses"]
+
+
+def test_every_id_and_reference_in_the_document_carries_its_pattern(client):
+    """So a client (and the fuzzer above) knows what a well-formed one looks like: each path
+    parameter and each body or query field that names an object."""
+    import re
+
+    from contacts.ids import KINDS
+
+    document = client.get("/api/v1/openapi.json").get_json()
+    parameters = [parameter for operations in document["paths"].values()
+                  for operation in operations.values()
+                  for parameter in operation.get("parameters", []) if parameter["in"] == "path"]
+    assert len(parameters) >= 15
+    for parameter in parameters:
+        pattern = parameter["schema"]["pattern"]
+        if parameter["name"] == "reference":
+            assert re.match(pattern, NOTHING["reference"]()) and not re.match(pattern, "LL-0000")
+            continue
+        kind = next(kind for kind in KINDS if re.match(pattern, new_id(kind)))
+        assert not re.match(pattern, new_id("site" if kind != "site" else "acc"))
+        assert not re.match(pattern, new_id(kind).upper()), parameter
+    fields = document["components"]["schemas"]
+    for model, field, kind in (("ItemIn", "owner_id", "stf"), ("ItemIn", "account_id", "acc"),
+                               ("BulkIn", "items", "itm"), ("MergeIn", "into_id", "itm"),
+                               ("DeletionRequest", "ids", "ctc"), ("LinkIn", "incident_id", "inc")):
+        described = json.dumps(fields[model]["properties"][field])
+        pattern = re.search(r'"pattern": "([^"]+)"', described).group(1).replace("\\\\", "\\")
+        assert re.match(pattern, new_id(kind)), (model, field)
+        assert not re.match(pattern, "x" + new_id(kind)), (model, field)
