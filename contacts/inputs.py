@@ -5,7 +5,7 @@ Every JSON the app reads from outside goes through `parse_json`: API bodies (the
 provider, so `request.get_json()` anywhere), the sync document and import files. A JSON
 number of 5,000 digits, 100,000 nested brackets or `1e999` is refused as `Invalid` naming the
 problem, before it can reach Python's int-conversion limit, the recursion limit or a float
-column.
+column; so is a lone surrogate escape (`"\\ud800"`), which no database or digest can encode.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ MAX_NUMBER_CHARS = 100
 _STRING = re.compile(r'"(?:[^"\\]|\\[\s\S]?)*+(?:"|\Z)')
 _NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
 _ONE_KIND_OF_BRACKET = str.maketrans("{}", "[]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _Refused(Exception):
@@ -66,6 +67,25 @@ def _nests_too_deeply(text: str) -> bool:
     return "[]" in brackets
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string holds half a character (a lone \\udXXX escape), which no database,
+    log or digest can encode; a pair of escapes (an emoji) decodes to one character."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def parse_json(data: str | bytes, *, name: str = "The body", **decoder_options: Any) -> Any:
     """Parse JSON from outside; anything unusable is `Invalid("<name> ...")`.
 
@@ -80,8 +100,8 @@ def parse_json(data: str | bytes, *, name: str = "The body", **decoder_options: 
     if _nests_too_deeply(data):
         raise Invalid(f"{name} is nested too deeply (more than {MAX_DEPTH} levels).")
     try:
-        return json.loads(data, parse_int=_parse_int, parse_float=_parse_float,
-                          parse_constant=_parse_constant, **decoder_options)
+        document = json.loads(data, parse_int=_parse_int, parse_float=_parse_float,
+                              parse_constant=_parse_constant, **decoder_options)
     except json.JSONDecodeError as exc:
         raise Invalid(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} column "
                       f"{exc.colno}.") from None
@@ -89,6 +109,10 @@ def parse_json(data: str | bytes, *, name: str = "The body", **decoder_options: 
         raise Invalid(f"{name} {exc}.") from None
     except RecursionError:  # unbalanced openers the depth scan leaves to the parser
         raise Invalid(f"{name} is nested too deeply (more than {MAX_DEPTH} levels).") from None
+    if _SURROGATE_ESCAPE.search(data) and _has_lone_surrogate(document):
+        raise Invalid(f"{name} has a text with half a character in it (a lone surrogate "
+                      "escape, \\udXXX).")
+    return document
 
 
 class BoundedJSONProvider(DefaultJSONProvider):

@@ -75,6 +75,23 @@ def test_the_parser_refuses_deep_nesting_whatever_the_brackets(nesting):
         parse_json(nesting, name="x.json")
 
 
+@pytest.mark.parametrize("text", [r'["\ud800"]', r'{"\udc00": 1}', r'["x\uDBFFy"]',
+                                  r'{"a": ["\ude00\ud83d"]}'])
+def test_the_parser_refuses_half_characters(text):
+    from contacts.inputs import parse_json
+
+    with pytest.raises(Invalid, match="lone surrogate"):
+        parse_json(text)
+
+
+def test_a_half_character_in_a_request_is_refused_by_name(client):
+    for body in (r'{"email": "ada\udfff@example.org", "message": "x"}',
+                 r'{"email": "ada@example.org", "message": "x\ud800"}'):
+        assert_refused(client.post("/api/v1/requests", data=body,
+                                   content_type="application/json"), 400, "invalid",
+                       "lone surrogate")
+
+
 def test_the_parser_takes_ordinary_documents_and_brackets_inside_strings():
     from contacts.inputs import MAX_DEPTH as deepest_taken
     from contacts.inputs import parse_json
@@ -82,7 +99,8 @@ def test_the_parser_takes_ordinary_documents_and_brackets_inside_strings():
     assert deepest_taken == MAX_DEPTH
     deepest = "[" * MAX_DEPTH + "]" * MAX_DEPTH
     assert parse_json(deepest.encode()) == json.loads(deepest)
-    text = json.dumps({"message": "[" * 10_000 + '\\"{' * 1000, "n": -12.5e3, "i": 10 ** 99})
+    text = json.dumps({"message": "[" * 10_000 + '\\"{' * 1000 + "\U0001f600 \\ud800",
+                       "n": -12.5e3, "i": 10 ** 99})  # an emoji escaped as a pair: one char
     assert parse_json(text.encode()) == json.loads(text)
     with pytest.raises(Invalid, match="not valid JSON: Unterminated string"):
         parse_json('["' + '\\"' * 50_000)
