@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 
 from contacts.errors import Invalid, LifelineError
@@ -43,8 +44,20 @@ def _within_reason(value: datetime) -> datetime:
     return value
 
 
-# A time given to the API: with a zone, and in a range every database can store.
-Moment = Annotated[AwareDatetime, AfterValidator(_within_reason)]
+_A_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _written_out(value: object) -> object:
+    """pydantic would read 0, 0.5 or "1700000000" as seconds since 1970; the document says
+    date-time, so a time is written out (the fuzzer's negative data found this)."""
+    if isinstance(value, int | float) or (isinstance(value, str)
+                                          and _A_NUMBER.fullmatch(value.strip())):
+        raise ValueError("must be a date and time with a zone, like 2026-04-05T07:38:00Z")
+    return value
+
+
+# A time given to the API: written out, with a zone, and in a range every database can store.
+Moment = Annotated[AwareDatetime, BeforeValidator(_written_out), AfterValidator(_within_reason)]
 
 
 def _without_nul(value: str) -> str:

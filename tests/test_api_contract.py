@@ -153,3 +153,20 @@ def test_every_id_and_reference_in_the_document_carries_its_pattern(client):
         pattern = re.search(r'"pattern": "([^"]+)"', described).group(1).replace("\\\\", "\\")
         assert re.match(pattern, new_id(kind)), (model, field)
         assert not re.match(pattern, "x" + new_id(kind)), (model, field)
+
+
+@pytest.mark.parametrize("number", ["0.5", "0", "1700000000", "-1", "1e9", " 42 "])
+def test_a_number_is_not_taken_for_a_time(client, make_token, number):
+    """Found by the gate's negative data: pydantic read `?until=0.5` and `"started_at": 0` as
+    seconds since 1970, where the document says date-time."""
+    headers = {"Authorization": f"Bearer {make_token('audit:read', 'incidents:write')}"}
+    audit = client.get("/api/v1/audit", query_string={"until": number}, headers=headers)
+    assert audit.status_code == 422, audit.get_json()
+    assert "date and time with a zone" in audit.get_json()["error"]["message"]
+    for started_at in (number, float(number)):
+        opened = client.post("/api/v1/incidents", headers=headers, json={
+            "title": "Storage outage", "severity": "major", "started_at": started_at})
+        assert opened.status_code == 422, opened.get_json()
+    written_out = client.get("/api/v1/audit", headers=headers,
+                             query_string={"until": "2026-04-05T07:38:00+02:00"})
+    assert written_out.status_code == 200
