@@ -20,7 +20,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from contacts import access, api, clock, db, ratelimit
+from contacts import access, accesslog, api, clock, db, inputs, ratelimit
 from contacts.api import API_PREFIX
 from contacts.crypto import Crypto
 from contacts.drill import cli as drill_cli
@@ -74,6 +74,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if settings.server_proxy_hops:
         hops = settings.server_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    accesslog.init_app(app)  # access logs and error lines hide the tokens of links
     app.extensions["lifeline.settings"] = settings
     app.add_template_filter(clock.as_utc, "utc")  # pages show every time in UTC
     app.extensions["lifeline.jobs"] = scheduled_jobs(settings)
@@ -110,6 +111,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         settings, app.extensions["lifeline.crypto"], intake=intake,
         render=message_renderer(app))
 
+    inputs.init_app(app, settings)  # first: bodies are capped before any hook reads one
     _init_login(app)
     # Access is checked first: an anonymous POST is sent to sign in, not told about CSRF.
     access.init_app(app, authenticate_token=_token_authenticator(engine),

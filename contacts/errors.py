@@ -93,6 +93,7 @@ def register_http_errors(app, render_page: Callable[[int, str, str], Any],
     from flask_wtf.csrf import CSRFError
     from werkzeug.exceptions import HTTPException
 
+    from contacts.accesslog import logged_path
     from contacts.db import rollback_request_session
 
     def respond(status: int, code: str, message: str, details: Any = None,
@@ -109,8 +110,8 @@ def register_http_errors(app, render_page: Callable[[int, str, str], Any],
     @app.errorhandler(LifelineError)
     def lifeline_error(exc: LifelineError):
         if exc.status >= 500:  # our fault, whatever the message says: log it, show nothing
-            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path,
-                      exc.message)
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method,
+                      logged_path(request.environ), exc.message)
             return respond(500, *HTTP_ERRORS[500])
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return respond(exc.status, exc.code, exc.message, exc.details, headers)
@@ -133,7 +134,7 @@ def register_http_errors(app, render_page: Callable[[int, str, str], Any],
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, logged_path(request.environ))
         return respond(500, *HTTP_ERRORS[500])
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Annotated
+
+from pydantic import WithJsonSchema
 
 from contacts.errors import Invalid, WrongKind
 
@@ -30,7 +33,46 @@ KINDS = {
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 BODY_LENGTH = 26
-ID_PATTERN = re.compile(r"^([a-z]{2,8})_([0-9a-hjkmnp-tv-z]{26})$")
+_BODY = "[0-9a-hjkmnp-tv-z]{26}"
+ID_PATTERN = re.compile(rf"^([a-z]{{2,8}})_({_BODY})$")
+# A support request's reference, as the intake makes them (LL-7KQ2-9XHD: no 0/O, no 1/I).
+REFERENCE_PATTERN = "^LL-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}$"
+
+
+def id_pattern(*kinds: str) -> str:
+    """The JSON Schema pattern of an ID of one of these kinds (for the OpenAPI document)."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown ID kinds {sorted(unknown)}")
+    return f"^(?:{'|'.join(kinds)})_{_BODY}$"
+
+
+def typed_id(*kinds: str, or_also: str | None = None):
+    """A str field that holds an ID of one of these kinds (or the word `or_also`, such as
+    "none" or ""), described with its pattern so clients and fuzzers send well-formed ones.
+    The service checks it (parse_id): a malformed ID or one of another kind is refused
+    (400) naming the kind it expected, as before."""
+    pattern = id_pattern(*kinds)
+    if or_also is not None:
+        pattern = f"^(?:{pattern[1:-1]}|{re.escape(or_also)})$"
+    return Annotated[str, WithJsonSchema({
+        "type": "string", "pattern": pattern,
+        "examples": [f"{kinds[0]}_01jd8x3k2m9q7r5t4v6w8y0z1b"]})]
+
+
+AccountId = typed_id("acc")
+ContactId = typed_id("ctc")
+StaffId = typed_id("stf")
+IncidentId = typed_id("inc")
+ItemId = typed_id("itm")
+VaultId = typed_id("acc", "site", "app", "ctc")
+# What each path parameter of the API names, by its name in the route.
+PATH_PARAMETER_PATTERNS = {"account_id": id_pattern("acc"), "site_id": id_pattern("site"),
+                           "app_id": id_pattern("app"), "contact_id": id_pattern("ctc"),
+                           "staff_id": id_pattern("stf"), "token_id": id_pattern("tok"),
+                           "deletion_id": id_pattern("del"), "request_id": id_pattern("req"),
+                           "incident_id": id_pattern("inc"), "update_id": id_pattern("upd"),
+                           "item_id": id_pattern("itm"), "reference": REFERENCE_PATTERN}
 
 
 # Every 10-bit group as two characters: 13 lookups make an ID (imports make many of them).

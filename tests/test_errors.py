@@ -221,7 +221,8 @@ def test_deeply_nested_json_is_refused(app):
     response = app.test_client().post("/api/v1/_echo", data="[" * 100_000,
                                       content_type="application/json")
     assert response.status_code == 400
-    assert response.get_json()["error"]["message"] == "The body is nested too deeply."
+    assert response.get_json()["error"]["message"] == (
+        "The body is nested too deeply (more than 64 levels).")
 
 
 def test_cli_database_errors_are_one_line(app, make_app, tmp_path):

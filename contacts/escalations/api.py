@@ -14,8 +14,11 @@ from contacts.api import API_PREFIX, operation
 from contacts.db import request_session, utcnow
 from contacts.escalations import service
 from contacts.escalations.web import desk
+from contacts.ids import AccountId, ContactId, IncidentId, ItemId, StaffId, typed_id
 
 bp = Blueprint("escalations_api", __name__, url_prefix=API_PREFIX)
+StaffOrNone = typed_id("stf", or_also="none")  # the queue's owner filter
+StaffOrBlank = typed_id("stf", or_also="")  # an owner change: empty unassigns
 
 Kind = Literal["ticket", "escalation", "task"]
 Channel = Literal["web_form", "email", "phone", "executive", "social", "partner", "internal"]
@@ -79,10 +82,10 @@ class ItemQuery(BaseModel):
     status: str = Field(default="open", max_length=24,
                         description="open (default), all, or one status")
     region: str | None = Field(default=None, max_length=16)
-    owner: str | None = Field(default=None, max_length=40,
-                              description="A staff ID, or none for unowned items")
-    account: str | None = Field(default=None, max_length=40)
-    incident: str | None = Field(default=None, max_length=40)
+    owner: StaffOrNone | None = Field(
+        default=None, max_length=40, description="A staff ID, or none for unowned items")
+    account: AccountId | None = Field(default=None, max_length=40)
+    incident: IncidentId | None = Field(default=None, max_length=40)
     channel: Channel | None = None
     kind: Kind | None = None
     priority: int | None = Field(default=None, ge=1, le=4)
@@ -106,20 +109,20 @@ def list_items(query: ItemQuery):
 
 
 class ItemIn(BaseModel):
-    account_id: str | None = Field(default=None, max_length=40,
-                                   description="Required for tickets and escalations.")
+    account_id: AccountId | None = Field(default=None, max_length=40,
+                                         description="Required for tickets and escalations.")
     kind: Kind
     channel: Channel
     title: str = Field(min_length=1, max_length=300)
     body: str | None = Field(default=None, max_length=20_000)
     priority: int = Field(default=3, ge=1, le=4)
-    owner_id: str | None = Field(default=None, max_length=40)
+    owner_id: StaffId | None = Field(default=None, max_length=40)
     region: str | None = Field(default=None, max_length=16)
-    incident_id: str | None = Field(default=None, max_length=40)
-    parent_id: str | None = Field(default=None, max_length=40)
+    incident_id: IncidentId | None = Field(default=None, max_length=40)
+    parent_id: ItemId | None = Field(default=None, max_length=40)
     parent_kind: Kind | None = Field(default=None, description="When given, the parent must "
                                                               "be of this kind (409 if not).")
-    requester_contact_id: str | None = Field(default=None, max_length=40)
+    requester_contact_id: ContactId | None = Field(default=None, max_length=40)
 
 
 @bp.post("/items")
@@ -164,8 +167,8 @@ def get_item(item_id: str):
 
 class ItemChange(BaseModel):
     priority: int | None = Field(default=None, ge=1, le=4)
-    owner_id: str | None = Field(default=None, max_length=40,
-                                 description="A support staff ID; empty string unassigns.")
+    owner_id: StaffOrBlank | None = Field(
+        default=None, max_length=40, description="A support staff ID; empty string unassigns.")
     region: str | None = Field(default=None, max_length=16)
 
 
@@ -220,9 +223,9 @@ def add_comment(item_id: str, json: CommentIn):
 
 
 class LinkIn(BaseModel):
-    parent_id: str | None = Field(default=None, max_length=40)
+    parent_id: ItemId | None = Field(default=None, max_length=40)
     parent_kind: Kind | None = Field(default=None, description="The kind the parent must be.")
-    incident_id: str | None = Field(default=None, max_length=40)
+    incident_id: IncidentId | None = Field(default=None, max_length=40)
 
 
 @bp.post("/items/<item_id>/links")
@@ -238,7 +241,7 @@ def link_item(item_id: str, json: LinkIn):
 
 
 class MergeIn(BaseModel):
-    into_id: str = Field(max_length=40)
+    into_id: ItemId = Field(max_length=40)
 
 
 @bp.post("/items/<item_id>/merge")
@@ -252,12 +255,12 @@ def merge_item(item_id: str, json: MergeIn):
 
 
 class BulkIn(BaseModel):
-    items: list[str] = Field(min_length=1, max_length=500)
+    items: list[ItemId] = Field(min_length=1, max_length=500)
     action: Literal["status", "assign", "link", "reply"]
     status: Status | None = None
-    owner_id: str | None = Field(default=None, max_length=40)
-    incident_id: str | None = Field(default=None, max_length=40)
-    parent_id: str | None = Field(default=None, max_length=40)
+    owner_id: StaffId | None = Field(default=None, max_length=40)
+    incident_id: IncidentId | None = Field(default=None, max_length=40)
+    parent_id: ItemId | None = Field(default=None, max_length=40)
     body: str | None = Field(default=None, max_length=20_000)
 
 

@@ -12,12 +12,14 @@ from pydantic import BaseModel, Field
 from contacts.api import API_PREFIX, operation
 from contacts.db import request_session
 from contacts.errors import Invalid
+from contacts.inputs import cap_bodies
 from contacts.intake import service
 from contacts.intake.schemas import ACCEPTED_MESSAGE, RequestAccepted, RequestIn
-from contacts.intake.web import INTAKE_LIMITS, receive, refuse_large_bodies
+from contacts.intake.web import INTAKE_LIMITS, receive
 from contacts.ratelimit import limited
 
 bp = Blueprint("intake_api", __name__, url_prefix=API_PREFIX)
+cap_bodies(bp, "intake_max_body_bytes")
 
 
 @bp.post("/requests")
@@ -88,5 +90,3 @@ def read_request(reference: str):
         candidates=[CandidateOut(account_id=row.account_id, score=row.score,
                                  reasons=row.reasons) for row in state.candidates])
 
-
-bp.before_request(refuse_large_bodies)

@@ -23,15 +23,16 @@ from wtforms.validators import DataRequired, Length, Optional
 from contacts.access import public, staff
 from contacts.db import request_session, rollback_request_session, utcnow
 from contacts.errors import Invalid, LifelineError
+from contacts.inputs import cap_bodies
 from contacts.intake import service
 from contacts.intake.models import LEVELS, SEVERITIES
 from contacts.intake.schemas import MESSAGE_CHARS, RequestIn
-from contacts.intake.web import INTAKE_LIMITS, intake, receive, refuse_large_bodies, renderer
+from contacts.intake.web import INTAKE_LIMITS, intake, receive, renderer
 from contacts.ratelimit import RateLimit, limited
 from contacts.vault import service as vault_service
 
 bp = Blueprint("intake", __name__)
-bp.before_request(refuse_large_bodies)
+cap_bodies(bp, "intake_max_body_bytes")
 
 
 @bp.before_app_request

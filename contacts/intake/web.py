@@ -1,12 +1,11 @@
 """What the public form and the API share in front of the service: the rate limits (per
 client address, per claimed mailbox, per claimed registrable domain with public webmail
-domains exempt; one budget for both, keyed by digests, see limits.py), the body cap, and
-receiving a request."""
+domains exempt; one budget for both, keyed by digests, see limits.py) and receiving a
+request (the body cap is contacts.inputs.cap_bodies)."""
 
 from __future__ import annotations
 
 from flask import current_app, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from contacts.db import utcnow
 from contacts.intake import limits, service
@@ -69,12 +68,6 @@ def intake() -> service.Intake:
 def renderer() -> service.Renderer:
     environment = current_app.jinja_env
     return lambda kind, locale, values: render_message(environment, kind, locale, values)
-
-
-def refuse_large_bodies() -> None:
-    cap = current_app.extensions["lifeline.settings"].intake_max_body_bytes
-    if request.method == "POST" and (request.content_length or 0) > cap:
-        raise RequestEntityTooLarge()
 
 
 def receive(given: RequestIn) -> str:

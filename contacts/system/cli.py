@@ -14,6 +14,7 @@ from flask.cli import with_appcontext
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from contacts import audit, keyring, schema
+from contacts.accesslog import logged_path
 from contacts.audit import Actor
 from contacts.db import session_scope
 from contacts.errors import CliError, cli_errors
@@ -69,14 +70,15 @@ def _start_background(app) -> SchedulerRunner | None:
 
 
 class RequestLog(WSGIRequestHandler):
-    """The access log without query strings: lookups carry emails and phones there, and
-    nothing personal goes to the logs."""
+    """The access log without query strings (lookups carry emails and phones there) and
+    with the tokens of links hidden (contacts.accesslog): nothing personal or live goes to
+    the logs."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         path = getattr(self, "path", None)
         if path is None:
             return super().log_request(code, size)
-        self.path = path.split("?", 1)[0]
+        self.path = logged_path(getattr(self, "environ", {}), path)
         try:
             super().log_request(code, size)
         finally:

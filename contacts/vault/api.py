@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from contacts import audit, schema
 from contacts.api import API_PREFIX, Moment, operation
 from contacts.db import request_session
+from contacts.ids import VaultId
 from contacts.vault import backup, deletions, service
 from contacts.vault.schemas import (
     ContactList,
@@ -95,13 +96,13 @@ def _limits() -> deletions.Limits:
 class DeletionRequest(BaseModel):
     kind: Literal["account", "site", "app", "contact"] = Field(
         description="The kind every ID must be; an ID of another kind refuses the request.")
-    ids: list[str] = Field(min_length=1, max_length=10_000)
+    ids: list[VaultId] = Field(min_length=1, max_length=10_000)
     reason: str | None = Field(default=None, max_length=500)
 
 
 class DeletionConfirmation(BaseModel):
     kind: Literal["account", "site", "app", "contact"]
-    ids: list[str] = Field(min_length=1, max_length=10_000)
+    ids: list[VaultId] = Field(min_length=1, max_length=10_000)
     token: str = Field(min_length=1, max_length=100)
     reason: str | None = Field(default=None, max_length=500)
 

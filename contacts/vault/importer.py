@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from contacts.errors import Invalid
+from contacts.inputs import parse_json
 from contacts.vault.schemas import AccountIn, ContactIn, ImportReport, SiteIn
 from contacts.vault.service import AccountEntry
 
@@ -56,14 +56,7 @@ def parse_text(text: str, file_format: str, name: str = "the file") -> ParsedFil
     if file_format == "csv":
         return parse_csv(text)
     if file_format == "json":
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise Invalid(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} "
-                          f"column {exc.colno}") from None
-        except RecursionError:
-            raise Invalid(f"{name} is nested too deeply") from None
-        return parse_document(document)
+        return parse_document(parse_json(text, name=name))
     raise Invalid(f"unknown format {file_format!r}: use csv or json")
 
 
@@ -113,16 +106,30 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _csv_rows(reader: csv.DictReader):
+    """The rows; a line the csv module cannot read (a field over its 131,072 characters)
+    refuses the whole file with its line: what follows it cannot be read reliably."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise Invalid(f"line {reader.reader.line_num}: the CSV cannot be read ({exc})") from None
+
+
 def parse_csv(text: str) -> ParsedFile:
     parsed = ParsedFile(entries=[])
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [column for column in CSV_COLUMNS if column not in (reader.fieldnames or [])]
+    try:
+        fieldnames = reader.fieldnames or []
+    except csv.Error as exc:
+        raise Invalid(f"line {reader.reader.line_num}: the CSV header cannot be read "
+                      f"({exc})") from None
+    missing = [column for column in CSV_COLUMNS if column not in fieldnames]
     if missing:
         raise Invalid(f"the CSV header lacks the column{'s' if len(missing) > 1 else ''} "
                       f"{', '.join(missing)}")
     by_account: dict[str, AccountEntry] = {}
     known_sites: dict[str, set[str]] = {}
-    for row in reader:
+    for row in _csv_rows(reader):
         line = f"line {reader.line_num}"
         external_id = (row.get("contact_external_id") or "").strip() or None
         try:
