@@ -17,7 +17,9 @@ LAST_NAMES = ("Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Pet
               "Girard", "Bonnet", "Dupont", "Lambert", "Fontaine", "Rousseau", "Vincent")
 TRADES = ("Gardens", "Bakery", "Motors", "Studio", "Clinic", "Outfitters", "Books", "Legal",
           "Dental", "Logistics", "Roofing", "Optics", "Travel", "Florist", "Brewing")
-WEBMAIL = "mailbox.drill.example"  # where people write from when their work address is gone
+# Each organisation has a registrable domain of its own (the intake counts its per-domain limit
+# by registrable domain): "<org>.example", never subdomains of one shared drill domain.
+WEBMAIL = "mailbox-drill.example"  # where people write from when their work address is gone
 CONTACTS_PER_ACCOUNT = (1, 2, 3, 4, 5)
 CONTACT_WEIGHTS = (10, 25, 30, 20, 15)  # 3.05 contacts per account on average
 ROLES = ("site_admin", "technical", "billing")
@@ -101,7 +103,7 @@ def build_fleet(*, accounts: int, sites: int, stale_share: float, rng: random.Ra
         trade = TRADES[index % len(TRADES)]
         owner = LAST_NAMES[(index // len(TRADES)) % len(LAST_NAMES)]
         name = f"{owner} {trade} {number}"
-        domain = f"{owner.lower()}-{trade.lower()}-{number}.drill.example"
+        domain = f"{owner.lower()}-{trade.lower()}-{number}.example"
         account = Account(external_id=f"drill-acct-{number:05d}", name=name, domain=domain)
         for site_number in range(1, site_counts[index] + 1):
             account.sites.append(Site(
@@ -187,13 +189,13 @@ def _abusive(count: int, next_ip) -> list[Visitor]:
     visitors = []
     for number in range(max(0, count)):
         if number % 5 == 3:
-            body = {"email": f"bot{number}@spam.drill.example", "message": "buy now",
-                    "website": "http://spam.drill.example"}  # the honeypot field
+            body = {"email": f"bot{number}@spam-drill.example", "message": "buy now",
+                    "website": "http://spam-drill.example"}  # the honeypot field
             visitors.append(Visitor("abusive", body, next_ip(), None, False))
         elif number % 5 == 4:
-            body = {"email": f"big{number}@spam.drill.example", "message": "x" * 70_000}
+            body = {"email": f"big{number}@spam-drill.example", "message": "x" * 70_000}
             visitors.append(Visitor("abusive", body, next_ip(), None, False))
         else:
-            body = {"email": f"flood{number}@spam.drill.example", "message": "flood"}
+            body = {"email": f"flood{number}@spam-drill.example", "message": "flood"}
             visitors.append(Visitor("abusive", body, flood_ip, None, False))
     return visitors
