@@ -376,11 +376,13 @@ def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datet
 
 
 def spool_health(session: Session, *, spool: Spool) -> dict:
-    """The /healthz probe of this machine's spool: requests waiting, and files this process
-    cannot open (damaged, or sealed with other keys), left in place for one that can."""
+    """The /healthz probe of this machine's spool: requests waiting, and how many files this
+    process cannot open (damaged, or sealed with other keys), left in place for one that can.
+    Counts only: a file's name is a request's reference, so the names go to the log (see
+    Spool.read), never to the public page."""
     unreadable = spool.unreadable()
     return {"ok": not unreadable, "waiting": len(spool.pending()),
-            "unreadable": sorted(unreadable)}
+            "unreadable": len(unreadable)}
 
 
 # -- links and codes ----------------------------------------------------------------------
