@@ -41,13 +41,31 @@ def _secrets_in(url_map: Map, path: str, method: str) -> set[str]:
     return set()
 
 
+def _split_target(raw: str) -> tuple[str, str]:
+    """A request target's origin (`http://host` in absolute form, as a client may send it
+    and RAW_URI then holds; else empty) and its path, without query or fragment. A target
+    starting with `/` is all path, `//confirm/<token>` included."""
+    if raw.startswith("/"):
+        return "", raw.split("?", 1)[0].split("#", 1)[0]
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        return "", raw.split("?", 1)[0].split("#", 1)[0]
+    if not parts.scheme:
+        return "", parts.path
+    host = parts.netloc.rpartition("@")[2]  # never the userinfo
+    return f"{parts.scheme}://{host}", parts.path
+
+
 def hide_secrets(url_map: Map, raw_path: str, method: str = "GET") -> str:
-    """`raw_path` as sent (percent-encoded, maybe with a query), as a log may show it."""
-    path = raw_path.split("?", 1)[0]
+    """`raw_path` as sent (percent-encoded, maybe with a query, maybe in absolute form
+    `http://host/path`), as a log may show it."""
+    origin, path = _split_target(raw_path)
     secrets = _secrets_in(url_map, unquote(path), method)
-    if not secrets:
-        return path
-    return "/".join(HIDDEN if unquote(part) in secrets else part for part in path.split("/"))
+    if secrets:
+        path = "/".join(HIDDEN if unquote(part) in secrets else part
+                        for part in path.split("/"))
+    return origin + path
 
 
 def logged_path(environ: dict, raw_path: str | None = None) -> str:
@@ -57,7 +75,8 @@ def logged_path(environ: dict, raw_path: str | None = None) -> str:
     raw = raw or get_path_info(environ)
     url_map = environ.get(URL_MAP)
     if url_map is None:
-        return raw.split("?", 1)[0]
+        origin, path = _split_target(raw)
+        return origin + path
     return hide_secrets(url_map, raw, environ.get("REQUEST_METHOD", "GET"))
 
 
@@ -72,7 +91,8 @@ def logged_referer(environ: dict) -> str:
         return "-"
     url_map = environ.get(URL_MAP)
     path = hide_secrets(url_map, parts.path) if url_map is not None else parts.path
-    return f"{parts.scheme}://{parts.netloc}{path}" if parts.netloc else path
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{path}" if parts.netloc else path
 
 
 class _LeaveURLMap:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from pydantic import BaseModel, Field
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, func, select
 
 from contacts import audit, clock
@@ -869,33 +870,45 @@ def subscribe(*, session: Session, desk: Desk, email: str, locale: str,
     """Email the address once a day at most: a confirmation link for a new, pending or
     stopped subscription (nothing else is sent until it is followed), the stop link for one
     already confirmed. Either way one email is queued, so the page's answer, and the work
-    behind it, do not tell whether the address was subscribed."""
-    normalized = normalize_email(email)
-    index = desk.crypto.index.digest("subscriber", normalized)
-    subscriber = session.exec(select(Subscriber).where(Subscriber.email_index == index)).first()
-    if subscriber is None:
-        subscriber = Subscriber(email_index=index, locale=_language(locale), created_at=now,
-                                email_encrypted=desk.crypto.cipher.encrypt(
-                                    email, context=SUBSCRIBER_EMAIL))
-        session.add(subscriber)
-        session.flush()
-    subscribed = subscriber.confirmed_at is not None and subscriber.unsubscribed_at is None
+    behind it (the same sealing, the same one upsert, the same outbox row), do not tell
+    whether the address was subscribed."""
+    subscriber_id, confirmed_at, unsubscribed_at = _touch_subscriber(
+        session, desk, email=email, locale=locale, now=now)
+    subscribed = confirmed_at is not None and unsubscribed_at is None
     if subscribed:
         purpose, text = "subscription_reminder", (
             "Someone (we hope you) asked to receive incident updates at this address. It "
             "already receives them: nothing changes.\n"
-            f"To stop them: {subscription_link(desk, subscriber.id, 'stop')}\n\n"
+            f"To stop them: {subscription_link(desk, subscriber_id, 'stop')}\n\n"
             "If it was not you, ignore this email.\n")
     else:
         purpose, text = "subscription_confirm", (
             "Someone (we hope you) asked to receive incident updates at this address.\n"
             f"Confirm within {SUBSCRIPTION_DAYS} days: "
-            f"{subscription_link(desk, subscriber.id, 'confirm')}\n\n"
+            f"{subscription_link(desk, subscriber_id, 'confirm')}\n\n"
             "If it was not you, ignore this email: nothing else will be sent.\n")
     outbox.enqueue_email(
         session=session, cipher=desk.crypto.cipher, purpose=purpose, now=now,
-        key=f"subscribe:{subscriber.id}:{now.date().isoformat()}",
+        key=f"subscribe:{subscriber_id}:{now.date().isoformat()}",
         email=outbox.Email(to=email, subject="Incident updates by email", text=text))
+
+
+def _touch_subscriber(session: Session, desk: Desk, *, email: str, locale: str,
+                      now: datetime) -> tuple[int, datetime | None, datetime | None]:
+    """The address's subscriber row, added if new, in one INSERT ... ON CONFLICT that
+    returns it either way (a known address's row is left as it was): its id and state."""
+    index = desk.crypto.index.digest("subscriber", normalize_email(email))
+    table = Subscriber.__table__
+    dialect = session.get_bind().dialect.name
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(
+        email_index=index, locale=_language(locale), created_at=now,
+        email_encrypted=desk.crypto.cipher.encrypt(email, context=SUBSCRIBER_EMAIL))
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[table.c.email_index],
+        set_={"email_index": upsert.excluded.email_index},  # a no-op: the same write
+    ).returning(table.c.id, table.c.confirmed_at, table.c.unsubscribed_at)
+    subscriber_id, confirmed_at, unsubscribed_at = session.execute(upsert).one()
+    return subscriber_id, confirmed_at, unsubscribed_at
 
 
 def follow_subscription_link(*, session: Session, desk: Desk, action: str, token: str,

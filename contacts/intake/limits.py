@@ -3,7 +3,9 @@ host under one registrable domain is one key, so a second spelling or a subdomai
 new budget. Keys are keyed digests: neither the limiter's storage nor its log lines hold an
 address or a domain.
 
-What is folded, for the per-email key: case (the whole address), a plus-tag
+What is folded, for the per-email key: the address mail is sent to (email-validator's
+normalized form) in Unicode compatibility form (NFKC: a decomposed `é` is the composed one,
+fullwidth `ｊ` is `j`), case (the whole address, `JOSÉ` is `josé`), a plus-tag
 (`same.person+x@` is `same.person@`), the domain's IDNA form and trailing dot, and for Gmail
 only (gmail.com, googlemail.com) the dots of the local part, as Gmail delivers `s.a.m.e@`
 to `same@`. Other providers treat dots as significant, so they are kept there. The
@@ -14,9 +16,11 @@ suffix (`sub1.bigcorp.example`) counts by its last two labels.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import tldextract
+from email_validator import EmailNotValidError, validate_email
 
 from contacts.crypto import Crypto
 
@@ -38,12 +42,20 @@ def ascii_domain(domain: str) -> str:
 
 
 def mailbox(address: str) -> str | None:
-    """'Same.Person+x@ACME.example.' -> 'same.person@acme.example'; None with no address."""
-    local, at, domain = address.strip().rpartition("@")
+    """'Same.Person+x@ACME.example.' -> 'same.person@acme.example'; None with no address.
+    Folded from the address mail goes to (validated, normalized), or, for one the intake will
+    refuse anyway, from the address as typed."""
+    address = address.strip()
+    try:
+        address = validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError:
+        pass
+    local, at, domain = unicodedata.normalize("NFKC", address).rpartition("@")
     if not at or not local or not domain:
         return None
     domain = ascii_domain(domain)
-    local = local.casefold().split("+", 1)[0] or local.casefold()
+    local = unicodedata.normalize("NFKC", local.casefold())
+    local = local.split("+", 1)[0] or local
     if domain in GMAIL:
         local, domain = local.replace(".", "") or local, GMAIL[0]
     return f"{local}@{domain}"

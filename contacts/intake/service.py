@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
@@ -376,11 +376,13 @@ def replay_spool(*, engine: Engine, intake: Intake, render: Renderer, now: datet
 
 
 def spool_health(session: Session, *, spool: Spool) -> dict:
-    """The /healthz probe of this machine's spool: requests waiting, and files this process
-    cannot open (damaged, or sealed with other keys), left in place for one that can."""
+    """The /healthz probe of this machine's spool: requests waiting, and how many files this
+    process cannot open (damaged, or sealed with other keys), left in place for one that can.
+    Counts only: a file's name is a request's reference, so the names go to the log (see
+    Spool.read), never to the public page."""
     unreadable = spool.unreadable()
     return {"ok": not unreadable, "waiting": len(spool.pending()),
-            "unreadable": sorted(unreadable)}
+            "unreadable": len(unreadable)}
 
 
 # -- links and codes ----------------------------------------------------------------------
@@ -451,7 +453,9 @@ def verify_code(*, session: Session, intake: Intake, vault: vault_service.Vault,
                 reference: str, code: str, now: datetime) -> SupportRequest:
     """Prove the address with the emailed code: checked every time, at most `code_attempts`
     tries, before it expires, once. A verified request's code is spent: any code entered for
-    it is refused (and counts as a try), so knowing a reference opens nothing."""
+    it is refused (and counts as a try), so knowing a reference opens nothing. Each try is
+    claimed in the database before the code is compared (the right one counts too), so
+    parallel guesses from many addresses get `code_attempts` comparisons in all."""
     given = "".join(ch for ch in code if ch.isdigit())
     try:
         request = get_by_reference(session=session, reference=reference)
@@ -459,13 +463,12 @@ def verify_code(*, session: Session, intake: Intake, vault: vault_service.Vault,
         _code_digest(intake, "req_unknown", given)  # the same work as for a real one
         raise Invalid(code_refused(intake)) from None
     digest = _code_digest(intake, request.id, given)
-    if request.code_attempts >= intake.code_attempts:
+    if not _claim(session, request, col(SupportRequest.code_attempts) < intake.code_attempts,
+                  code_attempts=col(SupportRequest.code_attempts) + 1):
         raise Invalid(code_refused(intake))
     fresh = request.code_expires_at is not None and request.code_expires_at >= now
     if (request.verification != "unverified" or request.code_digest is None or not fresh
             or not hmac.compare_digest(digest, request.code_digest)):
-        request.code_attempts += 1
-        session.add(request)
         audit.record(session, Actor.system("intake"), "request.code_refused",
                      target_kind="request", target_id=request.id,
                      attempts_left=max(0, intake.code_attempts - request.code_attempts))
@@ -502,7 +505,24 @@ def verify_by_link(*, session: Session, intake: Intake, vault: vault_service.Vau
     if request.code_digest is None or not request.code_digest.startswith(
             payload.get("c") or "-"):
         raise Invalid(LINK_REPLACED)
+    if not _claim(session, request, col(SupportRequest.verification) == "unverified",
+                  col(SupportRequest.code_digest) == request.code_digest, code_digest=None):
+        raise Invalid(LINK_USED)  # a click at the same moment verified it first
     return _verified(session, intake, vault, request, now, how="link")
+
+
+def _claim(session: Session, request: SupportRequest, *still, **values) -> bool:
+    """Change `request` in one UPDATE that holds only while the conditions `still` do, and
+    reload it; whether it held. Two callers at once cannot both pass a check of the same
+    value: the database takes them one after the other (a row lock on PostgreSQL, the write
+    lock on SQLite)."""
+    claimed = session.execute(
+        update(SupportRequest).where(col(SupportRequest.id) == request.id, *still)
+        .values(**values).execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:
+        return False
+    session.refresh(request)
+    return True
 
 
 def _verified(session: Session, intake: Intake, vault: vault_service.Vault,
@@ -528,11 +548,11 @@ def resend_code(*, session: Session, intake: Intake, reference: str, render: Ren
         request = get_by_reference(session=session, reference=reference)
     except NotFound:
         return
-    if request.verification != "unverified" or request.codes_sent > intake.code_resends:
+    if not _claim(session, request, col(SupportRequest.verification) == "unverified",
+                  col(SupportRequest.codes_sent) <= intake.code_resends,
+                  codes_sent=col(SupportRequest.codes_sent) + 1, code_attempts=0):
         return
     code = _new_code()
-    request.codes_sent += 1
-    request.code_attempts = 0
     request.code_digest = _code_digest(intake, request.id, code)
     request.code_expires_at = now + timedelta(minutes=intake.code_minutes)
     session.add(request)

@@ -128,8 +128,11 @@ def plan_deletion(json: DeletionRequest):
 @operation(scope="contacts:write", response=deletions.Done, body=DeletionConfirmation,
            errors=(409,), tags=("vault",))
 def confirm_deletion(json: DeletionConfirmation):
-    """Soft-delete the set a dry run (or a sync over the cap) planned; restorable until the
-    retention period ends. Above the cap only an admin may, with a reason: not a token (403).
+    """Soft-delete the set a dry run planned; restorable until the retention period ends.
+
+    Only sets at most the blast-radius cap: above it only an admin may, with a reason, and a
+    token is not an admin (403). A sync's held deletions are always over the cap: an admin
+    confirms them on the console's import page or with `contacts confirm-deletion`.
     """
     return deletions.confirm(session=request_session(), vault=_vault(), actor=g.actor,
                              kind=json.kind, ids=json.ids, token=json.token, limits=_limits(),

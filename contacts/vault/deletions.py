@@ -24,7 +24,8 @@ from contacts.vault.guard import Limits
 from contacts.vault.models import BulkDeletion
 from contacts.vault.schemas import Sample
 
-__all__ = ["Done", "DryRun", "Limits", "Sample", "confirm", "confirm_held", "plan", "undo"]
+__all__ = ["Done", "DryRun", "Held", "Limits", "Sample", "confirm", "confirm_held", "dismiss",
+           "held", "plan", "undo"]
 
 
 class DryRun(BaseModel):
@@ -150,3 +151,43 @@ def undo(*, session: Session, vault: service.Vault, actor: Actor, deletion_id: s
     audit.record(session, actor, "bulk_delete.undone", target_kind="bulk_deletion",
                  target_id=deletion.id, count=restored)
     return restored
+
+
+class Held(BaseModel):
+    """A bulk delete over the cap waiting for an admin (the console lists them)."""
+
+    deletion_id: str
+    kind: str
+    count: int
+    sample: list[Sample]
+    planned_at: datetime
+    expires_at: datetime
+
+
+def held(*, session: Session, limits: Limits, now: datetime) -> list[Held]:
+    """The bulk deletes over the cap that nobody confirmed yet and whose token still works,
+    the newest first, each with a sample of what it would delete."""
+    found = []
+    for deletion in session.exec(select(BulkDeletion).where(
+            col(BulkDeletion.confirmed_at).is_(None), col(BulkDeletion.expires_at) >= now)
+            .order_by(col(BulkDeletion.planned_at).desc())):
+        if len(deletion.target_ids) <= limits.cap:
+            continue
+        model = service.KINDS[deletion.kind][1]
+        rows = session.exec(select(model).where(col(model.id).in_(deletion.target_ids[:5])))
+        found.append(Held(deletion_id=deletion.id, kind=deletion.kind,
+                          count=len(deletion.target_ids),
+                          sample=[service.deletion_sample(row) for row in rows],
+                          planned_at=deletion.planned_at, expires_at=deletion.expires_at))
+    return found
+
+
+def dismiss(*, session: Session, actor: Actor, deletion_id: str, now: datetime) -> None:
+    """Drop a held bulk delete: its token stops working now, nothing is deleted."""
+    deletion = session.get(BulkDeletion, parse_id(deletion_id, "del"))
+    if deletion is None or deletion.confirmed_at is not None or deletion.expires_at < now:
+        raise NotFound("no held bulk deletion with this ID")
+    deletion.expires_at = now
+    session.add(deletion)
+    audit.record(session, actor, "bulk_delete.dismissed", target_kind="bulk_deletion",
+                 target_id=deletion.id, kind=deletion.kind, count=len(deletion.target_ids))

@@ -15,7 +15,7 @@ from contacts import audit, schema
 from contacts.access import public, staff
 from contacts.db import request_session, rollback_request_session, utcnow
 from contacts.errors import Invalid, LifelineError, NotFound
-from contacts.vault import backup, freshness, importer, service
+from contacts.vault import backup, deletions, freshness, importer, service
 
 bp = Blueprint("vault", __name__)
 
@@ -114,6 +114,13 @@ class ImportForm(FlaskForm):
     strict = BooleanField("Strict: any rejected entry aborts the whole import")
 
 
+class ConfirmHeldForm(FlaskForm):
+    token = StringField("Token (from the sync or import report)",
+                        validators=[DataRequired(), Length(max=200)])
+    reason = StringField("Reason (required, kept in the audit log)",
+                         validators=[DataRequired(), Length(max=500)])
+
+
 @bp.route("/console/import", methods=["GET", "POST"])
 @staff("admin")
 def import_contacts():
@@ -131,7 +138,53 @@ def import_contacts():
             except LifelineError as exc:
                 rollback_request_session()
                 form.file.errors = [exc.message]
-    return render_template("vault/import.html", form=form, report=report), status
+    return _import_page(form, report, status)
+
+
+def _import_page(form: ImportForm, report, status: int, confirm_form=None,
+                 failed: str | None = None):
+    held = deletions.held(session=request_session(), limits=_limits(), now=utcnow())
+    blank = ConfirmHeldForm(formdata=None)
+    return render_template("vault/import.html", form=form, report=report, held=held,
+                           confirm_form=confirm_form or blank, blank_form=blank,
+                           failed=failed, action_form=FlaskForm()), status
+
+
+def _limits() -> deletions.Limits:
+    return deletions.Limits.from_settings(_settings())
+
+
+@bp.post("/console/deletions/<deletion_id>/confirm")
+@staff("admin")
+def confirm_held_deletion(deletion_id: str):
+    """A sync's or an import's deletions over the cap, confirmed by an admin with the token
+    its report gave and a reason (audited as bulk_delete.confirmed)."""
+    form = ConfirmHeldForm()
+    if form.validate_on_submit():
+        try:
+            done = deletions.confirm_held(
+                session=request_session(), vault=_vault(), actor=g.actor,
+                deletion_id=deletion_id, token=form.token.data.strip(), limits=_limits(),
+                is_admin=True, reason=form.reason.data)
+        except LifelineError as exc:
+            rollback_request_session()
+            flash(f"Not confirmed, nothing deleted: {exc.message}.")
+            return _import_page(ImportForm(formdata=None), None, exc.status, form, deletion_id)
+        flash(f"Deleted {done.deleted} {done.kind}(s) ({done.deletion_id}); restorable until "
+              f"{done.restorable_until:%Y-%m-%d %H:%M} UTC.")
+        return redirect(url_for("vault.import_contacts"), 303)
+    return _import_page(ImportForm(formdata=None), None, 400, form, deletion_id)
+
+
+@bp.post("/console/deletions/<deletion_id>/dismiss")
+@staff("admin")
+def dismiss_held_deletion(deletion_id: str):
+    if not FlaskForm().validate_on_submit():
+        return _import_page(ImportForm(formdata=None), None, 400)
+    deletions.dismiss(session=request_session(), actor=g.actor, deletion_id=deletion_id,
+                      now=utcnow())
+    flash(f"Held deletion {deletion_id} dismissed: nothing deleted, its token no longer works.")
+    return redirect(url_for("vault.import_contacts"), 303)
 
 
 def _import_upload(content: bytes, file_format: str, strict: bool):

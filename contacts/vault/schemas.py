@@ -101,12 +101,15 @@ class SyncDeletion(BaseModel):
     state: Literal["applied", "held"] = Field(
         description="applied: at most vault.bulk_delete_cap, deleted now (restorable); "
                     "held: over the cap, nothing deleted until an admin confirms with the "
-                    "token and a reason.")
+                    "token and a reason (console or CLI, not the API).")
     count: int
     sample: list[Sample]
     ids: list[str] = Field(description="Exactly the set the token is bound to.")
-    token: str | None = Field(default=None, description="Held only: give it back with the "
-                                                        "kind and ids to confirm.")
+    token: str | None = Field(default=None, description=(
+        "Held only: an admin confirms the set with it and a reason, on the console's import "
+        "page (Held deletions) or with `flask --app app contacts confirm-deletion <id> "
+        "--token <token> --reason ...`. Not through POST /api/v1/deletions/confirm: a held "
+        "set is over the cap, and the API never acts as an admin (403)."))
     expires_at: datetime | None = Field(default=None, description="Held only.")
     restorable_until: datetime | None = Field(default=None, description="Applied only.")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from contacts.db import session_scope, utcnow
 from contacts.delivery import outbox
@@ -87,3 +87,37 @@ def test_known_and_unknown_addresses_get_the_same_answer_and_one_email_each(
     assert "already receives them" in known
     assert re.search(r"/status/subscription/stop/\S+", known)
     assert "/subscription/confirm/" not in known
+
+
+def test_a_new_and_a_known_address_issue_the_same_statements(engine, desk):
+    """What the database is asked, statement by statement, for a new address, a pending one,
+    a confirmed one and a stopped one: the same, so neither the work nor its time tells."""
+    from sqlalchemy import event
+
+    _subscribed_yesterday(engine, desk, "s-confirmed@example.org", confirm=True, stop=False)
+    _subscribed_yesterday(engine, desk, "s-pending@example.org", confirm=False, stop=False)
+    _subscribed_yesterday(engine, desk, "s-stopped@example.org", confirm=True, stop=True)
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    traces = {}
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for email in ("s-new@example.org", "S-Confirmed@Example.org", "s-pending@example.org",
+                      "s-stopped@example.org", "s-other-new@example.org"):
+            statements.clear()
+            with session_scope(engine) as session:
+                service.subscribe(session=session, desk=desk, email=email, locale="en",
+                                  now=utcnow())
+            traces[email] = list(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert traces["s-new@example.org"], traces
+    assert all(trace == traces["s-new@example.org"] for trace in traces.values()), traces
+    with session_scope(engine) as session:
+        assert session.exec(select(func.count()).select_from(service.Subscriber)).one() == 5
+        keys = session.exec(select(OutboxMessage.key).where(
+            col(OutboxMessage.key).like(f"subscribe:%:{utcnow().date().isoformat()}"))).all()
+    assert len(keys) == len(set(keys)) == 5  # one outbox row each

@@ -48,6 +48,10 @@ def _form(client, address: str, ip: str | None = None) -> int:
      "someone@googlemail.com"],
     ["anna@bücher.example", "Anna@BÜCHER.example", "anna+1@xn--bcher-kva.example",
      "ANNA@Bücher.Example"],
+    ["jose\u0301@acme.example", "jos\u00e9@acme.example", "JOS\u00c9@ACME.example",
+     "JOSE\u0301+x@acme.example"],
+    ["\uff4a\uff4f\uff53\uff45@acme.example", "jose@acme.example",
+     "\uff2a\uff2f\uff33\uff25@\uff41\uff43\uff4d\uff45.example", "JOSE+y@acme.example"],
 ])
 def test_every_spelling_of_one_mailbox_shares_its_limit(make_app, spellings):
     client = _app(make_app, intake_rate_limit_per_email="3 per hour").test_client()
@@ -104,6 +108,11 @@ def test_the_form_and_the_api_share_one_budget_per_client_address(make_app):
     ("s.a.m.e+tag@GoogleMail.com", "same@gmail.com"),
     ("+only@acme.example", "+only@acme.example"),
     ("ANNA@BÜCHER.example", "anna@xn--bcher-kva.example"),
+    ("jose\u0301@acme.example", "jos\u00e9@acme.example"),
+    ("JOSE\u0301@acme.example", "jos\u00e9@acme.example"),
+    ("JOS\u00c9+tag@acme.example", "jos\u00e9@acme.example"),
+    ("\uff2a\uff4f\uff53\uff45@acme.example", "jose@acme.example"),
+    ("Stra\u00dfe@acme.example", "strasse@acme.example"),
 ])
 def test_a_mailbox_is_folded_to_one_spelling(typed, folded):
     from contacts.intake import limits

@@ -249,3 +249,100 @@ def test_the_code_is_in_the_body_and_never_in_the_subject(desk, desk_client, lan
         assert reference in mail["Subject"] and not re.search(r"\d{6}", mail["Subject"])
         assert re.search(r"^\s+\d{6}\s*$", mail.get_body(("plain",)).get_content(), re.M)
         assert re.search(r">\d{6}<", mail.get_body(("html",)).get_content())
+
+
+def _parallel(count: int, call) -> list:
+    """`call(n)` in `count` threads let go at once, each with its own session; what each
+    raised or returned."""
+    import threading
+
+    barrier = threading.Barrier(count)
+    outcomes: list = [None] * count
+
+    def run(n):
+        barrier.wait()
+        try:
+            outcomes[n] = call(n)
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def _guess(desk, reference: str, code: str):
+    with session_scope(desk.engine) as session:
+        try:
+            return service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                                       reference=reference, code=code, now=utcnow())
+        finally:
+            session.commit()  # the failed attempt counts, as the page commits it
+
+
+def _refusals(desk, reference: str) -> int:
+    from sqlmodel import func, select
+
+    from contacts.audit import AuditEntry
+
+    request_id = desk.request(reference).id
+    with session_scope(desk.engine) as session:
+        return session.exec(select(func.count()).select_from(AuditEntry).where(
+            AuditEntry.action == "request.code_refused",
+            AuditEntry.target_id == request_id)).one()
+
+
+@pytest.mark.parametrize("guesses", [20, 12])
+def test_parallel_wrong_codes_get_five_comparisons_in_all(desk, desk_client, guesses):
+    """Many wrong codes at the same moment (from many addresses: no per-IP limit helps)
+    each claim a try in the database before comparing: five comparisons in all, every
+    answer the one refusal, never a database error; the right code after them is refused."""
+    reference = desk.submit(desk_client, email="race@example.org", message="x").get_json()[
+        "reference"]
+    desk.deliver()
+    code = desk.code_for("race@example.org")
+    wrong = [f"{(int(code) + n) % 1_000_000:06d}" for n in range(1, guesses + 1)]
+    outcomes = _parallel(guesses, lambda n: _guess(desk, reference, wrong[n]))
+    assert all(isinstance(outcome, Invalid) for outcome in outcomes), outcomes
+    assert {outcome.message for outcome in outcomes} == {service.code_refused(desk.intake)}
+    assert desk.request(reference).code_attempts == desk.intake.code_attempts == 5
+    assert _refusals(desk, reference) == 5  # compared five times, refused unseen after
+    with pytest.raises(Invalid, match="does not work"):
+        _guess(desk, reference, code)
+    assert desk.request(reference).verification == "unverified"
+
+
+def test_the_right_code_among_parallel_wrong_ones_verifies_at_most_once(desk, desk_client):
+    reference = desk.submit(desk_client, email="among@example.org", message="x").get_json()[
+        "reference"]
+    desk.deliver()
+    code = desk.code_for("among@example.org")
+    codes = [f"{(int(code) + n) % 1_000_000:06d}" for n in range(1, 20)] + [code, code]
+    outcomes = _parallel(len(codes), lambda n: _guess(desk, reference, codes[n]))
+    verified = [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+    assert all(isinstance(outcome, Invalid) for outcome in outcomes if outcome not in verified)
+    assert len(verified) <= 1  # single use, even for two right codes at once
+    assert desk.request(reference).code_attempts <= 5
+    assert _refusals(desk, reference) + len(verified) <= 5
+    state = desk.request(reference)
+    assert (state.verification == "email_verified") == bool(verified)
+    assert state.code_digest is None or not verified
+
+
+def test_parallel_resends_send_no_more_codes_than_allowed(desk, desk_client):
+    reference = desk.submit(desk_client, email="resend@example.org", message="x").get_json()[
+        "reference"]
+
+    def resend(_n):
+        with session_scope(desk.engine) as session, desk.app.app_context():
+            service.resend_code(session=session, intake=desk.intake, reference=reference,
+                                render=_renderer(desk), now=utcnow())
+
+    outcomes = _parallel(12, resend)
+    assert outcomes == [None] * 12
+    assert desk.request(reference).codes_sent == desk.intake.code_resends + 1
+    desk.deliver()
+    assert len(desk.mail_to("resend@example.org")) == desk.intake.code_resends + 1

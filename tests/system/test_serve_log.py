@@ -150,3 +150,80 @@ def test_an_error_on_a_link_logs_its_path_without_the_token(app, caplog, token):
     assert response.status_code == 500
     assert f"unhandled error on GET /_boom/{REFERENCE}/confirm/…" in caplog.text
     assert token not in caplog.text
+
+
+def absolute_form_targets(token: str) -> list[str]:
+    """A token's link as a request line may carry it: absolute form (RAW_URI holds the whole
+    URL then), with a port, userinfo, a doubled slash, a query, or a percent-encoded slash."""
+    return [f"http://lifeline.example/confirm/{token}",
+            f"https://lifeline.example:8443/requests/{REFERENCE}/confirm/{token}?utm=x",
+            f"http://lifeline.example//confirm/{token}",
+            f"http://user:pw@lifeline.example/status/subscription/unsubscribe/{token}",
+            f"HTTP://LIFELINE.EXAMPLE/status/subscription/confirm/{token}#top",
+            f"//confirm/{token}", f"/confirm/{token}?t={token}"]
+
+
+@pytest.mark.parametrize("token", TOKENS, ids=["base64", "signed", "dashes"])
+def test_an_absolute_form_request_target_is_logged_without_its_token(app, token):
+    from contacts.accesslog import hide_secrets, logged_path
+
+    for target in absolute_form_targets(token):
+        for shown in (hide_secrets(app.url_map, target),
+                      hide_secrets(app.url_map, target, "POST"),
+                      logged_path({"RAW_URI": target, "REQUEST_METHOD": "GET",
+                                   "lifeline.url_map": app.url_map})):
+            assert token not in shown and "pw" not in shown and "utm" not in shown, shown
+        outside = logged_path({"RAW_URI": target})  # no URL map: only the query goes
+        assert "pw" not in outside and "utm" not in outside, outside
+    assert hide_secrets(app.url_map, f"http://lifeline.example/confirm/{token}") == (
+        "http://lifeline.example/confirm/…")
+    assert hide_secrets(app.url_map, f"http://lifeline.example//confirm/{token}") == (
+        "http://lifeline.example//confirm/…")
+    assert hide_secrets(app.url_map, f"//confirm/{token}") == "//confirm/…"
+
+
+def send_raw(port: int, targets: list[str]) -> list[bytes]:
+    """Each target on its own request line over a raw socket, as http.client never sends."""
+    answers = []
+    for target in targets:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(f"GET {target} HTTP/1.1\r\nHost: lifeline.example\r\n"
+                               "Connection: close\r\n\r\n".encode("ascii"))
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        answers.append(answer.split(b"\r\n", 1)[0])
+    return answers
+
+
+def test_flask_serve_keeps_tokens_of_absolute_form_request_lines_out_of_its_log(
+        database_url, tmp_path):
+    port = free_port()
+    targets = [target for token in TOKENS for target in absolute_form_targets(token)]
+    command = [sys.executable, "-m", "flask", "--app", "app", "serve", "--port", str(port)]
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT,
+                                   env=server_environment(database_url, tmp_path), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            for _ in range(300):
+                try:
+                    if send(port, [("GET", "/healthz", {})]) == [200]:
+                        break
+                except OSError:
+                    pass
+                assert process.poll() is None, log_path.read_text()
+                time.sleep(0.1)
+            answers = send_raw(port, targets)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    output = log_path.read_text()
+    assert all(answer.startswith(b"HTTP/1.1 ") and b" 500 " not in answer
+               for answer in answers), answers
+    for token in TOKENS:
+        assert token not in output, output[-3000:]
+    assert "pw@" not in output and "utm=" not in output
+    assert output.count("GET http://lifeline.example/confirm/… HTTP/1.1") == len(TOKENS)
+    assert output.count("http://lifeline.example//confirm/…") == len(TOKENS), output[-3000:]

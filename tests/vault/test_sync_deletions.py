@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import select
 
 from contacts.audit import Actor
-from contacts.db import session_scope
+from contacts.db import session_scope, utcnow
 from contacts.vault import deletions, service
 from contacts.vault.models import Account, BulkDeletion, Contact, Site
 from contacts.vault.schemas import SyncDocument
@@ -247,3 +247,109 @@ def test_a_sync_deletion_below_the_cap_is_undone_like_a_bulk_delete(capped, base
         assert deletions.undo(session=session, vault=vault, actor=Actor.system("t"),
                               deletion_id=applied.deletion_id) == 2
     assert live(engine, "contact", doomed) == 2
+
+
+def _held_by_sync(client, make_token, base, kind: str, count: int):
+    document, doomed = deleting(base, kind, count)
+    [held] = client.post("/api/v1/sync", json=document,
+                         headers=bearer(make_token("contacts:write"))).get_json()["deletions"]
+    assert held["state"] == "held"
+    return held, doomed
+
+
+def _console_confirm(client, deletion_id: str, **fields):
+    token = csrf_token_from(client.get("/console/import").get_data(as_text=True))
+    return client.post(f"/console/deletions/{deletion_id}/confirm",
+                       data={"csrf_token": token, **fields})
+
+
+def test_an_admin_confirms_a_held_sync_deletion_on_the_console(capped, make_token, make_staff,
+                                                               base):
+    from contacts.audit import AuditEntry
+
+    engine = capped.extensions["lifeline.engine"]
+    client = capped.test_client()
+    held, doomed = _held_by_sync(client, make_token, base, "site", 2 * CAP)
+    Auth(client).login(make_staff("admin"))
+    page = client.get("/console/import")
+    body = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Held deletions" in body
+    assert held["deletion_id"] in body and f"{2 * CAP} site(s)" in body
+    assert sum(target in body for target in held["ids"]) == 5  # a sample of five
+    assert held["token"] not in body
+
+    refusals = [  # a wrong token, a changed one, no reason, no CSRF token
+        _console_confirm(client, held["deletion_id"], token="x" * 30, reason="closing"),
+        _console_confirm(client, held["deletion_id"], token=held["token"] + "x",
+                         reason="closing"),
+        _console_confirm(client, held["deletion_id"], token=held["token"], reason=" "),
+        client.post(f"/console/deletions/{held['deletion_id']}/confirm",
+                    data={"token": held["token"], "reason": "closing"})]
+    assert [answer.status_code for answer in refusals] == [403, 403, 400, 400]
+    assert "this token was not given for this bulk delete" in refusals[0].get_data(
+        as_text=True)
+    assert live(engine, "site", doomed) == 2 * CAP
+
+    done = _console_confirm(client, held["deletion_id"], token=held["token"],
+                            reason="region closed")
+    assert done.status_code == 303
+    assert live(engine, "site", doomed) == 0
+    assert "Held deletions" not in client.get("/console/import").get_data(as_text=True)
+    with session_scope(engine) as session:
+        record = session.get(BulkDeletion, held["deletion_id"])
+        assert record.reason == "region closed" and record.confirmed_by
+        [entry] = session.exec(select(AuditEntry).where(
+            AuditEntry.action == "bulk_delete.confirmed",
+            AuditEntry.target_id == held["deletion_id"])).all()
+        assert entry.actor_kind == "staff"
+    again = _console_confirm(client, held["deletion_id"], token=held["token"],
+                             reason="region closed")
+    assert again.status_code == 409
+
+
+def test_support_staff_cannot_see_or_confirm_held_deletions(capped, make_token, make_staff,
+                                                           base):
+    engine = capped.extensions["lifeline.engine"]
+    client = capped.test_client()
+    held, doomed = _held_by_sync(client, make_token, base, "contact", CAP + 1)
+    Auth(client).login(make_staff("support"))
+    assert client.get("/console/import").status_code == 403
+    token = csrf_token_from(client.get("/console/accounts").get_data(as_text=True))
+    for action in ("confirm", "dismiss"):
+        answer = client.post(f"/console/deletions/{held['deletion_id']}/{action}", data={
+            "csrf_token": token, "token": held["token"], "reason": "closing"})
+        assert answer.status_code == 403
+    assert live(engine, "contact", doomed) == CAP + 1
+
+
+def test_an_expired_or_dismissed_held_deletion_cannot_be_confirmed(capped, make_token,
+                                                                   make_staff, base):
+    from datetime import timedelta
+
+    engine = capped.extensions["lifeline.engine"]
+    client = capped.test_client()
+    first, doomed_sites = _held_by_sync(client, make_token, base, "site", CAP + 1)
+    second, doomed_contacts = _held_by_sync(client, make_token, base, "contact", CAP + 3)
+    Auth(client).login(make_staff("admin"))
+    with session_scope(engine) as session:
+        record = session.get(BulkDeletion, first["deletion_id"])
+        record.expires_at = utcnow() - timedelta(minutes=1)
+        session.add(record)
+    body = client.get("/console/import").get_data(as_text=True)
+    assert first["deletion_id"] not in body and second["deletion_id"] in body
+    expired = _console_confirm(client, first["deletion_id"], token=first["token"],
+                               reason="late")
+    assert expired.status_code == 403 and "expired" in expired.get_data(as_text=True)
+
+    csrf = csrf_token_from(body)
+    dismissed = client.post(f"/console/deletions/{second['deletion_id']}/dismiss",
+                            data={"csrf_token": csrf})
+    assert dismissed.status_code == 303
+    assert "Held deletions" not in client.get("/console/import").get_data(as_text=True)
+    late = _console_confirm(client, second["deletion_id"], token=second["token"],
+                            reason="after all")
+    assert late.status_code == 403
+    unknown = client.post("/console/deletions/del_nothing/dismiss", data={"csrf_token": csrf})
+    assert unknown.status_code in (400, 404)
+    assert live(engine, "site", doomed_sites) == CAP + 1
+    assert live(engine, "contact", doomed_contacts) == CAP + 3
