@@ -115,50 +115,63 @@ def login_code():
 @public
 def login_enrol():
     """Two-factor sign-in is required for this role and not set up yet: set it up now,
-    before any console page."""
+    before any console page. Every visit offers a fresh secret, kept sealed with this
+    sign-in only; the account stores it once a code confirms it."""
     user = web.signing_in()
     if user is None or user.has_totp:
         return _restart_sign_in()
-    session = request_session()
-    enrolment = twofactor.begin_enrolment(session=session, crypto=_crypto(), staff_id=user.id,
-                                          issuer=_settings().security_totp_issuer)
     form = CodeForm()
-    status = 200
-    if form.validate_on_submit():
-        attempt = web.sign_in_attempt(service.sign_in_key(user))
-        if attempt.refused:
-            return web.too_many_attempts("staff/login_enrol.html", attempt, form=form,
-                                         enrolment=enrolment)
-        try:
-            codes = twofactor.confirm_enrolment(
-                session=session, crypto=_crypto(), actor=g.actor, staff_id=user.id,
-                code=form.code.data, recovery_codes=_settings().security_recovery_codes)
-        except Invalid as exc:
-            form.code.errors = [exc.message]
-            status = 401
-        else:
-            attempt.succeeded()
-            next_url = web.pending_next()
-            response = web.finish(user, "totp", current_app.response_class())
-            response.set_data(render_template("staff/recovery_codes.html", codes=codes,
-                                              next=next_url))
-            return response
-    elif request.method == "POST":
-        status = 400
-    return render_template("staff/login_enrol.html", form=form, enrolment=enrolment), status
+    if request.method == "GET":
+        return render_template("staff/login_enrol.html", form=form,
+                               enrolment=_new_enrolment(user))
+    try:
+        enrolment = twofactor.offered_enrolment(
+            session=request_session(), crypto=_crypto(), staff_id=user.id,
+            sealed=web.offered_enrolment(), issuer=_settings().security_totp_issuer)
+    except Invalid as exc:
+        form.code.errors = [exc.message]
+        return render_template("staff/login_enrol.html", form=form,
+                               enrolment=_new_enrolment(user)), 400
+    if not form.validate_on_submit():
+        return render_template("staff/login_enrol.html", form=form, enrolment=enrolment), 400
+    attempt = web.sign_in_attempt(service.sign_in_key(user))
+    if attempt.refused:
+        return web.too_many_attempts("staff/login_enrol.html", attempt, form=form,
+                                     enrolment=enrolment)
+    try:
+        codes = twofactor.confirm_enrolment(
+            session=request_session(), crypto=_crypto(), actor=g.actor, staff_id=user.id,
+            sealed=enrolment.sealed, code=form.code.data,
+            recovery_codes=_settings().security_recovery_codes)
+    except Invalid as exc:
+        form.code.errors = [exc.message]
+        return render_template("staff/login_enrol.html", form=form, enrolment=enrolment), 401
+    attempt.succeeded()
+    next_url = web.pending_next()
+    response = web.finish(user, "totp", current_app.response_class())
+    response.set_data(render_template("staff/recovery_codes.html", codes=codes, next=next_url))
+    return response
+
+
+def _new_enrolment(user) -> twofactor.Enrolment:
+    enrolment = twofactor.begin_enrolment(session=request_session(), crypto=_crypto(),
+                                          actor=g.actor, staff_id=user.id,
+                                          issuer=_settings().security_totp_issuer)
+    web.offer_enrolment(enrolment.sealed)
+    return enrolment
 
 
 @bp.route("/console/two-factor", methods=["GET", "POST"])
 @staff()
 def two_factor():
     """The signed-in member's second factor: replace the recovery codes (with a current
-    code, limited as sign-ins are)."""
+    code, limited per address and per session: see web.signed_in_attempt)."""
     session = request_session()
     user = service.signed_in_user(session=session, staff_id=g.actor.id)
     form = CodeForm()
     status = 200
     if user.has_totp and form.validate_on_submit():
-        attempt = web.sign_in_attempt(service.sign_in_key(user))
+        attempt = web.signed_in_attempt(service.sign_in_key(user))
         if attempt.refused:
             return web.too_many_attempts("staff/two_factor.html", attempt, form=form,
                                          user=user, left=None)

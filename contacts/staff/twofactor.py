@@ -19,7 +19,7 @@ from sqlmodel import Session, col, func, select
 
 from contacts import audit
 from contacts.audit import Actor
-from contacts.crypto import Crypto
+from contacts.crypto import Crypto, DecryptionFailed
 from contacts.db import utcnow
 from contacts.errors import Conflict, Invalid, NotFound
 from contacts.ids import parse_id
@@ -28,13 +28,16 @@ from contacts.staff.models import STAFF_EMAIL, STAFF_TOTP_SECRET, RecoveryCode, 
 DRIFT_STEPS = 1  # codes of the step before and after the current one are accepted too
 RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 RECOVERY_LENGTH = 10  # about 49 bits each
-TOTP_CODE = re.compile(r"^\d{6}$")
+TOTP_CODE = re.compile(r"^[0-9]{6}$")  # ASCII digits: compare_digest refuses other text
 
 
 @dataclass(frozen=True)
 class Enrolment:
-    """What the enrolment page shows: the secret as text and as a QR code (inline SVG)."""
+    """A secret offered to one enrolment attempt: sealed, for the sign-in in progress to
+    keep (it is stored on the account only once a code confirms it), and for the page as
+    text and as a QR code (inline SVG)."""
 
+    sealed: str
     secret: str
     uri: str
     qr_svg: str
@@ -51,40 +54,80 @@ def _get(session: Session, staff_id: str) -> StaffUser:
     return user
 
 
-def begin_enrolment(*, session: Session, crypto: Crypto, staff_id: str,
-                    issuer: str) -> Enrolment:
-    """The secret to enrol, created once and shown again until a code confirms it."""
-    user = _get(session, staff_id)
-    if user.has_totp:
-        raise Conflict("two-factor sign-in is already set up for this account")
-    if user.totp_secret_encrypted is None:
-        secret = pyotp.random_base32()
-        user.totp_secret_encrypted = crypto.cipher.encrypt(secret, context=STAFF_TOTP_SECRET)
-        session.add(user)
-    else:
-        secret = crypto.cipher.decrypt(user.totp_secret_encrypted, context=STAFF_TOTP_SECRET)
+def _offer_context(staff_id: str) -> str:
+    """The associated data of an offered secret: it opens for this account only."""
+    return f"staff.totp_enrolment\x00{staff_id}"
+
+
+def _offer(crypto: Crypto, user: StaffUser, secret: str, sealed: str,
+           issuer: str) -> Enrolment:
     email = crypto.cipher.decrypt(user.email_encrypted, context=STAFF_EMAIL)
     uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer)
     qr = segno.make(uri, error="m").svg_inline(scale=4, border=4, light="#fff",
                                                title="QR code of the two-factor secret")
-    return Enrolment(secret=secret, uri=uri, qr_svg=qr)
+    return Enrolment(sealed=sealed, secret=secret, uri=uri, qr_svg=qr)
 
 
-def confirm_enrolment(*, session: Session, crypto: Crypto, actor: Actor, staff_id: str,
-                      code: str, recovery_codes: int,
-                      now: datetime | None = None) -> list[str]:
-    """Switch TOTP on once a first code matches; returns the recovery codes, shown once."""
+def _open_offer(crypto: Crypto, staff_id: str, sealed: str | None) -> str:
+    try:
+        return crypto.cipher.decrypt(sealed or "", context=_offer_context(staff_id))
+    except DecryptionFailed:
+        raise Invalid("The enrolment expired: scan the new code below.") from None
+
+
+def _unenrolled(session: Session, staff_id: str) -> StaffUser:
     user = _get(session, staff_id)
     if user.has_totp:
         raise Conflict("two-factor sign-in is already set up for this account")
-    if user.totp_secret_encrypted is None:
-        raise Invalid("start the enrolment first")
+    return user
+
+
+def begin_enrolment(*, session: Session, crypto: Crypto, actor: Actor, staff_id: str,
+                    issuer: str) -> Enrolment:
+    """A fresh secret for this enrolment attempt, never shown again once another attempt
+    begins. Nothing is stored on the account until `confirm_enrolment`: the caller keeps
+    `sealed` with the sign-in in progress (it opens with the field cipher only)."""
+    user = _unenrolled(session, staff_id)
+    if user.totp_secret_encrypted is not None:  # stored unconfirmed by an older version
+        user.totp_secret_encrypted = None
+        session.add(user)
+    secret = pyotp.random_base32()
+    sealed = crypto.cipher.encrypt(secret, context=_offer_context(user.id))
+    audit.record(session, actor, "staff.2fa_enrolment_started", target_kind="staff",
+                 target_id=user.id)
+    return _offer(crypto, user, secret, sealed, issuer)
+
+
+def offered_enrolment(*, session: Session, crypto: Crypto, staff_id: str, sealed: str | None,
+                      issuer: str) -> Enrolment:
+    """The secret this attempt was offered, shown again after a wrong code; Invalid when
+    `sealed` is missing or not this account's."""
+    user = _unenrolled(session, staff_id)
+    return _offer(crypto, user, _open_offer(crypto, user.id, sealed), sealed or "", issuer)
+
+
+def confirm_enrolment(*, session: Session, crypto: Crypto, actor: Actor, staff_id: str,
+                      sealed: str | None, code: str, recovery_codes: int,
+                      now: datetime | None = None) -> list[str]:
+    """Store the offered secret and switch TOTP on once a first code of it matches; returns
+    the recovery codes, shown once."""
+    user = _unenrolled(session, staff_id)
+    secret = _open_offer(crypto, user.id, sealed)
     now = now or utcnow()
-    if _accept_totp(session, crypto, user, code, now) != "ok":
+    matching = _matching_steps(secret, code, now)
+    if not matching:
         raise Invalid("That code does not match. Check the time on your phone and try the "
                       "current code.")
-    user.totp_enrolled_at = now
-    session.add(user)
+    # One conditional UPDATE: of two attempts confirming at once, only one enrols.
+    enrolled = session.execute(
+        update(StaffUser).where(col(StaffUser.id) == user.id,
+                                col(StaffUser.totp_enrolled_at).is_(None))
+        .values(totp_secret_encrypted=crypto.cipher.encrypt(secret, context=STAFF_TOTP_SECRET),
+                totp_enrolled_at=now, totp_last_step=matching[0])
+        .execution_options(synchronize_session=False))
+    session.refresh(user)
+    if enrolled.rowcount != 1:
+        raise Conflict("two-factor sign-in is already set up for this account")
     codes = _replace_recovery_codes(session, crypto, user, recovery_codes, now)
     audit.record(session, actor, "staff.2fa_enrolled", target_kind="staff", target_id=user.id,
                  recovery_codes=len(codes))
@@ -116,10 +159,7 @@ def _accept_totp(session: Session, crypto: Crypto, user: StaffUser, code: str,
                  now: datetime) -> str:
     """"ok" once per step, "replayed" for a step already used, else "wrong"."""
     secret = crypto.cipher.decrypt(user.totp_secret_encrypted, context=STAFF_TOTP_SECRET)
-    totp = pyotp.TOTP(secret)
-    current = totp.timecode(now)
-    matching = [step for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1)
-                if secrets.compare_digest(totp.generate_otp(step), code.strip())]
+    matching = _matching_steps(secret, code, now)
     if not matching:
         return "wrong"
     # One conditional UPDATE: of two requests with the same code, only one moves the step.
@@ -130,6 +170,18 @@ def _accept_totp(session: Session, crypto: Crypto, user: StaffUser, code: str,
         .values(totp_last_step=matching[0]).execution_options(synchronize_session=False))
     session.refresh(user, ["totp_last_step"])
     return "ok" if moved.rowcount == 1 else "replayed"
+
+
+def _matching_steps(secret: str, code: str, now: datetime) -> list[int]:
+    """The steps in the accepted window whose code this is (none for anything but 6 ASCII
+    digits, spaces and dashes aside)."""
+    typed = re.sub(r"[\s-]", "", code)
+    if not TOTP_CODE.match(typed):
+        return []
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    return [step for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1)
+            if secrets.compare_digest(totp.generate_otp(step), typed)]
 
 
 def _recovery_digest(crypto: Crypto, user_id: str, typed: str) -> str:

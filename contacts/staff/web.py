@@ -9,6 +9,8 @@ steps together:
 - per account from every client that is not one of its known devices
   (`login_rate_limit_per_email`). Past it, strangers wait for the window to pass, while
   the staff member's own browser still signs in with the right password.
+A signed-in member's codes (replacing recovery codes) fall under the first two, its session
+being the client: strangers cannot spend them.
 A known device is a browser that completed a sign-in to the account (both factors) in the
 last `security.known_device_days`: it carries a signed cookie naming the account's keyed
 email digest and a random device ID. Limiter keys hold those digests, never an address.
@@ -120,13 +122,27 @@ def remember_device(response: Response, account: str) -> None:
 
 def sign_in_attempt(account: str) -> Attempt:
     """Hold one unit of each limit this attempt falls under (see the module's docstring)."""
-    config = settings()
-    ip = g.actor.ip or "unknown"
     device = known_device(account)
-    client = f"device:{device}" if device else f"ip:{ip}"
-    limits = [(config.security_login_rate_limit, f"sign-in-ip:{ip}"),
+    return _attempt(account, f"device:{device}" if device else f"ip:{_ip()}",
+                    stranger=device is None)
+
+
+def signed_in_attempt(account: str) -> Attempt:
+    """The same for a code typed by the signed-in member (replacing recovery codes): that
+    is no stranger (and the device cookie is not sent outside /login), so the client is its
+    session and the per-account limit that strangers spend does not apply."""
+    return _attempt(account, f"session:{current_user.identity}", stranger=False)
+
+
+def _ip() -> str:
+    return g.actor.ip or "unknown"
+
+
+def _attempt(account: str, client: str, *, stranger: bool) -> Attempt:
+    config = settings()
+    limits = [(config.security_login_rate_limit, f"sign-in-ip:{_ip()}"),
               (config.security_login_rate_limit_per_client, f"sign-in-client:{account}:{client}")]
-    if device is None:
+    if stranger:
         limits.append((config.security_login_rate_limit_per_email, f"sign-in-account:{account}"))
     return current_app.extensions["lifeline.failure_counter"].attempt(limits)
 
@@ -159,6 +175,17 @@ def signing_in() -> StaffUser | None:
         session.pop(SIGN_IN, None)
         return None
     return service.load_signed_in(request_session(), str(pending.get("identity", "")))
+
+
+def offer_enrolment(sealed: str) -> None:
+    """Keep the secret offered to this enrolment attempt (sealed: the session cookie is
+    signed, not encrypted) with the sign-in in progress, replacing any earlier one."""
+    session[SIGN_IN] = {**session[SIGN_IN], "enrolment": sealed}
+
+
+def offered_enrolment() -> str | None:
+    offered = (session.get(SIGN_IN) or {}).get("enrolment")
+    return offered if isinstance(offered, str) else None
 
 
 def pending_next() -> str:

@@ -2,8 +2,10 @@
 client, and per account from strangers; the member's own browser still signs in."""
 
 import logging
+import time
 import uuid
 
+import pyotp
 import pytest
 import redis
 
@@ -42,6 +44,33 @@ def test_wrong_passwords_from_six_addresses_do_not_lock_the_admin_out_of_their_b
     answer = own.login(admin)
     assert answer.status_code == 302 and answer.headers["Location"] == "/console/"
     assert own.client.get("/console/").status_code == 200
+
+
+def post_code(client, path: str, code: str) -> int:
+    token = csrf_token_from(client.get(path).get_data(as_text=True))
+    return client.post(path, data={"code": code, "csrf_token": token}).status_code
+
+
+@pytest.mark.parametrize("device_cookie", ["kept", "cleared"])
+def test_strangers_who_spend_the_account_limit_do_not_stop_the_member_replacing_codes(
+        make_app, make_staff, device_cookie):
+    app = make_app(security_login_rate_limit="100 per minute")  # to see the session's own
+    member = make_staff("comms")
+    own = Auth(client_at(app, "192.0.2.50"))
+    assert own.login(member).status_code == 302
+    if device_cookie == "cleared":  # signed in, but not (or no longer) a known device
+        own.client.delete_cookie("lifeline_device", path="/login")
+    attackers = [client_at(app, address) for address in ATTACKERS]
+    statuses = [guess(attackers[n % 6], member.email, f"wrong {n}") for n in range(24)]
+    assert statuses == [401] * 20 + [429] * 4
+    assert Auth(client_at(app, "198.51.100.7")).login(member).status_code == 429
+    wrong = pyotp.TOTP(member.totp_secret).at(time.time() - 3600)
+    assert post_code(own.client, "/console/two-factor", wrong) == 401
+    assert post_code(own.client, "/console/two-factor", member.code()) == 200
+    # The member's session has its own budget (10 failures an hour) that strangers did not
+    # touch: the first failure above was one of its ten.
+    statuses = [post_code(own.client, "/console/two-factor", wrong) for _ in range(10)]
+    assert statuses == [401] * 9 + [429]
 
 
 def test_a_known_device_is_limited_on_its_own(app, make_staff):

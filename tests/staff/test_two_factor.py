@@ -4,14 +4,19 @@ codes used once, codes limited like passwords, the CLI reset, secrets sealed at 
 import re
 import threading
 import time
+from datetime import UTC, datetime
 
 import pyotp
+import pytest
 from sqlmodel import select
 
-from contacts.audit import AuditEntry
+from contacts.audit import Actor, AuditEntry
 from contacts.db import session_scope
-from contacts.staff.models import RecoveryCode, StaffUser
-from tests.helpers import Auth, csrf_token_from, stored_bytes
+from contacts.errors import Invalid
+from contacts.staff import twofactor
+from contacts.staff.models import STAFF_TOTP_SECRET, RecoveryCode, StaffUser
+from tests import helpers
+from tests.helpers import Auth, StaffAccount, csrf_token_from, stored_bytes
 
 SECRET_FIELD = re.compile(r'id="totp-secret"[^>]*value="([A-Z2-7]+)"')
 RECOVERY = re.compile(r"<li><code>([a-z2-9]{5}-[a-z2-9]{5})</code></li>")
@@ -25,6 +30,13 @@ def audit_actions(engine) -> list[AuditEntry]:
 def post_code(client, path: str, code: str):
     token = csrf_token_from(client.get(path).get_data(as_text=True))
     return client.post(path, data={"code": code, "csrf_token": token})
+
+
+def enrol_code(client, code: str):
+    """Answer the secret the enrolment page offered last (the CSRF token is taken from the
+    sign-in page, as a visit to the enrolment page would offer a new secret)."""
+    token = csrf_token_from(client.get("/login").get_data(as_text=True))
+    return client.post("/login/enrol", data={"code": code, "csrf_token": token})
 
 
 def password_step(auth: Auth, account):
@@ -51,13 +63,12 @@ def test_an_admin_without_a_second_factor_enrols_before_any_console_page(client,
     page = client.get("/login/enrol").get_data(as_text=True)
     assert "<svg" in page and "QR code of the two-factor secret" in page
     secret = SECRET_FIELD.search(page).group(1)
-    assert SECRET_FIELD.search(client.get("/login/enrol").get_data(as_text=True)).group(1) \
-        == secret  # a reload shows the same secret
     totp = pyotp.TOTP(secret)
-    refused = post_code(client, "/login/enrol", not_the_code(totp))
+    refused = enrol_code(client, not_the_code(totp))
     assert refused.status_code == 401 and "does not match" in refused.get_data(as_text=True)
+    assert SECRET_FIELD.search(refused.get_data(as_text=True)).group(1) == secret
     assert client.get("/console/").status_code == 302
-    done = post_code(client, "/login/enrol", totp.now())
+    done = enrol_code(client, totp.now())
     assert done.status_code == 200
     codes = RECOVERY.findall(done.get_data(as_text=True))
     assert len(codes) == 10 and len(set(codes)) == 10
@@ -67,6 +78,159 @@ def test_an_admin_without_a_second_factor_enrols_before_any_console_page(client,
     with session_scope(engine) as session:
         assert len(session.exec(select(RecoveryCode).where(
             RecoveryCode.staff_id == admin.id)).all()) == 10
+
+
+def offered_secret(client) -> str:
+    return SECRET_FIELD.search(client.get("/login/enrol").get_data(as_text=True)).group(1)
+
+
+def session_cookie(app, client) -> dict:
+    serializer = app.session_interface.get_signing_serializer(app)
+    return serializer.loads(client.get_cookie("lifeline_session").value)
+
+
+def test_every_visit_to_the_enrolment_page_offers_a_fresh_secret_kept_sealed(app, client,
+                                                                            make_staff, engine):
+    admin = make_staff("admin", two_factor=False)
+    password_step(Auth(client), admin)
+    first, second = offered_secret(client), offered_secret(client)
+    assert first != second
+    for secret in (first, second):  # the signed cookie can be read: it holds sealed text
+        assert secret not in str(session_cookie(app, client))
+    with session_scope(engine) as session:  # nothing is stored before a code confirms it
+        assert session.get(StaffUser, admin.id).totp_secret_encrypted is None
+    for step in (-1, 0, 1):  # the first visit's secret, in every step of the window
+        refused = enrol_code(client, pyotp.TOTP(first).at(time.time() + 30 * step))
+        assert refused.status_code == 401 and "does not match" in refused.get_data(
+            as_text=True)
+        assert SECRET_FIELD.search(refused.get_data(as_text=True)).group(1) == second
+    done = enrol_code(client, pyotp.TOTP(second).now())
+    assert done.status_code == 200 and len(RECOVERY.findall(done.get_data(as_text=True))) == 10
+    started = [entry for entry in audit_actions(engine)
+               if entry.action == "staff.2fa_enrolment_started"]
+    assert len(started) == 2 and {entry.target_id for entry in started} == {admin.id}
+    assert [entry.action for entry in audit_actions(engine)][-2:] == [
+        "staff.2fa_enrolled", "staff.login"]
+
+
+def test_a_secret_copied_from_the_enrolment_page_is_no_second_factor_once_the_owner_enrols(
+        app, make_staff, engine):
+    admin = make_staff("admin", two_factor=False)
+    attacker = Auth(app.test_client())
+    password_step(attacker, admin)
+    copied = pyotp.TOTP(offered_secret(attacker.client))
+    owner = Auth(app.test_client())
+    password_step(owner, admin)
+    secret = offered_secret(owner.client)
+    assert secret != copied.secret
+    assert enrol_code(owner.client, copied.now()).status_code == 401
+    assert enrol_code(owner.client, pyotp.TOTP(secret).now()).status_code == 200
+    # The attacker's pending sign-in is over; a new one needs a code of the owner's secret.
+    assert attacker.client.get("/login/enrol").headers["Location"] == "/login"
+    assert password_step(attacker, admin).headers["Location"] == "/login/code"
+    for step in (-1, 0, 1):
+        code = copied.at(time.time() + 30 * step)
+        assert post_code(attacker.client, "/login/code", code).status_code == 401
+    assert audit_actions(engine)[-1].detail["reason"] == "wrong_code"
+    assert attacker.client.get("/console/").status_code == 302
+
+
+def test_a_secret_stored_unconfirmed_by_an_older_version_is_never_offered(app, client,
+                                                                        make_staff, engine):
+    admin = make_staff("admin", two_factor=False)
+    crypto = app.extensions["lifeline.crypto"]
+    stale = pyotp.random_base32()
+    with session_scope(engine) as session:
+        user = session.get(StaffUser, admin.id)
+        user.totp_secret_encrypted = crypto.cipher.encrypt(stale, context=STAFF_TOTP_SECRET)
+    password_step(Auth(client), admin)
+    assert offered_secret(client) != stale
+    with session_scope(engine) as session:
+        assert session.get(StaffUser, admin.id).totp_secret_encrypted is None
+    for step in (-1, 0, 1):
+        code = pyotp.TOTP(stale).at(time.time() + 30 * step)
+        assert enrol_code(client, code).status_code == 401
+
+
+def test_an_enrolment_code_is_checked_against_this_attempts_secret_only(app, client,
+                                                                        make_staff):
+    admin, other = make_staff("admin", two_factor=False), make_staff("admin", two_factor=False)
+    crypto = app.extensions["lifeline.crypto"]
+    password_step(Auth(client), admin)
+    # A POST with no secret offered (no visit first) starts over with a fresh one.
+    answer = enrol_code(client, "123456")
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and "The enrolment expired" in page
+    assert SECRET_FIELD.search(page)
+    for code in ("\u0661\u0662\u0663\u0664\u0665\u0666", "12345", "1234567", "abcdef",
+                 "x" * 64):
+        assert enrol_code(client, code).status_code == 401, code
+    with session_scope(engine_of(app)) as session:
+        offer = twofactor.begin_enrolment(session=session, crypto=crypto,
+                                          actor=Actor.system("test"), staff_id=other.id,
+                                          issuer="Lifeline")
+        for sealed in (offer.sealed, None, "", "k1.bm90IHNlYWxlZA"):
+            with pytest.raises(Invalid):  # another account's offer opens for it only
+                twofactor.confirm_enrolment(
+                    session=session, crypto=crypto, actor=Actor.system("test"),
+                    staff_id=admin.id, sealed=sealed, code=pyotp.TOTP(offer.secret).now(),
+                    recovery_codes=10)
+        assert session.get(StaffUser, admin.id).totp_secret_encrypted is None
+
+
+def test_of_two_enrolments_confirmed_at_once_one_enrols_and_its_secret_is_kept(app,
+                                                                              make_staff):
+    admin = make_staff("admin", two_factor=False)
+    clients = [app.test_client() for _ in range(2)]
+    secrets_offered, tokens = [], []
+    for one in clients:
+        password_step(Auth(one), admin)
+        secrets_offered.append(offered_secret(one))
+        tokens.append(csrf_token_from(one.get("/login").get_data(as_text=True)))
+    answers, start = [None, None], threading.Barrier(2)
+
+    def send(number):
+        start.wait()
+        answers[number] = clients[number].post("/login/enrol", data={
+            "code": pyotp.TOTP(secrets_offered[number]).now(),
+            "csrf_token": tokens[number]}).status_code
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [200, 409]
+    winner, loser = (0, 1) if answers[0] == 200 else (1, 0)
+    assert clients[winner].get("/console/").status_code == 200
+    assert clients[loser].get("/console/").status_code == 302
+    auth = Auth(app.test_client())
+    assert password_step(auth, admin).headers["Location"] == "/login/code"
+    assert post_code(auth.client, "/login/code", pyotp.TOTP(secrets_offered[loser]).at(
+        time.time() + 30)).status_code == 401
+    assert post_code(auth.client, "/login/code", pyotp.TOTP(secrets_offered[winner]).at(
+        time.time() + 30)).status_code == 302
+
+
+def engine_of(app):
+    return app.extensions["lifeline.engine"]
+
+
+def test_the_code_that_confirmed_the_enrolment_cannot_sign_in_again(client, make_staff,
+                                                                    engine):
+    admin = make_staff("admin", two_factor=False)
+    auth = Auth(client)
+    password_step(auth, admin)
+    totp = pyotp.TOTP(offered_secret(client))
+    code = totp.now()
+    assert enrol_code(client, code).status_code == 200
+    auth.logout()
+    assert password_step(auth, admin).headers["Location"] == "/login/code"
+    assert post_code(client, "/login/code", code).status_code == 401
+    assert audit_actions(engine)[-1].detail["reason"] == "replayed_code"
+    later = StaffAccount(admin.id, admin.email, admin.role, totp_secret=totp.secret,
+                         last_step=totp.timecode(datetime.now(UTC)))
+    assert post_code(client, "/login/code", later.code()).status_code == 302
 
 
 def test_every_role_that_can_reveal_contacts_must_enrol_by_default(client, make_staff):
@@ -106,6 +270,8 @@ def test_sign_in_with_a_code_a_wrong_code_and_a_replayed_code(client, make_staff
     auth = Auth(client)
     assert password_step(auth, account).headers["Location"] == "/login/code"
     assert client.get("/console/").status_code == 302  # a password alone opens nothing
+    for other_digits in ("\u0661\u0662\u0663\u0664\u0665\u0666", "\uff11" * 6):
+        assert post_code(client, "/login/code", other_digits).status_code == 401
     wrong = post_code(client, "/login/code", not_the_code(totp))
     assert wrong.status_code == 401
     assert "That code is not right" in wrong.get_data(as_text=True)
@@ -242,3 +408,33 @@ def test_the_api_still_signs_in_with_a_bearer_token_alone(client, make_token, ma
     make_staff("admin", two_factor=False)
     answer = client.get("/api/v1/token", headers={"Authorization": f"Bearer {make_token('read')}"})
     assert answer.status_code == 200
+
+
+class Clock:
+    """The test helpers' clock, set by hand: sleeping moves it on."""
+
+    def __init__(self, at: float):
+        self.at, self.slept = at, []
+
+    def time(self) -> float:
+        return self.at
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.at += seconds
+
+
+def test_the_code_helper_gives_three_sign_ins_a_step_before_it_waits(monkeypatch):
+    totp = pyotp.TOTP(pyotp.random_base32())
+    step = totp.timecode(datetime.now(UTC))
+    clock = Clock(step * 30 + 5)
+    monkeypatch.setattr(helpers, "time", clock)
+    account = StaffAccount("stf_x", "a@staff.example.com", "admin", totp_secret=totp.secret,
+                           last_step=step - 2)  # as enrol_two_factor leaves it
+    assert [account.code() for _ in range(3)] == [totp.generate_otp(step + n)
+                                                  for n in (-1, 0, 1)]
+    assert clock.slept == []
+    assert account.code() == totp.generate_otp(step + 2) and len(clock.slept) == 1
+    # Near the end of a step, the step before leaves the window soon: it is not given.
+    clock.at, account.last_step = (step + 10) * 30 + 25, step + 8
+    assert account.code() == totp.generate_otp(step + 10)
