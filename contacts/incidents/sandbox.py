@@ -334,7 +334,7 @@ def _guard_wordwrap(value, width=79, break_long_words=True, wrapstring=None,
                     break_on_hyphens=True):
     # Each line cut from a long word copies the rest of it: the work is the text's length
     # times its lines.
-    lines = len(str(value)) // max(width, 1) + 1 if isinstance(width, int) else 1
+    lines = -(-len(str(value)) // max(width, 1)) if isinstance(width, int) else 1
     if lines > MAX_WRAP_LINES:
         raise OverBudget(f"wraps text into more than {MAX_WRAP_LINES:,} lines")
     if size(value) + lines * len(str(wrapstring or "\n")) > MAX_VALUE:
