@@ -7,15 +7,16 @@ MAX_INT_BITS; where the operation itself could be huge or slow it is checked bef
 every arithmetic operator (`+ - * / // % **`, unary `-` and `+`) takes numbers of at most
 MAX_INT_BITS and `*`/`**` may not make more, `%` and `format` widths and precisions are read
 as Python reads them (no `%(name)` keys, no `*`), `range`, `batch`, `slice`, `center`,
-`indent`, `replace`, `join`, `round`, `int`/`float` of text, `wordwrap` (MAX_WRAP_LINES),
-`tojson` (indent up to MAX_JSON_INDENT, written piece by piece up to MAX_VALUE) and the
-sorting filters (MAX_SORTED items). A render's steps (loop iterations, calls, operators,
-filters, tests), what it makes in all, what it writes and its time are bounded too.
+`indent`, `replace`, `join`, `round`, `int`/`float` of text, `title` and `wordwrap`
+(MAX_WORDED_TEXT, MAX_WRAP_LINES), `tojson` (indent up to MAX_JSON_INDENT, written piece by
+piece up to MAX_VALUE) and the sorting filters (MAX_SORTED items). A render's steps (loop
+iterations, calls, operators, filters, tests), what it makes in all, what it writes and its
+time are bounded too.
 
 What is bounded is the work, not the clock: Python cannot stop a thread, so the time
 (RENDER_SECONDS) is checked at every step, and a render can run past it by its last step.
 The bounds above keep each step's work at most about linear in MAX_VALUE (a fraction of a
-second on the slowest filter, `title` or `sort` at their limits), so no render runs for
+second on the slowest, `sort` at its limit), so no render runs for
 long or holds more than a few times MAX_MADE characters. Templates get the update's values,
 `range` and `dict`; no loader (no include, import or extends), no Python internals, no
 `str.format`, no recursive loops.
@@ -51,6 +52,7 @@ MAX_NUMBER_TEXT = 5_000  # characters of text the `int` and `float` filters read
 MAX_WRAP_LINES = 2_000  # lines `wordwrap` may cut text into (its work grows with them)
 MAX_JSON_INDENT = 8  # spaces of `tojson`'s indent
 MAX_SORTED = 100_000  # items `sort`, `unique`, `groupby`, `dictsort`, `min` and `max` take
+MAX_WORDED_TEXT = 100_000  # characters `title` and `wordwrap` take (they work word by word)
 RENDER_SECONDS = 1.0
 # The default templates on disk are ours: they get this many times the steps, output and
 # time, so an account with tens of thousands of sites still gets its list.
@@ -324,6 +326,13 @@ def _guard_sorted(value, *args, **kwargs):
     return items
 
 
+def _guard_worded(value, *args, **kwargs):
+    if len(str(value)) > MAX_WORDED_TEXT:
+        raise OverBudget(f"works word by word through more than {MAX_WORDED_TEXT:,} "
+                         "characters at once")
+    return value
+
+
 def _guard_sum(value, attribute=None, start=0):
     if not isinstance(start, int | float):
         raise Refused("uses sum on something other than numbers")
@@ -334,6 +343,7 @@ def _guard_wordwrap(value, width=79, break_long_words=True, wrapstring=None,
                     break_on_hyphens=True):
     # Each line cut from a long word copies the rest of it: the work is the text's length
     # times its lines.
+    _guard_worded(value)
     lines = -(-len(str(value)) // max(width, 1)) if isinstance(width, int) else 1
     if lines > MAX_WRAP_LINES:
         raise OverBudget(f"wraps text into more than {MAX_WRAP_LINES:,} lines")
@@ -346,6 +356,7 @@ _GUARDS = {"center": _guard_center, "indent": _guard_indent, "format": _guard_fo
            "join": _guard_join, "replace": _guard_replace, "batch": _guard_count,
            "slice": _guard_count, "sum": _guard_sum, "wordwrap": _guard_wordwrap,
            "int": _guard_number_text, "float": _guard_number_text, "round": _guard_round,
+           "title": _guard_worded,
            **dict.fromkeys(("sort", "unique", "groupby", "dictsort", "min", "max"),
                            _guard_sorted)}
 # Tests checked before they run (divisibleby computes `value % num`).
@@ -391,6 +402,11 @@ def _bounded_json(value, **options) -> str:
     width = len(indent) if isinstance(indent, str) else indent
     if indent is not None and (not isinstance(width, int) or width > MAX_JSON_INDENT):
         raise OverBudget(f"indents JSON by more than {MAX_JSON_INDENT} spaces")
+    if indent is None:  # one piece, at most 12 characters for each one measured
+        text = json.dumps(value, **options)
+        if len(text) > MAX_VALUE:
+            raise OverBudget(f"writes JSON past {MAX_VALUE:,} characters")
+        return text
     budget, pieces, length = _current(), [], 0
     for count, piece in enumerate(json.JSONEncoder(**options).iterencode(value)):
         length += len(piece)

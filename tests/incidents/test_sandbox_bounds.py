@@ -105,12 +105,20 @@ def test_tojson_stops_writing_past_the_bound_however_deep():
         '{\n "a": "\\u003c",\n "b": 1\n}')
 
 
-@pytest.mark.parametrize(("length", "width"), [(200000, 1), (20001, 10), (1000000, 499)])
+@pytest.mark.parametrize(("length", "width"), [(100000, 1), (20001, 10), (100000, 49)])
 def test_wordwrap_refuses_more_than_its_lines(length, width):
     with pytest.raises(sandbox.OverBudget, match="more than 2,000 lines"):
         _render("{{ text | wordwrap(width) }}", text="x" * length, width=width)
     assert _render("{{ text | wordwrap(10) | length }}", text="x" * 20000) == str(
         20000 + 1999)
+
+
+@pytest.mark.parametrize("source", ["{{ text | title }}", "{{ text | wordwrap(100000) }}",
+                                    "{{ text | wordwrap(width=2000, wrapstring='') }}"])
+def test_word_by_word_filters_refuse_long_text(source):
+    with pytest.raises(sandbox.OverBudget, match="word by word through more than 100,000"):
+        _render(source, text="a " * 50001)
+    assert _render(source, text="a " * 50000).lower().count("a") == 50000
 
 
 @pytest.mark.parametrize("name", ["sort", "unique", "min", "max", "groupby(0)"])

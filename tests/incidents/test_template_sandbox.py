@@ -139,8 +139,10 @@ BOMBS = [
     ("{{ '%.2000000000f' % 1.0 }}", "formats wider than"),
     ("{{ '%%%999999999s' % 'x' }}", "formats wider than"),
     # wordwrap's work grows with the text times its lines; sorting with its items.
-    ("{{ ('x' * 200000) | wordwrap(1) }}", "wraps text into more than 2,000 lines"),
-    ("{{ ('x y ' * 100000) | wordwrap(5) }}", "wraps text into more than 2,000 lines"),
+    ("{{ ('x' * 100000) | wordwrap(1) }}", "wraps text into more than 2,000 lines"),
+    ("{{ ('x y ' * 25000) | wordwrap(5) }}", "wraps text into more than 2,000 lines"),
+    ("{{ ('x' * 200000) | wordwrap(200) }}", "works word by word through more than 100,000"),
+    ("{{ ('a ' * 500000) | title }}", "works word by word through more than 100,000"),
     ("{{ ('x' * 100000) | wordwrap(10, wrapstring='') }}", "wraps text into more than 2,000"),
     ("{{ ('ab' * 60000) | list | sort | length }}", "sorts or compares more than 100,000"),
     ("{{ ('ab' * 60000) | list | unique | list | length }}", "sorts or compares more than"),
