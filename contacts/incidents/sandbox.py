@@ -9,15 +9,15 @@ MAX_INT_BITS and `*`/`**` may not make more, `%` and `format` widths and precisi
 as Python reads them (no `%(name)` keys, no `*`), `range`, `batch`, `slice`, `center`,
 `indent`, `replace`, `join`, `round`, `int`/`float` of text, `title` and `wordwrap`
 (MAX_WORDED_TEXT, MAX_WRAP_LINES), `tojson` (indent up to MAX_JSON_INDENT, written piece by
-piece up to MAX_VALUE) and the sorting filters (MAX_SORTED items). A render's steps (loop
-iterations, calls, operators, filters, tests), what it makes in all, what it writes and its
-time are bounded too.
+piece up to MAX_VALUE) and the filters that sort or go through items (MAX_ITEMS). A
+render's steps (loop iterations, calls, operators, filters, tests), what it makes in all,
+what it writes and its time are bounded too.
 
 What is bounded is the work, not the clock: Python cannot stop a thread, so the time
 (RENDER_SECONDS) is checked at every step, and a render can run past it by its last step.
 The bounds above keep each step's work at most about linear in MAX_VALUE (a fraction of a
-second on the slowest, `sort` at its limit), so no render runs for
-long or holds more than a few times MAX_MADE characters. Templates get the update's values,
+second for the slowest, `sort` at its limit), so no render runs for long or holds more than
+a few times MAX_MADE characters. Templates get the update's values,
 `range` and `dict`; no loader (no include, import or extends), no Python internals, no
 `str.format`, no recursive loops.
 """
@@ -51,7 +51,9 @@ MAX_EXPONENT = 1_000  # of `**`, and the digits `round` may round to
 MAX_NUMBER_TEXT = 5_000  # characters of text the `int` and `float` filters read
 MAX_WRAP_LINES = 2_000  # lines `wordwrap` may cut text into (its work grows with them)
 MAX_JSON_INDENT = 8  # spaces of `tojson`'s indent
-MAX_SORTED = 100_000  # items `sort`, `unique`, `groupby`, `dictsort`, `min` and `max` take
+# Items `sort`, `unique`, `groupby`, `dictsort`, `min`, `max`, `xmlattr` and `urlencode`
+# take: each works item by item in Python.
+MAX_ITEMS = 100_000
 MAX_WORDED_TEXT = 100_000  # characters `title` and `wordwrap` take (they work word by word)
 RENDER_SECONDS = 1.0
 # The default templates on disk are ours: they get this many times the steps, output and
@@ -319,10 +321,10 @@ def _guard_round(value, precision=0, method="common"):
     return value
 
 
-def _guard_sorted(value, *args, **kwargs):
+def _guard_items(value, *args, **kwargs):
     items = list(value) if isinstance(value, abc.Iterator) else value
-    if isinstance(items, abc.Sized) and len(items) > MAX_SORTED:
-        raise OverBudget(f"sorts or compares more than {MAX_SORTED:,} items at once")
+    if isinstance(items, abc.Sized) and len(items) > MAX_ITEMS:
+        raise OverBudget(f"works through more than {MAX_ITEMS:,} items at once")
     return items
 
 
@@ -357,8 +359,8 @@ _GUARDS = {"center": _guard_center, "indent": _guard_indent, "format": _guard_fo
            "slice": _guard_count, "sum": _guard_sum, "wordwrap": _guard_wordwrap,
            "int": _guard_number_text, "float": _guard_number_text, "round": _guard_round,
            "title": _guard_worded,
-           **dict.fromkeys(("sort", "unique", "groupby", "dictsort", "min", "max"),
-                           _guard_sorted)}
+           **dict.fromkeys(("sort", "unique", "groupby", "dictsort", "min", "max", "xmlattr",
+                            "urlencode"), _guard_items)}
 # Tests checked before they run (divisibleby computes `value % num`).
 _TEST_GUARDS = {"divisibleby": lambda value, num: (checked_number(value), checked_number(num))}
 

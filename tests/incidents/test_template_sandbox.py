@@ -144,9 +144,9 @@ BOMBS = [
     ("{{ ('x' * 200000) | wordwrap(200) }}", "works word by word through more than 100,000"),
     ("{{ ('a ' * 500000) | title }}", "works word by word through more than 100,000"),
     ("{{ ('x' * 100000) | wordwrap(10, wrapstring='') }}", "wraps text into more than 2,000"),
-    ("{{ ('ab' * 60000) | list | sort | length }}", "sorts or compares more than 100,000"),
-    ("{{ ('ab' * 60000) | list | unique | list | length }}", "sorts or compares more than"),
-    ("{{ ('ab' * 60000) | list | max }}", "sorts or compares more than 100,000"),
+    ("{{ ('ab' * 60000) | list | sort | length }}", "works through more than 100,000"),
+    ("{{ ('ab' * 60000) | list | unique | list | length }}", "works through more than 100,000"),
+    ("{{ ('ab' * 60000) | list | max }}", "works through more than 100,000"),
     ("{{ ('ab' * 60000) | map('upper') | list | groupby(0) | length }}", "takes more than"),
 ]
 
