@@ -44,7 +44,7 @@ MAX_SOURCE = 50_000  # characters of one template
 MAX_VALUE = 1_000_000  # characters (or items) of any one value a template makes
 MAX_MADE = 20_000_000  # characters (or items) one render makes in all
 MAX_OUTPUT = 1_000_000  # characters one render writes (text a macro writes counts each time)
-MAX_STEPS = 100_000  # loop iterations, calls and filters of one render
+MAX_STEPS = 100_000  # loop iterations, calls, operators, filters and tests of one render
 MAX_RANGE = 10_000  # items of one range(), batch or slice
 MAX_INT_BITS = 4_096  # bits of any number a template makes or computes with (1,233 digits)
 MAX_EXPONENT = 1_000  # of `**`, and the digits `round` may round to
@@ -106,7 +106,7 @@ class Budget:
         self.steps += 1
         if self.steps > self.max_steps:
             raise OverBudget(f"takes more than {self.max_steps:,} steps (loop iterations, "
-                             "calls and filters)")
+                             "calls, operators, filters and tests)")
         self.in_time()
 
     def made(self, value):
@@ -404,7 +404,8 @@ def _bounded_json(value, **options) -> str:
     width = len(indent) if isinstance(indent, str) else indent
     if indent is not None and (not isinstance(width, int) or width > MAX_JSON_INDENT):
         raise OverBudget(f"indents JSON by more than {MAX_JSON_INDENT} spaces")
-    if indent is None:  # one piece, at most 12 characters for each one measured
+    if indent is None:  # Python's C encoder, in one piece: it writes at most 12 characters
+        # for each character or item measured in `value`.
         text = json.dumps(value, **options)
         if len(text) > MAX_VALUE:
             raise OverBudget(f"writes JSON past {MAX_VALUE:,} characters")
