@@ -29,6 +29,8 @@ COMPLETE = {"state": "identified",
             "confidence_timeline": "medium", "confidence_restore": "high",
             "confidence_data_loss": "high"}
 
+# The biggest number a template may make: 4,096 bits.
+BIGGEST = "{% set a = ('f' * 1024) | int(base=16) %}"
 # (template, what the refusal must say): each a way to spend the server's CPU or memory, to
 # fail for a real audience, or to reach outside the sandbox.
 BOMBS = [
@@ -101,6 +103,51 @@ BOMBS = [
     ("{{ account_sites[0].name }}", "for a public subscriber"),
     ("{{ no_such_value }}", "'no_such_value' is undefined"),
     ("{{ " + "x" * 60000 + " }}", "is longer than 50,000 characters"),
+    # Numbers: no number past 4,096 bits is made, whichever way (filter, literal, operator).
+    ("{% set a = ('f' * 740000) | int(base=16) %}{% set b = ('f' * 370000) | int(base=16) %}"
+     "{{ (a % (b + 7)) > 0 }}", "reads a number from more than 5,000 characters"),
+    ("{% set a = ('f' * 4000) | int(base=16) %}{{ a > 0 }}",
+     "makes a number of more than 4,096 bits"),
+    ("{{ ('7' * 4999) | int(base=8) > 0 }}", "makes a number of more than 4,096 bits"),
+    ("{{ ('1' * 1000000) | float }}", "reads a number from more than 5,000 characters"),
+    ("{{ 0x" + "f" * 2000 + " % 7 }}", "makes a number of more than 4,096 bits"),
+    ("{{ 0b" + "1" * 5000 + " // 3 }}", "makes a number of more than 4,096 bits"),
+    ("{{ 7 is divisibleby 0o" + "7" * 2000 + " }}", "makes a number of more than 4,096 bits"),
+    (f"{BIGGEST}{{{{ (a + a) > 0 }}}}", "makes a number of more than 4,096 bits"),
+    (f"{BIGGEST}{{{{ (-a - a) < 0 }}}}", "makes a number of more than 4,096 bits"),
+    (f"{BIGGEST}{{{{ [a, a] | sum > 0 }}}}", "makes a number of more than 4,096 bits"),
+    (f"{BIGGEST}{{{{ (a * 2) > 0 }}}}", "makes a number of more than 4,096 bits"),
+    ("{{ 5 | round(-5000) }}", "rounds to more than 1,000 digits"),
+    ("{{ 1.5 | round(5000, 'ceil') }}", "rounds to more than 1,000 digits"),
+    # Tests and every operator are steps: 50,000 loop iterations and 60,000 more here.
+    ("{% for i in range(10000) %}{% for j in range(5) %}{% if i is divisibleby 7 %}{% endif %}"
+     "{% endfor %}{% endfor %}", "takes more than 100,000 steps"),
+    ("{% for i in range(10000) %}{% for j in range(3) %}{{ (i // 2 - 1) % 1 }}{% endfor %}"
+     "{% endfor %}", "takes more than 100,000 steps"),
+    # tojson: a small indent, and no text past 1,000,000 however deep the value.
+    ("{{ range(1000) | list | tojson(indent=2000) }}", "indents JSON by more than 8 spaces"),
+    ("{{ [1] | tojson(indent='         ') }}", "indents JSON by more than 8 spaces"),
+    ("{% set a = ('x' * 200000) | list %}{{ [[[[[[[[[[a]]]]]]]]]] | tojson(indent=8) }}",
+     "writes JSON past 1,000,000 characters"),
+    # % and format: read as Python reads them; a %(key) could print one value many times.
+    ("{{ '%(a(b))50000000s' % {'a(b)': 1} }}", "key in a % format"),
+    ("{{ '%(a)s' % {'a': 1} }}", "key in a % format"),
+    ("{{ ('%(a)s' * 100000) % {'a': 'x' * 100} }}", "key in a % format"),
+    ("{{ '%(a)s' | format(a=1) }}", "uses format with names"),
+    ("{{ '%(a)s' | format({'a': 1}) }}", "key in a % format"),
+    ("{{ '%-+ #0999999999.5d' % 1 }}", "formats wider than"),
+    ("{{ '%.2000000000f' % 1.0 }}", "formats wider than"),
+    ("{{ '%%%999999999s' % 'x' }}", "formats wider than"),
+    # wordwrap's work grows with the text times its lines; sorting with its items.
+    ("{{ ('x' * 100000) | wordwrap(1) }}", "wraps text into more than 2,000 lines"),
+    ("{{ ('x y ' * 25000) | wordwrap(5) }}", "wraps text into more than 2,000 lines"),
+    ("{{ ('x' * 200000) | wordwrap(200) }}", "works word by word through more than 100,000"),
+    ("{{ ('a ' * 500000) | title }}", "works word by word through more than 100,000"),
+    ("{{ ('x' * 100000) | wordwrap(10, wrapstring='') }}", "wraps text into more than 2,000"),
+    ("{{ ('ab' * 60000) | list | sort | length }}", "works through more than 100,000"),
+    ("{{ ('ab' * 60000) | list | unique | list | length }}", "works through more than 100,000"),
+    ("{{ ('ab' * 60000) | list | max }}", "works through more than 100,000"),
+    ("{{ ('ab' * 60000) | map('upper') | list | groupby(0) | length }}", "takes more than"),
 ]
 
 
@@ -141,7 +188,12 @@ def test_a_template_the_sandbox_can_bound_still_saves(client, auth, make_staff, 
 {{ what_happened | wordwrap(40) | indent(2) }} {{ scope | truncate(30) }}
 {% for g in account_sites | groupby('stage') %}{{ g.grouper }}={{ g.list | length }} {% endfor %}
 {{ dict(a=1).items() | list }} {{ 'a,b'.split(',') | join('+') }} {{ [1, 2] + [3] }}
-{% filter upper %}{{ account_name }}{% endfilter %} {{ range(5) | sum }}"""
+{% filter upper %}{{ account_name }}{% endfilter %} {{ range(5) | sum }}
+{{ 7 // 2 }} {{ 7 / 2 }} {{ -number }} {{ number % 2 }} {{ number is divisibleby 2 }}
+{{ '%5.1f%% %-3s' % (33.3, 'x') }} {{ ('12' | int) + ('1.5' | float) }}
+{{ 2.5 | round(1, 'ceil') }} {{ [1] | tojson(indent=2) }}
+{{ account_sites | map(attribute='name') | sort | first | default('') }}
+{{ account_sites | map(attribute='name') | list | tojson }} {{ ('ff' | int(base=16)) * 2 }}"""
     for kind in ("text", "html"):
         answer = _save(client, page, body, kind=kind, locale="fr")
         assert answer.status_code == 303, html.unescape(answer.get_data(as_text=True))[-600:]
