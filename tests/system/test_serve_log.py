@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,9 +80,10 @@ def server_environment(database_url: str, tmp_path: Path) -> dict[str, str]:
             "LIFELINE_SCHEDULER_ENABLED": "false"}
 
 
-def serve_and_log(command: list[str], port: int, environment: dict, log_path: Path, calls):
-    """Start the server, wait for /healthz, make the calls, stop it; its output and the
-    statuses it answered."""
+@contextmanager
+def serving(command: list[str], port: int, environment: dict, log_path: Path):
+    """Start the server with its output in log_path, wait for /healthz, and stop it after
+    the block."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -94,10 +96,16 @@ def serve_and_log(command: list[str], port: int, environment: dict, log_path: Pa
                     pass
                 assert process.poll() is None, log_path.read_text()
                 time.sleep(0.1)
-            statuses = send(port, calls)
+            yield
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+
+
+def serve_and_log(command: list[str], port: int, environment: dict, log_path: Path, calls):
+    """Start the server, make the calls, stop it; its output and the statuses it answered."""
+    with serving(command, port, environment, log_path):
+        statuses = send(port, calls)
     return log_path.read_text(), statuses
 
 
@@ -202,23 +210,8 @@ def test_flask_serve_keeps_tokens_of_absolute_form_request_lines_out_of_its_log(
     targets = [target for token in TOKENS for target in absolute_form_targets(token)]
     command = [sys.executable, "-m", "flask", "--app", "app", "serve", "--port", str(port)]
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT,
-                                   env=server_environment(database_url, tmp_path), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            for _ in range(300):
-                try:
-                    if send(port, [("GET", "/healthz", {})]) == [200]:
-                        break
-                except OSError:
-                    pass
-                assert process.poll() is None, log_path.read_text()
-                time.sleep(0.1)
-            answers = send_raw(port, targets)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+    with serving(command, port, server_environment(database_url, tmp_path), log_path):
+        answers = send_raw(port, targets)
     output = log_path.read_text()
     assert all(answer.startswith(b"HTTP/1.1 ") and b" 500 " not in answer
                for answer in answers), answers
