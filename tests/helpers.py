@@ -16,9 +16,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyotp
+import pytest
+import redis
 from sqlalchemy import text
 
 IN_CI = os.environ.get("CI") == "true"
+REDIS_URL = "redis://127.0.0.1:6379/15"  # the tests' Redis database
+
+
+def require_redis(url: str = REDIS_URL):
+    """A client of the tests' Redis; fails the test in CI when Redis is unreachable, skips it
+    elsewhere."""
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        if IN_CI:
+            pytest.fail("Redis unreachable on 127.0.0.1:6379", pytrace=False)
+        pytest.skip("Redis unreachable on 127.0.0.1:6379")
+    return client
 PASSWORD = "correct horse battery staple"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

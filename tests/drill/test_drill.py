@@ -8,14 +8,11 @@ import os
 import subprocess
 import sys
 
-import pytest
-import redis
-
 from contacts.drill.cli import Target, run_drill
 from contacts.drill.local import LocalLifeline, free_port
 from contacts.drill.run import Options
 from contacts.settings import load_settings
-from tests.helpers import ARTIFACTS, IN_CI
+from tests.helpers import ARTIFACTS, require_redis
 
 REDUCED = Options(sites=50, accounts=40, requests=30, waves=3, cadence_seconds=4.0,
                   delivery_timeout=120.0)
@@ -26,12 +23,7 @@ REDIS = "redis://127.0.0.1:6379/15"  # the rate limiter's keys, scanned for plai
 
 def test_the_reduced_drill_meets_every_target(backend, request, tmp_path):
     server = request.getfixturevalue("postgresql_url") if backend == "postgresql" else None
-    try:
-        redis.Redis.from_url(REDIS).ping()
-    except redis.ConnectionError:
-        if IN_CI:
-            pytest.fail("Redis unreachable on 127.0.0.1:6379", pytrace=False)
-        pytest.skip("Redis unreachable on 127.0.0.1:6379")
+    require_redis(REDIS)
     report = run_drill(REDUCED, Target(url=None, token=None, database_url=server, smtp_port=0,
                                        redis_url=REDIS),
                        load_settings(), workdir=tmp_path)

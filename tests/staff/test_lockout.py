@@ -11,7 +11,7 @@ import redis
 
 from contacts.db import session_scope
 from contacts.staff.models import StaffUser
-from tests.helpers import IN_CI, Auth, csrf_token_from
+from tests.helpers import Auth, csrf_token_from, require_redis
 
 ATTACKERS = [f"203.0.113.{n}" for n in range(10, 16)]  # six addresses
 
@@ -135,12 +135,7 @@ def test_limiter_keys_and_logs_hold_no_address(make_app, make_staff, caplog, sto
     overrides, url, prefix = {}, None, None
     if storage == "redis":
         url, prefix = "redis://127.0.0.1:6379/15", f"test-{uuid.uuid4().hex}"
-        try:
-            redis.Redis.from_url(url).ping()
-        except redis.ConnectionError:
-            if IN_CI:
-                pytest.fail("Redis unreachable on 127.0.0.1:6379", pytrace=False)
-            pytest.skip("Redis unreachable on 127.0.0.1:6379")
+        require_redis(url)
         overrides = {"security_rate_limit_storage_uri": url,
                      "security_rate_limit_key_prefix": prefix}
     app = make_app(**overrides)

@@ -4,13 +4,11 @@ import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-import redis
 from sqlmodel import select
 
 from contacts.audit import AuditEntry
 from contacts.db import session_scope
-from tests.helpers import IN_CI, Auth, csrf_token_from
+from tests.helpers import Auth, csrf_token_from, require_redis
 
 
 def audit_actions(engine) -> list[AuditEntry]:
@@ -149,12 +147,7 @@ def test_a_deactivated_account_loses_its_session(client, auth, make_staff, app):
 def test_processes_sharing_redis_share_the_login_limit(make_app, make_staff):
     """Several web processes count attempts together when the limiter uses Redis."""
     url = "redis://127.0.0.1:6379/15"
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.ConnectionError:
-        if IN_CI:
-            pytest.fail("Redis unreachable on 127.0.0.1:6379", pytrace=False)
-        pytest.skip("Redis unreachable on 127.0.0.1:6379")
+    require_redis(url)
     prefix = f"test-{uuid.uuid4().hex}"
     first, second = (make_app(security_rate_limit_storage_uri=url,
                               security_rate_limit_key_prefix=prefix) for _ in range(2))
