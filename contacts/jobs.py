@@ -101,9 +101,7 @@ def send_queued_messages() -> None:
                           cipher=app.extensions["lifeline.crypto"].cipher,
                           mailer=Mailer.from_settings(settings), now=utcnow(),
                           lease=timedelta(seconds=settings.delivery_lease_seconds))
-    if report.sent or report.retried or report.failed:
-        log.info("outbox: %d sent, %d to retry, %d failed", report.sent, report.retried,
-                 report.failed)
+    _log_drain("outbox", report)
 
 
 def send_queued_webhooks() -> None:
@@ -115,8 +113,12 @@ def send_queued_webhooks() -> None:
                                    cipher=app.extensions["lifeline.crypto"].cipher,
                                    policy=WebhookPolicy.from_settings(settings), now=utcnow(),
                                    lease=timedelta(seconds=settings.delivery_lease_seconds))
+    _log_drain("webhooks", report)
+
+
+def _log_drain(lane: str, report: outbox.DrainReport) -> None:
     if report.sent or report.retried or report.failed:
-        log.info("webhooks: %d sent, %d to retry, %d failed", report.sent, report.retried,
+        log.info("%s: %d sent, %d to retry, %d failed", lane, report.sent, report.retried,
                  report.failed)
 
 
