@@ -525,7 +525,9 @@ def create_snapshot(*, engine: Engine, backup_key: bytes, directory: Path, revis
                     progress: Callable[[int], None] | None = None) -> tuple[Path, Manifest]:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     now = utcnow()
-    name = f"lifeline-{now:%Y%m%dT%H%M%S}-{os.urandom(3).hex()}{SUFFIX}"
+    # Microseconds in the name: snapshots taken within one second still sort oldest first,
+    # which is the order `prune_snapshots` and `latest_snapshot` rely on.
+    name = f"lifeline-{now:%Y%m%dT%H%M%S%f}-{os.urandom(3).hex()}{SUFFIX}"
     manifest = Manifest(revision=revision, created_at=now.isoformat())
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".partial-")
     try:

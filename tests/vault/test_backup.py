@@ -372,3 +372,16 @@ def test_a_restore_that_fails_halfway_leaves_an_empty_database_and_a_database_er
     finally:
         source.dispose()
         target.dispose()
+
+
+def test_snapshots_taken_within_one_second_prune_oldest_first(app, engine, tmp_path, monkeypatch):
+    second = backup.utcnow().replace(microsecond=0)
+    moments = iter(second.replace(microsecond=step) for step in (900, 10_000, 500_000, 999_999))
+    monkeypatch.setattr(backup, "utcnow", lambda: next(moments))
+    directory = tmp_path / "backups"
+    taken = [backup.create_snapshot(engine=engine, backup_key=bytes(32), directory=directory,
+                                    revision=None)[0].name for _ in range(4)]
+    assert [path.name for path in backup.snapshots_in(directory)] == taken
+    assert backup.latest_snapshot(directory).name == taken[-1]
+    assert [path.name for path in backup.prune_snapshots(directory, keep=1)] == taken[:-1]
+    assert [path.name for path in backup.snapshots_in(directory)] == [taken[-1]]
