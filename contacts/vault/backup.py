@@ -995,7 +995,7 @@ def snapshot_named(directory: Path, name: str | None) -> Path:
             raise NotFound("There is no snapshot in the backup folder yet.")
         return snapshots[-1]
     if not SNAPSHOT_NAME.fullmatch(name):
-        raise Invalid(f"Give a snapshot's file name, like lifeline-20260101T120000-a1b2c3"
+        raise Invalid(f"Give a snapshot's file name, like lifeline-20260101T120000000000-a1b2c3"
                       f"{SUFFIX}, not a path or another file.")
     path = directory / name
     if not path.is_file():

@@ -374,7 +374,7 @@ def test_a_restore_that_fails_halfway_leaves_an_empty_database_and_a_database_er
         target.dispose()
 
 
-def test_snapshots_taken_within_one_second_prune_oldest_first(app, engine, tmp_path, monkeypatch):
+def test_snapshots_taken_within_one_second_prune_oldest_first(engine, tmp_path, monkeypatch):
     second = backup.utcnow().replace(microsecond=0)
     moments = iter(second.replace(microsecond=step) for step in (900, 10_000, 500_000, 999_999))
     monkeypatch.setattr(backup, "utcnow", lambda: next(moments))
