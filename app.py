@@ -20,11 +20,12 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from contacts import access, accesslog, api, clock, db, inputs, ratelimit
-from contacts.api import API_PREFIX
-from contacts.crypto import Crypto
+from contacts.core import access, accesslog, api, clock, db, inputs, ratelimit
+from contacts.core.api import API_PREFIX
+from contacts.core.crypto import Crypto
+from contacts.core.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
+from contacts.core.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.drill import cli as drill_cli
-from contacts.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
 from contacts.escalations import routes as escalations_routes
 from contacts.escalations import service as escalations_service
 from contacts.escalations.api import bp as escalations_api
@@ -35,7 +36,6 @@ from contacts.intake import routes as intake_routes
 from contacts.intake import service as intake_service
 from contacts.intake.api import bp as intake_api
 from contacts.jobs import background_services, message_renderer, scheduled_jobs
-from contacts.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
 from contacts.staff import service as staff_service

@@ -41,14 +41,14 @@ from sqlalchemy import text  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
 from app import create_app  # noqa: E402
-from contacts.audit import Actor  # noqa: E402
-from contacts.db import session_scope, utcnow  # noqa: E402
+from contacts.core.audit import Actor  # noqa: E402
+from contacts.core.db import session_scope, utcnow  # noqa: E402
+from contacts.core.mail import Mailer  # noqa: E402
+from contacts.core.schema import upgrade_database  # noqa: E402
+from contacts.core.settings import load_secrets  # noqa: E402
 from contacts.delivery import outbox  # noqa: E402
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage  # noqa: E402
 from contacts.incidents import service  # noqa: E402
-from contacts.mail import Mailer  # noqa: E402
-from contacts.schema import upgrade_database  # noqa: E402
-from contacts.settings import load_secrets  # noqa: E402
 from contacts.vault import service as vault_service  # noqa: E402
 from contacts.vault.schemas import AccountIn  # noqa: E402
 

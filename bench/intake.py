@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from sqlalchemy import text  # noqa: E402
 from vault import scratch_database  # noqa: E402
 
-from contacts.db import make_engine  # noqa: E402
+from contacts.core.db import make_engine  # noqa: E402
 from contacts.intake.spool import SUFFIX  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -8,8 +8,8 @@ CSRF, security headers): the difference between the two is the intake's own work
 from __future__ import annotations
 
 from app import create_app
-from contacts.access import public
-from contacts.api import API_PREFIX
+from contacts.core.access import public
+from contacts.core.api import API_PREFIX
 
 app = create_app()
 

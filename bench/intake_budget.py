@@ -80,7 +80,7 @@ def main() -> int:
 def measure(count: int, backend: str) -> int:
     from intake_app import app
 
-    from contacts.db import utcnow
+    from contacts.core.db import utcnow
     from contacts.intake import service
     from contacts.intake.schemas import RequestIn
 

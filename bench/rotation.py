@@ -24,12 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vault import as_entries, make_rows, scratch_database  # noqa: E402
 
-from contacts import keyring  # noqa: E402
-from contacts.audit import Actor  # noqa: E402
-from contacts.crypto import Crypto  # noqa: E402
-from contacts.db import make_engine, session_scope  # noqa: E402
-from contacts.schema import upgrade_database  # noqa: E402
-from contacts.settings import load_secrets, parse_keyring  # noqa: E402
+from contacts.core import keyring  # noqa: E402
+from contacts.core.audit import Actor  # noqa: E402
+from contacts.core.crypto import Crypto  # noqa: E402
+from contacts.core.db import make_engine, session_scope  # noqa: E402
+from contacts.core.schema import upgrade_database  # noqa: E402
+from contacts.core.settings import load_secrets, parse_keyring  # noqa: E402
 from contacts.vault import backup, service  # noqa: E402
 
 

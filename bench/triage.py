@@ -50,10 +50,10 @@ from triage_data import SIGN_IN_EMAIL, Generated, Progress, generate  # noqa: E4
 from vault import scratch_database  # noqa: E402
 
 from app import create_app  # noqa: E402
-from contacts.db import make_engine  # noqa: E402
+from contacts.core.db import make_engine  # noqa: E402
+from contacts.core.schema import upgrade_database  # noqa: E402
+from contacts.core.settings import load_secrets  # noqa: E402
 from contacts.escalations.models import ItemEvent, WorkItem  # noqa: E402
-from contacts.schema import upgrade_database  # noqa: E402
-from contacts.settings import load_secrets  # noqa: E402
 from contacts.staff.models import StaffUser  # noqa: E402
 from contacts.vault.models import Account  # noqa: E402
 from tests.helpers import Auth, StaffAccount, enrol_two_factor  # noqa: E402

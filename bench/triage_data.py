@@ -38,8 +38,9 @@ from itertools import accumulate
 
 from sqlalchemy import select
 
-from contacts.audit import Actor
-from contacts.db import bulk_insert, session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import bulk_insert, session_scope, utcnow
+from contacts.core.ids import new_id
 from contacts.escalations import service as escalations
 from contacts.escalations.models import (
     ITEM_BODY,
@@ -48,7 +49,6 @@ from contacts.escalations.models import (
     ItemEvent,
     WorkItem,
 )
-from contacts.ids import new_id
 from contacts.intake.service import new_reference
 from contacts.staff import service as staff_service
 from contacts.vault import service as vault_service

@@ -37,11 +37,11 @@ from sqlalchemy import (  # noqa: E402
 )
 from sqlmodel import SQLModel  # noqa: E402
 
-from contacts.audit import Actor  # noqa: E402
-from contacts.crypto import Crypto  # noqa: E402
-from contacts.db import bulk_insert, make_engine, session_scope  # noqa: E402
-from contacts.ids import new_id  # noqa: E402
-from contacts.schema import database_revision, head_revision, upgrade_database  # noqa: E402
+from contacts.core.audit import Actor  # noqa: E402
+from contacts.core.crypto import Crypto  # noqa: E402
+from contacts.core.db import bulk_insert, make_engine, session_scope  # noqa: E402
+from contacts.core.ids import new_id  # noqa: E402
+from contacts.core.schema import database_revision, head_revision, upgrade_database  # noqa: E402
 from contacts.vault import backup, service  # noqa: E402
 from contacts.vault.schemas import AccountIn  # noqa: E402
 

@@ -9,16 +9,16 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from contacts import audit, schema
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core import audit, schema
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer, render_message
+from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.delivery import outbox
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
-from contacts.mail import Mailer, render_message
-from contacts.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.vault import backup, freshness, purge, service
 
 log = logging.getLogger(__name__)

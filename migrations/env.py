@@ -3,15 +3,15 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import contacts.audit  # noqa: F401  (each import registers its tables on SQLModel.metadata)
+import contacts.core.audit  # noqa: F401  (each import registers its tables on SQLModel.metadata)
+import contacts.core.scheduler  # noqa: F401
 import contacts.delivery.models  # noqa: F401
 import contacts.escalations.models  # noqa: F401
 import contacts.incidents.models  # noqa: F401
 import contacts.intake.models  # noqa: F401
-import contacts.scheduler  # noqa: F401
 import contacts.staff.models  # noqa: F401
 import contacts.vault.models  # noqa: F401
-from contacts.db import UTCDateTime
+from contacts.core.db import UTCDateTime
 
 target_metadata = SQLModel.metadata
 

@@ -24,10 +24,10 @@ from sqlalchemy import inspect, text
 from werkzeug.serving import make_server
 
 from app import create_app
-from contacts.audit import Actor
-from contacts.db import make_engine, session_scope
-from contacts.schema import upgrade_database
-from contacts.settings import load_secrets
+from contacts.core.audit import Actor
+from contacts.core.db import make_engine, session_scope
+from contacts.core.schema import upgrade_database
+from contacts.core.settings import load_secrets
 from contacts.staff import service as staff_service
 from contacts.vault import service as vault_service
 from contacts.vault.schemas import SyncDocument

@@ -74,8 +74,8 @@ def enrol_two_factor(app, account: StaffAccount, *, reset: bool = False) -> Staf
     """Enrol TOTP through the service, as the enrolment page does. The confirming code is
     one of a minute ago, so the steps before, at and after the current one stay free for
     sign-ins."""
-    from contacts.audit import Actor
-    from contacts.db import session_scope
+    from contacts.core.audit import Actor
+    from contacts.core.db import session_scope
     from contacts.staff import twofactor
 
     confirmed_at = datetime.now(UTC) - timedelta(seconds=60)

@@ -6,8 +6,8 @@ so does a new public route that is not in PUBLIC_ENDPOINTS.
 
 import pytest
 
-from contacts.access import ROLES, SCOPES, rule_for
-from contacts.ids import new_id
+from contacts.core.access import ROLES, SCOPES, rule_for
+from contacts.core.ids import new_id
 
 PUBLIC_ENDPOINTS = {"static", "openapi", "staff.login", "staff.index", "system.healthz",
                     # the steps of a sign-in after the password: a code, or enrolment

@@ -7,7 +7,7 @@ holding every scope sends each operation generated input, valid (positive) and i
 item created, then read, changed, linked, merged; an incident opened, then its sites,
 progress and updates): no answer may be a 5xx, and each must have a documented status,
 content type and headers, and a body valid against the schema documented for its status.
-IDs and references carry their patterns in the document (contacts.ids), so generated valid
+IDs and references carry their patterns in the document (contacts.core.ids), so generated valid
 input names objects the right way and reaches the services.
 """
 
@@ -26,8 +26,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from contacts.access import SCOPES
-from contacts.ids import new_id
+from contacts.core.access import SCOPES
+from contacts.core.ids import new_id
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
@@ -130,7 +130,7 @@ def test_every_id_and_reference_in_the_document_carries_its_pattern(client):
     parameter and each body or query field that names an object."""
     import re
 
-    from contacts.ids import KINDS
+    from contacts.core.ids import KINDS
 
     document = client.get("/api/v1/openapi.json").get_json()
     parameters = [parameter for operations in document["paths"].values()

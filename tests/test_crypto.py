@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from contacts.crypto import BlindIndex, DecryptionFailed, FieldCipher, normalize_email
-from contacts.errors import Invalid
+from contacts.core.crypto import BlindIndex, DecryptionFailed, FieldCipher, normalize_email
+from contacts.core.errors import Invalid
 
 OLD = ("k1", os.urandom(32))
 NEW = ("k2", os.urandom(32))

@@ -11,10 +11,10 @@ from sqlalchemy import select as core_select
 from sqlalchemy.exc import DatabaseError
 from sqlmodel import SQLModel, select
 
-from contacts import audit
-from contacts.audit import Actor, AuditEntry
-from contacts.db import UTCDateTime, bulk_insert, make_engine, session_scope
-from contacts.schema import (
+from contacts.core import audit
+from contacts.core.audit import Actor, AuditEntry
+from contacts.core.db import UTCDateTime, bulk_insert, make_engine, session_scope
+from contacts.core.schema import (
     database_revision,
     downgrade_database,
     head_revision,

@@ -7,12 +7,12 @@ from flask import request
 from openapi_spec_validator import validate
 from sqlmodel import select
 
-from contacts import audit
-from contacts.access import public, rule_for
-from contacts.audit import Actor, AuditEntry
-from contacts.crypto import DecryptionFailed
-from contacts.db import request_session, session_scope
-from contacts.errors import Invalid
+from contacts.core import audit
+from contacts.core.access import public, rule_for
+from contacts.core.audit import Actor, AuditEntry
+from contacts.core.crypto import DecryptionFailed
+from contacts.core.db import request_session, session_scope
+from contacts.core.errors import Invalid
 
 
 def test_a_form_post_without_a_csrf_token_is_refused(client, make_staff):

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from contacts.errors import Invalid, WrongKind
-from contacts.ids import kind_of, new_id, parse_id
+from contacts.core.errors import Invalid, WrongKind
+from contacts.core.ids import kind_of, new_id, parse_id
 
 
 def test_new_ids_carry_their_kind_and_sort_by_creation():

@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from contacts.errors import Invalid
+from contacts.core.errors import Invalid
 from tests.helpers import csrf_token_from
 from tests.vault.fixtures import as_csv, make_document
 
-MAX_DEPTH = 64  # contacts.inputs.MAX_DEPTH, the deepest JSON we take
+MAX_DEPTH = 64  # contacts.core.inputs.MAX_DEPTH, the deepest JSON we take
 SMALL_CAPS = {"server_max_body_bytes": 200_000, "intake_max_body_bytes": 16_384,
               "intake_rate_limit_per_ip": "100000 per minute",
               "intake_rate_limit_per_email": "100000 per minute",
@@ -61,7 +61,7 @@ def assert_refused(response, status: int, code: str, words: str = ""):
 
 @pytest.mark.parametrize("number", HOSTILE_NUMBERS)
 def test_the_parser_refuses_numbers_no_document_needs(number):
-    from contacts.inputs import parse_json
+    from contacts.core.inputs import parse_json
 
     with pytest.raises(Invalid, match="^The body has "):
         parse_json(f'{{"n": [{number}]}}')
@@ -69,7 +69,7 @@ def test_the_parser_refuses_numbers_no_document_needs(number):
 
 @pytest.mark.parametrize("nesting", HOSTILE_NESTINGS)
 def test_the_parser_refuses_deep_nesting_whatever_the_brackets(nesting):
-    from contacts.inputs import parse_json
+    from contacts.core.inputs import parse_json
 
     with pytest.raises(Invalid, match=r"^x\.json is nested too deeply \(more than 64 levels\)"):
         parse_json(nesting, name="x.json")
@@ -78,7 +78,7 @@ def test_the_parser_refuses_deep_nesting_whatever_the_brackets(nesting):
 @pytest.mark.parametrize("text", [r'["\ud800"]', r'{"\udc00": 1}', r'["x\uDBFFy"]',
                                   r'{"a": ["\ude00\ud83d"]}'])
 def test_the_parser_refuses_half_characters(text):
-    from contacts.inputs import parse_json
+    from contacts.core.inputs import parse_json
 
     with pytest.raises(Invalid, match="lone surrogate"):
         parse_json(text)
@@ -93,8 +93,8 @@ def test_a_half_character_in_a_request_is_refused_by_name(client):
 
 
 def test_the_parser_takes_ordinary_documents_and_brackets_inside_strings():
-    from contacts.inputs import MAX_DEPTH as deepest_taken
-    from contacts.inputs import parse_json
+    from contacts.core.inputs import MAX_DEPTH as deepest_taken
+    from contacts.core.inputs import parse_json
 
     assert deepest_taken == MAX_DEPTH
     deepest = "[" * MAX_DEPTH + "]" * MAX_DEPTH

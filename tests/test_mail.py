@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from contacts.mail import Mailer, MailFailed, build_message
+from contacts.core.mail import Mailer, MailFailed, build_message
 from tests.helpers import smtp_server_with
 
 REFUSED = "nobody@refused.example"

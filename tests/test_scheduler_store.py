@@ -6,8 +6,8 @@ import sqlite3
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from contacts.db import make_engine
-from contacts.scheduler import PatientJobStore
+from contacts.core.db import make_engine
+from contacts.core.scheduler import PatientJobStore
 
 
 def tick() -> None:
@@ -24,7 +24,7 @@ def test_a_locked_database_does_not_stop_the_scheduler(tmp_path, caplog):
     blocker = sqlite3.connect(path)
     blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database
     try:
-        with caplog.at_level(logging.WARNING, logger="contacts.scheduler"):
+        with caplog.at_level(logging.WARNING, logger="contacts.core.scheduler"):
             store.update_job(job)  # raised OperationalError before: the thread died
     finally:
         blocker.rollback()

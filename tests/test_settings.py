@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from contacts.errors import ConfigError
-from contacts.settings import PROJECT_ROOT, SECRET_NAMES, load_settings, parse_keyring
+from contacts.core.errors import ConfigError
+from contacts.core.settings import PROJECT_ROOT, SECRET_NAMES, load_settings, parse_keyring
 
 KEY = base64.b64encode(b"k" * 32).decode()
 

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import Column, Index, Text
 from sqlmodel import Field, SQLModel
 
-from contacts.crypto import encrypted_column
-from contacts.db import utc_column
+from contacts.core.crypto import encrypted_column
+from contacts.core.db import utc_column
 
 STATES = ("queued", "sent", "failed")
 

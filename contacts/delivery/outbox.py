@@ -28,12 +28,12 @@ from sqlalchemy import bindparam, func, or_, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from contacts.crypto import FieldCipher
-from contacts.db import UTCDateTime, bulk_insert, session_scope
+from contacts.core.crypto import FieldCipher
+from contacts.core.db import UTCDateTime, bulk_insert, session_scope
+from contacts.core.mail import Mailer, MailFailed
 from contacts.delivery import webhook as transport
 from contacts.delivery.models import OUTBOX_PAYLOAD, STATES, OutboxMessage
 from contacts.delivery.webhook import WebhookFailed, WebhookPolicy
-from contacts.mail import Mailer, MailFailed
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from urllib.parse import urlsplit
 
-from contacts.errors import Invalid
+from contacts.core.errors import Invalid
 
 Address = IPv4Address | IPv6Address
 

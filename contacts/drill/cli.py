@@ -13,12 +13,12 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from contacts.core.errors import CliError, cli_errors
 from contacts.drill.client import Client, DrillHttpError
 from contacts.drill.local import LocalLifeline
 from contacts.drill.report import Report
 from contacts.drill.run import Drill, Options, scan_bytes
 from contacts.drill.sink import Sink
-from contacts.errors import CliError, cli_errors
 
 
 @click.group("drill", help="Rehearse an incident end to end against Lifeline.")

@@ -10,11 +10,11 @@ from typing import Literal
 from flask import Blueprint, g
 from pydantic import BaseModel, Field
 
-from contacts.api import API_PREFIX, operation
-from contacts.db import request_session, utcnow
+from contacts.core.api import API_PREFIX, operation
+from contacts.core.db import request_session, utcnow
+from contacts.core.ids import AccountId, ContactId, IncidentId, ItemId, StaffId, typed_id
 from contacts.escalations import service
 from contacts.escalations.web import desk
-from contacts.ids import AccountId, ContactId, IncidentId, ItemId, StaffId, typed_id
 
 bp = Blueprint("escalations_api", __name__, url_prefix=API_PREFIX)
 StaffOrNone = typed_id("stf", or_also="none")  # the queue's owner filter

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 
-from contacts.crypto import encrypted_column
-from contacts.db import utc_column
+from contacts.core.crypto import encrypted_column
+from contacts.core.db import utc_column
 
 KINDS = ("ticket", "escalation", "task")
 CHANNELS = ("web_form", "email", "phone", "executive", "social", "partner", "internal")

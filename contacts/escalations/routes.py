@@ -17,9 +17,9 @@ from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
-from contacts.access import staff
-from contacts.db import request_session, rollback_request_session, utcnow
-from contacts.errors import Invalid, LifelineError
+from contacts.core.access import staff
+from contacts.core.db import request_session, rollback_request_session, utcnow
+from contacts.core.errors import Invalid, LifelineError
 from contacts.escalations import service
 from contacts.escalations.models import CHANNELS, KINDS, OPEN_STATUSES, STATUSES, TRANSITIONS
 from contacts.escalations.web import desk

@@ -18,12 +18,13 @@ from urllib.parse import urlencode
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from contacts import audit, clock
-from contacts.audit import Actor
-from contacts.crypto import Crypto
-from contacts.db import in_chunks
+from contacts.core import audit, clock
+from contacts.core.audit import Actor
+from contacts.core.crypto import Crypto
+from contacts.core.db import in_chunks
+from contacts.core.errors import ConfigError, Conflict, Invalid, NotFound
+from contacts.core.ids import new_id, parse_id
 from contacts.delivery import outbox
-from contacts.errors import ConfigError, Conflict, Invalid, NotFound
 from contacts.escalations import sla
 from contacts.escalations.models import (
     CHANNELS,
@@ -42,7 +43,6 @@ from contacts.escalations.models import (
     WorkItem,
 )
 from contacts.escalations.shifts import Rota
-from contacts.ids import new_id, parse_id
 from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
 from contacts.staff import service as staff_service

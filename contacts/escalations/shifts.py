@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from contacts.errors import ConfigError
+from contacts.core.errors import ConfigError
 
 SHIFT_PATTERN = re.compile(
     r"^\s*([A-Za-z][A-Za-z0-9_]{0,15})\s+(\d{2}):(\d{2})-(\d{2}):(\d{2})\s*$")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from contacts.errors import ConfigError, Invalid
+from contacts.core.errors import ConfigError, Invalid
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HOURS_PATTERN = re.compile(

@@ -10,10 +10,10 @@ from typing import Annotated, Literal
 from flask import Blueprint, g
 from pydantic import BaseModel, ConfigDict, Field
 
-from contacts.api import API_PREFIX, Moment, Text, ValidationFailed, operation
-from contacts.db import request_session, utcnow
-from contacts.errors import WrongKind
-from contacts.ids import kind_of, parse_id
+from contacts.core.api import API_PREFIX, Moment, Text, ValidationFailed, operation
+from contacts.core.db import request_session, utcnow
+from contacts.core.errors import WrongKind
+from contacts.core.ids import kind_of, parse_id
 from contacts.incidents import service
 from contacts.incidents.models import IncidentUpdate
 from contacts.incidents.web import desk, vault

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET  # noqa: S405 - builds XML; parses nothing
 
-from contacts import clock
+from contacts.core import clock
 from contacts.incidents.models import Incident, IncidentUpdate
 
 ATOM = "http://www.w3.org/2005/Atom"

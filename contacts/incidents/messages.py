@@ -19,7 +19,7 @@ from pathlib import Path
 from jinja2 import TemplateSyntaxError, select_autoescape
 from jinja2.exceptions import SecurityError
 
-from contacts.errors import Invalid
+from contacts.core.errors import Invalid
 from contacts.incidents import sandbox
 
 KINDS = {"subject": "subject.txt", "text": "body.txt", "html": "body.html"}

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from contacts.crypto import encrypted_column
-from contacts.db import utc_column
+from contacts.core.crypto import encrypted_column
+from contacts.core.db import utc_column
 
 STATES = ("investigating", "identified", "monitoring", "resolved", "post_incident_review")
 SEVERITIES = ("minor", "major", "critical")

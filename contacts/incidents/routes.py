@@ -30,13 +30,13 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from contacts.access import public, staff
-from contacts.db import request_session, rollback_request_session, utcnow
-from contacts.errors import Invalid, LifelineError
+from contacts.core.access import public, staff
+from contacts.core.db import request_session, rollback_request_session, utcnow
+from contacts.core.errors import Invalid, LifelineError
+from contacts.core.ratelimit import RateLimit, limited
 from contacts.incidents import feed, messages, service
 from contacts.incidents.models import CONFIDENCE, SEVERITIES, STATES
 from contacts.incidents.web import desk, vault
-from contacts.ratelimit import RateLimit, limited
 from contacts.vault import service as vault_service
 
 bp = Blueprint("incidents", __name__)

@@ -19,14 +19,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, func, select
 
-from contacts import audit, clock
-from contacts.audit import Actor
-from contacts.crypto import Crypto, normalize_email
-from contacts.db import bulk_insert, in_chunks
+from contacts.core import audit, clock
+from contacts.core.audit import Actor
+from contacts.core.crypto import Crypto, normalize_email
+from contacts.core.db import bulk_insert, in_chunks
+from contacts.core.errors import Conflict, Invalid, NotFound
+from contacts.core.ids import new_id, parse_id
 from contacts.delivery import outbox
 from contacts.delivery.webhook import WebhookPolicy, check_endpoint
-from contacts.errors import Conflict, Invalid, NotFound
-from contacts.ids import new_id, parse_id
 from contacts.incidents import messages
 from contacts.incidents.models import (
     CONFIDENCE,

@@ -9,14 +9,14 @@ from datetime import datetime
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from contacts.api import API_PREFIX, operation
-from contacts.db import request_session
-from contacts.errors import Invalid
-from contacts.inputs import cap_bodies
+from contacts.core.api import API_PREFIX, operation
+from contacts.core.db import request_session
+from contacts.core.errors import Invalid
+from contacts.core.inputs import cap_bodies
+from contacts.core.ratelimit import limited
 from contacts.intake import service
 from contacts.intake.schemas import ACCEPTED_MESSAGE, RequestAccepted, RequestIn
 from contacts.intake.web import INTAKE_LIMITS, receive
-from contacts.ratelimit import limited
 
 bp = Blueprint("intake_api", __name__, url_prefix=API_PREFIX)
 cap_bodies(bp, "intake_max_body_bytes")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import tldextract
 from email_validator import EmailNotValidError, validate_email
 
-from contacts.crypto import Crypto
+from contacts.core.crypto import Crypto
 
 GMAIL = ("gmail.com", "googlemail.com")
 # No URL: the snapshot shipped with tldextract, no network at run time, no cache on disk.

@@ -14,7 +14,7 @@ from difflib import SequenceMatcher
 
 from sqlmodel import Session
 
-from contacts.errors import Invalid
+from contacts.core.errors import Invalid
 from contacts.vault import service as vault_service
 
 EMAIL = 0.95

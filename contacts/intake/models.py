@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 
-from contacts.crypto import encrypted_column
-from contacts.db import UTCDateTime, utc_column, utcnow
+from contacts.core.crypto import encrypted_column
+from contacts.core.db import UTCDateTime, utc_column, utcnow
 
 SEVERITIES = {
     "critical": "My site or its data is gone",

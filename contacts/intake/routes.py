@@ -20,15 +20,15 @@ from wtforms import EmailField, HiddenField, SelectField, StringField, TextAreaF
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
-from contacts.access import public, staff
-from contacts.db import request_session, rollback_request_session, utcnow
-from contacts.errors import Invalid, LifelineError
-from contacts.inputs import cap_bodies
+from contacts.core.access import public, staff
+from contacts.core.db import request_session, rollback_request_session, utcnow
+from contacts.core.errors import Invalid, LifelineError
+from contacts.core.inputs import cap_bodies
+from contacts.core.ratelimit import RateLimit, limited
 from contacts.intake import service
 from contacts.intake.models import LEVELS, SEVERITIES
 from contacts.intake.schemas import MESSAGE_CHARS, RequestIn
 from contacts.intake.web import INTAKE_LIMITS, intake, receive, renderer
-from contacts.ratelimit import RateLimit, limited
 from contacts.vault import service as vault_service
 
 bp = Blueprint("intake", __name__)

@@ -27,13 +27,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from contacts import audit
-from contacts.audit import Actor
-from contacts.crypto import Crypto, normalize_email
-from contacts.db import bulk_insert, in_chunks, session_scope, utcnow
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.crypto import Crypto, normalize_email
+from contacts.core.db import bulk_insert, in_chunks, session_scope, utcnow
+from contacts.core.errors import Conflict, Invalid, NotFound
+from contacts.core.ids import new_id, parse_id
 from contacts.delivery import outbox
-from contacts.errors import Conflict, Invalid, NotFound
-from contacts.ids import new_id, parse_id
 from contacts.intake import matching
 from contacts.intake.models import (
     MESSAGE_BODY,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from contacts.crypto import DecryptionFailed, FieldCipher
+from contacts.core.crypto import DecryptionFailed, FieldCipher
 
 log = logging.getLogger(__name__)
 

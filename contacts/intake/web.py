@@ -1,18 +1,18 @@
 """What the public form and the API share in front of the service: the rate limits (per
 client address, per claimed mailbox, per claimed registrable domain with public webmail
 domains exempt; one budget for both, keyed by digests, see limits.py) and receiving a
-request (the body cap is contacts.inputs.cap_bodies)."""
+request (the body cap is contacts.core.inputs.cap_bodies)."""
 
 from __future__ import annotations
 
 from flask import current_app, g, request
 
-from contacts.db import utcnow
+from contacts.core.db import utcnow
+from contacts.core.mail import LANGUAGES, render_message
+from contacts.core.ratelimit import RateLimit
 from contacts.intake import limits, service
 from contacts.intake.matching import is_public_email_domain
 from contacts.intake.schemas import RequestIn
-from contacts.mail import LANGUAGES, render_message
-from contacts.ratelimit import RateLimit
 
 
 def _claimed_email() -> str:

@@ -7,8 +7,8 @@ from datetime import datetime
 from flask import Blueprint, g
 from pydantic import BaseModel, Field
 
-from contacts.api import API_PREFIX, operation
-from contacts.db import request_session
+from contacts.core.api import API_PREFIX, operation
+from contacts.core.db import request_session
 from contacts.staff import service
 
 bp = Blueprint("staff_api", __name__, url_prefix=API_PREFIX)

@@ -9,10 +9,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from contacts.access import ROLES, SCOPES
-from contacts.audit import Actor
-from contacts.db import session_scope
-from contacts.errors import CliError, cli_errors
+from contacts.core.access import ROLES, SCOPES
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope
+from contacts.core.errors import CliError, cli_errors
 from contacts.staff import service, twofactor
 
 

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
-from contacts.crypto import encrypted_column
-from contacts.db import UTCDateTime
+from contacts.core.crypto import encrypted_column
+from contacts.core.db import UTCDateTime
 
 
 class StaffUser(SQLModel, table=True):

@@ -20,9 +20,9 @@ from wtforms import (
 from wtforms.validators import DataRequired, Email, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from contacts.access import ROLES, SCOPES, public, safe_next, staff
-from contacts.db import request_session, rollback_request_session
-from contacts.errors import Invalid, LifelineError
+from contacts.core.access import ROLES, SCOPES, public, safe_next, staff
+from contacts.core.db import request_session, rollback_request_session
+from contacts.core.errors import Invalid, LifelineError
 from contacts.staff import service, twofactor, web
 from contacts.staff.web import SignedInStaff
 

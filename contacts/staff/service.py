@@ -13,13 +13,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, col, func, select
 
-from contacts import audit
-from contacts.access import ROLES, SCOPES, TokenIdentity
-from contacts.audit import Actor
-from contacts.crypto import Crypto
-from contacts.db import utcnow
-from contacts.errors import Conflict, Invalid, NotFound
-from contacts.ids import new_id, parse_id
+from contacts.core import audit
+from contacts.core.access import ROLES, SCOPES, TokenIdentity
+from contacts.core.audit import Actor
+from contacts.core.crypto import Crypto
+from contacts.core.db import utcnow
+from contacts.core.errors import Conflict, Invalid, NotFound
+from contacts.core.ids import new_id, parse_id
 from contacts.staff.models import STAFF_EMAIL, ApiToken, StaffUser
 
 TOKEN_PREFIX = "llt_"  # noqa: S105 (a prefix, not a secret)

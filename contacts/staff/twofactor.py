@@ -17,12 +17,12 @@ import segno
 from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, func, select
 
-from contacts import audit
-from contacts.audit import Actor
-from contacts.crypto import Crypto, DecryptionFailed
-from contacts.db import utcnow
-from contacts.errors import Conflict, Invalid, NotFound
-from contacts.ids import parse_id
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.crypto import Crypto, DecryptionFailed
+from contacts.core.db import utcnow
+from contacts.core.errors import Conflict, Invalid, NotFound
+from contacts.core.ids import parse_id
 from contacts.staff.models import STAFF_EMAIL, STAFF_TOTP_SECRET, RecoveryCode, StaffUser
 
 DRIFT_STEPS = 1  # codes of the step before and after the current one are accepted too

@@ -27,11 +27,11 @@ from flask_login import UserMixin, current_user, login_user, logout_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response
 
-from contacts.access import rule_for, safe_next
-from contacts.audit import Actor
-from contacts.db import request_session
-from contacts.errors import ConfigError
-from contacts.ratelimit import Attempt
+from contacts.core.access import rule_for, safe_next
+from contacts.core.audit import Actor
+from contacts.core.db import request_session
+from contacts.core.errors import ConfigError
+from contacts.core.ratelimit import Attempt
 from contacts.staff import service, twofactor
 from contacts.staff.models import StaffUser
 
@@ -67,7 +67,7 @@ def crypto():
 
 
 def check_settings(app) -> None:
-    from contacts.access import ROLES
+    from contacts.core.access import ROLES
 
     unknown = set(app.extensions["lifeline.settings"].security_require_2fa_roles) - set(ROLES)
     if unknown:

@@ -8,9 +8,9 @@ from typing import Any
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from contacts import audit
-from contacts.api import API_PREFIX, Moment, operation
-from contacts.db import request_session
+from contacts.core import audit
+from contacts.core.api import API_PREFIX, Moment, operation
+from contacts.core.db import request_session
 
 bp = Blueprint("system_api", __name__, url_prefix=API_PREFIX)
 

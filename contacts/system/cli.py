@@ -13,12 +13,12 @@ from flask import current_app
 from flask.cli import with_appcontext
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
-from contacts import audit, keyring, schema
-from contacts.accesslog import logged_path
-from contacts.audit import Actor
-from contacts.db import session_scope
-from contacts.errors import CliError, cli_errors
-from contacts.scheduler import SchedulerRunner
+from contacts.core import audit, keyring, schema
+from contacts.core.accesslog import logged_path
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope
+from contacts.core.errors import CliError, cli_errors
+from contacts.core.scheduler import SchedulerRunner
 
 
 def _engine():
@@ -71,7 +71,7 @@ def _start_background(app) -> SchedulerRunner | None:
 
 class RequestLog(WSGIRequestHandler):
     """The access log without query strings (lookups carry emails and phones there) and
-    with the tokens of links hidden (contacts.accesslog): nothing personal or live goes to
+    with the tokens of links hidden (contacts.core.accesslog): nothing personal or live goes to
     the logs."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:

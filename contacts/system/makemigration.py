@@ -11,8 +11,8 @@ import tempfile
 
 from alembic import command
 
-from contacts.db import make_engine
-from contacts.schema import alembic_config, upgrade_database
+from contacts.core.db import make_engine
+from contacts.core.schema import alembic_config, upgrade_database
 
 
 def main(message: str) -> int:

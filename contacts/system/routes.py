@@ -7,9 +7,9 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 
-from contacts import audit
-from contacts.access import public, staff
-from contacts.db import request_session
+from contacts.core import audit
+from contacts.core.access import public, staff
+from contacts.core.db import request_session
 from contacts.system import service
 
 bp = Blueprint("system", __name__)

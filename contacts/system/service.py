@@ -1,4 +1,4 @@
-"""Health checks; database migrations come from contacts.schema."""
+"""Health checks; database migrations come from contacts.core.schema."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from contacts.db import utcnow
-from contacts.scheduler import last_heartbeat
-from contacts.schema import head_revision
+from contacts.core.db import utcnow
+from contacts.core.scheduler import last_heartbeat
+from contacts.core.schema import head_revision
 
 
 @dataclass(frozen=True)

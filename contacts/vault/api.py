@@ -11,10 +11,10 @@ from typing import Literal
 from flask import Blueprint, current_app, g
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contacts import audit, schema
-from contacts.api import API_PREFIX, Moment, operation
-from contacts.db import request_session
-from contacts.ids import VaultId
+from contacts.core import audit, schema
+from contacts.core.api import API_PREFIX, Moment, operation
+from contacts.core.db import request_session
+from contacts.core.ids import VaultId
 from contacts.vault import backup, deletions, service
 from contacts.vault.schemas import (
     ContactList,

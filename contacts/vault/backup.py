@@ -57,11 +57,11 @@ from sqlmodel import SQLModel, col
 from sqlmodel import select as orm_select
 from sqlmodel.sql.sqltypes import AutoString
 
-from contacts import audit, schema
-from contacts.audit import Actor
-from contacts.crypto import ENCRYPTED_COLUMNS, FieldCipher, Keyring
-from contacts.db import UTCDateTime, is_postgresql, make_engine, session_scope, utcnow
-from contacts.errors import Invalid, LifelineError, NotFound
+from contacts.core import audit, schema
+from contacts.core.audit import Actor
+from contacts.core.crypto import ENCRYPTED_COLUMNS, FieldCipher, Keyring
+from contacts.core.db import UTCDateTime, is_postgresql, make_engine, session_scope, utcnow
+from contacts.core.errors import Invalid, LifelineError, NotFound
 from contacts.vault.models import BackupDrill
 
 log = logging.getLogger(__name__)

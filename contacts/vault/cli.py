@@ -11,10 +11,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from contacts import audit, schema
-from contacts.audit import Actor
-from contacts.db import make_engine, session_scope, utcnow
-from contacts.errors import CliError, cli_errors
+from contacts.core import audit, schema
+from contacts.core.audit import Actor
+from contacts.core.db import make_engine, session_scope, utcnow
+from contacts.core.errors import CliError, cli_errors
 from contacts.vault import backup, deletions, importer, purge, service
 
 # Below this many contacts, starting a worker process costs more than it saves.

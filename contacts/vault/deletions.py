@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
-from contacts import audit
-from contacts.audit import Actor
-from contacts.db import in_chunks, utcnow
-from contacts.errors import Conflict, Forbidden, Invalid, NotFound, WrongKind
-from contacts.ids import parse_id
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.db import in_chunks, utcnow
+from contacts.core.errors import Conflict, Forbidden, Invalid, NotFound, WrongKind
+from contacts.core.ids import parse_id
 from contacts.vault import guard, service
 from contacts.vault.guard import Limits
 from contacts.vault.models import BulkDeletion

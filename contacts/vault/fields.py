@@ -10,8 +10,8 @@ from zoneinfo import available_timezones
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
 
-from contacts.crypto import normalize_email
-from contacts.errors import Invalid
+from contacts.core.crypto import normalize_email
+from contacts.core.errors import Invalid
 from contacts.vault.models import ROLES
 
 LOCALE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")

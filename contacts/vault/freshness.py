@@ -15,10 +15,10 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from contacts import audit
-from contacts.audit import Actor
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.errors import Invalid
 from contacts.delivery import outbox
-from contacts.errors import Invalid
 from contacts.vault import fields, service
 from contacts.vault.models import Contact
 

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from contacts import audit
-from contacts.audit import Actor
-from contacts.db import utcnow
-from contacts.ids import new_id
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.db import utcnow
+from contacts.core.ids import new_id
 from contacts.vault.models import BulkDeletion
 
 

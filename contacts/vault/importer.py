@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from contacts.errors import Invalid
-from contacts.inputs import parse_json
+from contacts.core.errors import Invalid
+from contacts.core.inputs import parse_json
 from contacts.vault.schemas import AccountIn, ContactIn, ImportReport, SiteIn
 from contacts.vault.service import AccountEntry
 

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from contacts.crypto import encrypted_column
-from contacts.db import utc_column
+from contacts.core.crypto import encrypted_column
+from contacts.core.db import utc_column
 
 ROLES = ("site_admin", "billing", "technical", "other")
 SOURCES = ("import", "sync", "console")

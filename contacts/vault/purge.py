@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from contacts import audit
-from contacts.audit import Actor
-from contacts.db import in_chunks
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.db import in_chunks
 from contacts.vault.models import Account, App, Contact, ContactSite, ContactVersion, Site
 
 

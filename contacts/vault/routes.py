@@ -11,10 +11,10 @@ from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import BooleanField, StringField
 from wtforms.validators import DataRequired, Length
 
-from contacts import audit, schema
-from contacts.access import public, staff
-from contacts.db import request_session, rollback_request_session, utcnow
-from contacts.errors import Invalid, LifelineError, NotFound
+from contacts.core import audit, schema
+from contacts.core.access import public, staff
+from contacts.core.db import request_session, rollback_request_session, utcnow
+from contacts.core.errors import Invalid, LifelineError, NotFound
 from contacts.vault import backup, deletions, freshness, importer, service
 
 bp = Blueprint("vault", __name__)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contacts.api import Text
+from contacts.core.api import Text
 
 Role = Literal["site_admin", "billing", "technical", "other"]
 

@@ -19,12 +19,12 @@ from sqlalchemy import case, delete, func, or_, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from contacts import audit
-from contacts.audit import Actor
-from contacts.crypto import Crypto, normalize_email
-from contacts.db import bulk_insert, in_chunks, utcnow
-from contacts.errors import Conflict, Invalid, NotFound
-from contacts.ids import kind_of, new_id, parse_id
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.crypto import Crypto, normalize_email
+from contacts.core.db import bulk_insert, in_chunks, utcnow
+from contacts.core.errors import Conflict, Invalid, NotFound
+from contacts.core.ids import kind_of, new_id, parse_id
 from contacts.vault import fields, guard
 from contacts.vault.guard import Limits
 from contacts.vault.models import (

@@ -10,7 +10,7 @@ scheduler would run them; the verification code comes by email through a real SM
 import pytest
 from sqlmodel import select
 
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
 from contacts.escalations import service as escalations
 from contacts.vault.models import Account, Contact
 from tests.escalations.conftest import ACCOUNTS

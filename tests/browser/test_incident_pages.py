@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from contacts.db import utcnow
+from contacts.core.db import utcnow
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
-from contacts.mail import Mailer
 from tests.helpers import give_second_factor
 from tests.incidents.conftest import thirty_sites
 from tests.vault.fixtures import make_document

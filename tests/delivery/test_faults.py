@@ -20,10 +20,10 @@ from aiosmtpd.controller import Controller
 from sqlmodel import func, select
 
 from app import create_app
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
+from contacts.core.settings import load_secrets
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
-from contacts.settings import load_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPIENTS = 10_000

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 from sqlmodel import select
 
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
-from contacts.mail import Mailer
 from tests.helpers import stored_bytes
 
 

@@ -13,12 +13,12 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer
+from contacts.core.scheduler import SchedulerRunner
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.delivery.webhook import UNREACHABLE, WebhookPolicy
-from contacts.mail import Mailer
-from contacts.scheduler import SchedulerRunner
 from tests.helpers import smtp_server_with
 
 TRICKLE = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"." * 40

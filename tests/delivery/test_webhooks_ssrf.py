@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
+from contacts.core.errors import ConfigError
+from contacts.core.settings import load_secrets, load_settings
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.delivery.webhook import (
@@ -27,8 +29,6 @@ from contacts.delivery.webhook import (
     WebhookPolicy,
     check_endpoint,
 )
-from contacts.errors import ConfigError
-from contacts.settings import load_secrets, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTOR = Actor.system("test")

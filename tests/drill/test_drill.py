@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 
+from contacts.core.settings import load_settings
 from contacts.drill.cli import Target, run_drill
 from contacts.drill.local import LocalLifeline, free_port
 from contacts.drill.run import Options
-from contacts.settings import load_settings
 from tests.helpers import ARTIFACTS, require_redis
 
 REDUCED = Options(sites=50, accounts=40, requests=30, waves=3, cadence_seconds=4.0,

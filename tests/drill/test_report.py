@@ -1,9 +1,9 @@
 """The drill's judgement and its plaintext scan, on their own (the whole drill runs in
 test_drill.py)."""
 
+from contacts.core.settings import load_settings
 from contacts.drill.report import Report
 from contacts.drill.run import scan_bytes
-from contacts.settings import load_settings
 
 
 def test_the_scan_finds_names_emails_and_phones_wherever_they_are():

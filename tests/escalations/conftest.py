@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.escalations import service
 from contacts.escalations.models import WorkItem
-from contacts.mail import Mailer
 from tests.intake.conftest import UNLIMITED
 
 ACCOUNTS = {"accounts": [

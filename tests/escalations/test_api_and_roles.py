@@ -3,8 +3,8 @@ rules on every escalations route: support triages, comms reads, only admins dele
 
 from __future__ import annotations
 
-from contacts.access import rule_for
-from contacts.ids import new_id
+from contacts.core.access import rule_for
+from contacts.core.ids import new_id
 from tests.helpers import Auth
 
 READ_ENDPOINTS = {"escalations.queue", "escalations.item_page", "escalations.dashboard",

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
-from contacts.errors import Conflict, Invalid, WrongKind
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
+from contacts.core.errors import Conflict, Invalid, WrongKind
+from contacts.core.ids import new_id
 from contacts.escalations import service
-from contacts.ids import new_id
 from tests.escalations.conftest import MONDAY_10
 
 

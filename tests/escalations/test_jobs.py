@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from contacts import jobs, scheduler
-from contacts.db import session_scope
+from contacts import jobs
+from contacts.core import scheduler
+from contacts.core.db import session_scope
 from contacts.escalations.models import WorkItem
 
 

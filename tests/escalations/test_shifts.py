@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contacts.db import session_scope
-from contacts.errors import ConfigError
+from contacts.core.db import session_scope
+from contacts.core.errors import ConfigError
 from contacts.escalations import service
 from contacts.escalations.shifts import Rota
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from contacts.db import utcnow
+from contacts.core.db import utcnow
 from contacts.escalations import service
 from contacts.escalations.sla import BusinessHours
 from tests.escalations.conftest import MONDAY_10
@@ -114,7 +114,7 @@ def test_the_requesters_verification_raises_the_priority(work, accounts, actor, 
 def _ticket(work):
     from sqlmodel import select
 
-    from contacts.db import session_scope
+    from contacts.core.db import session_scope
     from contacts.escalations.models import WorkItem
 
     with session_scope(work.engine) as session:

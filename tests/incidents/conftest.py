@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
 from contacts.incidents import service
 from tests.vault.fixtures import make_document
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from contacts import jobs, scheduler
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts import jobs
+from contacts.core import scheduler
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.escalations.models import WorkItem
 from contacts.incidents import service
-from contacts.mail import Mailer
 from contacts.vault import freshness
 from contacts.vault.models import Contact
 from tests.escalations.conftest import ACCOUNTS

@@ -15,11 +15,11 @@ from pathlib import Path
 from sqlmodel import func, select
 
 from app import create_app
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
+from contacts.core.settings import load_secrets
 from contacts.incidents import service
 from contacts.incidents.models import IncidentUpdate
-from contacts.settings import load_secrets
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import complete_draft
 from tests.vault.fixtures import make_document

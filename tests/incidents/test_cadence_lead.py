@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
 from contacts.incidents import service
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import complete_draft

@@ -9,13 +9,13 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
+from contacts.core.errors import Invalid
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
-from contacts.errors import Invalid
 from contacts.incidents import service
-from contacts.mail import Mailer
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import complete_draft, thirty_sites
 
@@ -158,9 +158,9 @@ def test_a_late_update_warns_the_comms_inbox_once(engine, desk, vault, incident)
 def test_long_id_lists_are_queried_in_chunks(engine, desk, vault, incident, monkeypatch):
     """An IN (...) longer than the driver takes fails (65,535 parameters on PostgreSQL): the
     100,000-recipient benchmark found it. With tiny chunks the answer is the same."""
-    import contacts.db
+    import contacts.core.db
 
-    monkeypatch.setattr(contacts.db, "IN_LIST_SIZE", 7)
+    monkeypatch.setattr(contacts.core.db, "IN_LIST_SIZE", 7)
     with session_scope(engine) as session:
         update = service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
                                  incident_id=incident, draft=complete_draft(), now=utcnow())

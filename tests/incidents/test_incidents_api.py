@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from contacts.audit import AuditEntry
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import AuditEntry
+from contacts.core.db import session_scope, utcnow
+from contacts.core.ids import new_id
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage
-from contacts.ids import new_id
 from contacts.incidents import service
 from contacts.vault import service as vault_service
 from tests.vault.fixtures import make_document

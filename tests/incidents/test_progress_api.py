@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contacts.db import session_scope
+from contacts.core.db import session_scope
 from contacts.incidents import service
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import thirty_sites
@@ -66,8 +66,8 @@ def test_the_public_page_and_the_private_link_show_the_right_percentages(
         client, engine, desk, vault, incident, deletion_document):
     from datetime import timedelta
 
-    from contacts.audit import Actor
-    from contacts.db import utcnow
+    from contacts.core.audit import Actor
+    from contacts.core.db import utcnow
     from tests.incidents.conftest import complete_draft
 
     refs = thirty_sites(deletion_document)
@@ -97,8 +97,8 @@ def test_the_public_page_and_the_private_link_show_the_right_percentages(
 
 def test_the_feed_and_the_delivery_export_list_each_update(client, engine, desk, vault, auth,
                                                            make_staff, incident):
-    from contacts.audit import Actor
-    from contacts.db import utcnow
+    from contacts.core.audit import Actor
+    from contacts.core.db import utcnow
     from tests.incidents.conftest import complete_draft
 
     with session_scope(engine) as session:

@@ -9,11 +9,11 @@ from datetime import timedelta
 
 from sqlmodel import col, func, select
 
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.incidents import service
-from contacts.mail import Mailer
 from tests.helpers import CSRF_FIELD, csrf_token_from
 
 YESTERDAY = timedelta(days=1)

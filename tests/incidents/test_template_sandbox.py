@@ -11,11 +11,11 @@ import json
 import pytest
 from sqlmodel import func, select
 
-from contacts.audit import AuditEntry
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import AuditEntry
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.incidents.models import IncidentUpdate, MessageTemplate
-from contacts.mail import Mailer
 from tests.helpers import csrf_token_from
 
 REQUIRED_TEXT = ("{{ what_happened }} {{ scope }} {{ timeline }} {{ next_update }} "

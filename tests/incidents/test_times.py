@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.incidents import service
-from contacts.mail import Mailer
 from tests.vault.fixtures import make_document
 
 # (as the API is given it, as every reader must see it)
@@ -94,7 +94,7 @@ def test_the_late_warning_states_the_promise_in_utc(app, client, engine, make_to
 
 
 def test_the_clock_converts_before_it_formats():
-    from contacts import clock
+    from contacts.core import clock
 
     for offset, expected in ((timedelta(hours=1), "2030-01-01 08:34 UTC"),
                              (timedelta(hours=-5), "2030-01-01 14:34 UTC"),

@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlmodel import select
 
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
+from contacts.core.errors import Invalid
 from contacts.delivery import outbox
 from contacts.delivery.webhook import WebhookPolicy
-from contacts.errors import Invalid
 from contacts.incidents import service
 from contacts.incidents.models import AffectedSite
 from tests.helpers import csrf_token_from

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.intake import service
 from contacts.jobs import message_renderer
-from contacts.mail import Mailer
 from contacts.vault import service as vault_service
 
 UNLIMITED = {"intake_rate_limit_per_ip": "100000 per minute",

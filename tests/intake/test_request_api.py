@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from contacts.db import session_scope
+from contacts.core.db import session_scope
 from contacts.vault.models import Contact
 from tests.helpers import csrf_token_from
 

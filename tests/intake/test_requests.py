@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event
 
-from contacts.db import session_scope, utcnow
-from contacts.errors import Invalid
+from contacts.core.db import session_scope, utcnow
+from contacts.core.errors import Invalid
 from contacts.intake import service
 from tests.helpers import csrf_token_from, stored_bytes
 
@@ -286,7 +286,7 @@ def _guess(desk, reference: str, code: str):
 def _refusals(desk, reference: str) -> int:
     from sqlmodel import func, select
 
-    from contacts.audit import AuditEntry
+    from contacts.core.audit import AuditEntry
 
     request_id = desk.request(reference).id
     with session_scope(desk.engine) as session:

@@ -10,7 +10,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
-from contacts.db import session_scope
+from contacts.core.db import session_scope
 from contacts.delivery.models import OutboxMessage
 from contacts.intake.models import SupportRequest
 from tests.helpers import TcpProxy
@@ -98,7 +98,7 @@ def test_a_replay_interrupted_after_storing_does_not_store_twice(desk, desk_clie
 
 
 def test_a_damaged_spool_file_is_left_in_place_and_the_others_go_through(desk, desk_client):
-    from contacts.db import utcnow
+    from contacts.core.db import utcnow
     from contacts.intake import service
     from contacts.intake.schemas import RequestIn
 
@@ -167,10 +167,10 @@ def test_the_next_stored_request_replays_the_spool_too(backend, database_url, ma
 
 def test_a_process_with_other_keys_leaves_the_spool_alone_and_healthz_says_so(
         make_app, tmp_path, caplog):
-    from contacts.db import utcnow
+    from contacts.core.db import utcnow
+    from contacts.core.settings import load_secrets
     from contacts.intake import service
     from contacts.intake.schemas import RequestIn
-    from contacts.settings import load_secrets
 
     owner = make_app(**UNLIMITED)
     spool = owner.extensions["lifeline.intake"].spool

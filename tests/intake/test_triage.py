@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
 from contacts.intake import service
 from contacts.intake.models import RequestCandidate
 from tests.helpers import csrf_token_from
@@ -151,7 +151,7 @@ def test_comms_staff_cannot_open_the_support_queue(desk_app, make_staff):
 
 def test_the_request_page_shows_the_requester_only_on_a_reason_and_audits_it(
         desk, desk_app, make_staff):
-    from contacts import audit
+    from contacts.core import audit
     from tests.helpers import Auth
 
     client = desk_app.test_client()

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from contacts.settings import PROJECT_ROOT
+from contacts.core.settings import PROJECT_ROOT
 from tests.helpers import PASSWORD
 
 

@@ -9,7 +9,7 @@ import pyotp
 import pytest
 import redis
 
-from contacts.db import session_scope
+from contacts.core.db import session_scope
 from contacts.staff.models import StaffUser
 from tests.helpers import Auth, csrf_token_from, require_redis
 

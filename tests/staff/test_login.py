@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlmodel import select
 
-from contacts.audit import AuditEntry
-from contacts.db import session_scope
+from contacts.core.audit import AuditEntry
+from contacts.core.db import session_scope
 from tests.helpers import Auth, csrf_token_from, require_redis
 
 
@@ -131,7 +131,7 @@ def test_an_anonymous_visitor_is_sent_to_sign_in_and_back(client, auth, make_sta
 
 
 def test_a_deactivated_account_loses_its_session(client, auth, make_staff, app):
-    from contacts.audit import Actor
+    from contacts.core.audit import Actor
     from contacts.staff import service
 
     admin, member = make_staff("admin"), make_staff("support")

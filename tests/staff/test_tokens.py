@@ -5,8 +5,8 @@ from datetime import timedelta
 
 from sqlmodel import select
 
-from contacts.audit import Actor, AuditEntry
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor, AuditEntry
+from contacts.core.db import session_scope, utcnow
 from contacts.staff import service
 from contacts.staff.models import ApiToken
 from tests.helpers import csrf_token_from
@@ -81,7 +81,7 @@ def test_each_token_use_is_audited_with_its_address(client, make_token, engine):
 def test_unknown_scopes_and_empty_names_are_refused(engine):
     import pytest
 
-    from contacts.errors import Invalid
+    from contacts.core.errors import Invalid
 
     with session_scope(engine) as session:
         with pytest.raises(Invalid, match="unknown scope 'delete:everything'"):

@@ -10,9 +10,9 @@ import pyotp
 import pytest
 from sqlmodel import select
 
-from contacts.audit import Actor, AuditEntry
-from contacts.db import session_scope
-from contacts.errors import Invalid
+from contacts.core.audit import Actor, AuditEntry
+from contacts.core.db import session_scope
+from contacts.core.errors import Invalid
 from contacts.staff import twofactor
 from contacts.staff.models import STAFF_TOTP_SECRET, RecoveryCode, StaffUser
 from tests import helpers

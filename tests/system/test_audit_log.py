@@ -2,9 +2,9 @@
 
 import pytest
 
-from contacts import audit
-from contacts.audit import Actor
-from contacts.db import session_scope
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope
 from tests.helpers import stored_bytes
 
 

@@ -5,8 +5,8 @@ import time
 import pytest
 from sqlalchemy import text
 
-from contacts.db import make_engine
-from contacts.scheduler import ScheduledJob, SchedulerRunner, record_heartbeat
+from contacts.core.db import make_engine
+from contacts.core.scheduler import ScheduledJob, SchedulerRunner, record_heartbeat
 
 
 def test_health_reports_the_database_ok(client, backend):

@@ -147,7 +147,7 @@ def test_gunicorn_keeps_link_tokens_out_of_its_access_log(database_url, tmp_path
 
 @pytest.mark.parametrize("token", TOKENS, ids=["base64", "signed", "dashes"])
 def test_an_error_on_a_link_logs_its_path_without_the_token(app, caplog, token):
-    from contacts.access import public
+    from contacts.core.access import public
 
     @app.get("/_boom/<reference>/confirm/<token>", endpoint="test_boom_link")
     @public
@@ -173,7 +173,7 @@ def absolute_form_targets(token: str) -> list[str]:
 
 @pytest.mark.parametrize("token", TOKENS, ids=["base64", "signed", "dashes"])
 def test_an_absolute_form_request_target_is_logged_without_its_token(app, token):
-    from contacts.accesslog import hide_secrets, logged_path
+    from contacts.core.accesslog import hide_secrets, logged_path
 
     for target in absolute_form_targets(token):
         for shown in (hide_secrets(app.url_map, target),

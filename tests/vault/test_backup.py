@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from contacts.db import make_engine
+from contacts.core.db import make_engine
 from contacts.vault import backup
 from tests.vault.fixtures import make_document, personal_values
 
@@ -174,7 +174,7 @@ def reference_checksums(engine) -> dict[str, dict]:
 
 def test_checksums_follow_the_canonical_form_across_backends(
         engine, document, tmp_path, empty_postgresql_url, monkeypatch):
-    from contacts.schema import head_revision, upgrade_database
+    from contacts.core.schema import head_revision, upgrade_database
 
     awkward_rows(engine)
     with engine.connect() as connection:  # SQLite builds the lines itself
@@ -207,8 +207,8 @@ def test_checksums_follow_the_canonical_form_across_backends(
 def test_a_snapshot_reads_every_table_at_one_point_in_time(engine, document):
     from sqlalchemy import func, select
 
-    from contacts.audit import Actor, record
-    from contacts.db import session_scope
+    from contacts.core.audit import Actor, record
+    from contacts.core.db import session_scope
 
     audit_log = backup.SQLModel.metadata.tables["audit_log"]
     with backup._consistent_read(engine) as connection:
@@ -240,7 +240,7 @@ def schema_of(engine) -> dict:
 @pytest.mark.parametrize("target", ["sqlite", "postgresql"])
 def test_a_restore_leaves_the_schema_as_migrated_and_a_refused_one_leaves_it_empty(
         engine, document, tmp_path, empty_postgresql_url, target):
-    from contacts.schema import head_revision, upgrade_database
+    from contacts.core.schema import head_revision, upgrade_database
 
     key = b"\x05" * 32
     snapshot, manifest = backup.create_snapshot(engine=engine, backup_key=key,
@@ -273,7 +273,7 @@ def test_a_restore_into_a_sqlite_file_another_connection_holds_still_restores(
     the restore then loads through the log, as before it used a rollback journal."""
     import sqlite3
 
-    from contacts.schema import head_revision, upgrade_database
+    from contacts.core.schema import head_revision, upgrade_database
 
     key = b"\x06" * 32
     snapshot, manifest = backup.create_snapshot(engine=engine, backup_key=key,
@@ -343,7 +343,7 @@ def test_a_restore_that_fails_halfway_leaves_an_empty_database_and_a_database_er
     from sqlalchemy import text
     from sqlalchemy.exc import DataError
 
-    from contacts.schema import head_revision, upgrade_database
+    from contacts.core.schema import head_revision, upgrade_database
 
     source = make_engine(f"sqlite:///{tmp_path / 'source.db'}")
     target = make_engine(empty_postgresql_url)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from contacts.audit import AuditEntry
-from contacts.db import session_scope
+from contacts.core.audit import AuditEntry
+from contacts.core.db import session_scope
 from contacts.vault import backup
 from contacts.vault.models import BackupDrill
 from tests.vault.fixtures import make_document

@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from contacts.audit import Actor, AuditEntry
-from contacts.db import session_scope, utcnow
-from contacts.errors import Forbidden, WrongKind
+from contacts.core.audit import Actor, AuditEntry
+from contacts.core.db import session_scope, utcnow
+from contacts.core.errors import Forbidden, WrongKind
 from contacts.vault import deletions, purge, service
 from contacts.vault.models import Account, App, Contact, ContactVersion, Site
 from tests.vault.fixtures import make_document

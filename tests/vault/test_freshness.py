@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import select
 
-from contacts.db import session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
+from contacts.core.errors import Invalid
+from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
-from contacts.errors import Invalid
 from contacts.jobs import render_confirmation
-from contacts.mail import Mailer
 from contacts.vault import freshness
 from contacts.vault.models import Contact, ContactVersion
 from tests.helpers import csrf_token_from, smtp_server_with

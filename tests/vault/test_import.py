@@ -5,7 +5,7 @@ import logging
 
 from sqlmodel import func, select
 
-from contacts.db import session_scope
+from contacts.core.db import session_scope
 from contacts.vault.models import Contact
 from tests.helpers import stored_bytes
 from tests.vault.fixtures import as_csv, make_document, personal_values

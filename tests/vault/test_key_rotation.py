@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from contacts import keyring
-from contacts.audit import Actor
-from contacts.db import session_scope
+from contacts.core import keyring
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope
 from contacts.vault import backup, service
 from contacts.vault.models import Account
 from contacts.vault.schemas import SyncDocument

@@ -3,9 +3,9 @@
 import pytest
 from sqlmodel import select
 
-from contacts.audit import AuditEntry
-from contacts.db import session_scope
-from contacts.ids import new_id
+from contacts.core.audit import AuditEntry
+from contacts.core.db import session_scope
+from contacts.core.ids import new_id
 from contacts.vault import service
 from contacts.vault.models import Account
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import event, update
 from sqlmodel import select
 
-from contacts.audit import AuditEntry
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import AuditEntry
+from contacts.core.db import session_scope, utcnow
 from contacts.vault.models import Account, Contact
 from tests.helpers import Auth, csrf_token_from
 from tests.vault.fixtures import as_csv, make_document

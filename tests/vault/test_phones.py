@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlmodel import select
 
-from contacts.db import session_scope
+from contacts.core.db import session_scope
 from contacts.vault import fields
 from contacts.vault.models import Contact
 from tests.vault.fixtures import as_csv

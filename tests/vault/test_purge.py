@@ -6,9 +6,9 @@ from datetime import timedelta
 from sqlalchemy import func
 from sqlmodel import select
 
-from contacts.audit import AuditEntry
-from contacts.db import bulk_insert, session_scope, utcnow
-from contacts.ids import new_id
+from contacts.core.audit import AuditEntry
+from contacts.core.db import bulk_insert, session_scope, utcnow
+from contacts.core.ids import new_id
 from contacts.vault import purge
 from contacts.vault.models import Account, Contact, ContactSite, Site
 

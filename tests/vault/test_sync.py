@@ -5,8 +5,8 @@ from datetime import timedelta
 
 from sqlmodel import func, select
 
-from contacts.db import make_engine, session_scope, utcnow
-from contacts.schema import upgrade_database
+from contacts.core.db import make_engine, session_scope, utcnow
+from contacts.core.schema import upgrade_database
 from contacts.vault import service
 from contacts.vault.models import Account, App, Contact, ContactVersion, Site
 from contacts.vault.schemas import ImportReport

@@ -11,8 +11,8 @@ import json
 import pytest
 from sqlmodel import select
 
-from contacts.audit import Actor
-from contacts.db import session_scope, utcnow
+from contacts.core.audit import Actor
+from contacts.core.db import session_scope, utcnow
 from contacts.vault import deletions, service
 from contacts.vault.models import Account, BulkDeletion, Contact, Site
 from contacts.vault.schemas import SyncDocument
@@ -265,7 +265,7 @@ def _console_confirm(client, deletion_id: str, **fields):
 
 def test_an_admin_confirms_a_held_sync_deletion_on_the_console(capped, make_token, make_staff,
                                                                base):
-    from contacts.audit import AuditEntry
+    from contacts.core.audit import AuditEntry
 
     engine = capped.extensions["lifeline.engine"]
     client = capped.test_client()

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from contacts.db import UTCDateTime, bulk_insert, utcnow
+from contacts.core.db import UTCDateTime, bulk_insert, utcnow
 
 ACTOR_KINDS = ("staff", "token", "system", "anonymous")
 # audit_log.id is an INTEGER column, 32 bits on PostgreSQL: no entry has a larger ID, and a

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from contacts.settings import PROJECT_ROOT
+from contacts.core.settings import PROJECT_ROOT
 
 
 def _script_config() -> Config:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Field, Session, SQLModel
 
-from contacts.db import UTCDateTime, is_postgresql, session_scope, utcnow
+from contacts.core.db import UTCDateTime, is_postgresql, session_scope, utcnow
 
 log = logging.getLogger(__name__)
 

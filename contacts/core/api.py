@@ -16,9 +16,9 @@ from typing import Annotated
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
 
-from contacts.errors import Invalid, LifelineError
-from contacts.ids import PATH_PARAMETER_PATTERNS
-from contacts.inputs import has_body
+from contacts.core.errors import Invalid, LifelineError
+from contacts.core.ids import PATH_PARAMETER_PATTERNS
+from contacts.core.inputs import has_body
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ spec = SpecTree(
 
 def _with_path_patterns(document: dict) -> dict:
     """Spectree describes path parameters as bare strings: give each one that names an ID
-    or a reference its pattern (contacts.ids), so clients and fuzzers send well-formed ones."""
+    or a reference its pattern (contacts.core.ids), so clients and fuzzers send well-formed ones."""
     for operations in document["paths"].values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
@@ -143,7 +143,7 @@ def _with_path_patterns(document: dict) -> dict:
 def init_app(app) -> None:
     from flask import jsonify, request
 
-    from contacts.access import public
+    from contacts.core.access import public
 
     @app.get(API_PREFIX + "/openapi.json", endpoint="openapi")
     @public
@@ -162,7 +162,7 @@ def init_app(app) -> None:
             raise UnsupportedMediaType(
                 f"Send the body as application/json, not {request.mimetype or 'no type'}."
             )
-        request.get_json()  # contacts.inputs.parse_json; cached for the view's validation
+        request.get_json()  # contacts.core.inputs.parse_json; cached for the view's validation
 
 
 def operation(*, scope: str | None, response: type[BaseModel], status: int = 200,
@@ -177,7 +177,7 @@ def operation(*, scope: str | None, response: type[BaseModel], status: int = 200
     """
     from spectree import Response
 
-    from contacts.access import public, token
+    from contacts.core.access import public, token
 
     codes = {f"HTTP_{status}": response, "HTTP_400": ErrorResponse, "HTTP_415": ErrorResponse,
              "HTTP_429": ErrorResponse}

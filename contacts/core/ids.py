@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import WithJsonSchema
 
-from contacts.errors import Invalid, WrongKind
+from contacts.core.errors import Invalid, WrongKind
 
 KINDS = {
     "acc": "account",

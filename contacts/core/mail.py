@@ -10,7 +10,7 @@ import ssl
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
 
-from contacts.errors import LifelineError
+from contacts.core.errors import LifelineError
 
 
 class MailFailed(LifelineError):

@@ -93,8 +93,8 @@ def register_http_errors(app, render_page: Callable[[int, str, str], Any],
     from flask_wtf.csrf import CSRFError
     from werkzeug.exceptions import HTTPException
 
-    from contacts.accesslog import logged_path
-    from contacts.db import rollback_request_session
+    from contacts.core.accesslog import logged_path
+    from contacts.core.db import rollback_request_session
 
     def respond(status: int, code: str, message: str, details: Any = None,
                 headers: dict[str, str] | None = None):

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from contacts.audit import Actor
-from contacts.errors import Forbidden, Unauthenticated
+from contacts.core.audit import Actor
+from contacts.core.errors import Forbidden, Unauthenticated
 
 ROLES = ("support", "comms", "admin")
 

@@ -18,7 +18,7 @@ from typing import Any
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from contacts.errors import Invalid
+from contacts.core.errors import Invalid
 
 MAX_DEPTH = 64  # the sync document, the deepest we take, nests 6 levels
 MAX_NUMBER_CHARS = 100

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
-from contacts.errors import ConfigError
+from contacts.core.errors import ConfigError
 
 
 def utcnow() -> datetime:

@@ -16,9 +16,9 @@ from pathlib import Path
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Engine
 
-from contacts.crypto import ENCRYPTED_COLUMNS, EncryptedColumn, FieldCipher
-from contacts.errors import Conflict, Invalid
-from contacts.settings import new_key_text, parse_keyring
+from contacts.core.crypto import ENCRYPTED_COLUMNS, EncryptedColumn, FieldCipher
+from contacts.core.errors import Conflict, Invalid
+from contacts.core.settings import new_key_text, parse_keyring
 
 
 def keyring_file(keys_dir: Path, environ: Mapping[str, str]) -> Path:

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Table
 
-from contacts.errors import Invalid, LifelineError
+from contacts.core.errors import Invalid, LifelineError
 
 NONCE_BYTES = 12
 
