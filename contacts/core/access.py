@@ -81,11 +81,6 @@ def rule_for(app, endpoint: str | None) -> Rule | None:
     return getattr(app.view_functions.get(endpoint), "access_rule", None)
 
 
-def declare_public_endpoint(app, endpoint: str) -> None:
-    """For endpoints registered by libraries (static files, the OpenAPI document)."""
-    app.extensions["lifeline.access"]["public_endpoints"].add(endpoint)
-
-
 def safe_next(target: str | None) -> str | None:
     """Only same-site paths are followed after login. A browser reads a backslash as a
     slash and drops tabs and line breaks (`/\\evil.example`, `/\\t/evil.example` go off

@@ -664,16 +664,6 @@ def _snapshot_parts(path: Path, backup_key: bytes) -> Iterator[tuple[str, object
             raise SnapshotRefused("the snapshot ends without its manifest")
 
 
-def read_snapshot(path: Path, backup_key: bytes) -> Iterator[tuple[str, object]]:
-    """Yield ("table", (name, columns)), ("row", values) and finally ("manifest", dict)."""
-    for kind, payload in _snapshot_parts(path, backup_key):
-        if kind == "rows":
-            for values in payload[1]:
-                yield "row", values
-        else:
-            yield kind, payload
-
-
 def verify_snapshot(path: Path, backup_key: bytes) -> Manifest:
     """Decrypt and authenticate the whole file and check it against its own manifest."""
     counted: dict[str, dict] = {}

@@ -934,14 +934,6 @@ def live_sites(*, session: Session, refs: Iterable[str]) -> dict[str, Site]:
     return found
 
 
-def sites_by_id(*, session: Session, ids: Iterable[str]) -> dict[str, Site]:
-    wanted = set(ids)
-    if not wanted:
-        return {}
-    return {site.id: site for chunk in in_chunks(wanted)
-            for site in session.exec(select(Site).where(col(Site.id).in_(chunk)))}
-
-
 def flag_undeliverable(*, session: Session, actor: Actor, bounced_at: dict[str, datetime],
                        now: datetime) -> list[str]:
     """Mark contacts whose mail was refused for good, for the freshness work (shown as
