@@ -117,7 +117,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     access.init_app(app, authenticate_token=_token_authenticator(engine),
                     login_endpoint="staff.login")
     _init_csrf(app)
-    register_http_errors(app, _render_error_page)
+    register_http_errors(app, _render_error_page, db.rollback_request_session)
     api.init_app(app)
 
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,

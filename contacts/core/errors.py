@@ -87,18 +87,20 @@ HTTP_ERRORS = {
 
 
 def register_http_errors(app, render_page: Callable[[int, str, str], Any],
+                         discard_changes: Callable[[], None],
                          api_prefix: str = "/api/") -> None:
-    """Answer errors as JSON under the API and as friendly pages elsewhere."""
+    """Answer errors as JSON under the API and as friendly pages elsewhere; before any
+    error is answered, `discard_changes` drops what the request changed (the caller
+    passes the database's rollback, so this module needs no database)."""
     from flask import jsonify, make_response, request
     from flask_wtf.csrf import CSRFError
     from werkzeug.exceptions import HTTPException
 
     from contacts.core.accesslog import logged_path
-    from contacts.core.db import rollback_request_session
 
     def respond(status: int, code: str, message: str, details: Any = None,
                 headers: dict[str, str] | None = None):
-        rollback_request_session()
+        discard_changes()
         if request.path.startswith(api_prefix):
             response = make_response(jsonify(error_body(code, message, details)), status)
         else:
