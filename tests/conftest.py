@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, table, text
 from werkzeug.serving import make_server
 
 from app import create_app
@@ -112,11 +112,24 @@ def database_url(backend, migrated_template, tmp_path) -> Iterator[str]:
         yield f"sqlite:///{target}"
         return
     yield migrated_template
-    engine = make_engine(migrated_template)
+    _empty_postgresql(migrated_template)
+
+
+def _empty_postgresql(url: str) -> None:
+    """Delete every row and restart every sequence. `DELETE` per table costs about 10 ms
+    where `TRUNCATE` of all of them cost 0.36-0.56 s a test; as a replica the session
+    fires no trigger (the audit log's guard) and checks no foreign key, so the order of
+    the tables does not matter."""
+    engine = make_engine(url)
     with engine.begin() as connection:
-        tables = [name for name in inspect(connection).get_table_names()
-                  if name != "alembic_version"]
-        connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        connection.execute(text("SET LOCAL session_replication_role = replica"))
+        for name in inspect(connection).get_table_names():
+            if name != "alembic_version":
+                connection.execute(table(name).delete())
+        for (sequence,) in connection.execute(text(
+                "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename)"
+                " FROM pg_sequences WHERE last_value IS NOT NULL")):
+            connection.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
     engine.dispose()
 
 
