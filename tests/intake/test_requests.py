@@ -40,16 +40,19 @@ def test_an_email_and_a_message_are_enough(desk, desk_client):
 
 def test_unknown_email_gets_the_same_answer_as_a_known_one(desk, desk_client, acme):
     """Same status, keys and shape; the request path runs the very same SQL for both (it
-    never reads the vault), which is why the timings match. The medians are printed."""
+    never reads the vault), which is why the timings match. Every round's two traces are
+    compared; the medians are printed (the benchmark, not this test, measures timing)."""
+    rounds = 20
     statements: list[str] = []
 
     def record(_conn, _cursor, statement, *_args):
         statements.append(statement)
 
     event.listen(desk.engine, "before_cursor_execute", record)
-    answers, traces, timings = {}, {}, {"known": [], "unknown": []}
+    answers, timings = {}, {"known": [], "unknown": []}
+    traces: dict[str, list[list[str]]] = {"known": [], "unknown": []}
     try:
-        for round_ in range(200):
+        for round_ in range(rounds):
             for who, address in (("known", "ada@acme.example"),
                                  ("unknown", f"nobody{round_}@acme.example")):
                 statements.clear()
@@ -57,20 +60,21 @@ def test_unknown_email_gets_the_same_answer_as_a_known_one(desk, desk_client, ac
                 response = desk.submit(desk_client, email=address, message="Help")
                 timings[who].append(time.perf_counter() - started)
                 answers[who] = (response.status_code, response.get_json())
-                traces[who] = list(statements)
+                traces[who].append(list(statements))
     finally:
         event.remove(desk.engine, "before_cursor_execute", record)
     (known_status, known), (unknown_status, unknown) = answers["known"], answers["unknown"]
     assert known_status == unknown_status == 202
     assert set(known) == set(unknown) and known["message"] == unknown["message"]
     assert REFERENCE.match(known["reference"]) and REFERENCE.match(unknown["reference"])
-    assert traces["known"] == traces["unknown"] and traces["known"]
+    assert traces["known"] == traces["unknown"] and all(traces["known"])
     vault_tables = re.compile(r'\b(FROM|JOIN|INTO|UPDATE)\s+"?(contact|account|site)\b"?\s',
                               re.IGNORECASE)
-    assert not any(vault_tables.search(statement) for statement in traces["known"])
+    assert not any(vault_tables.search(statement)
+                   for trace in traces["known"] for statement in trace)
     known_ms = statistics.median(timings["known"]) * 1000
     unknown_ms = statistics.median(timings["unknown"]) * 1000
-    print(f"\nmedian response time over 200 requests each: known {known_ms:.2f} ms, "
+    print(f"\nmedian response time over {rounds} requests each: known {known_ms:.2f} ms, "
           f"unknown {unknown_ms:.2f} ms, difference "
           f"{abs(known_ms - unknown_ms) / max(known_ms, unknown_ms):.1%}")
 
