@@ -95,7 +95,8 @@ def kind_of(value: str) -> str | None:
     return None
 
 
-def _with_article(noun: str) -> str:
+def with_article(noun: str) -> str:
+    """'an account', 'a site': for messages that name a kind of thing."""
     return ("an " if noun[0] in "aeiouAEIOU" else "a ") + noun
 
 
@@ -103,7 +104,7 @@ def parse_id(value: object, expected: str) -> str:
     """Return `value` if it is a well-formed ID of kind `expected`; otherwise say what it is."""
     if expected not in KINDS:
         raise ValueError(f"unknown ID kind {expected!r}")
-    wanted = _with_article(f"{KINDS[expected]} ID ({expected}_...)")
+    wanted = with_article(f"{KINDS[expected]} ID ({expected}_...)")
     if not isinstance(value, str):
         raise Invalid(f"expected {wanted}, got {type(value).__name__}")
     value = value.strip()
@@ -112,7 +113,7 @@ def parse_id(value: object, expected: str) -> str:
         raise Invalid(f"expected {wanted}, got a malformed ID", details={"expected": expected})
     if got != expected:
         raise WrongKind(
-            f"expected {wanted}, got {_with_article(KINDS[got])} ID ({got}_...)",
+            f"expected {wanted}, got {with_article(KINDS[got])} ID ({got}_...)",
             details={"expected": expected, "got": got},
         )
     return value

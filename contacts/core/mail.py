@@ -197,6 +197,7 @@ def _dot_stuffed(data: bytes) -> bytes:
 
 
 ADDRESS_HEADERS = ("From", "To")
+SUPPORT_LIST_ID = "Lifeline support <support.lifeline>"  # intake's and escalations' mail
 
 
 def _header(name: str, value: str) -> bytes:

@@ -23,7 +23,8 @@ from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto
 from contacts.core.db import in_chunks
 from contacts.core.errors import ConfigError, Conflict, Invalid, NotFound
-from contacts.core.ids import new_id, parse_id
+from contacts.core.ids import new_id, parse_id, with_article
+from contacts.core.mail import SUPPORT_LIST_ID
 from contacts.delivery import outbox
 from contacts.escalations import sla
 from contacts.escalations.models import (
@@ -50,7 +51,6 @@ from contacts.vault import service as vault_service
 
 log = logging.getLogger(__name__)
 
-LIST_ID = "Lifeline support <support.lifeline>"
 ASSIGNABLE_ROLES = ("support", "admin")
 SEVERITY_TITLES = {"critical": "site or data gone", "high": "something important broken",
                    "normal": "something not working", "low": "a question"}
@@ -235,9 +235,8 @@ def _parent(session: Session, item_id: str | None, declared_kind: str | None,
     if declared_kind is not None:
         _choice(declared_kind, KINDS, "parent_kind")
         if parent.kind != declared_kind:
-            raise Conflict(f"{parent.id} is {'an' if parent.kind[0] in 'aeiou' else 'a'} "
-                           f"{parent.kind}, not {'an' if declared_kind[0] in 'aeiou' else 'a'} "
-                           f"{declared_kind} as declared",
+            raise Conflict(f"{parent.id} is {with_article(parent.kind)}, not "
+                           f"{with_article(declared_kind)} as declared",
                            details={"declared": declared_kind, "actual": parent.kind})
     if not parent.is_open:
         raise Conflict(f"{parent.id} is {parent.status}; link to an open item.")
@@ -565,7 +564,7 @@ def _tell_requester(session: Session, desk: Desk, actor: Actor, item: WorkItem, 
                          key=f"item-reply:{item.id}:{uuid.uuid4().hex}", purpose="item_reply",
                          now=now,
                          email=outbox.Email(to=view.email, subject=subject, text=text,
-                                            html=html, headers={"List-Id": LIST_ID}))
+                                            html=html, headers={"List-Id": SUPPORT_LIST_ID}))
 
 
 # -- links and merges ------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from contacts.core.crypto import Crypto, normalize_email
 from contacts.core.db import bulk_insert, in_chunks, session_scope, utcnow
 from contacts.core.errors import Conflict, Invalid, NotFound
 from contacts.core.ids import new_id, parse_id
+from contacts.core.mail import SUPPORT_LIST_ID
 from contacts.delivery import outbox
 from contacts.intake import matching
 from contacts.intake.models import (
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, no 1/I
 SEVERITY_PRIORITY = {"critical": 1, "high": 2, "normal": 3, "low": 4}
 TRUSTED = ("authorized", "callback_confirmed")
-LIST_ID = "Lifeline support <support.lifeline>"
 
 # render(kind, locale, values) -> (subject, text, html): templates/messages/<kind>/
 Renderer = Callable[[str, str, dict], tuple[str, str, str]]
@@ -421,7 +421,7 @@ def _code_email_row(intake: Intake, *, reference: str, code_digest: str, locale:
     subject, text, html = render(kind, locale, values)
     return outbox.email_row(cipher=intake.crypto.cipher, key=key, purpose=kind, now=now,
                             email=outbox.Email(to=email, subject=subject, text=text, html=html,
-                                               headers={"List-Id": LIST_ID}))
+                                               headers={"List-Id": SUPPORT_LIST_ID}))
 
 
 def get_by_reference(*, session: Session, reference: str) -> SupportRequest:
@@ -689,7 +689,7 @@ def reply_as_staff(*, session: Session, intake: Intake, actor: Actor, request_id
     outbox.enqueue_email(session=session, cipher=intake.crypto.cipher,
                          key=f"request-reply:{message.id}", purpose="request_reply", now=now,
                          email=outbox.Email(to=email, subject=subject, text=text, html=html,
-                                            headers={"List-Id": LIST_ID}))
+                                            headers={"List-Id": SUPPORT_LIST_ID}))
     audit.record(session, actor, "request.replied", target_kind="request", target_id=request.id)
     return message
 

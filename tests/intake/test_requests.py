@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Invalid
+from contacts.core.mail import SUPPORT_LIST_ID
 from contacts.intake import service
 from tests.helpers import csrf_token_from, stored_bytes
 
@@ -28,7 +29,7 @@ def test_an_email_and_a_message_are_enough(desk, desk_client):
     assert desk.deliver().sent == 1
     (mail,) = desk.mail_to("Someone@example.org")
     assert body["reference"] in mail["Subject"]
-    assert mail["List-Id"] == service.LIST_ID
+    assert mail["List-Id"] == SUPPORT_LIST_ID
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
     code = desk.code_for("Someone@example.org")
