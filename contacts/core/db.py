@@ -12,13 +12,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Column, DateTime, Table, event, insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
-from contacts.core.errors import ConfigError
+from contacts.core.errors import ConfigError, NotFound
+from contacts.core.ids import parse_id
 
 
 def utcnow() -> datetime:
@@ -101,6 +103,19 @@ def _memoized(processor):
             return processor(value)
 
     return convert
+
+
+RowT = TypeVar("RowT")
+
+
+def get_or_404(session: Session, model: type[RowT], raw_id: str, kind: str, missing: str,
+               *, include_deleted: bool = True) -> RowT:
+    """The row with this ID (of this kind, or WrongKind), else NotFound(`missing`); a
+    soft-deleted row counts as missing unless `include_deleted`."""
+    row = session.get(model, parse_id(raw_id, kind))
+    if row is None or (not include_deleted and getattr(row, "deleted_at", None) is not None):
+        raise NotFound(missing)
+    return row
 
 
 def utc_column(nullable: bool = False, index: bool = False) -> Column:

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from contacts.core import audit, clock
 from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto
-from contacts.core.db import in_chunks
+from contacts.core.db import get_or_404, in_chunks
 from contacts.core.errors import ConfigError, Conflict, Invalid, NotFound
 from contacts.core.ids import new_id, parse_id, with_article
 from contacts.core.mail import SUPPORT_LIST_ID
@@ -313,10 +313,8 @@ def create_item(*, session: Session, desk: Desk, actor: Actor, new: NewItem,
 
 
 def get_item(*, session: Session, item_id: str, include_deleted: bool = False) -> WorkItem:
-    item = session.get(WorkItem, parse_id(item_id, "itm"))
-    if item is None or (item.deleted_at is not None and not include_deleted):
-        raise NotFound("There is no work item with this ID.")
-    return item
+    return get_or_404(session, WorkItem, item_id, "itm", "There is no work item with this ID.",
+                      include_deleted=include_deleted)
 
 
 @dataclass(frozen=True)

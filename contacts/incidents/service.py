@@ -22,9 +22,9 @@ from sqlmodel import Session, col, func, select
 from contacts.core import audit, clock
 from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto, normalize_email
-from contacts.core.db import bulk_insert, in_chunks
+from contacts.core.db import bulk_insert, get_or_404, in_chunks
 from contacts.core.errors import Conflict, Invalid, NotFound
-from contacts.core.ids import new_id, parse_id
+from contacts.core.ids import new_id
 from contacts.delivery import outbox
 from contacts.delivery.webhook import WebhookPolicy, check_endpoint
 from contacts.incidents import messages
@@ -103,10 +103,8 @@ def create_incident(*, session: Session, actor: Actor, title: str, severity: str
 
 
 def get_incident(*, session: Session, incident_id: str) -> Incident:
-    incident = session.get(Incident, parse_id(incident_id, "inc"))
-    if incident is None:
-        raise NotFound("There is no incident with this ID.")
-    return incident
+    return get_or_404(session, Incident, incident_id, "inc",
+                      "There is no incident with this ID.")
 
 
 def list_incidents(*, session: Session, open_only: bool = False) -> list[Incident]:

@@ -30,9 +30,9 @@ from sqlmodel import Session, col, select
 from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto, normalize_email
-from contacts.core.db import bulk_insert, in_chunks, session_scope, utcnow
+from contacts.core.db import bulk_insert, get_or_404, in_chunks, session_scope, utcnow
 from contacts.core.errors import Conflict, Invalid, NotFound
-from contacts.core.ids import new_id, parse_id
+from contacts.core.ids import new_id
 from contacts.core.mail import SUPPORT_LIST_ID
 from contacts.delivery import outbox
 from contacts.intake import matching
@@ -434,10 +434,8 @@ def get_by_reference(*, session: Session, reference: str) -> SupportRequest:
 
 
 def get_request(*, session: Session, request_id: str) -> SupportRequest:
-    request = session.get(SupportRequest, parse_id(request_id, "req"))
-    if request is None:
-        raise NotFound("There is no request with this ID.")
-    return request
+    return get_or_404(session, SupportRequest, request_id, "req",
+                      "There is no request with this ID.")
 
 
 def code_refused(intake: Intake) -> str:

@@ -17,9 +17,9 @@ from contacts.core import audit
 from contacts.core.access import ROLES, SCOPES, TokenIdentity
 from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto
-from contacts.core.db import utcnow
-from contacts.core.errors import Conflict, Invalid, NotFound
-from contacts.core.ids import new_id, parse_id
+from contacts.core.db import get_or_404, utcnow
+from contacts.core.errors import Conflict, Invalid
+from contacts.core.ids import new_id
 from contacts.staff.models import STAFF_EMAIL, ApiToken, StaffUser
 
 TOKEN_PREFIX = "llt_"  # noqa: S105 (a prefix, not a secret)
@@ -202,10 +202,7 @@ def get_staff(*, session: Session, crypto: Crypto, staff_id: str) -> StaffView:
 
 
 def _get_staff(session: Session, staff_id: str) -> StaffUser:
-    user = session.get(StaffUser, parse_id(staff_id, "stf"))
-    if user is None:
-        raise NotFound("no staff account with this ID")
-    return user
+    return get_or_404(session, StaffUser, staff_id, "stf", "no staff account with this ID")
 
 
 def set_active(*, session: Session, actor: Actor, staff_id: str, active: bool) -> None:
@@ -308,10 +305,7 @@ def list_tokens(*, session: Session) -> list[ApiToken]:
 
 
 def get_token(*, session: Session, token_id: str) -> ApiToken:
-    token = session.get(ApiToken, parse_id(token_id, "tok"))
-    if token is None:
-        raise NotFound("no API token with this ID")
-    return token
+    return get_or_404(session, ApiToken, token_id, "tok", "no API token with this ID")
 
 
 def revoke_token(*, session: Session, actor: Actor, token_id: str) -> ApiToken:

@@ -20,9 +20,8 @@ from sqlmodel import Session, col, func, select
 from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto, DecryptionFailed
-from contacts.core.db import utcnow
-from contacts.core.errors import Conflict, Invalid, NotFound
-from contacts.core.ids import parse_id
+from contacts.core.db import get_or_404, utcnow
+from contacts.core.errors import Conflict, Invalid
 from contacts.staff.models import STAFF_EMAIL, STAFF_TOTP_SECRET, RecoveryCode, StaffUser
 
 DRIFT_STEPS = 1  # codes of the step before and after the current one are accepted too
@@ -48,10 +47,7 @@ def is_required(role: str, required_roles: list[str]) -> bool:
 
 
 def _get(session: Session, staff_id: str) -> StaffUser:
-    user = session.get(StaffUser, parse_id(staff_id, "stf"))
-    if user is None:
-        raise NotFound("no staff account with this ID")
-    return user
+    return get_or_404(session, StaffUser, staff_id, "stf", "no staff account with this ID")
 
 
 def _offer_context(staff_id: str) -> str:

@@ -22,8 +22,8 @@ from sqlmodel import Session, col, select
 from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto, normalize_email
-from contacts.core.db import bulk_insert, in_chunks, utcnow
-from contacts.core.errors import Conflict, Invalid, NotFound
+from contacts.core.db import bulk_insert, get_or_404, in_chunks, utcnow
+from contacts.core.errors import Conflict, Invalid
 from contacts.core.ids import kind_of, new_id, parse_id
 from contacts.vault import fields, guard
 from contacts.vault.guard import Limits
@@ -543,10 +543,8 @@ def _site_refs(session: Session, contact_ids: Iterable[str]) -> dict[str, list[s
 
 
 def get_account(*, session: Session, account_id: str, include_deleted: bool = False) -> Account:
-    account = session.get(Account, parse_id(account_id, "acc"))
-    if account is None or (account.deleted_at is not None and not include_deleted):
-        raise NotFound("no account with this ID")
-    return account
+    return get_or_404(session, Account, account_id, "acc", "no account with this ID",
+                      include_deleted=include_deleted)
 
 
 def list_contacts(*, session: Session, vault: Vault, account_id: str,
@@ -610,10 +608,7 @@ def find_contacts_by_email(*, session: Session, vault: Vault, email: str) -> lis
 
 
 def get_contact(*, session: Session, contact_id: str) -> Contact:
-    contact = session.get(Contact, parse_id(contact_id, "ctc"))
-    if contact is None:
-        raise NotFound("no contact with this ID")
-    return contact
+    return get_or_404(session, Contact, contact_id, "ctc", "no contact with this ID")
 
 
 # -- soft delete and restore ----------------------------------------------------------------
