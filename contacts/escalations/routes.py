@@ -18,8 +18,9 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from contacts.core.access import staff
-from contacts.core.db import request_session, rollback_request_session, utcnow
-from contacts.core.errors import Invalid, LifelineError
+from contacts.core.db import request_session, utcnow
+from contacts.core.errors import Invalid
+from contacts.core.forms import form_errors
 from contacts.escalations import service
 from contacts.escalations.models import CHANNELS, KINDS, OPEN_STATUSES, STATUSES, TRANSITIONS
 from contacts.escalations.web import desk
@@ -87,13 +88,11 @@ def new_item():
     if request.method == "POST":
         status = 400
         if form.validate_on_submit():
-            try:
+            with form_errors(form.title) as refused:
                 item = _create_from(form)
+            if not refused:
                 flash(f"Logged {item.id}.")
                 return redirect(url_for("escalations.item_page", item_id=item.id))
-            except LifelineError as exc:
-                rollback_request_session()
-                form.title.errors = [exc.message]
     return render_template("escalations/new.html", form=form), status
 
 
@@ -140,13 +139,10 @@ def queue():
 def save_view():
     given = _filter_from_args(request.form)
     name = request.form.get("name", "")
-    try:
+    with form_errors(flash_as="{}") as refused:
         service.save_view(session=request_session(), staff_id=current_user.id, name=name,
                           given=given)
-    except LifelineError as exc:
-        rollback_request_session()
-        flash(exc.message)
-    else:
+    if not refused:
         flash(f"View “{name.strip()}” saved.")
     return redirect(url_for("escalations.queue") + "?" + given.query_string())
 
@@ -186,14 +182,12 @@ def item_page(item_id: str):
 def _act(item_id: str, action, done: str):
     """Run one action on an item (the app checks every form's CSRF token before any view);
     a refusal is shown on the item's page (4xx)."""
-    try:
+    with form_errors(flash_as="{}") as refused:
         action(session=request_session(), desk=desk(), actor=g.actor, item_id=item_id,
                now=utcnow())
-    except LifelineError as exc:
-        rollback_request_session()
-        flash(exc.message)
+    if refused:
         item = service.get_item(session=request_session(), item_id=item_id)
-        return _render_item(item, exc.status)
+        return _render_item(item, refused.status)
     flash(done)
     return redirect(url_for("escalations.item_page", item_id=item_id))
 
@@ -305,12 +299,10 @@ def add_account_item(account_id: str):
     _owner_choices(form)
     if form.validate_on_submit():
         form.account_id.data = account_id
-        try:
+        with form_errors(flash_as="Nothing was logged: {}") as refused:
             item = _create_from(form)
+        if not refused:
             flash(f"Logged {item.id}.")
-        except LifelineError as exc:
-            rollback_request_session()
-            flash(f"Nothing was logged: {exc.message}")
     else:
         flash("; ".join(f"{name}: {', '.join(errors)}" for name, errors in form.errors.items()))
     return redirect(url_for("vault.account", account_id=account_id) + "#work")
@@ -319,16 +311,14 @@ def add_account_item(account_id: str):
 @bp.post("/console/accounts/<account_id>/items/bulk")
 @staff(*TRIAGE)
 def bulk(account_id: str):
-    try:
+    with form_errors(flash_as="Nothing was changed: {}") as refused:
         done = service.bulk(session=request_session(), desk=desk(), actor=g.actor,
                             account_id=account_id, item_ids=request.form.getlist("items"),
                             action=_form("action"), now=utcnow(),
                             status=_form("status") or None, owner_id=_form("owner_id") or None,
                             incident_id=_form("incident_id") or None,
                             parent_id=_form("parent_id") or None, body=_form("body") or None)
-    except LifelineError as exc:
-        rollback_request_session()
-        flash(f"Nothing was changed: {exc.message}")
+    if refused:
         return redirect(url_for("vault.account", account_id=account_id) + "#work")
     flash(f"{done} item{'s' if done != 1 else ''} updated.")
     return redirect(url_for("vault.account", account_id=account_id) + "#work")
@@ -337,14 +327,11 @@ def bulk(account_id: str):
 @bp.post("/console/accounts/<account_id>/support-hours")
 @staff(*TRIAGE)
 def support_hours(account_id: str):
-    try:
+    with form_errors(flash_as="{}") as refused:
         service.set_profile(session=request_session(), desk=desk(), actor=g.actor,
                             account_id=account_id, timezone=_form("timezone"),
                             business_hours=_form("business_hours"), now=utcnow())
-    except LifelineError as exc:
-        rollback_request_session()
-        flash(exc.message)
-    else:
+    if not refused:
         flash("Support hours saved; the account's open items follow them.")
     return redirect(url_for("vault.account", account_id=account_id) + "#hours")
 

@@ -31,8 +31,9 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from contacts.core.access import public, staff
-from contacts.core.db import request_session, rollback_request_session, utcnow
-from contacts.core.errors import Invalid, LifelineError
+from contacts.core.db import request_session, utcnow
+from contacts.core.errors import Invalid
+from contacts.core.forms import form_errors
 from contacts.core.ratelimit import RateLimit, limited
 from contacts.incidents import feed, messages, service
 from contacts.incidents.models import CONFIDENCE, SEVERITIES, STATES
@@ -172,14 +173,11 @@ def incident(incident_id: str):
 def add_sites(incident_id: str):
     form = SitesForm()
     if form.validate():
-        try:
+        with form_errors(form.sites) as refused:
             added = service.add_sites(session=request_session(), desk=desk(), actor=g.actor,
                                       incident_id=incident_id, refs=_refs(form.sites.data),
                                       now=utcnow())
-        except LifelineError as exc:
-            rollback_request_session()
-            form.sites.errors = [exc.message]
-        else:
+        if not refused:
             flash(f"{added} sites added.")
             return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
     return _incident_page(incident_id, 400, sites_form=form)
@@ -191,16 +189,13 @@ def set_stages(incident_id: str):
     form = StageForm(prefix="move")
     form.stage.choices = _choices(desk().stages)
     if form.validate():
-        try:
+        with form_errors(form.sites) as refused:
             changed = service.set_stages(
                 session=request_session(), desk=desk(), actor=g.actor,
                 incident_id=incident_id,
                 stages=[(ref, form.stage.data) for ref in _refs(form.sites.data)],
                 now=utcnow())
-        except LifelineError as exc:
-            rollback_request_session()
-            form.sites.errors = [exc.message]
-        else:
+        if not refused:
             flash(f"{changed} sites moved to {form.stage.data.replace('_', ' ')}.")
             return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
     return _incident_page(incident_id, 400, stage_form=form)
@@ -228,21 +223,22 @@ def compose(incident_id: str):
     if not form.validate():
         return _incident_page(incident_id, 400, update_form=form)
     session = request_session()
-    try:
-        if request.form.get("action") == "publish":
+    publishing = request.form.get("action") == "publish"
+    with form_errors(form.what_happened) as refused:
+        if publishing:
             update = service.publish(session=session, desk=desk(), vault=vault(),
                                      actor=g.actor, incident_id=incident_id,
                                      draft=form.draft(), now=utcnow())
-            flash(f"Update {update.number} published to {update.recipients} recipients.")
-            return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
-        shown = service.preview(session=session, desk=desk(), vault=vault(),
-                                incident_id=incident_id, draft=form.draft(),
-                                account_id=form.preview_account.data or "",
-                                actor=g.actor, now=utcnow())
-    except LifelineError as exc:
-        rollback_request_session()
-        form.what_happened.errors = [exc.message]
+        else:
+            shown = service.preview(session=session, desk=desk(), vault=vault(),
+                                    incident_id=incident_id, draft=form.draft(),
+                                    account_id=form.preview_account.data or "",
+                                    actor=g.actor, now=utcnow())
+    if refused:
         return _incident_page(incident_id, 400, update_form=form)
+    if publishing:
+        flash(f"Update {update.number} published to {update.recipients} recipients.")
+        return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
     return _incident_page(incident_id, 200, update_form=form, preview=shown)
 
 
@@ -263,14 +259,11 @@ def templates():
     if request.method == "POST":
         status = 400
         if form.validate():
-            try:
+            with form_errors(form.body, catching=(Invalid,)) as refused:
                 saved = service.save_template(session=request_session(), actor=g.actor,
                                               kind=form.kind.data, locale=form.locale.data,
                                               body=form.body.data, now=utcnow())
-            except Invalid as exc:
-                rollback_request_session()
-                form.body.errors = [exc.message]
-            else:
+            if not refused:
                 flash(f"Saved version {saved.version} of the {saved.kind} template "
                       f"({saved.locale}).")
                 return redirect(url_for("incidents.templates"), 303)
@@ -315,14 +308,12 @@ def webhooks():
     if request.method == "POST":
         status = 400
         if form.validate():
-            try:
+            with form_errors(form.url) as refused:
                 secret = service.set_webhook(session=request_session(), desk=desk(),
                                              actor=g.actor, account_id=form.account_id.data,
                                              url=form.url.data, now=utcnow())
+            if not refused:
                 status = 200
-            except LifelineError as exc:
-                rollback_request_session()
-                form.url.errors = [exc.message]
     session = request_session()
     endpoints = service.webhooks(session=session)
     names = vault_service.accounts_by_id(session=session,
@@ -371,13 +362,11 @@ def subscribe():
     if request.method == "POST":
         if not form.validate():
             return render_template("public/subscribe.html", form=form, sent=False), 400
-        try:
+        with form_errors(form.email, catching=(Invalid,)) as refused:
             service.subscribe(session=request_session(), desk=desk(), email=form.email.data,
                               locale=request.accept_languages.best_match(("en", "fr")) or "en",
                               now=utcnow())
-        except Invalid as exc:
-            rollback_request_session()
-            form.email.errors = [exc.message]
+        if refused:
             return render_template("public/subscribe.html", form=form, sent=False), 400
         return render_template("public/subscribe.html", form=form, sent=True)
     return render_template("public/subscribe.html", form=form, sent=False)
@@ -389,13 +378,10 @@ def subscription(action: str, token: str):
     """GET shows a button (mail scanners follow links); POST confirms or stops."""
     done, error = False, None
     if request.method == "POST":
-        try:
+        with form_errors(catching=(Invalid,)) as refused:
             service.follow_subscription_link(session=request_session(), desk=desk(),
                                              action=action, token=token, now=utcnow())
-            done = True
-        except Invalid as exc:
-            rollback_request_session()
-            error = exc.message
+        done, error = not refused, refused.message or None
     elif action not in service.ACTIONS:
         abort(404)
     return render_template("public/subscription.html", action=action, done=done, error=error,

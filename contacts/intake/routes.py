@@ -21,8 +21,9 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from contacts.core.access import public, staff
-from contacts.core.db import request_session, rollback_request_session, utcnow
-from contacts.core.errors import Invalid, LifelineError
+from contacts.core.db import request_session, utcnow
+from contacts.core.errors import Invalid
+from contacts.core.forms import form_errors
 from contacts.core.inputs import cap_bodies
 from contacts.core.ratelimit import RateLimit, limited
 from contacts.intake import service
@@ -150,15 +151,13 @@ def confirm_link(reference: str, token: str):
         abort(404)
     error = None
     if request.method == "POST":
-        try:
+        with form_errors() as refused:
             verified = service.verify_by_link(session=request_session(), intake=intake(),
                                               vault=_vault(), reference=normalized,
                                               token=token, now=utcnow())
-        except LifelineError as exc:
-            rollback_request_session()
-            error = exc.message
-        else:
+        if not refused:
             return _to_status_page(verified.reference)
+        error = refused.message
     return render_template("public/confirm_request.html", reference=normalized, error=error,
                            form=FlaskForm()), 400 if error else 200
 
@@ -295,12 +294,10 @@ def attach(request_id: str):
     form = AttachForm()
     if not form.validate():
         return _request_page(request_id, 400, attach_form=form)
-    try:
+    with form_errors(form.account_id) as refused:
         service.attach(session=request_session(), intake=intake(), vault=_vault(),
                        actor=g.actor, request_id=request_id, account_id=form.account_id.data)
-    except LifelineError as exc:
-        rollback_request_session()
-        form.account_id.errors = [exc.message]
+    if refused:
         return _request_page(request_id, 400, attach_form=form)
     flash("Request attached to the account.")
     return redirect(url_for("intake.request_page", request_id=request_id), 303)
@@ -310,13 +307,11 @@ def attach(request_id: str):
 @staff("support", "admin")
 def callback(request_id: str):
     form = CallbackForm()
-    try:
+    with form_errors(form.contact_id) as refused:
         service.record_callback(session=request_session(), actor=g.actor,
                                 request_id=request_id, contact_id=request.form.get(
                                     "contact_id", ""), now=utcnow())
-    except LifelineError as exc:
-        rollback_request_session()
-        form.contact_id.errors = [exc.message]
+    if refused:
         return _request_page(request_id, 400, callback_form=form)
     flash("Call back recorded: the requester is confirmed.")
     return redirect(url_for("intake.request_page", request_id=request_id), 303)

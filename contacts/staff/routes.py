@@ -21,8 +21,9 @@ from wtforms.validators import DataRequired, Email, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from contacts.core.access import ROLES, SCOPES, public, safe_next, staff
-from contacts.core.db import request_session, rollback_request_session
-from contacts.core.errors import Invalid, LifelineError
+from contacts.core.db import request_session
+from contacts.core.errors import Invalid
+from contacts.core.forms import form_errors
 from contacts.staff import service, twofactor, web
 from contacts.staff.web import SignedInStaff
 
@@ -233,15 +234,12 @@ def staff_list():
     if request.method == "POST":
         status = 400
         if form.validate_on_submit():
-            try:
+            with form_errors(form.email) as refused:
                 created = service.create_staff(
                     session=request_session(), crypto=_crypto(), actor=g.actor,
                     email=form.email.data, role=form.role.data, password=form.password.data,
                     min_password_length=_settings().security_password_min_length)
-            except LifelineError as exc:
-                rollback_request_session()
-                form.email.errors = [exc.message]
-            else:
+            if not refused:
                 flash(f"Staff account {created.id} created with role {created.role}.")
                 return redirect(url_for("staff.staff_list"))
     members = service.list_staff(session=request_session(), crypto=_crypto())
@@ -289,14 +287,11 @@ def tokens():
         expires_at = None
         if form.expires_on.data:
             expires_at = datetime.combine(form.expires_on.data, time.min, tzinfo=UTC)
-        try:
+        with form_errors(form.name) as refused:
             token, secret = service.create_token(
                 session=request_session(), actor=g.actor, name=form.name.data,
                 scopes=form.scopes.data, expires_at=expires_at)
-        except LifelineError as exc:
-            rollback_request_session()
-            form.name.errors = [exc.message]
-        else:
+        if not refused:
             return render_template("staff/token_created.html", token=token, secret=secret)
     status = 400 if request.method == "POST" else 200
     listing = service.list_tokens(session=request_session())

@@ -13,8 +13,9 @@ from wtforms.validators import DataRequired, Length
 
 from contacts.core import audit, schema
 from contacts.core.access import public, staff
-from contacts.core.db import request_session, rollback_request_session, utcnow
-from contacts.core.errors import Invalid, LifelineError, NotFound
+from contacts.core.db import request_session, utcnow
+from contacts.core.errors import Invalid, NotFound
+from contacts.core.forms import form_errors
 from contacts.vault import backup, deletions, freshness, importer, service
 
 bp = Blueprint("vault", __name__)
@@ -132,12 +133,10 @@ def import_contacts():
         if form.validate_on_submit():
             upload = form.file.data
             suffix = Path(upload.filename or "").suffix.lstrip(".").lower()
-            try:
+            with form_errors(form.file) as refused:
                 report = _import_upload(upload.read(), suffix, form.strict.data)
+            if not refused:
                 status = 200
-            except LifelineError as exc:
-                rollback_request_session()
-                form.file.errors = [exc.message]
     return _import_page(form, report, status)
 
 
@@ -161,15 +160,14 @@ def confirm_held_deletion(deletion_id: str):
     its report gave and a reason (audited as bulk_delete.confirmed)."""
     form = ConfirmHeldForm()
     if form.validate_on_submit():
-        try:
+        with form_errors(flash_as="Not confirmed, nothing deleted: {}.") as refused:
             done = deletions.confirm_held(
                 session=request_session(), vault=_vault(), actor=g.actor,
                 deletion_id=deletion_id, token=form.token.data.strip(), limits=_limits(),
                 is_admin=True, reason=form.reason.data)
-        except LifelineError as exc:
-            rollback_request_session()
-            flash(f"Not confirmed, nothing deleted: {exc.message}.")
-            return _import_page(ImportForm(formdata=None), None, exc.status, form, deletion_id)
+        if refused:
+            return _import_page(ImportForm(formdata=None), None, refused.status, form,
+                                deletion_id)
         flash(f"Deleted {done.deleted} {done.kind}(s) ({done.deletion_id}); restorable until "
               f"{done.restorable_until:%Y-%m-%d %H:%M} UTC.")
         return redirect(url_for("vault.import_contacts"), 303)
@@ -270,13 +268,12 @@ def confirm_page(token: str):
 @public
 def confirm_details(token: str):
     session = request_session()
-    try:
+    with form_errors(catching=(Invalid, NotFound)) as refused:
         contact_id = _contact_from_link(token)
         account_name, _ = freshness.describe_for_confirmation(session=session, vault=_vault(),
                                                               contact_id=contact_id)
         freshness.confirm(session=session, vault=_vault(), actor=g.actor,
                           contact_id=contact_id, now=utcnow())
-    except (Invalid, NotFound) as exc:
-        rollback_request_session()
-        return render_template("public/confirm.html", error=exc.message), 400
+    if refused:
+        return render_template("public/confirm.html", error=refused.message), 400
     return render_template("public/confirm.html", confirmed=True, account_name=account_name)
