@@ -48,7 +48,8 @@ from contacts.core.schema import upgrade_database  # noqa: E402
 from contacts.core.settings import load_secrets  # noqa: E402
 from contacts.delivery import outbox  # noqa: E402
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage  # noqa: E402
-from contacts.incidents import service  # noqa: E402
+from contacts.incidents import progress, publishing, records  # noqa: E402
+from contacts.incidents.desk import Desk  # noqa: E402
 from contacts.vault import service as vault_service  # noqa: E402
 from contacts.vault.schemas import AccountIn  # noqa: E402
 
@@ -392,7 +393,7 @@ def main() -> int:
             settings, crypto = app.extensions["lifeline.settings"], app.extensions[
                 "lifeline.crypto"]
             vault = vault_service.Vault.from_settings(settings, crypto)
-            desk = service.Desk.from_settings(settings, crypto, Path(app.template_folder))
+            desk = Desk.from_settings(settings, crypto, Path(app.template_folder))
             actor = Actor.system("bench")
             print(f"fan-out benchmark: {args.recipients:,} recipients, PostgreSQL, "
                   f"smtp-sink on 127.0.0.1:{port}")
@@ -401,25 +402,25 @@ def main() -> int:
             with session_scope(engine) as session:
                 vault_service.sync(session=session, vault=vault, actor=actor, entries=loaded,
                                    source="import", parallel=True)
-                incident = service.create_incident(session=session, actor=actor,
+                incident = records.create_incident(session=session, actor=actor,
                                                    title="Bench incident",
                                                    severity="critical", started_at=utcnow(),
                                                    now=utcnow())
-                service.add_sites(session=session, desk=desk, actor=actor,
-                                  incident_id=incident.id, now=utcnow(),
-                                  refs=[entry.account.sites[0].external_id
-                                        for entry in loaded])
+                progress.add_sites(session=session, desk=desk, actor=actor,
+                                   incident_id=incident.id, now=utcnow(),
+                                   refs=[entry.account.sites[0].external_id
+                                         for entry in loaded])
             print(f"vault and incident ready in {time.perf_counter() - started:.1f} s")
-            draft = service.UpdateDraft(
+            draft = publishing.UpdateDraft(
                 state="identified", what_happened="Sites were deleted.",
                 timeline="Restores run in waves.", data_loss="At most 5 minutes.",
                 next_update_at=utcnow() + timedelta(hours=4), confidence_timeline="medium",
                 confidence_restore="high", confidence_data_loss="high")
             started = time.perf_counter()
             with session_scope(engine) as session:
-                update = service.publish(session=session, desk=desk, vault=vault,
-                                         actor=actor, incident_id=incident.id, draft=draft,
-                                         now=utcnow())
+                update = publishing.publish(session=session, desk=desk, vault=vault,
+                                            actor=actor, incident_id=incident.id, draft=draft,
+                                            now=utcnow())
             enqueue = time.perf_counter() - started
             print(f"render + enqueue: {update.recipients:,} messages in {enqueue:.1f} s "
                   f"(target <= 15 s: {'met' if enqueue <= 15 else 'NOT MET'})")

@@ -14,7 +14,7 @@ from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer, render_message
 from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
-from contacts.delivery import outbox
+from contacts.delivery import outbox, quarantine
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.incidents import service as incidents_service
@@ -157,8 +157,7 @@ def send_scheduled_updates() -> None:
             now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
-        quarantined = incidents_service.quarantine_failing_webhooks(session=session,
-                                                                    now=utcnow())
+        quarantined = quarantine.quarantine_failing_webhooks(session=session, now=utcnow())
         unreached = incidents_service.follow_up_bounces(session=session, now=utcnow())
         calls = escalations_service.call_unreached(
             session=session, desk=app.extensions["lifeline.escalations"], unreached=unreached,

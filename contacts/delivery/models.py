@@ -1,6 +1,6 @@
 """The outbox: one row per message to send, written in the same transaction as the change
 that calls for it, so a message is neither lost with a rollback nor sent for a change that
-never happened."""
+never happened; and each account's webhook endpoint, with its secret and its quarantine."""
 
 from __future__ import annotations
 
@@ -42,3 +42,21 @@ class OutboxMessage(SQLModel, table=True):
 
 OUTBOX_PAYLOAD = encrypted_column(OutboxMessage.__table__, "payload_encrypted",
                                   "outbox_message.payload")
+
+
+class AccountWebhook(SQLModel, table=True):
+    """Where an account's systems receive its updates: a signed POST per update."""
+
+    __tablename__ = "account_webhook"
+
+    account_id: str = Field(primary_key=True, max_length=40)
+    url: str = Field(max_length=2048)
+    secret_encrypted: str = Field(max_length=512)
+    created_by: str = Field(max_length=40)
+    created_at: datetime = Field(sa_column=utc_column())
+    # Set when a message to it failed for good; updates skip it until it is saved again.
+    quarantined_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
+WEBHOOK_SECRET = encrypted_column(AccountWebhook.__table__, "secret_encrypted",
+                                  "account_webhook.secret")

@@ -14,7 +14,7 @@ from contacts.core.api import API_PREFIX, Moment, Text, ValidationFailed, operat
 from contacts.core.db import request_session, utcnow
 from contacts.core.errors import WrongKind
 from contacts.core.ids import kind_of, parse_id
-from contacts.incidents import service
+from contacts.incidents import cadence, progress, proof, publishing, records
 from contacts.incidents.models import IncidentUpdate
 from contacts.incidents.web import desk, vault
 
@@ -60,7 +60,7 @@ def _incident_out(incident) -> IncidentOut:
         severity=incident.severity, started_at=incident.started_at,
         created_at=incident.created_at, updated_at=incident.updated_at,
         last_update_at=incident.last_update_at, next_update_due=incident.next_update_due,
-        late=service.is_late(incident, utcnow()), cadence_hours=incident.cadence_hours)
+        late=cadence.is_late(incident, utcnow()), cadence_hours=incident.cadence_hours)
 
 
 @bp.post("/incidents")
@@ -69,7 +69,7 @@ def _incident_out(incident) -> IncidentOut:
 def create_incident(json: IncidentIn):
     """Open an incident, as the console does; it starts `investigating`."""
     now = utcnow()
-    incident = service.create_incident(session=request_session(), actor=g.actor,
+    incident = records.create_incident(session=request_session(), actor=g.actor,
                                        title=json.title, severity=json.severity,
                                        started_at=json.started_at or now, now=now)
     return _incident_out(incident), 201
@@ -120,10 +120,10 @@ def add_sites(incident_id: str, json: SitesIn):
                         "(site_...) or the product's external site IDs.",
                         details={"wrong_kind": list(refused)})
     session = request_session()
-    added = service.add_sites(session=session, desk=desk(), actor=g.actor,
-                              incident_id=incident_id, refs=refs, now=utcnow())
-    accounts, sites, _ = service.computed_scope(session=session,
-                                                incident_id=parse_id(incident_id, "inc"))
+    added = progress.add_sites(session=session, desk=desk(), actor=g.actor,
+                               incident_id=incident_id, refs=refs, now=utcnow())
+    accounts, sites, _ = progress.computed_scope(session=session,
+                                                 incident_id=parse_id(incident_id, "inc"))
     return SitesAdded(added=added, already_there=len(refs) - added, sites=sites,
                       accounts=accounts)
 
@@ -132,7 +132,7 @@ def add_sites(incident_id: str, json: SitesIn):
 
 
 class UpdateIn(BaseModel):
-    """The fields of `service.UpdateDraft`; what a publishable update lacks is answered 422
+    """The fields of `publishing.UpdateDraft`; what a publishable update lacks is answered 422
     naming every missing field."""
 
     model_config = ConfigDict(extra="forbid")
@@ -161,8 +161,8 @@ class UpdateIn(BaseModel):
                     "is 15 minutes): the latest update goes out again every this many hours "
                     "until resolved. null: only when published.")
 
-    def draft(self) -> service.UpdateDraft:
-        return service.UpdateDraft(
+    def draft(self) -> publishing.UpdateDraft:
+        return publishing.UpdateDraft(
             state=self.state or "", what_happened=self.what_happened, scope=self.scope,
             timeline=self.timeline, next_update_at=self.next_update_at,
             restore_percentage=self.restore_percentage, restore_note=self.restore_note,
@@ -220,9 +220,9 @@ class UpdatePublished(UpdateOut):
 
 
 def _updates_out(session, incident_id: str, updates: list[IncidentUpdate]) -> list[UpdateOut]:
-    counts = service.delivery_counts(session=session, incident_id=incident_id)
-    unreached = service.fallbacks_by_update(session=session, incident_id=incident_id)
-    late = service.late_updates(updates, utcnow())
+    counts = proof.delivery_counts(session=session, incident_id=incident_id)
+    unreached = proof.fallbacks_by_update(session=session, incident_id=incident_id)
+    late = cadence.late_updates(updates, utcnow())
     return [UpdateOut(
         id=update.id, number=update.number, state=update.state,
         published_at=update.published_at, next_update_at=update.next_update_at,
@@ -244,22 +244,22 @@ def publish_update(incident_id: str, json: UpdateIn):
     every affected account (and a webhook per endpoint) queued in the outbox. A draft missing
     required fields is refused 422, naming each; an incident with no sites is 409."""
     draft = json.draft()
-    missing = service.missing_fields(draft)
+    missing = publishing.missing_fields(draft)
     if missing:
         raise ValidationFailed(
             "The update cannot be published without: "
-            + ", ".join(f"{name} ({service.FIELD_NAMES[name]})" for name in missing),
-            details=[{"field": name, "message": f"required: {service.FIELD_NAMES[name]}",
+            + ", ".join(f"{name} ({publishing.FIELD_NAMES[name]})" for name in missing),
+            details=[{"field": name, "message": f"required: {publishing.FIELD_NAMES[name]}",
                       "type": "missing"} for name in missing])
     session = request_session()
-    update = service.publish(session=session, desk=desk(), vault=vault(), actor=g.actor,
-                             incident_id=incident_id, draft=draft, now=utcnow())
-    incident = service.get_incident(session=session, incident_id=update.incident_id)
+    update = publishing.publish(session=session, desk=desk(), vault=vault(), actor=g.actor,
+                                incident_id=incident_id, draft=draft, now=utcnow())
+    incident = records.get_incident(session=session, incident_id=update.incident_id)
     if "cadence_hours" in json.model_fields_set:
-        incident = service.set_cadence(session=session, actor=g.actor,
+        incident = cadence.set_cadence(session=session, actor=g.actor,
                                        incident_id=incident.id, hours=json.cadence_hours)
     published = _updates_out(session, incident.id,
-                             service.updates_of(session=session, incident_id=incident.id))
+                             publishing.updates_of(session=session, incident_id=incident.id))
     mine = next(out for out in published if out.id == update.id)
     return UpdatePublished(**mine.model_dump(), cadence_hours=incident.cadence_hours), 201
 
@@ -281,13 +281,13 @@ class IncidentDetail(IncidentOut):
 def get_incident(incident_id: str):
     """The incident, its restore progress, and every update with its messages' outcomes."""
     session = request_session()
-    incident = service.get_incident(session=session, incident_id=incident_id)
-    progress = service.progress(session=session, desk=desk(), incident_id=incident.id)
-    accounts, _, _ = service.computed_scope(session=session, incident_id=incident.id)
-    updates = service.updates_of(session=session, incident_id=incident.id)
+    incident = records.get_incident(session=session, incident_id=incident_id)
+    restore = progress.progress(session=session, desk=desk(), incident_id=incident.id)
+    accounts, _, _ = progress.computed_scope(session=session, incident_id=incident.id)
+    updates = publishing.updates_of(session=session, incident_id=incident.id)
     return IncidentDetail(
-        **_incident_out(incident).model_dump(), restore_percentage=progress.percentage,
-        sites=progress.sites, restored=progress.restored, by_stage=progress.by_stage,
+        **_incident_out(incident).model_dump(), restore_percentage=restore.percentage,
+        sites=restore.sites, restored=restore.restored, by_stage=restore.by_stage,
         accounts=accounts, updates=_updates_out(session, incident.id, updates))
 
 
@@ -319,10 +319,10 @@ def report_progress(incident_id: str, json: ProgressReport):
     """Move the incident's sites to stages. A site not in the incident or an unknown stage
     refuses the whole report (422 naming each problem); nothing is half-written."""
     session = request_session()
-    changed = service.set_stages(session=session, desk=desk(), actor=g.actor,
-                                 incident_id=incident_id,
-                                 stages=[(item.site, item.stage) for item in json.sites],
-                                 now=utcnow())
-    now = service.progress(session=session, desk=desk(), incident_id=incident_id)
+    changed = progress.set_stages(session=session, desk=desk(), actor=g.actor,
+                                  incident_id=incident_id,
+                                  stages=[(item.site, item.stage) for item in json.sites],
+                                  now=utcnow())
+    now = progress.progress(session=session, desk=desk(), incident_id=incident_id)
     return ProgressOut(changed=changed, sites=now.sites, restored=now.restored,
                        restore_percentage=now.percentage, by_stage=now.by_stage)

@@ -20,7 +20,7 @@ from jinja2 import TemplateSyntaxError, select_autoescape
 from jinja2.exceptions import SecurityError
 
 from contacts.core.errors import Invalid
-from contacts.incidents import sandbox
+from contacts.incidents import sandbox, sandbox_bounds
 
 KINDS = {"subject": "subject.txt", "text": "body.txt", "html": "body.html"}
 LOCALES = ("en", "fr")
@@ -31,7 +31,7 @@ REQUIRED = ("what_happened", "scope", "timeline", "next_update", "restore_percen
 # The subject line is short: it must name the incident and its restore percentage.
 REQUIRED_IN_SUBJECT = ("incident_title", "restore_percentage")
 # Saved templates may spend this long in all on one publish's audiences; past it, the rest
-# get the default templates (a template may take up to sandbox.RENDER_SECONDS each time).
+# get the default templates (a template may take up to sandbox_bounds.RENDER_SECONDS each time).
 PUBLISH_TEMPLATE_SECONDS = 10.0
 
 _environment = sandbox.BoundedSandbox(
@@ -68,9 +68,9 @@ def _problem(kind: str, exc: Exception, audience: str = "") -> Invalid:
     where = f" for {audience}" if audience else ""
     if isinstance(exc, TemplateSyntaxError):
         text, problem = f"does not parse (line {exc.lineno}): {exc.message}", "syntax"
-    elif isinstance(exc, sandbox.OverBudget):
+    elif isinstance(exc, sandbox_bounds.OverBudget):
         text, problem = f"is too costly{where}: it {exc}", "over_budget"
-    elif isinstance(exc, sandbox.Refused):
+    elif isinstance(exc, sandbox_bounds.Refused):
         text, problem = f"reaches for something the sandbox forbids{where}: it {exc}", "unsafe"
     elif isinstance(exc, SecurityError):
         text, problem = f"reaches for something the sandbox forbids{where}: {exc}", "unsafe"
@@ -214,6 +214,10 @@ WORDS = {"fr": {
 }}
 _TRANSLATED = ("confidence_timeline", "confidence_restore", "confidence_data_loss",
                "incident_state")
+
+
+def language_of(locale: str) -> str:
+    return "fr" if locale.lower().startswith("fr") else "en"
 
 
 def in_language(values: dict, language: str) -> dict:

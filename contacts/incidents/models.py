@@ -116,24 +116,6 @@ class MessageTemplate(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column())
 
 
-class AccountWebhook(SQLModel, table=True):
-    """Where an account's systems receive its updates: a signed POST per update."""
-
-    __tablename__ = "account_webhook"
-
-    account_id: str = Field(primary_key=True, max_length=40)
-    url: str = Field(max_length=2048)
-    secret_encrypted: str = Field(max_length=512)
-    created_by: str = Field(max_length=40)
-    created_at: datetime = Field(sa_column=utc_column())
-    # Set when a message to it failed for good; updates skip it until it is saved again.
-    quarantined_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
-
-
-WEBHOOK_SECRET = encrypted_column(AccountWebhook.__table__, "secret_encrypted",
-                                  "account_webhook.secret")
-
-
 class UpdateFallback(SQLModel, table=True):
     """An account none of whose contacts an update's email reached (every one refused or
     given up): it falls back to a call by support (a task in the escalations queue)."""

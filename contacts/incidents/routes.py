@@ -35,7 +35,16 @@ from contacts.core.db import request_session, utcnow
 from contacts.core.errors import Invalid
 from contacts.core.forms import form_errors
 from contacts.core.ratelimit import RateLimit, limited
-from contacts.incidents import feed, messages, service
+from contacts.incidents import (
+    cadence,
+    feed,
+    messages,
+    progress,
+    proof,
+    publishing,
+    records,
+    subscriptions,
+)
 from contacts.incidents.models import CONFIDENCE, SEVERITIES, STATES
 from contacts.incidents.web import desk, vault
 from contacts.vault import service as vault_service
@@ -91,8 +100,8 @@ class UpdateForm(FlaskForm):
     preview_account = SelectField("Preview for account", validators=[Optional()],
                                   validate_choice=False)
 
-    def draft(self) -> service.UpdateDraft:
-        return service.UpdateDraft(
+    def draft(self) -> publishing.UpdateDraft:
+        return publishing.UpdateDraft(
             state=self.state.data, what_happened=self.what_happened.data or "",
             scope=self.scope.data or "", timeline=self.timeline.data or "",
             next_update_at=self.next_update_at.data.replace(tzinfo=UTC)
@@ -119,46 +128,46 @@ def incidents():
         if form.validate():
             now = utcnow()
             started = form.started_at.data.replace(tzinfo=UTC) if form.started_at.data else now
-            incident = service.create_incident(session=request_session(), actor=g.actor,
+            incident = records.create_incident(session=request_session(), actor=g.actor,
                                                title=form.title.data,
                                                severity=form.severity.data,
                                                started_at=started, now=now)
             return redirect(url_for("incidents.incident", incident_id=incident.id), 303)
     return render_template("incidents/list.html", form=form, now=utcnow(),
-                           incidents=service.list_incidents(session=request_session()),
-                           is_late=service.is_late), status
+                           incidents=records.list_incidents(session=request_session()),
+                           is_late=cadence.is_late), status
 
 
 def _incident_page(incident_id: str, status: int = 200, **forms):
     session = request_session()
     the_desk = desk()
-    incident = service.get_incident(session=session, incident_id=incident_id)
-    sites = service.affected_sites(session=session, incident_id=incident.id)
+    incident = records.get_incident(session=session, incident_id=incident_id)
+    sites = progress.affected_sites(session=session, incident_id=incident.id)
     stage_form = forms.pop("stage_form", None) or StageForm(prefix="move")
     stage_form.stage.choices = _choices(the_desk.stages)
     update_form = forms.pop("update_form", None) or UpdateForm(
-        state=incident.state, next_update_at=service.next_due_default(the_desk, utcnow())
+        state=incident.state, next_update_at=cadence.next_due_default(the_desk, utcnow())
         .replace(tzinfo=None, second=0, microsecond=0))
     accounts = sorted({(site.account_id, site.account_name) for site in sites},
                       key=lambda pair: pair[1])
     update_form.preview_account.choices = [SelectChoice(account_id, name)
                                            for account_id, name in accounts]
-    accounts_affected, sites_affected, scope = service.computed_scope(
+    accounts_affected, sites_affected, scope = progress.computed_scope(
         session=session, incident_id=incident.id)
     return render_template(
         "incidents/incident.html", incident=incident, sites=sites, desk=the_desk,
-        progress=service.progress(session=session, desk=the_desk, incident_id=incident.id),
-        history=service.progress_history(session=session, desk=the_desk,
-                                         incident_id=incident.id),
-        updates=service.updates_of(session=session, incident_id=incident.id),
-        delivery_counts=service.delivery_counts(session=session, incident_id=incident.id),
-        fallbacks=service.fallbacks_by_update(session=session, incident_id=incident.id),
+        progress=progress.progress(session=session, desk=the_desk, incident_id=incident.id),
+        history=progress.progress_history(session=session, desk=the_desk,
+                                          incident_id=incident.id),
+        updates=publishing.updates_of(session=session, incident_id=incident.id),
+        delivery_counts=proof.delivery_counts(session=session, incident_id=incident.id),
+        fallbacks=proof.fallbacks_by_update(session=session, incident_id=incident.id),
         sites_form=forms.pop("sites_form", None) or SitesForm(), stage_form=stage_form,
         cadence_form=forms.pop("cadence_form", None) or CadenceForm(
             hours=incident.cadence_hours),
         update_form=update_form, computed_scope=scope, preview=forms.pop("preview", None),
-        late=service.is_late(incident, utcnow()),
-        account_links={account_id: service.account_link(the_desk, incident.id, account_id)
+        late=cadence.is_late(incident, utcnow()),
+        account_links={account_id: publishing.account_link(the_desk, incident.id, account_id)
                        for account_id, _ in accounts}), status
 
 
@@ -174,9 +183,9 @@ def add_sites(incident_id: str):
     form = SitesForm()
     if form.validate():
         with form_errors(form.sites) as refused:
-            added = service.add_sites(session=request_session(), desk=desk(), actor=g.actor,
-                                      incident_id=incident_id, refs=_refs(form.sites.data),
-                                      now=utcnow())
+            added = progress.add_sites(session=request_session(), desk=desk(), actor=g.actor,
+                                       incident_id=incident_id, refs=_refs(form.sites.data),
+                                       now=utcnow())
         if not refused:
             flash(f"{added} sites added.")
             return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
@@ -190,7 +199,7 @@ def set_stages(incident_id: str):
     form.stage.choices = _choices(desk().stages)
     if form.validate():
         with form_errors(form.sites) as refused:
-            changed = service.set_stages(
+            changed = progress.set_stages(
                 session=request_session(), desk=desk(), actor=g.actor,
                 incident_id=incident_id,
                 stages=[(ref, form.stage.data) for ref in _refs(form.sites.data)],
@@ -208,7 +217,7 @@ def set_cadence(incident_id: str):
     if not form.validate():
         return _incident_page(incident_id, 400, cadence_form=form)
     hours = float(form.hours.data) if form.hours.data is not None else None
-    service.set_cadence(session=request_session(), actor=g.actor, incident_id=incident_id,
+    cadence.set_cadence(session=request_session(), actor=g.actor, incident_id=incident_id,
                         hours=hours)
     flash(f"Updates every {hours:g} hours until resolved." if hours
           else "No scheduled updates: they go out when published here.")
@@ -223,20 +232,20 @@ def compose(incident_id: str):
     if not form.validate():
         return _incident_page(incident_id, 400, update_form=form)
     session = request_session()
-    publishing = request.form.get("action") == "publish"
+    publish_now = request.form.get("action") == "publish"
     with form_errors(form.what_happened) as refused:
-        if publishing:
-            update = service.publish(session=session, desk=desk(), vault=vault(),
-                                     actor=g.actor, incident_id=incident_id,
-                                     draft=form.draft(), now=utcnow())
+        if publish_now:
+            update = publishing.publish(session=session, desk=desk(), vault=vault(),
+                                        actor=g.actor, incident_id=incident_id,
+                                        draft=form.draft(), now=utcnow())
         else:
-            shown = service.preview(session=session, desk=desk(), vault=vault(),
-                                    incident_id=incident_id, draft=form.draft(),
-                                    account_id=form.preview_account.data or "",
-                                    actor=g.actor, now=utcnow())
+            shown = publishing.preview(session=session, desk=desk(), vault=vault(),
+                                       incident_id=incident_id, draft=form.draft(),
+                                       account_id=form.preview_account.data or "",
+                                       actor=g.actor, now=utcnow())
     if refused:
         return _incident_page(incident_id, 400, update_form=form)
-    if publishing:
+    if publish_now:
         flash(f"Update {update.number} published to {update.recipients} recipients.")
         return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
     return _incident_page(incident_id, 200, update_form=form, preview=shown)
@@ -260,15 +269,15 @@ def templates():
         status = 400
         if form.validate():
             with form_errors(form.body, catching=(Invalid,)) as refused:
-                saved = service.save_template(session=request_session(), actor=g.actor,
-                                              kind=form.kind.data, locale=form.locale.data,
-                                              body=form.body.data, now=utcnow())
+                saved = publishing.save_template(session=request_session(), actor=g.actor,
+                                                 kind=form.kind.data, locale=form.locale.data,
+                                                 body=form.body.data, now=utcnow())
             if not refused:
                 flash(f"Saved version {saved.version} of the {saved.kind} template "
                       f"({saved.locale}).")
                 return redirect(url_for("incidents.templates"), 303)
     session = request_session()
-    sources = {locale: service.template_sources(session=session, desk=desk(), locale=locale)
+    sources = {locale: publishing.template_sources(session=session, desk=desk(), locale=locale)
                for locale in messages.LOCALES}
     return render_template("incidents/templates.html", form=form, sources=sources,
                            required=messages.REQUIRED,
@@ -286,12 +295,12 @@ class WebhookForm(FlaskForm):
 def deliveries_csv(incident_id: str):
     """Every message of every update and its outcome, for the post-incident review."""
     session = request_session()
-    found = service.get_incident(session=session, incident_id=incident_id)
+    found = records.get_incident(session=session, incident_id=incident_id)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["update", "published_at", "account_id", "recipient", "channel", "state",
                      "attempts", "sent_at"])
-    for item in service.deliveries(session=session, incident_id=found.id):
+    for item in proof.deliveries(session=session, incident_id=found.id):
         writer.writerow([item.update_number, item.published_at.isoformat(), item.account_id,
                          item.recipient, item.channel, item.state, item.attempts,
                          item.sent_at.isoformat() if item.sent_at else ""])
@@ -309,13 +318,13 @@ def webhooks():
         status = 400
         if form.validate():
             with form_errors(form.url) as refused:
-                secret = service.set_webhook(session=request_session(), desk=desk(),
-                                             actor=g.actor, account_id=form.account_id.data,
-                                             url=form.url.data, now=utcnow())
+                secret = publishing.set_webhook(session=request_session(), desk=desk(),
+                                                actor=g.actor, account_id=form.account_id.data,
+                                                url=form.url.data, now=utcnow())
             if not refused:
                 status = 200
     session = request_session()
-    endpoints = service.webhooks(session=session)
+    endpoints = publishing.webhooks(session=session)
     names = vault_service.accounts_by_id(session=session,
                                          ids=[hook.account_id for hook in endpoints])
     return render_template("incidents/webhooks.html", form=form, secret=secret,
@@ -330,9 +339,9 @@ def webhooks():
 def status_index():
     session, now = request_session(), utcnow()
     return render_template(
-        "public/status.html", now=now, is_late=service.is_late,
-        incidents=service.list_incidents(session=session, open_only=True),
-        recent=service.recently_closed(session=session,
+        "public/status.html", now=now, is_late=cadence.is_late,
+        incidents=records.list_incidents(session=session, open_only=True),
+        recent=records.recently_closed(session=session,
                                        since=now - timedelta(days=RECENT_DAYS)),
         recent_days=RECENT_DAYS)
 
@@ -342,12 +351,12 @@ def status_index():
 def status_page(incident_id: str):
     session = request_session()
     the_desk = desk()
-    found = service.get_incident(session=session, incident_id=incident_id)
+    found = records.get_incident(session=session, incident_id=incident_id)
     return render_template(
         "public/incident.html", incident=found, desk=the_desk,
-        progress=service.progress(session=session, desk=the_desk, incident_id=found.id),
-        updates=service.updates_of(session=session, incident_id=found.id),
-        late=service.is_late(found, utcnow()), account=None, sites=None)
+        progress=progress.progress(session=session, desk=the_desk, incident_id=found.id),
+        updates=publishing.updates_of(session=session, incident_id=found.id),
+        late=cadence.is_late(found, utcnow()), account=None, sites=None)
 
 
 class SubscribeForm(FlaskForm):
@@ -363,9 +372,10 @@ def subscribe():
         if not form.validate():
             return render_template("public/subscribe.html", form=form, sent=False), 400
         with form_errors(form.email, catching=(Invalid,)) as refused:
-            service.subscribe(session=request_session(), desk=desk(), email=form.email.data,
-                              locale=request.accept_languages.best_match(("en", "fr")) or "en",
-                              now=utcnow())
+            subscriptions.subscribe(session=request_session(), desk=desk(),
+                                    email=form.email.data,
+                                    locale=request.accept_languages.best_match(("en", "fr"))
+                                    or "en", now=utcnow())
         if refused:
             return render_template("public/subscribe.html", form=form, sent=False), 400
         return render_template("public/subscribe.html", form=form, sent=True)
@@ -379,10 +389,10 @@ def subscription(action: str, token: str):
     done, error = False, None
     if request.method == "POST":
         with form_errors(catching=(Invalid,)) as refused:
-            service.follow_subscription_link(session=request_session(), desk=desk(),
-                                             action=action, token=token, now=utcnow())
+            subscriptions.follow_subscription_link(session=request_session(), desk=desk(),
+                                                   action=action, token=token, now=utcnow())
         done, error = not refused, refused.message or None
-    elif action not in service.ACTIONS:
+    elif action not in subscriptions.ACTIONS:
         abort(404)
     return render_template("public/subscription.html", action=action, done=done, error=error,
                            form=FlaskForm()), 400 if error else 200
@@ -392,9 +402,9 @@ def subscription(action: str, token: str):
 @public
 def status_feed(incident_id: str):
     session = request_session()
-    found = service.get_incident(session=session, incident_id=incident_id)
+    found = records.get_incident(session=session, incident_id=incident_id)
     body = feed.incident_feed(base_url=desk().base_url, incident=found,
-                              updates=service.updates_of(session=session, incident_id=found.id))
+                              updates=publishing.updates_of(session=session, incident_id=found.id))
     return Response(body, mimetype="application/atom+xml")
 
 
@@ -404,16 +414,16 @@ def account_status(incident_id: str, account_id: str):
     """An account's private view: its own sites' stages, behind a signed link."""
     session = request_session()
     the_desk = desk()
-    found = service.get_incident(session=session, incident_id=incident_id)
-    if not service.token_opens_account(the_desk, found.id, account_id, request.args.get("t")):
+    found = records.get_incident(session=session, incident_id=incident_id)
+    if not publishing.token_opens_account(the_desk, found.id, account_id, request.args.get("t")):
         abort(404)
     account = vault_service.get_account(session=session, account_id=account_id,
                                         include_deleted=True)
     return render_template(
         "public/incident.html", incident=found, desk=the_desk,
-        progress=service.progress(session=session, desk=the_desk, incident_id=found.id,
-                                  account_id=account.id),
-        updates=service.updates_of(session=session, incident_id=found.id),
-        late=service.is_late(found, utcnow()), account=account,
-        sites=service.affected_sites(session=session, incident_id=found.id,
-                                     account_id=account.id))
+        progress=progress.progress(session=session, desk=the_desk, incident_id=found.id,
+                                   account_id=account.id),
+        updates=publishing.updates_of(session=session, incident_id=found.id),
+        late=cadence.is_late(found, utcnow()), account=account,
+        sites=progress.affected_sites(session=session, incident_id=found.id,
+                                      account_id=account.id))

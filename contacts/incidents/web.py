@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import current_app
 
-from contacts.incidents import service
+from contacts.incidents.desk import Desk
 from contacts.vault import service as vault_service
 
 
-def desk() -> service.Desk:
+def desk() -> Desk:
     return current_app.extensions["lifeline.incidents"]
 
 

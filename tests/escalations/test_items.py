@@ -230,24 +230,24 @@ def test_only_an_admin_deletes_and_a_deleted_item_is_kept_but_hidden(work, accou
 
 def test_resolving_the_incident_resolves_its_linked_items_with_a_note(work, accounts, actor,
                                                                       work_app):
-    from contacts.incidents import service as incidents
+    from contacts.incidents import progress, publishing, records
     from tests.incidents.conftest import complete_draft
 
     account_id, contacts = accounts["A-1"]
     with session_scope(work.engine) as session:
-        incident = incidents.create_incident(session=session, actor=actor, title="Deletion",
-                                             severity="critical", started_at=utcnow(),
-                                             now=utcnow())
-        incidents.add_sites(session=session, desk=work_app.extensions["lifeline.incidents"],
-                            actor=actor, incident_id=incident.id, refs=["S-1"], now=utcnow())
+        incident = records.create_incident(session=session, actor=actor, title="Deletion",
+                                           severity="critical", started_at=utcnow(),
+                                           now=utcnow())
+        progress.add_sites(session=session, desk=work_app.extensions["lifeline.incidents"],
+                           actor=actor, incident_id=incident.id, refs=["S-1"], now=utcnow())
     linked = [work.create(actor, account_id=account_id, requester_contact_id=contacts["C-1"],
                           incident_id=incident.id, title=f"call {n}") for n in range(3)]
     unrelated = work.create(actor, account_id=account_id)
     assert work.run(service.resolve_for_incidents, now=utcnow()) == 0  # still open
     with work_app.app_context(), session_scope(work.engine) as session:
-        incidents.publish(session=session, desk=work_app.extensions["lifeline.incidents"],
-                          vault=work.desk.vault, actor=actor, incident_id=incident.id,
-                          draft=complete_draft(state="resolved"), now=utcnow())
+        publishing.publish(session=session, desk=work_app.extensions["lifeline.incidents"],
+                           vault=work.desk.vault, actor=actor, incident_id=incident.id,
+                           draft=complete_draft(state="resolved"), now=utcnow())
     assert work.run(service.resolve_for_incidents, now=utcnow()) == 3
     assert {work.item(item.id).status for item in linked} == {"resolved"}
     assert work.item(unrelated.id).status == "new"

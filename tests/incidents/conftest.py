@@ -9,15 +9,16 @@ import pytest
 
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
-from contacts.incidents import service
+from contacts.incidents import progress, publishing, records
+from contacts.incidents.desk import Desk
 from tests.vault.fixtures import make_document
 
 
 @pytest.fixture
 def desk(app):
-    return service.Desk.from_settings(app.extensions["lifeline.settings"],
-                                      app.extensions["lifeline.crypto"],
-                                      Path(app.template_folder))
+    return Desk.from_settings(app.extensions["lifeline.settings"],
+                              app.extensions["lifeline.crypto"],
+                              Path(app.template_folder))
 
 
 @pytest.fixture
@@ -39,16 +40,16 @@ def incident(engine, desk, sync_document, deletion_document):
     sync_document(deletion_document)
     actor = Actor.system("test")
     with session_scope(engine) as session:
-        created = service.create_incident(session=session, actor=actor,
+        created = records.create_incident(session=session, actor=actor,
                                           title="Sites deleted by a maintenance script",
                                           severity="critical", started_at=utcnow(),
                                           now=utcnow())
-        service.add_sites(session=session, desk=desk, actor=actor, incident_id=created.id,
-                          refs=thirty_sites(deletion_document), now=utcnow())
+        progress.add_sites(session=session, desk=desk, actor=actor, incident_id=created.id,
+                           refs=thirty_sites(deletion_document), now=utcnow())
         return created.id
 
 
-def complete_draft(**changes) -> service.UpdateDraft:
+def complete_draft(**changes) -> publishing.UpdateDraft:
     values = dict(state="identified",
                   what_happened="A maintenance script deleted sites instead of apps.",
                   timeline="Restores run in waves; all sites back within 4 days.",
@@ -57,4 +58,4 @@ def complete_draft(**changes) -> service.UpdateDraft:
                   confidence_timeline="medium", confidence_restore="high",
                   confidence_data_loss="high")
     values.update(changes)
-    return service.UpdateDraft(**values)
+    return publishing.UpdateDraft(**values)

@@ -15,7 +15,7 @@ from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.escalations.models import WorkItem
-from contacts.incidents import service
+from contacts.incidents import progress, proof, publishing, records
 from contacts.vault import freshness
 from contacts.vault.models import Contact
 from tests.escalations.conftest import ACCOUNTS
@@ -59,14 +59,14 @@ def test_an_account_no_update_email_reached_falls_back_to_a_call(make_app, refus
     desk = app.extensions["lifeline.incidents"]
     actor = Actor.system("test")
     with app.app_context(), session_scope(engine) as session:
-        incident = service.create_incident(session=session, actor=actor, title="Deletion",
+        incident = records.create_incident(session=session, actor=actor, title="Deletion",
                                            severity="critical", started_at=utcnow(),
                                            now=utcnow())
-        service.add_sites(session=session, desk=desk, actor=actor, incident_id=incident.id,
-                          refs=["S-1", "S-2"], now=utcnow())
+        progress.add_sites(session=session, desk=desk, actor=actor, incident_id=incident.id,
+                           refs=["S-1", "S-2"], now=utcnow())
         vault = app.extensions["lifeline.escalations"].vault
-        service.publish(session=session, desk=desk, vault=vault, actor=actor,
-                        incident_id=incident.id, draft=complete_draft(), now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=actor,
+                           incident_id=incident.id, draft=complete_draft(), now=utcnow())
     report = outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
                           mailer=Mailer.from_settings(app.extensions["lifeline.settings"]),
                           now=utcnow())
@@ -83,7 +83,7 @@ def test_an_account_no_update_email_reached_falls_back_to_a_call(make_app, refus
         tasks = list(session.exec(select(WorkItem)))
         failed = list(session.exec(select(OutboxMessage).where(
             OutboxMessage.state == "failed")))
-        fallbacks = service.fallbacks_by_update(session=session, incident_id=incident.id)
+        fallbacks = proof.fallbacks_by_update(session=session, incident_id=incident.id)
         acme = session.exec(select(Contact).where(Contact.external_id == "C-1")).one()
     assert flagged == {"C-1", "C-2"}
     assert {message.attempts for message in failed} == {1}

@@ -18,7 +18,8 @@ from app import create_app
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.settings import load_secrets
-from contacts.incidents import service
+from contacts.incidents import cadence, progress, publishing, records
+from contacts.incidents.desk import Desk
 from contacts.incidents.models import IncidentUpdate
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import complete_draft
@@ -59,8 +60,8 @@ def test_a_cadence_fires_after_a_restart_and_a_miss_is_shown_late(database_url, 
                       "secrets": load_secrets(keys_dir, {}, generate=True)})
     engine = app.extensions["lifeline.engine"]
     crypto = app.extensions["lifeline.crypto"]
-    desk = service.Desk.from_settings(app.extensions["lifeline.settings"], crypto,
-                                      Path(app.template_folder))
+    desk = Desk.from_settings(app.extensions["lifeline.settings"], crypto,
+                              Path(app.template_folder))
     vault = vault_service.Vault.from_settings(app.extensions["lifeline.settings"], crypto)
     document = make_document(accounts=2, contacts_per_account=2)
     from contacts.vault.schemas import SyncDocument
@@ -70,16 +71,16 @@ def test_a_cadence_fires_after_a_restart_and_a_miss_is_shown_late(database_url, 
     with session_scope(engine) as session:
         vault_service.sync(session=session, vault=vault, actor=actor, entries=entries,
                            source="sync")
-        incident = service.create_incident(session=session, actor=actor, title="Deletion",
+        incident = records.create_incident(session=session, actor=actor, title="Deletion",
                                            severity="critical", started_at=utcnow(),
                                            now=utcnow())
-        service.add_sites(session=session, desk=desk, actor=actor, incident_id=incident.id,
-                          refs=[a["sites"][0]["external_id"] for a in document["accounts"]],
-                          now=utcnow())
-        service.publish(session=session, desk=desk, vault=vault, actor=actor,
-                        incident_id=incident.id, now=utcnow(), draft=complete_draft(
-                            next_update_at=utcnow() + timedelta(seconds=3)))
-        service.set_cadence(session=session, actor=actor, incident_id=incident.id,
+        progress.add_sites(session=session, desk=desk, actor=actor, incident_id=incident.id,
+                           refs=[a["sites"][0]["external_id"] for a in document["accounts"]],
+                           now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=actor,
+                           incident_id=incident.id, now=utcnow(), draft=complete_draft(
+                               next_update_at=utcnow() + timedelta(seconds=3)))
+        cadence.set_cadence(session=session, actor=actor, incident_id=incident.id,
                             hours=CADENCE_HOURS)
         incident_id = incident.id
     client = app.test_client()

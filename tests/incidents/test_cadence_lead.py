@@ -9,7 +9,8 @@ from pathlib import Path
 
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
-from contacts.incidents import service
+from contacts.incidents import cadence, progress, publishing, records
+from contacts.incidents.desk import Desk
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import complete_draft
 from tests.vault.fixtures import make_document
@@ -18,22 +19,22 @@ ACTOR = Actor.system("test")
 HOUR = timedelta(hours=1)
 
 
-def _start(app, engine, promise, cadence_hours: float = 1.0) -> tuple[service.Desk, str]:
-    desk = service.Desk.from_settings(app.extensions["lifeline.settings"],
-                                      app.extensions["lifeline.crypto"],
-                                      Path(app.template_folder))
+def _start(app, engine, promise, cadence_hours: float = 1.0) -> tuple[Desk, str]:
+    desk = Desk.from_settings(app.extensions["lifeline.settings"],
+                              app.extensions["lifeline.crypto"],
+                              Path(app.template_folder))
     vault = vault_service.Vault.from_settings(app.extensions["lifeline.settings"],
                                               app.extensions["lifeline.crypto"])
     with session_scope(engine) as session:
-        incident = service.create_incident(session=session, actor=ACTOR, title="Deletion",
+        incident = records.create_incident(session=session, actor=ACTOR, title="Deletion",
                                            severity="major", started_at=utcnow(),
                                            now=utcnow())
-        service.add_sites(session=session, desk=desk, actor=ACTOR, incident_id=incident.id,
-                          refs=["S00000-0", "S00001-0"], now=utcnow())
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident.id, now=utcnow(),
-                        draft=complete_draft(next_update_at=promise))
-        service.set_cadence(session=session, actor=ACTOR, incident_id=incident.id,
+        progress.add_sites(session=session, desk=desk, actor=ACTOR, incident_id=incident.id,
+                           refs=["S00000-0", "S00001-0"], now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident.id, now=utcnow(),
+                           draft=complete_draft(next_update_at=promise))
+        cadence.set_cadence(session=session, actor=ACTOR, incident_id=incident.id,
                             hours=cadence_hours)
         return desk, incident.id
 
@@ -43,8 +44,8 @@ def _run_scheduler(app, engine, desk, at) -> list[int]:
     vault = vault_service.Vault.from_settings(app.extensions["lifeline.settings"],
                                               app.extensions["lifeline.crypto"])
     with session_scope(engine) as session:
-        published = service.publish_due(session=session, desk=desk, vault=vault, now=at)
-        service.warn_late(session=session, desk=desk, inbox="comms@vendor.example", now=at)
+        published = cadence.publish_due(session=session, desk=desk, vault=vault, now=at)
+        cadence.warn_late(session=session, desk=desk, inbox="comms@vendor.example", now=at)
         return [update.number for update in published]
 
 
@@ -67,7 +68,7 @@ def test_a_scheduled_update_sent_inside_the_lead_is_on_time_and_one_after_is_lat
     assert _run_scheduler(app, engine, desk, promise - timedelta(seconds=10)) == []  # once
     assert _late(client, reader, incident_id) == {1: False, 2: False}
     with session_scope(engine) as session:
-        found = service.get_incident(session=session, incident_id=incident_id)
+        found = records.get_incident(session=session, incident_id=incident_id)
         # The next promise is one cadence after the one kept, not after the early send.
         assert found.next_update_due == promise + HOUR
         assert found.late_warned_for is None  # nobody was warned
@@ -77,7 +78,7 @@ def test_a_scheduled_update_sent_inside_the_lead_is_on_time_and_one_after_is_lat
     assert _run_scheduler(app, engine, desk, late_run) == [3]
     assert _late(client, reader, incident_id) == {1: False, 2: True, 3: False}
     with session_scope(engine) as session:
-        found = service.get_incident(session=session, incident_id=incident_id)
+        found = records.get_incident(session=session, incident_id=incident_id)
         assert found.next_update_due == late_run + HOUR  # from now: the promise had passed
 
 
@@ -97,6 +98,6 @@ def test_the_lead_is_a_setting_and_never_more_than_half_a_cadence(make_app, sync
     assert _run_scheduler(app, engine, desk, promise + timedelta(seconds=5)) == []
     assert _run_scheduler(app, engine, desk, promise + timedelta(seconds=25)) == [3]
     with session_scope(engine) as session:
-        updates = service.updates_of(session=session, incident_id=other)
-    assert service.late_updates(updates, promise + timedelta(seconds=26)) == {
+        updates = publishing.updates_of(session=session, incident_id=other)
+    assert cadence.late_updates(updates, promise + timedelta(seconds=26)) == {
         1: False, 2: False, 3: False}

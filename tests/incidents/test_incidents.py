@@ -15,7 +15,8 @@ from contacts.core.errors import Invalid
 from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
-from contacts.incidents import service
+from contacts.incidents import cadence, progress, publishing, records
+from contacts.incidents.models import AffectedSite
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import complete_draft, thirty_sites
 
@@ -24,19 +25,19 @@ ACTOR = Actor.system("test")
 
 def _progress(engine, desk, incident, account_id=None):
     with session_scope(engine) as session:
-        return service.progress(session=session, desk=desk, incident_id=incident,
-                                account_id=account_id)
+        return progress.progress(session=session, desk=desk, incident_id=incident,
+                                 account_id=account_id)
 
 
 def test_the_restore_percentage_follows_the_stages(engine, desk, incident, deletion_document):
     refs = thirty_sites(deletion_document)
     assert _progress(engine, desk, incident).sites == 30
     with session_scope(engine) as session:
-        service.set_stages(session=session, desk=desk, actor=ACTOR, incident_id=incident,
-                           stages=[(ref, "validated_by_us") for ref in refs[:12]], now=utcnow())
-        service.set_stages(session=session, desk=desk, actor=ACTOR, incident_id=incident,
-                           stages=[(ref, "data_restored") for ref in refs[12:20]],
-                           now=utcnow() + timedelta(seconds=1))
+        progress.set_stages(session=session, desk=desk, actor=ACTOR, incident_id=incident,
+                            stages=[(ref, "validated_by_us") for ref in refs[:12]], now=utcnow())
+        progress.set_stages(session=session, desk=desk, actor=ACTOR, incident_id=incident,
+                            stages=[(ref, "data_restored") for ref in refs[12:20]],
+                            now=utcnow() + timedelta(seconds=1))
     now = _progress(engine, desk, incident)
     assert (now.sites, now.restored, now.percentage) == (30, 12, 40.0)
     assert now.by_stage["data_restored"] == 8 and now.by_stage["queued"] == 10
@@ -46,16 +47,16 @@ def test_the_restore_percentage_follows_the_stages(engine, desk, incident, delet
     account = _progress(engine, desk, incident, account_id=site.account_id)
     assert (account.sites, account.restored) == (1, 1)
     with session_scope(engine) as session:
-        history = service.progress_history(session=session, desk=desk, incident_id=incident)
+        history = progress.progress_history(session=session, desk=desk, incident_id=incident)
     assert [pct for _, pct in history] == [0.0, 40.0, 40.0]
 
 
 def test_an_update_missing_fields_is_refused_with_their_names(engine, desk, vault, incident):
     with session_scope(engine) as session:
         with pytest.raises(Invalid) as refused:
-            service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                            incident_id=incident, now=utcnow(),
-                            draft=service.UpdateDraft(state="identified", what_happened="x"))
+            publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                               incident_id=incident, now=utcnow(),
+                               draft=publishing.UpdateDraft(state="identified", what_happened="x"))
     assert refused.value.details["missing"] == [
         "timeline", "data_loss", "next_update_at", "confidence_timeline",
         "confidence_restore", "confidence_data_loss"]
@@ -63,35 +64,35 @@ def test_an_update_missing_fields_is_refused_with_their_names(engine, desk, vaul
     overridden = complete_draft(restore_percentage=55.0)
     with session_scope(engine) as session:
         with pytest.raises(Invalid, match="a note on the overridden restore percentage"):
-            service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                            incident_id=incident, draft=overridden, now=utcnow())
-        assert service.updates_of(session=session, incident_id=incident) == []
+            publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                               incident_id=incident, draft=overridden, now=utcnow())
+        assert publishing.updates_of(session=session, incident_id=incident) == []
 
 
 def test_a_template_missing_fields_or_reaching_python_is_refused(engine):
     with session_scope(engine) as session:
         with pytest.raises(Invalid) as refused:
-            service.save_template(session=session, actor=ACTOR, kind="text", locale="en",
-                                  body="{{ what_happened }} {{ timeline }}", now=utcnow())
+            publishing.save_template(session=session, actor=ACTOR, kind="text", locale="en",
+                                     body="{{ what_happened }} {{ timeline }}", now=utcnow())
         assert "data_loss" in refused.value.details["missing"]
         assert "support" in refused.value.details["missing"]
         for escape in ("{{ ''.__class__.__mro__[1].__subclasses__() }}",
                        "{{ cycler.__init__.__globals__ }}",
                        "{% for x in range(10)|list %}{{ x.__class__.__base__ }}{% endfor %}"):
             with pytest.raises(Invalid, match="sandbox forbids|does not parse|failed"):
-                service.save_template(session=session, actor=ACTOR, kind="text", locale="en",
-                                      body=escape, now=utcnow())
+                publishing.save_template(session=session, actor=ACTOR, kind="text", locale="en",
+                                         body=escape, now=utcnow())
         with pytest.raises(Invalid, match="does not parse"):
-            service.save_template(session=session, actor=ACTOR, kind="html", locale="en",
-                                  body="{% if %}", now=utcnow())
+            publishing.save_template(session=session, actor=ACTOR, kind="html", locale="en",
+                                     body="{% if %}", now=utcnow())
 
 
 def test_an_update_reaches_every_contact_of_every_affected_account_once(
         app, engine, desk, vault, incident, deletion_document, smtp_server):
     port, sink = smtp_server
     with session_scope(engine) as session:
-        update = service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                                 incident_id=incident, draft=complete_draft(), now=utcnow())
+        update = publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                                    incident_id=incident, draft=complete_draft(), now=utcnow())
         assert update.recipients == 75  # 25 accounts x 3 contacts
         assert (update.accounts_affected, update.sites_affected) == (25, 30)
     mailer = Mailer(host="127.0.0.1", port=port, sender="status@lifeline.test")
@@ -122,13 +123,13 @@ def test_a_saved_template_is_used_for_the_next_update(app, engine, desk, vault, 
             "{{ restore_percentage }} | {{ data_loss }} | {{ confidence_timeline }} "
             "{{ confidence_restore }} {{ confidence_data_loss }} | {{ support }}")
     with session_scope(engine) as session:
-        service.save_template(session=session, actor=ACTOR, kind="text", locale="en", body=body,
-                              now=utcnow())
+        publishing.save_template(session=session, actor=ACTOR, kind="text", locale="en", body=body,
+                                 now=utcnow())
     with session_scope(engine) as session:
-        account_id = session.exec(select(service.AffectedSite.account_id)).first()
-        shown = service.preview(session=session, desk=desk, vault=vault, incident_id=incident,
-                                draft=complete_draft(), account_id=account_id, actor=ACTOR,
-                                now=utcnow())
+        account_id = session.exec(select(AffectedSite.account_id)).first()
+        shown = publishing.preview(session=session, desk=desk, vault=vault, incident_id=incident,
+                                   draft=complete_draft(), account_id=account_id, actor=ACTOR,
+                                   now=utcnow())
     if shown.locale == "en":
         assert shown.rendered.text.startswith("Custom: A maintenance script")
     assert "***@" in shown.recipient
@@ -140,18 +141,18 @@ def test_a_saved_template_is_used_for_the_next_update(app, engine, desk, vault, 
 
 def test_a_late_update_warns_the_comms_inbox_once(engine, desk, vault, incident):
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident, now=utcnow(), draft=complete_draft(
-                            next_update_at=utcnow() - timedelta(minutes=1)))
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident, now=utcnow(), draft=complete_draft(
+                               next_update_at=utcnow() - timedelta(minutes=1)))
     for _ in range(2):
         with session_scope(engine) as session:
-            service.warn_late(session=session, desk=desk, inbox="comms@vendor.example",
+            cadence.warn_late(session=session, desk=desk, inbox="comms@vendor.example",
                               now=utcnow())
     with session_scope(engine) as session:
         warnings = session.exec(select(OutboxMessage).where(
             OutboxMessage.purpose == "incident_late")).all()
         assert len(warnings) == 1
-        assert service.is_late(service.get_incident(session=session, incident_id=incident),
+        assert cadence.is_late(records.get_incident(session=session, incident_id=incident),
                                utcnow())
 
 
@@ -162,8 +163,8 @@ def test_long_id_lists_are_queried_in_chunks(engine, desk, vault, incident, monk
 
     monkeypatch.setattr(contacts.core.db, "IN_LIST_SIZE", 7)
     with session_scope(engine) as session:
-        update = service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                                 incident_id=incident, draft=complete_draft(), now=utcnow())
+        update = publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                                    incident_id=incident, draft=complete_draft(), now=utcnow())
     assert update.recipients == 75
 
 
@@ -178,9 +179,9 @@ def test_a_preview_for_an_account_the_incident_does_not_affect_is_refused(
         other = session.exec(select(vault_service.Account).where(
             vault_service.Account.external_id == "A-OTHER")).one()
         with pytest.raises(Invalid, match="an account this incident affects"):
-            service.preview(session=session, desk=desk, vault=vault, incident_id=incident,
-                            draft=complete_draft(), account_id=other.id, actor=ACTOR,
-                            now=utcnow())
+            publishing.preview(session=session, desk=desk, vault=vault, incident_id=incident,
+                               draft=complete_draft(), account_id=other.id, actor=ACTOR,
+                               now=utcnow())
 
 
 def test_the_status_page_keeps_a_resolved_incident_for_two_weeks(client, engine, desk, vault,
@@ -191,16 +192,16 @@ def test_the_status_page_keeps_a_resolved_incident_for_two_weeks(client, engine,
         return answer.get_data(as_text=True)
 
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident, now=utcnow(), draft=complete_draft())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident, now=utcnow(), draft=complete_draft())
     ongoing = status()
     assert "Sites deleted by a maintenance script" in ongoing
     assert "Resolved in the last" not in ongoing
 
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident, now=utcnow(),
-                        draft=complete_draft(state="resolved", next_update_at=None))
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident, now=utcnow(),
+                           draft=complete_draft(state="resolved", next_update_at=None))
     resolved = status()
     assert "No ongoing incident." in resolved
     listed = resolved.split("Resolved in the last 14 days", 1)[1]
@@ -208,7 +209,7 @@ def test_the_status_page_keeps_a_resolved_incident_for_two_weeks(client, engine,
     assert "Sites deleted by a maintenance script</a>: resolved" in listed
 
     with session_scope(engine) as session:  # fifteen days later
-        found = service.get_incident(session=session, incident_id=incident)
+        found = records.get_incident(session=session, incident_id=incident)
         found.last_update_at = utcnow() - timedelta(days=15)
         session.add(found)
     later = status()

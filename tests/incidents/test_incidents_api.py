@@ -13,7 +13,7 @@ from contacts.core.audit import AuditEntry
 from contacts.core.db import session_scope, utcnow
 from contacts.core.ids import new_id
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage
-from contacts.incidents import service
+from contacts.incidents import progress, publishing, records
 from contacts.vault import service as vault_service
 from tests.vault.fixtures import make_document
 
@@ -196,7 +196,7 @@ def test_a_site_of_another_kind_or_unknown_is_refused_naming_it_and_nothing_is_a
     detail = _call(client, "GET", f"/api/v1/incidents/{incident_id}", reader).get_json()
     assert (detail["sites"], detail["accounts"]) == (0, 0)
     with session_scope(engine) as session:
-        assert service.affected_sites(session=session, incident_id=incident_id) == []
+        assert progress.affected_sites(session=session, incident_id=incident_id) == []
     no_sites = _call(client, "POST", f"/api/v1/incidents/{incident_id}/updates", writer,
                      {**COMPLETE, "next_update_at": _promise().isoformat()})
     assert no_sites.status_code == 409
@@ -220,8 +220,8 @@ def test_each_operation_needs_its_scope(client, engine, make_token, incident):
     reading = _call(client, "GET", f"/api/v1/incidents/{incident}", writer)
     assert reading.status_code == 403 and "'read' scope" in reading.get_json()["error"]["message"]
     with session_scope(engine) as session:
-        assert [found.id for found in service.list_incidents(session=session)] == [incident]
-        assert service.updates_of(session=session, incident_id=incident) == []
+        assert [found.id for found in records.list_incidents(session=session)] == [incident]
+        assert publishing.updates_of(session=session, incident_id=incident) == []
 
 
 def test_an_incident_is_opened_with_its_start_time_and_checked_fields(client, make_token):

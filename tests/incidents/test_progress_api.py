@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contacts.core.db import session_scope
-from contacts.incidents import service
+from contacts.incidents import progress, publishing, records
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import thirty_sites
 
@@ -40,8 +40,8 @@ def test_a_bad_report_is_refused_whole_and_changes_nothing(client, make_token, e
     assert f"site {outside!r} is not in this incident" in message
     assert "'teleported' is not a stage" in message
     with session_scope(engine) as session:
-        assert service.progress(session=session, desk=desk,
-                                incident_id=incident).by_stage["queued"] == 30
+        assert progress.progress(session=session, desk=desk,
+                                 incident_id=incident).by_stage["queued"] == 30
 
 
 def test_an_id_of_another_kind_is_refused_naming_both(client, make_token, engine, incident,
@@ -72,23 +72,23 @@ def test_the_public_page_and_the_private_link_show_the_right_percentages(
 
     refs = thirty_sites(deletion_document)
     with session_scope(engine) as session:
-        service.set_stages(session=session, desk=desk, actor=Actor.system("t"),
-                           incident_id=incident,
-                           stages=[(ref, "validated_by_customer") for ref in refs[:6]],
-                           now=utcnow())
-        service.publish(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
-                        incident_id=incident, draft=complete_draft(), now=utcnow())
+        progress.set_stages(session=session, desk=desk, actor=Actor.system("t"),
+                            incident_id=incident,
+                            stages=[(ref, "validated_by_customer") for ref in refs[:6]],
+                            now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
+                           incident_id=incident, draft=complete_draft(), now=utcnow())
         first = vault_service.live_sites(session=session, refs=refs[:1])[refs[0]]
     page = client.get(f"/status/{incident}").get_data(as_text=True)
     assert "20.0%</span> of affected sites restored" in page
     assert "Next update by" in page and "is late" not in page
-    link = service.account_link(desk, incident, first.account_id).split("/status/", 1)[1]
+    link = publishing.account_link(desk, incident, first.account_id).split("/status/", 1)[1]
     private = client.get("/status/" + link).get_data(as_text=True)
     assert "100.0%</span> of your 1 site restored" in private
     assert client.get(f"/status/{incident}/accounts/{first.account_id}?t=forged"
                       ).status_code == 404
     with session_scope(engine) as session:  # the promised time passes with no update
-        found = service.get_incident(session=session, incident_id=incident)
+        found = records.get_incident(session=session, incident_id=incident)
         found.next_update_due = utcnow() - timedelta(minutes=1)
         session.add(found)
     late = client.get(f"/status/{incident}").get_data(as_text=True)
@@ -102,8 +102,8 @@ def test_the_feed_and_the_delivery_export_list_each_update(client, engine, desk,
     from tests.incidents.conftest import complete_draft
 
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
-                        incident_id=incident, draft=complete_draft(), now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
+                           incident_id=incident, draft=complete_draft(), now=utcnow())
     feed = client.get(f"/status/{incident}/feed.atom")
     assert feed.mimetype == "application/atom+xml"
     assert feed.get_data(as_text=True).count("<entry>") == 1

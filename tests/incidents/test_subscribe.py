@@ -13,7 +13,8 @@ from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
-from contacts.incidents import service
+from contacts.incidents import subscriptions
+from contacts.incidents.models import Subscriber
 from tests.helpers import CSRF_FIELD, csrf_token_from
 
 YESTERDAY = timedelta(days=1)
@@ -28,14 +29,15 @@ def _subscribed_yesterday(engine, desk, email: str, *, confirm: bool, stop: bool
     """An address as earlier visits left it, through the same service calls."""
     day = utcnow() - YESTERDAY
     with session_scope(engine) as session:
-        service.subscribe(session=session, desk=desk, email=email, locale="en", now=day)
+        subscriptions.subscribe(session=session, desk=desk, email=email, locale="en", now=day)
     with session_scope(engine) as session:
-        subscriber = session.exec(select(service.Subscriber)).all()[-1]
+        subscriber = session.exec(select(Subscriber)).all()[-1]
         for action, wanted in (("confirm", confirm), ("stop", stop)):
             if wanted:
-                token = service.subscription_link(desk, subscriber.id, action).rsplit("/", 1)[1]
-                service.follow_subscription_link(session=session, desk=desk, action=action,
-                                                 token=token, now=day)
+                token = subscriptions.subscription_link(
+                    desk, subscriber.id, action).rsplit("/", 1)[1]
+                subscriptions.follow_subscription_link(session=session, desk=desk, action=action,
+                                                       token=token, now=day)
 
 
 def _drain(app, engine, port) -> None:
@@ -109,15 +111,15 @@ def test_a_new_and_a_known_address_issue_the_same_statements(engine, desk):
                       "s-stopped@example.org", "s-other-new@example.org"):
             statements.clear()
             with session_scope(engine) as session:
-                service.subscribe(session=session, desk=desk, email=email, locale="en",
-                                  now=utcnow())
+                subscriptions.subscribe(session=session, desk=desk, email=email, locale="en",
+                                        now=utcnow())
             traces[email] = list(statements)
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert traces["s-new@example.org"], traces
     assert all(trace == traces["s-new@example.org"] for trace in traces.values()), traces
     with session_scope(engine) as session:
-        assert session.exec(select(func.count()).select_from(service.Subscriber)).one() == 5
+        assert session.exec(select(func.count()).select_from(Subscriber)).one() == 5
         keys = session.exec(select(OutboxMessage.key).where(
             col(OutboxMessage.key).like(f"subscribe:%:{utcnow().date().isoformat()}"))).all()
     assert len(keys) == len(set(keys)) == 5  # one outbox row each

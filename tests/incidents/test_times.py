@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
 from contacts.delivery import outbox
-from contacts.incidents import service
+from contacts.incidents import cadence
 from tests.vault.fixtures import make_document
 
 # (as the API is given it, as every reader must see it)
@@ -85,7 +85,7 @@ def test_the_late_warning_states_the_promise_in_utc(app, client, engine, make_to
                  _update(in_new_york.isoformat())).status_code == 201
     with session_scope(engine) as session:
         desk = app.extensions["lifeline.incidents"]
-        assert service.warn_late(session=session, desk=desk, inbox="comms@vendor.example",
+        assert cadence.warn_late(session=session, desk=desk, inbox="comms@vendor.example",
                                  now=utcnow())
     _drain(app, engine, port)
     (warning,) = [m for m in sink.messages if m["To"] == "comms@vendor.example"]

@@ -17,9 +17,9 @@ from sqlmodel import select
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Invalid
-from contacts.delivery import outbox
+from contacts.delivery import outbox, quarantine
 from contacts.delivery.webhook import WebhookPolicy
-from contacts.incidents import service
+from contacts.incidents import publishing
 from contacts.incidents.models import AffectedSite
 from tests.helpers import csrf_token_from
 from tests.incidents.conftest import complete_draft
@@ -68,11 +68,11 @@ def test_an_update_is_posted_signed_and_retried_with_the_same_key(
     url, state = receiver
     with session_scope(engine) as session:
         account_id = session.exec(select(AffectedSite.account_id)).first()
-        secret = service.set_webhook(session=session, desk=desk, actor=ACTOR,
-                                     account_id=account_id, url=url, now=utcnow())
+        secret = publishing.set_webhook(session=session, desk=desk, actor=ACTOR,
+                                        account_id=account_id, url=url, now=utcnow())
     with session_scope(engine) as session:
-        update = service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                                 incident_id=incident, draft=complete_draft(), now=utcnow())
+        update = publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                                    incident_id=incident, draft=complete_draft(), now=utcnow())
     state["fail"] = 1
     now = utcnow()
     _drain(app, engine, now)  # the 503 is retried later...
@@ -97,8 +97,8 @@ def test_a_webhook_url_that_is_not_http_is_refused(engine, desk, incident, auth,
         account_id = session.exec(select(AffectedSite.account_id)).first()
         for bad in ("ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)", "x"):
             with pytest.raises(Invalid, match="http:// or https://"):
-                service.set_webhook(session=session, desk=desk, actor=ACTOR,
-                                    account_id=account_id, url=bad, now=utcnow())
+                publishing.set_webhook(session=session, desk=desk, actor=ACTOR,
+                                       account_id=account_id, url=bad, now=utcnow())
     auth.login(make_staff("comms"))
     page = client.get("/console/webhooks").get_data(as_text=True)
     answer = client.post("/console/webhooks", data={
@@ -107,7 +107,7 @@ def test_a_webhook_url_that_is_not_http_is_refused(engine, desk, incident, auth,
     assert answer.status_code == 400
     assert "must be an http:// or https:// address" in answer.get_data(as_text=True)
     with session_scope(engine) as session:
-        assert service.webhooks(session=session) == []
+        assert publishing.webhooks(session=session) == []
 
 
 def test_the_console_refuses_inside_endpoints_with_a_form_message(
@@ -146,7 +146,7 @@ def test_the_console_refuses_inside_endpoints_with_a_form_message(
         assert reason in text, url
         assert "10.0.0.1" not in text
     with session_scope(engine) as session:
-        assert service.webhooks(session=session) == []
+        assert publishing.webhooks(session=session) == []
 
 
 def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engine, desk,
@@ -168,24 +168,24 @@ def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engi
                                                        "email": "Fan@Example.org"})
         assert "Check your inbox" in answer.get_data(as_text=True)
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident, draft=complete_draft(), now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident, draft=complete_draft(), now=utcnow())
     assert not any(m["to"] == "Fan@Example.org" for m in mails("incident_update"))  # not yet
     (confirmation,) = mails("subscription_confirm")
     link = re.search(r"(/status/subscription/confirm/\S+)", confirmation["text"]).group(1)
     shown = client.get(link).get_data(as_text=True)
     assert client.post(link, data={"csrf_token": csrf_token_from(shown)}).status_code == 200
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident, draft=complete_draft(), now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident, draft=complete_draft(), now=utcnow())
     (update,) = [m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]
     assert "Expected data loss" in update["text"] and "Your account" not in update["text"]
     stop = re.search(r"(/status/subscription/stop/\S+)", update["text"]).group(1)
     shown = client.get(stop).get_data(as_text=True)
     client.post(stop, data={"csrf_token": csrf_token_from(shown)})
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident, draft=complete_draft(), now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident, draft=complete_draft(), now=utcnow())
     assert len([m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]) == 1
 
 
@@ -215,26 +215,26 @@ def test_a_webhook_that_keeps_failing_is_quarantined_until_saved_again(
     url, state = receiver
     with session_scope(engine) as session:
         account_id = session.exec(select(AffectedSite.account_id)).first()
-        service.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
-                            url=url, now=utcnow())
+        publishing.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
+                               url=url, now=utcnow())
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident, draft=complete_draft(), now=utcnow())
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident, draft=complete_draft(), now=utcnow())
     state["fail"] = 100
     now = utcnow()
     for _ in range(outbox.MAX_ATTEMPTS):  # every retry fails
         now += timedelta(hours=2)
         _drain(app, engine, now)
     with session_scope(engine) as session:
-        assert service.quarantine_failing_webhooks(session=session, now=now) == [account_id]
+        assert quarantine.quarantine_failing_webhooks(session=session, now=now) == [account_id]
     with session_scope(engine) as session:
-        service.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                        incident_id=incident, draft=complete_draft(), now=now)
+        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+                           incident_id=incident, draft=complete_draft(), now=now)
         webhook_rows = [row for row in outbox.messages_with_prefix(session=session,
                                                                    prefix="update:")
                         if row.channel == "webhook"]
     assert len(webhook_rows) == 1  # the quarantined endpoint got nothing new
     with session_scope(engine) as session:
-        service.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
-                            url=url, now=now)
-        assert service.webhooks(session=session)[0].quarantined_at is None
+        publishing.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
+                               url=url, now=now)
+        assert publishing.webhooks(session=session)[0].quarantined_at is None

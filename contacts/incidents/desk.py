@@ -1,0 +1,45 @@
+"""The incidents' settings: what the incident modules need from configuration (stages,
+links, secrets, cadence, the webhook policy), built once by the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from contacts.core.crypto import Crypto
+from contacts.delivery.webhook import WebhookPolicy
+
+
+@dataclass(frozen=True)
+class Desk:
+    """What the incident service needs from settings."""
+
+    stages: tuple[str, ...]
+    restored_stage: str
+    support_url: str
+    base_url: str
+    secret_key: str
+    default_cadence_hours: float
+    templates_dir: Path
+    crypto: Crypto
+    webhooks: WebhookPolicy  # which endpoints an account's webhook may be set to
+    # A scheduled update goes out this long before the time it promised (never more than
+    # half a cadence), so that the scheduler's run makes it on time.
+    cadence_lead: timedelta = timedelta(seconds=60)
+
+    @classmethod
+    def from_settings(cls, settings, crypto: Crypto, templates_dir: Path) -> Desk:
+        return cls(webhooks=WebhookPolicy.from_settings(settings),
+                   stages=tuple(settings.incidents_stages),
+                   restored_stage=settings.incidents_restored_stage,
+                   support_url=settings.incidents_support_url,
+                   base_url=settings.app_base_url.rstrip("/"),
+                   secret_key=settings.secrets.secret_key,
+                   default_cadence_hours=settings.incidents_default_cadence_hours,
+                   templates_dir=templates_dir, crypto=crypto,
+                   cadence_lead=timedelta(
+                       seconds=max(0, settings.incidents_cadence_lead_seconds)))
+
+    def restored(self, stage: str) -> bool:
+        return self.stages.index(stage) >= self.stages.index(self.restored_stage)

@@ -1,0 +1,390 @@
+"""Publishing an update: the fields it must state, the templates it is rendered with, and
+its audiences (each affected account's contacts, rendered once per account and language,
+the account's webhook, the public subscribers), queued in the outbox in the caller's
+transaction; the preview and each account's private link."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, func, select
+
+from contacts.core import audit, clock
+from contacts.core.audit import Actor
+from contacts.core.errors import Conflict, Invalid
+from contacts.core.ids import new_id
+from contacts.delivery import outbox
+from contacts.delivery.models import WEBHOOK_SECRET, AccountWebhook
+from contacts.delivery.webhook import check_endpoint
+from contacts.incidents import messages
+from contacts.incidents.desk import Desk
+from contacts.incidents.messages import language_of
+from contacts.incidents.models import (
+    CONFIDENCE,
+    STATES,
+    SUBSCRIBER_EMAIL,
+    Incident,
+    IncidentUpdate,
+    MessageTemplate,
+    Subscriber,
+)
+from contacts.incidents.progress import SiteStage, affected_sites, computed_scope, progress
+from contacts.incidents.records import CLOSED_STATES, get_incident
+from contacts.incidents.subscriptions import subscription_link
+from contacts.vault import service as vault_service
+
+
+class UpdateDraft(BaseModel):
+    """What an update must state. `scope` and `restore_percentage` are computed when left
+    empty; an overridden percentage needs a note."""
+
+    state: str
+    what_happened: str = ""
+    scope: str = ""
+    timeline: str = ""
+    next_update_at: datetime | None = None
+    restore_percentage: float | None = Field(default=None, ge=0, le=100)
+    restore_note: str = ""
+    data_loss: str = ""
+    confidence_timeline: str = ""
+    confidence_restore: str = ""
+    confidence_data_loss: str = ""
+
+
+FIELD_NAMES = {
+    "what_happened": "what happened", "scope": "scope", "timeline": "timeline",
+    "next_update_at": "time of the next update", "data_loss": "expected data loss",
+    "confidence_timeline": "confidence in the timeline",
+    "confidence_restore": "confidence in the restore percentage",
+    "confidence_data_loss": "confidence in the data loss", "restore_note":
+    "a note on the overridden restore percentage", "state": "state",
+}
+
+
+def missing_fields(draft: UpdateDraft) -> list[str]:
+    """The fields an update still lacks, by name; it cannot be published with any."""
+    missing = [name for name in ("what_happened", "timeline", "data_loss")
+               if not getattr(draft, name).strip()]
+    if draft.state not in STATES:
+        missing.append("state")
+    if draft.next_update_at is None and draft.state not in CLOSED_STATES:
+        missing.append("next_update_at")
+    missing += [name for name in ("confidence_timeline", "confidence_restore",
+                                  "confidence_data_loss")
+                if getattr(draft, name) not in CONFIDENCE]
+    if draft.restore_percentage is not None and not draft.restore_note.strip():
+        missing.append("restore_note")
+    return missing
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The update as each audience would receive it: one contact's email, the account's
+    webhook body, and the card the public page would show."""
+
+    recipient: str  # masked
+    locale: str
+    rendered: messages.Rendered
+    update: IncidentUpdate  # not saved: what the public page's card would say
+    webhook: str  # the JSON body the account's endpoint would receive, indented
+    # Saved templates that failed for this audience: the default was used (as at publish).
+    template_failures: list[dict]
+
+
+def format_time(moment: datetime | None) -> str:
+    return clock.format_utc(moment) if moment else "none: the incident is over"
+
+
+def _values(desk: Desk, incident: Incident, update: IncidentUpdate) -> dict:
+    return {"incident_title": incident.title, "incident_state": update.state.replace("_", " "),
+            "number": update.number, "what_happened": update.what_happened,
+            "scope": update.scope, "timeline": update.timeline,
+            "next_update": format_time(update.next_update_at),
+            "restore_percentage": f"{update.restore_percentage:g}%",
+            "data_loss": update.data_loss,
+            "confidence_timeline": update.confidence["timeline"],
+            "confidence_restore": update.confidence["restore"],
+            "confidence_data_loss": update.confidence["data_loss"],
+            "support": update.support,
+            "status_link": f"{desk.base_url}/status/{incident.id}"}
+
+
+def account_token(desk: Desk, incident_id: str, account_id: str) -> str:
+    digest = hmac.digest(desk.secret_key.encode(),
+                         f"incident-account\x00{incident_id}\x00{account_id}".encode(),
+                         hashlib.sha256)
+    return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+
+
+def account_link(desk: Desk, incident_id: str, account_id: str) -> str:
+    return (f"{desk.base_url}/status/{incident_id}/accounts/{account_id}"
+            f"?t={account_token(desk, incident_id, account_id)}")
+
+
+def token_opens_account(desk: Desk, incident_id: str, account_id: str, token: str | None) -> bool:
+    return bool(token) and hmac.compare_digest(account_token(desk, incident_id, account_id),
+                                               token or "")
+
+
+def template_sources(*, session: Session, desk: Desk, locale: str) -> dict[str, str]:
+    """The newest saved version of each kind for a locale, else the default file."""
+    locale = locale if locale in messages.LOCALES else "en"
+    saved = {}
+    for row in session.exec(select(MessageTemplate).where(MessageTemplate.locale == locale)
+                            .order_by(MessageTemplate.version)):
+        saved[row.kind] = row.body
+    return {kind: saved.get(kind) or messages.default_source(desk.templates_dir, kind, locale)
+            for kind in messages.KINDS}
+
+
+def save_template(*, session: Session, actor: Actor, kind: str, locale: str,
+                  body: str, now: datetime) -> MessageTemplate:
+    if locale not in messages.LOCALES:
+        raise Invalid(f"locale must be one of {', '.join(messages.LOCALES)}")
+    messages.check(kind, body, locale)
+    version = (session.exec(select(func.max(MessageTemplate.version)).where(
+        MessageTemplate.kind == kind, MessageTemplate.locale == locale)).one() or 0) + 1
+    template = MessageTemplate(kind=kind, locale=locale, version=version, body=body,
+                               created_by=actor.id or actor.kind, created_at=now)
+    session.add(template)
+    audit.record(session, actor, "template.saved", kind=kind, locale=locale, version=version)
+    return template
+
+
+def _build_update(session: Session, desk: Desk, incident: Incident, draft: UpdateDraft,
+                  actor: Actor, now: datetime) -> IncidentUpdate:
+    missing = missing_fields(draft)
+    if missing:
+        raise Invalid("the update cannot be published without: "
+                      + ", ".join(FIELD_NAMES[name] for name in missing),
+                      details={"missing": missing})
+    accounts, sites, scope = computed_scope(session=session, incident_id=incident.id)
+    if not sites:
+        raise Conflict("add the affected sites before publishing an update")
+    computed = progress(session=session, desk=desk, incident_id=incident.id).percentage
+    number = (session.exec(select(func.max(IncidentUpdate.number)).where(
+        IncidentUpdate.incident_id == incident.id)).one() or 0) + 1
+    return IncidentUpdate(
+        id=new_id("upd"), incident_id=incident.id, number=number, state=draft.state,
+        what_happened=draft.what_happened.strip(), scope=draft.scope.strip() or scope,
+        accounts_affected=accounts, sites_affected=sites, timeline=draft.timeline.strip(),
+        next_update_at=clock.as_utc(draft.next_update_at) if draft.next_update_at else None,
+        restore_percentage=computed if draft.restore_percentage is None
+        else draft.restore_percentage,
+        restore_note=draft.restore_note.strip() or None, data_loss=draft.data_loss.strip(),
+        confidence={"timeline": draft.confidence_timeline,
+                    "restore": draft.confidence_restore,
+                    "data_loss": draft.confidence_data_loss},
+        support=desk.support_url,
+        published_at=now, published_by=actor.id or actor.kind)
+
+
+def _account_views(session: Session, desk: Desk, incident: Incident,
+                   account_id: str | None = None) -> dict[str, dict]:
+    """Each affected account's own part of an update (its sites, their stages, its restore
+    percentage, its private link), for every account in two queries."""
+    by_account: dict[str, list[SiteStage]] = {}
+    for site in affected_sites(session=session, incident_id=incident.id,
+                               account_id=account_id):
+        by_account.setdefault(site.account_id, []).append(site)
+    views = {}
+    for owner, sites in by_account.items():
+        restored = sum(1 for site in sites if desk.restored(site.stage))
+        views[owner] = {
+            "account_name": sites[0].account_name,
+            "account_percentage": f"{round(100 * restored / len(sites), 1):g}%",
+            "account_sites": [{"name": site.name, "stage": site.stage.replace("_", " ")}
+                              for site in sites],
+            "private_link": account_link(desk, incident.id, owner)}
+    return views
+
+
+def preview(*, session: Session, desk: Desk, vault: vault_service.Vault, incident_id: str,
+            draft: UpdateDraft, account_id: str, actor: Actor, now: datetime) -> Preview:
+    """The update exactly as one of the account's contacts would receive it (the first
+    contact of the account), with the recipient's address masked."""
+    incident = get_incident(session=session, incident_id=incident_id)
+    update = _build_update(session, desk, incident, draft, actor, now)
+    account = vault_service.get_account(session=session, account_id=account_id)
+    contacts = vault_service.contacts_of_accounts(session=session, vault=vault,
+                                                  account_ids=[account.id])[account.id]
+    if not contacts:
+        raise Conflict("this account has no contact to preview for")
+    contact = contacts[0]
+    view = _account_views(session, desk, incident, account.id).get(account.id)
+    if view is None:
+        raise Invalid("preview for an account this incident affects")
+    values = {**_values(desk, incident, update), **view}
+    sources = template_sources(session=session, desk=desk, locale=language_of(contact.locale))
+    webhook = json.dumps(json.loads(webhook_body(desk, incident, update, account.id, view)),
+                         indent=2, ensure_ascii=False)
+    failures = messages.TemplateFailures(defaults=messages.default_sources(desk.templates_dir))
+    rendered = messages.render_update(sources, values, language_of(contact.locale), failures)
+    return Preview(recipient=vault_service.mask_email(contact.email),
+                   locale=language_of(contact.locale), rendered=rendered, update=update,
+                   webhook=webhook, template_failures=failures.summary())
+
+
+def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: Actor,
+            incident_id: str, draft: UpdateDraft, now: datetime) -> IncidentUpdate:
+    """Record the update and queue one email per contact of every affected account, in its
+    language, rendered once per account and language; all in the caller's transaction. A
+    saved template that fails for an audience gives way to the default one: the update still
+    goes out, and the failure is recorded on it and in the audit log."""
+    incident = get_incident(session=session, incident_id=incident_id)
+    update = _build_update(session, desk, incident, draft, actor, now)
+    session.add(update)
+    views = _account_views(session, desk, incident)
+    contacts = vault_service.recipients_of_accounts(session=session, vault=vault,
+                                                    account_ids=views)
+    base = _values(desk, incident, update)
+    sources = {language: template_sources(session=session, desk=desk, locale=language)
+               for language in messages.LOCALES}
+    failures = messages.TemplateFailures(defaults=messages.default_sources(desk.templates_dir))
+    rows = []
+    headers = {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
+    for account_id in sorted(views):
+        if not contacts[account_id]:
+            continue
+        values = {**base, **views[account_id]}
+        rendered: dict[str, messages.Rendered] = {}
+        seen: set[str] = set()
+        for contact in contacts[account_id]:
+            if contact.email.lower() in seen:
+                continue
+            seen.add(contact.email.lower())
+            language = language_of(contact.locale)
+            if language not in rendered:
+                rendered[language] = messages.render_update(sources[language], values,
+                                                            language, failures)
+            message = rendered[language]
+            rows.append(outbox.email_row(
+                cipher=desk.crypto.cipher, key=f"update:{update.id}:{account_id}:{contact.id}",
+                purpose="incident_update", now=now,
+                email=outbox.Email(to=contact.email, subject=message.subject,
+                                   text=message.text, html=message.html, headers=headers)))
+    rows += _webhook_rows(session, desk, incident, update, views, now)
+    rows += _subscriber_rows(session, desk, base, sources, update, headers, now, failures)
+    update.template_failures = failures.summary() or None
+    session.flush()
+    outbox.enqueue_rows(session=session, rows=rows)
+    update.recipients = len(rows)
+    for failure in update.template_failures or ():
+        audit.record(session, actor, "incident.template_failed", target_kind="incident",
+                     target_id=incident.id, update=update.id, **failure)
+    incident.state = update.state
+    incident.last_update_at = now
+    incident.next_update_due = update.next_update_at
+    incident.updated_at = now
+    session.add_all([update, incident])
+    audit.record(session, actor, "incident.update_published", target_kind="incident",
+                 target_id=incident.id, update=update.id, recipients=len(rows))
+    return update
+
+
+def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
+    return list(session.exec(select(IncidentUpdate).where(
+        IncidentUpdate.incident_id == incident_id).order_by(col(IncidentUpdate.number).desc())))
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+def set_webhook(*, session: Session, desk: Desk, actor: Actor, account_id: str,
+                url: str, now: datetime) -> str:
+    """Register (or replace) an account's endpoint; returns its signing secret, shown once.
+    An endpoint that is not on the public internet is refused (RefusedEndpoint, an Invalid
+    naming why); the outbox checks it again each time it calls."""
+    url = url.strip()
+    check_endpoint(url, desk.webhooks)
+    account = vault_service.get_account(session=session, account_id=account_id)
+    secret = secrets.token_urlsafe(32)
+    existing = session.get(AccountWebhook, account.id)
+    webhook = existing or AccountWebhook(account_id=account.id, url=url, secret_encrypted="",
+                                         created_by=actor.id or actor.kind, created_at=now)
+    webhook.url = url
+    webhook.secret_encrypted = desk.crypto.cipher.encrypt(secret, context=WEBHOOK_SECRET)
+    webhook.created_by, webhook.created_at = actor.id or actor.kind, now
+    webhook.quarantined_at = None
+    session.add(webhook)
+    audit.record(session, actor, "webhook.set", target_kind="account", target_id=account.id)
+    return secret
+
+
+def webhooks(*, session: Session) -> list[AccountWebhook]:
+    return list(session.exec(select(AccountWebhook).order_by(AccountWebhook.account_id)))
+
+
+def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account_id: str,
+                 account_values: dict) -> str:
+    """The JSON an account's endpoint receives: the update's typed fields, and its own sites."""
+    return json.dumps({
+        "type": "incident.update",
+        "incident": {"id": incident.id, "title": incident.title, "state": update.state,
+                     "severity": incident.severity,
+                     "status_page": f"{desk.base_url}/status/{incident.id}"},
+        "update": {"id": update.id, "number": update.number,
+                   "published_at": update.published_at.isoformat(),
+                   "what_happened": update.what_happened, "scope": update.scope,
+                   "accounts_affected": update.accounts_affected,
+                   "sites_affected": update.sites_affected, "timeline": update.timeline,
+                   "next_update_at": update.next_update_at.isoformat()
+                   if update.next_update_at else None,
+                   "restore_percentage": update.restore_percentage,
+                   "restore_note": update.restore_note, "data_loss": update.data_loss,
+                   "confidence": update.confidence, "support": update.support},
+        "account": {"id": account_id, "name": account_values["account_name"],
+                    "restore_percentage": float(account_values["account_percentage"][:-1]),
+                    "sites": account_values["account_sites"],
+                    "private_status_page": account_values["private_link"]},
+    }, sort_keys=True)
+
+
+def _webhook_rows(session: Session, desk: Desk, incident: Incident, update: IncidentUpdate,
+                  views: dict[str, dict], now: datetime) -> list[dict]:
+    rows = []
+    for webhook in session.exec(select(AccountWebhook)):  # few: one per account at most
+        if webhook.account_id not in views or webhook.quarantined_at is not None:
+            continue
+        body = webhook_body(desk, incident, update, webhook.account_id,
+                            views[webhook.account_id])
+        secret = desk.crypto.cipher.decrypt(webhook.secret_encrypted, context=WEBHOOK_SECRET)
+        rows.append(outbox.webhook_row(
+            cipher=desk.crypto.cipher, key=f"update:{update.id}:{webhook.account_id}:webhook",
+            purpose="incident_update", now=now,
+            webhook=outbox.Webhook(url=webhook.url, body=body,
+                                   signature=outbox.sign(secret, body))))
+    return rows
+
+
+def _subscriber_rows(session: Session, desk: Desk, base: dict, sources: dict, update,
+                     headers: dict, now: datetime,
+                     failures: messages.TemplateFailures) -> list[dict]:
+    """The public audience: confirmed subscribers, rendered once per language."""
+    rows, rendered = [], {}
+    for subscriber in session.exec(select(Subscriber).where(
+            col(Subscriber.confirmed_at).is_not(None),
+            col(Subscriber.unsubscribed_at).is_(None))):
+        language = subscriber.locale if subscriber.locale in messages.LOCALES else "en"
+        if language not in rendered:
+            rendered[language] = messages.render_update(sources[language], {
+                **base, "account_name": "", "account_percentage": "", "account_sites": [],
+                "private_link": ""}, language, failures)
+        message = rendered[language]
+        stop = subscription_link(desk, subscriber.id, "stop")
+        rows.append(outbox.email_row(
+            cipher=desk.crypto.cipher, key=f"update:{update.id}:public:{subscriber.id}",
+            purpose="incident_update", now=now,
+            email=outbox.Email(
+                to=desk.crypto.cipher.decrypt(subscriber.email_encrypted,
+                                              context=SUBSCRIBER_EMAIL),
+                subject=message.subject, text=f"{message.text}\nStop these emails: {stop}\n",
+                html=message.html, headers={**headers, "List-Unsubscribe": f"<{stop}>"})))
+    return rows

@@ -1,0 +1,99 @@
+"""Email subscriptions from the public status page (double opt-in): the signed confirm and
+stop links, subscribing, and following a link."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from contacts.core.crypto import normalize_email
+from contacts.core.errors import Invalid, NotFound
+from contacts.delivery import outbox
+from contacts.incidents.desk import Desk
+from contacts.incidents.messages import language_of
+from contacts.incidents.models import SUBSCRIBER_EMAIL, Subscriber
+
+SUBSCRIPTION_DAYS = 7
+
+
+ACTIONS = ("confirm", "stop")
+
+
+def _subscriptions(desk: Desk, action: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(desk.secret_key, salt=f"status-subscription-{action}")
+
+
+def subscription_link(desk: Desk, subscriber_id: int, action: str) -> str:
+    token = _subscriptions(desk, action).dumps(subscriber_id)
+    return f"{desk.base_url}/status/subscription/{action}/{token}"
+
+
+def subscribe(*, session: Session, desk: Desk, email: str, locale: str,
+              now: datetime) -> None:
+    """Email the address once a day at most: a confirmation link for a new, pending or
+    stopped subscription (nothing else is sent until it is followed), the stop link for one
+    already confirmed. Either way one email is queued, so the page's answer, and the work
+    behind it (the same sealing, the same one upsert, the same outbox row), do not tell
+    whether the address was subscribed."""
+    subscriber_id, confirmed_at, unsubscribed_at = _touch_subscriber(
+        session, desk, email=email, locale=locale, now=now)
+    subscribed = confirmed_at is not None and unsubscribed_at is None
+    if subscribed:
+        purpose, text = "subscription_reminder", (
+            "Someone (we hope you) asked to receive incident updates at this address. It "
+            "already receives them: nothing changes.\n"
+            f"To stop them: {subscription_link(desk, subscriber_id, 'stop')}\n\n"
+            "If it was not you, ignore this email.\n")
+    else:
+        purpose, text = "subscription_confirm", (
+            "Someone (we hope you) asked to receive incident updates at this address.\n"
+            f"Confirm within {SUBSCRIPTION_DAYS} days: "
+            f"{subscription_link(desk, subscriber_id, 'confirm')}\n\n"
+            "If it was not you, ignore this email: nothing else will be sent.\n")
+    outbox.enqueue_email(
+        session=session, cipher=desk.crypto.cipher, purpose=purpose, now=now,
+        key=f"subscribe:{subscriber_id}:{now.date().isoformat()}",
+        email=outbox.Email(to=email, subject="Incident updates by email", text=text))
+
+
+def _touch_subscriber(session: Session, desk: Desk, *, email: str, locale: str,
+                      now: datetime) -> tuple[int, datetime | None, datetime | None]:
+    """The address's subscriber row, added if new, in one INSERT ... ON CONFLICT that
+    returns it either way (a known address's row is left as it was): its id and state."""
+    index = desk.crypto.index.digest("subscriber", normalize_email(email))
+    table = Subscriber.__table__
+    dialect = session.get_bind().dialect.name
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(
+        email_index=index, locale=language_of(locale), created_at=now,
+        email_encrypted=desk.crypto.cipher.encrypt(email, context=SUBSCRIBER_EMAIL))
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[table.c.email_index],
+        set_={"email_index": upsert.excluded.email_index},  # a no-op: the same write
+    ).returning(table.c.id, table.c.confirmed_at, table.c.unsubscribed_at)
+    subscriber_id, confirmed_at, unsubscribed_at = session.execute(upsert).one()
+    return subscriber_id, confirmed_at, unsubscribed_at
+
+
+def follow_subscription_link(*, session: Session, desk: Desk, action: str, token: str,
+                             now: datetime) -> None:
+    """Confirm a subscription (links last a week) or end one (links last forever)."""
+    if action not in ACTIONS:
+        raise NotFound("There is nothing at this address.")
+    try:
+        subscriber_id = _subscriptions(desk, action).loads(
+            token, max_age=SUBSCRIPTION_DAYS * 86400 if action == "confirm" else None)
+    except SignatureExpired:
+        raise Invalid("This link has expired. Subscribe again on the status page.") from None
+    except BadSignature:
+        raise Invalid("This link is not valid.") from None
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise Invalid("This subscription no longer exists.")
+    if action == "confirm":
+        subscriber.confirmed_at, subscriber.unsubscribed_at = now, None
+    else:
+        subscriber.unsubscribed_at = now
+    session.add(subscriber)
