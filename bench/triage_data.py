@@ -49,7 +49,7 @@ from contacts.escalations.models import (
     ItemEvent,
     WorkItem,
 )
-from contacts.intake.service import new_reference
+from contacts.intake.references import new_reference
 from contacts.staff import service as staff_service
 from contacts.vault import service as vault_service
 from contacts.vault.models import Account, Contact

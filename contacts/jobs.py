@@ -132,8 +132,7 @@ def process_requests() -> None:
     settings = app.extensions["lifeline.settings"]
     intake = app.extensions["lifeline.intake"]
     engine = app.extensions["lifeline.engine"]
-    intake_service.replay_spool(engine=engine, intake=intake, render=message_renderer(app),
-                                now=utcnow())
+    app.extensions["lifeline.request_writer"].replay_spool(now=utcnow())
     with session_scope(engine) as session:
         matched = intake_service.process_pending(
             session=session, intake=intake,
