@@ -49,7 +49,7 @@ from sqlalchemy import func, select, text  # noqa: E402
 from triage_data import SIGN_IN_EMAIL, Generated, Progress, generate  # noqa: E402
 from vault import scratch_database  # noqa: E402
 
-from app import create_app  # noqa: E402
+from contacts.app import create_app  # noqa: E402
 from contacts.core.db import make_engine  # noqa: E402
 from contacts.core.schema import upgrade_database  # noqa: E402
 from contacts.core.settings import load_secrets  # noqa: E402

@@ -41,7 +41,11 @@ from sqlalchemy import select
 from contacts.core.audit import Actor
 from contacts.core.db import bulk_insert, session_scope, utcnow
 from contacts.core.ids import new_id
+from contacts.escalations import clock as sla_clock
+from contacts.escalations import items as work_items
 from contacts.escalations import service as escalations
+from contacts.escalations.desk import record_event, worked
+from contacts.escalations.follow import SEVERITY_TITLES
 from contacts.escalations.models import (
     ITEM_BODY,
     ITEM_TITLE,
@@ -367,7 +371,7 @@ def _business_table(world: _World, profile: AccountProfile | None) -> list[float
     """Business minutes between now - k slots and now, for each k (cached per clock)."""
     key = (profile.business_hours, profile.timezone) if profile else None
     if key not in world.tables:
-        clock = escalations._clock(world.desk, True, profile)
+        clock = sla_clock._clock(world.desk, True, profile)
         table, total, end = [0.0], 0.0, world.now
         for _ in range(int(HORIZON / SLOT)):
             total += clock.minutes_between(end - SLOT, end)
@@ -448,7 +452,7 @@ def _item(world: _World, rng: random.Random, account_id: str,
     if from_form:
         request_id, reference, verification = new_id("req"), new_reference(), VERIFICATION(rng)
         severity = rng.choice(("critical", "high", "normal", "normal", "low"))
-        title = f"Web request {reference}: {escalations.SEVERITY_TITLES[severity]}"
+        title = f"Web request {reference}: {SEVERITY_TITLES[severity]}"
     else:
         title = rng.choice(TITLES[kind]).format(host=host)
         if account_id and kind != "task" and rng.random() < 0.5:
@@ -468,15 +472,15 @@ def _item(world: _World, rng: random.Random, account_id: str,
         last_worked_at=None if from_form else created,
         first_response_due=created, first_response_risk_at=created, resolution_due=created,
         resolution_risk_at=created, next_due=created, next_risk_at=created)
-    escalations._set_targets(desk, item, world.profiles.get(account_id), created)
+    sla_clock.set_targets(desk, item, world.profiles.get(account_id), created)
     recorder = _Recorder()
     if from_form:
-        escalations._event(recorder, desk, item, Actor.system("intake"), "created", created,
-                           f"ticket from the public form ({reference}), P{priority}, "
-                           f"requester {verification}, region {item.region}")
+        record_event(recorder, desk, item, Actor.system("intake"), "created", created,
+                     f"ticket from the public form ({reference}), P{priority}, "
+                     f"requester {verification}, region {item.region}")
     else:
-        escalations._event(recorder, desk, item, worker, "created", created,
-                           f"{kind} by {channel}, P{priority}, region {item.region}")
+        record_event(recorder, desk, item, worker, "created", created,
+                     f"{kind} by {channel}, P{priority}, region {item.region}")
     for moment, step, argument in _plan(desk, rng, item, status, now, owner):
         actor = Actor("staff", item.owner_id) if item.owner_id else worker
         step(recorder, desk, item, actor, moment, argument)
@@ -541,27 +545,27 @@ def _plan(desk, rng: random.Random, item: WorkItem, status: str, now: datetime, 
 def _assign(session, desk, item: WorkItem, actor: Actor, moment: datetime,
             owner: str) -> None:
     item.owner_id = owner
-    escalations._worked(item, actor, moment)
-    escalations._event(session, desk, item, actor, "owner", moment, f"assigned to {owner}")
+    worked(item, actor, moment)
+    record_event(session, desk, item, actor, "owner", moment, f"assigned to {owner}")
 
 
 def _move(session, desk, item: WorkItem, actor: Actor, moment: datetime, status: str) -> None:
-    escalations._move(session, desk, item, actor, status, moment, None)
+    work_items._move(session, desk, item, actor, status, moment, None)
 
 
 def _reply(session, desk, item: WorkItem, actor: Actor, moment: datetime, body: str) -> None:
     if item.first_response_at is None:
         item.first_response_at = moment
-    escalations._worked(item, actor, moment)
-    escalations._follow_clock(item, moment)
-    escalations._event(session, desk, item, actor, "reply", moment, "sent to the requester",
-                       body)
+    worked(item, actor, moment)
+    sla_clock.follow_clock(item, moment)
+    record_event(session, desk, item, actor, "reply", moment, "sent to the requester",
+                 body)
 
 
 def _comment(session, desk, item: WorkItem, actor: Actor, moment: datetime,
              body: str) -> None:
-    escalations._worked(item, actor, moment)
-    escalations._event(session, desk, item, actor, "comment", moment, "", body)
+    worked(item, actor, moment)
+    record_event(session, desk, item, actor, "comment", moment, "", body)
 
 
 def _hand_off(session, desk, item: WorkItem, _actor: Actor, moment: datetime,
@@ -576,8 +580,8 @@ def _hand_off(session, desk, item: WorkItem, _actor: Actor, moment: datetime,
                     or item.last_worked_at < idle_since):
         return
     item.region, item.owner_id, item.updated_at = incoming.name, None, moment
-    escalations._event(session, desk, item, Actor.system("shifts"), "handoff", moment,
-                       f"{outgoing.name} -> {incoming.name}")
+    record_event(session, desk, item, Actor.system("shifts"), "handoff", moment,
+                 f"{outgoing.name} -> {incoming.name}")
 
 
 def _watch_sla(session, desk, item: WorkItem, now: datetime) -> None:
@@ -588,5 +592,5 @@ def _watch_sla(session, desk, item: WorkItem, now: datetime) -> None:
     target = "first response" if item.first_response_at is None else "resolution"
     crossed = item.next_due if state == "breached" else item.next_risk_at
     item.sla_state = state
-    escalations._event(session, desk, item, Actor.system("sla"), "sla",
-                       min(max(crossed, item.created_at), now), f"{target} {state}")
+    record_event(session, desk, item, Actor.system("sla"), "sla",
+                 min(max(crossed, item.created_at), now), f"{target} {state}")

@@ -9,6 +9,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from contacts import reactions
 from contacts.core import audit, schema
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
@@ -194,9 +195,8 @@ def follow_work() -> None:
     app = current_app()
     desk = app.extensions["lifeline.escalations"]
     with session_scope(app.extensions["lifeline.engine"]) as session:
-        tickets = escalations_service.sync_requests(session=session, desk=desk, now=utcnow())
-        resolved = escalations_service.resolve_for_incidents(session=session, desk=desk,
-                                                             now=utcnow())
+        tickets = reactions.sync_requests(session=session, desk=desk, now=utcnow())
+        resolved = reactions.resolve_for_incidents(session=session, desk=desk, now=utcnow())
         handoff = escalations_service.hand_off(session=session, desk=desk, now=utcnow())
     if tickets or resolved:
         log.info("escalations: %d tickets opened or updated from requests, %d items resolved "

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import inspect, table, text
 from werkzeug.serving import make_server
 
-from app import create_app
+from contacts.app import create_app
 from contacts.core.audit import Actor
 from contacts.core.db import make_engine, session_scope
 from contacts.core.schema import upgrade_database

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlmodel import func, select
 
-from app import create_app
+from contacts.app import create_app
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.settings import load_secrets
