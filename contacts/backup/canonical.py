@@ -69,7 +69,6 @@ class Manifest:
 BATCH_ROWS = 10_000
 
 
-
 def _unencodable(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 

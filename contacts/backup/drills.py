@@ -40,10 +40,8 @@ def decrypt_every_field(engine: Engine, cipher: FieldCipher) -> int:
     return checked
 
 
-
 def elapsed(started: float) -> float:
     return round(time.perf_counter() - started, 3)
-
 
 
 @dataclass

@@ -128,7 +128,6 @@ def database_checksums(engine: Engine) -> dict[str, dict]:
                 for table in backed_up_tables()}
 
 
-
 def snapshots_in(directory: Path) -> list[Path]:
     """The folder's snapshots, oldest first (their names start with the time they hold)."""
     return sorted(directory.glob(f"lifeline-*{SUFFIX}"))
