@@ -24,13 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vault import as_entries, make_rows, scratch_database  # noqa: E402
 
+from contacts.backup.drills import decrypt_every_field  # noqa: E402
 from contacts.core import keyring  # noqa: E402
 from contacts.core.audit import Actor  # noqa: E402
 from contacts.core.crypto import Crypto  # noqa: E402
 from contacts.core.db import make_engine, session_scope  # noqa: E402
 from contacts.core.schema import upgrade_database  # noqa: E402
 from contacts.core.settings import load_secrets, parse_keyring  # noqa: E402
-from contacts.vault import backup, service  # noqa: E402
+from contacts.vault import service  # noqa: E402
 
 
 def vault_from(keys_dir: Path) -> service.Vault:
@@ -112,7 +113,7 @@ def main() -> int:
             keyring.retire_key(keys_dir / "field_keys", "k1", engine)
             fresh = vault_from(keys_dir)
             assert fresh.crypto.cipher.key_ids == (new_key,)
-            decrypted = backup.decrypt_every_field(engine, fresh.crypto.cipher)
+            decrypted = decrypt_every_field(engine, fresh.crypto.cipher)
             engine.dispose()
         finally:
             drop()

@@ -37,12 +37,14 @@ from sqlalchemy import (  # noqa: E402
 )
 from sqlmodel import SQLModel  # noqa: E402
 
+from contacts.backup.restore import restore_snapshot  # noqa: E402
+from contacts.backup.snapshot import create_snapshot  # noqa: E402
 from contacts.core.audit import Actor  # noqa: E402
 from contacts.core.crypto import Crypto  # noqa: E402
 from contacts.core.db import bulk_insert, make_engine, session_scope  # noqa: E402
 from contacts.core.ids import new_id  # noqa: E402
 from contacts.core.schema import database_revision, head_revision, upgrade_database  # noqa: E402
-from contacts.vault import backup, service  # noqa: E402
+from contacts.vault import service  # noqa: E402
 from contacts.vault.schemas import AccountIn  # noqa: E402
 
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
@@ -241,7 +243,7 @@ def run(backend: str, count: int, batch: int, floor: bool) -> dict:
                     engine, stored_rows(engine), batch)
             figures["lookup_p50_ms"], figures["lookup_p99_ms"] = lookups(engine, vault, rows, 2000)
             started = time.perf_counter()
-            snapshot, manifest = backup.create_snapshot(
+            snapshot, manifest = create_snapshot(
                 engine=engine, backup_key=key, directory=workdir / "backups",
                 revision=database_revision(engine))
             figures["backup_s"] = time.perf_counter() - started
@@ -249,8 +251,8 @@ def run(backend: str, count: int, batch: int, floor: bool) -> dict:
             target = make_engine(restore_url)
             upgrade_database(target)
             started = time.perf_counter()
-            backup.restore_snapshot(path=snapshot, backup_key=key, engine=target,
-                                    head_revision=head_revision())
+            restore_snapshot(path=snapshot, backup_key=key, engine=target,
+                             head_revision=head_revision())
             figures["restore_s"] = time.perf_counter() - started
             figures["rows_in_snapshot"] = manifest.rows
             target.dispose()

@@ -21,6 +21,11 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from contacts.backup import cli as backup_cli
+from contacts.backup import drills as backup_drills
+from contacts.backup import routes as backup_routes
+from contacts.backup import snapshot as backup_snapshot
+from contacts.backup.api import bp as backup_api
 from contacts.core import access, accesslog, api, clock, db, inputs, ratelimit
 from contacts.core.api import API_PREFIX
 from contacts.core.crypto import Crypto
@@ -45,7 +50,6 @@ from contacts.system import cli as system_cli
 from contacts.system import routes as system_routes
 from contacts.system.api import bp as system_api
 from contacts.timeline import account_history
-from contacts.vault import backup
 from contacts.vault import cli as vault_cli
 from contacts.vault.api import bp as vault_api
 from contacts.vault.routes import bp as vault_routes
@@ -82,7 +86,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.add_template_filter(clock.as_utc, "utc")  # pages show every time in UTC
     app.extensions["lifeline.jobs"] = scheduled_jobs(settings)
     app.extensions["lifeline.health_probes"] = {
-        "backups": functools.partial(backup.drill_health,
+        "backups": functools.partial(backup_drills.drill_health,
                                      max_age_hours=settings.backup_drill_max_age_hours)}
     app.extensions["lifeline.crypto"] = Crypto(
         settings.secrets.field_keys, settings.secrets.blind_index_key,
@@ -91,7 +95,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # process only holds in memory; `keys retire` keeps a key the snapshots still need.
     app.extensions["lifeline.field_keys_source"] = field_keys_loader(settings, strict=True)
     app.extensions["lifeline.snapshots_needing_key"] = functools.partial(
-        backup.snapshots_needing_key, Path(settings.backup_dir), settings.secrets.backup_key)
+        backup_snapshot.snapshots_needing_key, Path(settings.backup_dir),
+        settings.secrets.backup_key)
 
     engine = db.make_engine(settings.database_url,
                             busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
@@ -125,11 +130,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     api.init_app(app)
 
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,
-                      vault_api, intake_routes.bp, intake_api, incidents_routes.bp,
-                      incidents_api, escalations_routes.bp, escalations_api):
+                      vault_api, backup_routes.bp, backup_api, intake_routes.bp, intake_api,
+                      incidents_routes.bp, incidents_api, escalations_routes.bp,
+                      escalations_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
-                  system_cli.keys_group, vault_cli.contacts_group, vault_cli.backup_group,
+                  system_cli.keys_group, vault_cli.contacts_group, backup_cli.backup_group,
                   drill_cli.drill_group):
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from contacts import reactions
+from contacts.backup import drills, snapshot
 from contacts.core import audit, schema
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
@@ -20,7 +21,7 @@ from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
-from contacts.vault import backup, freshness, purge, service
+from contacts.vault import freshness, purge, service
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,11 @@ def snapshot_and_drill() -> None:
     settings = app.extensions["lifeline.settings"]
     engine = app.extensions["lifeline.engine"]
     directory = _backup_dir(settings)
-    path, manifest = backup.create_snapshot(engine=engine,
-                                            backup_key=settings.secrets.backup_key,
-                                            directory=directory,
-                                            revision=schema.database_revision(engine))
-    backup.prune_snapshots(directory, settings.backup_keep)
+    path, manifest = snapshot.create_snapshot(engine=engine,
+                                              backup_key=settings.secrets.backup_key,
+                                              directory=directory,
+                                              revision=schema.database_revision(engine))
+    snapshot.prune_snapshots(directory, settings.backup_keep)
     with session_scope(engine) as session:
         audit.record(session, Actor.system("scheduler"), "backup.created", snapshot=path.name,
                      rows=manifest.rows)
@@ -62,7 +63,7 @@ def snapshot_and_drill() -> None:
 def drill_latest_snapshot() -> None:
     app = current_app()
     settings = app.extensions["lifeline.settings"]
-    result = backup.drill_latest(directory=_backup_dir(settings),
+    result = drills.drill_latest(directory=_backup_dir(settings),
                                  backup_key=settings.secrets.backup_key,
                                  load_field_keys=app.extensions["lifeline.field_keys_source"],
                                  engine=app.extensions["lifeline.engine"])

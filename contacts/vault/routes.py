@@ -1,5 +1,5 @@
 """Console pages of the vault: account search, account pages with masked contacts and audited
-reveals, stale accounts, and the admin's import and backup pages."""
+reveals, stale accounts, and the admin's import page."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import BooleanField, StringField
 from wtforms.validators import DataRequired, Length
 
-from contacts.core import audit, schema
 from contacts.core.access import public, staff
 from contacts.core.db import request_session, utcnow
 from contacts.core.errors import Invalid, NotFound
 from contacts.core.forms import form_errors
-from contacts.vault import backup, deletions, freshness, importer, service
+from contacts.vault import deletions, freshness, importer, service
 
 bp = Blueprint("vault", __name__)
 
@@ -106,7 +105,7 @@ def stale():
     return render_template("vault/stale.html", accounts=found, days=days)
 
 
-# -- admin: import and backups ----------------------------------------------------------------
+# -- admin: import ---------------------------------------------------------------------------
 
 
 class ImportForm(FlaskForm):
@@ -200,46 +199,6 @@ def _import_upload(content: bytes, file_format: str, strict: bool):
         raise Invalid(f"{len(report.rejections)} rejected entries, nothing imported "
                                f"(strict); first: {first.line}: {first.reason}")
     return report
-
-
-def _backup_dir() -> Path:
-    return Path(_settings().backup_dir)
-
-
-@bp.get("/console/backups")
-@staff("admin")
-def backups():
-    directory = _backup_dir()
-    snapshots = sorted(directory.glob(f"lifeline-*{backup.SUFFIX}"), reverse=True)[:30]
-    drills = service.recent_drills(session=request_session(), limit=20)
-    return render_template("vault/backups.html", snapshots=snapshots, drills=drills,
-                           directory=directory, action_form=FlaskForm())
-
-
-@bp.post("/console/backups/drill")
-@staff("admin")
-def run_drill():
-    result = backup.drill_latest(directory=_backup_dir(),
-                                 backup_key=_settings().secrets.backup_key,
-                                 load_field_keys=current_app.extensions[
-                                     "lifeline.field_keys_source"],
-                                 engine=current_app.extensions["lifeline.engine"])
-    flash(f"Drill of {result.snapshot} {'passed' if result.ok else 'FAILED'}: {result.detail}")
-    return redirect(url_for("vault.backups"))
-
-
-@bp.post("/console/backups/create")
-@staff("admin")
-def create_snapshot():
-    engine = current_app.extensions["lifeline.engine"]
-    path, manifest = backup.create_snapshot(engine=engine,
-                                            backup_key=_settings().secrets.backup_key,
-                                            directory=_backup_dir(),
-                                            revision=schema.database_revision(engine))
-    audit.record(request_session(), g.actor, "backup.created", snapshot=path.name,
-                 rows=manifest.rows)
-    flash(f"Snapshot {path.name} written ({manifest.rows} rows).")
-    return redirect(url_for("vault.backups"))
 
 
 # -- public: a contact confirms their details ----------------------------------------------------

@@ -34,7 +34,6 @@ from contacts.vault.models import (
     VERSION_SNAPSHOT,
     Account,
     App,
-    BackupDrill,
     Contact,
     ContactSite,
     ContactVersion,
@@ -857,11 +856,6 @@ def stale_accounts(*, session: Session, confirm_after_days: int,
     counts = _account_counts(session, [account.id for account in accounts], confirm_after_days)
     return [AccountSummary(account.id, account.external_id, account.name,
                            *counts.get(account.id, (0, 0, 0))) for account in accounts]
-
-
-def recent_drills(*, session: Session, limit: int = 20) -> list[BackupDrill]:
-    return list(session.exec(select(BackupDrill).order_by(col(BackupDrill.at).desc())
-                             .limit(limit)))
 
 
 # -- what other areas ask of the vault (the intake's matching, the console) -----------------
