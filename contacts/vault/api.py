@@ -16,6 +16,7 @@ from contacts.core.api import API_PREFIX, Moment, operation
 from contacts.core.db import request_session
 from contacts.core.ids import VaultId
 from contacts.vault import backup, deletions, service
+from contacts.vault import sync as vault_sync
 from contacts.vault.schemas import (
     ContactList,
     ContactMatch,
@@ -43,10 +44,10 @@ def sync(json: SyncDocument):
     (listed in `deletions` as applied, with the bulk deletion to undo), above it held
     (listed as held, with a sample and a token; an admin confirms them with a reason).
     """
-    entries = [service.AccountEntry.from_document(account, index)
+    entries = [vault_sync.AccountEntry.from_document(account, index)
                for index, account in enumerate(json.accounts)]
-    return service.sync(session=request_session(), vault=_vault(), actor=g.actor,
-                        entries=entries, source="sync")
+    return vault_sync.sync(session=request_session(), vault=_vault(), actor=g.actor,
+                           entries=entries, source="sync")
 
 
 class AsOfQuery(BaseModel):
