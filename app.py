@@ -45,6 +45,7 @@ from contacts.system import routes as system_routes
 from contacts.system.api import bp as system_api
 from contacts.vault import backup
 from contacts.vault import cli as vault_cli
+from contacts.vault import service as vault_service
 from contacts.vault.api import bp as vault_api
 from contacts.vault.routes import bp as vault_routes
 
@@ -87,6 +88,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Backup drills decrypt with the keys read afresh from the key file, never with keys this
     # process only holds in memory; `keys retire` keeps a key the snapshots still need.
     app.extensions["lifeline.field_keys_source"] = field_keys_loader(settings, strict=True)
+    # Built once: the vault's pages, API, CLI and jobs all read through this one.
+    app.extensions["lifeline.vault"] = vault_service.Vault.from_settings(
+        settings, app.extensions["lifeline.crypto"])
     app.extensions["lifeline.snapshots_needing_key"] = functools.partial(
         backup.snapshots_needing_key, Path(settings.backup_dir), settings.secrets.backup_key)
 

@@ -29,8 +29,7 @@ bp = Blueprint("vault_api", __name__, url_prefix=API_PREFIX)
 
 
 def _vault() -> service.Vault:
-    return service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                       current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 @bp.post("/sync")

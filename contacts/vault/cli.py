@@ -22,8 +22,7 @@ PARALLEL_FROM = 5000
 
 
 def vault() -> service.Vault:
-    return service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                       current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 @click.group("contacts", help="The contact vault: import and read contacts.")

@@ -35,7 +35,7 @@ def _settings():
 
 
 def _vault() -> service.Vault:
-    return service.Vault.from_settings(_settings(), current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 @bp.get("/console/accounts")
