@@ -32,6 +32,7 @@ from contacts.core.db import make_engine, session_scope  # noqa: E402
 from contacts.core.schema import upgrade_database  # noqa: E402
 from contacts.core.settings import load_secrets, parse_keyring  # noqa: E402
 from contacts.vault import service  # noqa: E402
+from contacts.vault import sync as vault_sync  # noqa: E402
 
 
 def vault_from(keys_dir: Path) -> service.Vault:
@@ -80,8 +81,9 @@ def main() -> int:
             rows = make_rows(args.contacts)
             started = time.perf_counter()
             with session_scope(engine) as session:
-                service.sync(session=session, vault=writer_vault, actor=Actor.system("bench"),
-                             entries=as_entries(rows), source="import", parallel=True)
+                vault_sync.sync(session=session, vault=writer_vault,
+                                actor=Actor.system("bench"), entries=as_entries(rows),
+                                source="import", parallel=True)
             print(f"vault: {args.contacts:,} contacts on {args.backend}, imported in "
                   f"{time.perf_counter() - started:.1f} s; "
                   f"{keyring.count_fields(engine, key_id='k1'):,} fields under k1")

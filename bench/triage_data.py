@@ -3,7 +3,7 @@
     generate(app, accounts=10_000, items=100_000)
 
 Accounts (a few sites, 2-3 contacts each) go through the vault's one upsert path,
-`vault.service.sync`, as an import would. Work items are built in memory by the escalations
+`vault.sync.sync`, as an import would. Work items are built in memory by the escalations
 service's own functions (`_set_targets` for the SLA targets, `_move` for each status change,
 `_follow_clock` and `sla_state` for how each item stands), as if staff had created and worked
 them over the past year, and are then written with `db.bulk_insert` (items and their events,
@@ -55,7 +55,7 @@ from contacts.escalations.models import (
 )
 from contacts.intake.service import new_reference
 from contacts.staff import service as staff_service
-from contacts.vault import service as vault_service
+from contacts.vault import sync as vault_sync
 from contacts.vault.models import Account, Contact
 from contacts.vault.schemas import AccountIn
 from tests.helpers import PASSWORD  # the tests' staff password
@@ -271,13 +271,13 @@ def _vault(engine, desk, accounts: int, rng: random.Random, progress: Progress
            ) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
     serial = [0]
     documents = [_account_document(number, rng, serial) for number in range(accounts)]
-    entries = [vault_service.AccountEntry.from_document(AccountIn.model_validate(doc), index)
+    entries = [vault_sync.AccountEntry.from_document(AccountIn.model_validate(doc), index)
                for index, doc in enumerate(documents)]
     progress.start("vault sync (accounts, sites, contacts)", serial[0])
     with session_scope(engine) as session:
-        report = vault_service.sync(session=session, vault=desk.vault,
-                                    actor=Actor.system("bench"), entries=entries,
-                                    source="import", progress=progress.advance, parallel=True)
+        report = vault_sync.sync(session=session, vault=desk.vault,
+                                 actor=Actor.system("bench"), entries=entries,
+                                 source="import", progress=progress.advance, parallel=True)
     progress.finish()
     if report.rejections:
         raise RuntimeError(f"the vault rejected {len(report.rejections)} entries, first: "

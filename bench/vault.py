@@ -45,6 +45,7 @@ from contacts.core.db import bulk_insert, make_engine, session_scope  # noqa: E4
 from contacts.core.ids import new_id  # noqa: E402
 from contacts.core.schema import database_revision, head_revision, upgrade_database  # noqa: E402
 from contacts.vault import service  # noqa: E402
+from contacts.vault import sync as vault_sync  # noqa: E402
 from contacts.vault.schemas import AccountIn  # noqa: E402
 
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
@@ -70,7 +71,7 @@ def make_rows(count: int, seed: int = 11) -> list[dict]:
     return rows
 
 
-def as_entries(rows: list[dict]) -> list[service.AccountEntry]:
+def as_entries(rows: list[dict]) -> list[vault_sync.AccountEntry]:
     accounts: dict[str, dict] = {}
     for row in rows:
         account = accounts.setdefault(row["account_external_id"], {
@@ -82,7 +83,7 @@ def as_entries(rows: list[dict]) -> list[service.AccountEntry]:
             "email": row["email"], "phone": row["phone"], "role": row["role"],
             "locale": row["locale"], "timezone": row["timezone"],
             "sites": [row["site_external_id"]]})
-    return [service.AccountEntry.from_document(AccountIn.model_validate(account), index)
+    return [vault_sync.AccountEntry.from_document(AccountIn.model_validate(account), index)
             for index, account in enumerate(accounts.values())]
 
 
@@ -178,8 +179,8 @@ def vault_import(engine, vault, entries, batch: int) -> tuple[float, float]:
     processes (reaped when it ends; not the PostgreSQL server's)."""
     started, cpu = time.perf_counter(), process_cpu()
     with session_scope(engine) as session:
-        service.sync(session=session, vault=vault, actor=Actor.system("bench"), entries=entries,
-                     source="import", parallel=True)
+        vault_sync.sync(session=session, vault=vault, actor=Actor.system("bench"),
+                        entries=entries, source="import", parallel=True)
     return time.perf_counter() - started, process_cpu() - cpu
 
 

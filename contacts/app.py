@@ -51,6 +51,7 @@ from contacts.system import routes as system_routes
 from contacts.system.api import bp as system_api
 from contacts.timeline import account_history
 from contacts.vault import cli as vault_cli
+from contacts.vault import service as vault_service
 from contacts.vault.api import bp as vault_api
 from contacts.vault.routes import bp as vault_routes
 
@@ -94,6 +95,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Backup drills decrypt with the keys read afresh from the key file, never with keys this
     # process only holds in memory; `keys retire` keeps a key the snapshots still need.
     app.extensions["lifeline.field_keys_source"] = field_keys_loader(settings, strict=True)
+    # Built once: the vault's pages, API, CLI and jobs all read through this one.
+    app.extensions["lifeline.vault"] = vault_service.Vault.from_settings(
+        settings, app.extensions["lifeline.crypto"])
     app.extensions["lifeline.snapshots_needing_key"] = functools.partial(
         backup_snapshot.snapshots_needing_key, Path(settings.backup_dir),
         settings.secrets.backup_key)
@@ -116,7 +120,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         intake_service.spool_health, spool=intake.spool)
     app.extensions["lifeline.account_panels"] = [escalations_routes.account_panel]
     app.extensions["lifeline.escalations"] = escalations_service.Desk.from_settings(
-        settings, app.extensions["lifeline.crypto"], render=message_renderer(app),
+        settings, app.extensions["lifeline.crypto"], vault=app.extensions["lifeline.vault"],
+        render=message_renderer(app),
         neighbours=_escalations_neighbours(app.extensions["lifeline.crypto"], intake,
                                            message_renderer(app)))
 

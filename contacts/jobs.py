@@ -21,7 +21,7 @@ from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
-from contacts.vault import freshness, purge, service
+from contacts.vault import freshness, purge
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def render_confirmation(app):
 def ask_contacts_to_confirm() -> None:
     app = current_app()
     settings = app.extensions["lifeline.settings"]
-    vault = service.Vault.from_settings(settings, app.extensions["lifeline.crypto"])
+    vault = app.extensions["lifeline.vault"]
     with session_scope(app.extensions["lifeline.engine"]) as session:
         flagged = freshness.flag_bounced_confirmations(session=session, now=utcnow())
         queued = freshness.request_confirmations(
@@ -131,7 +131,6 @@ def message_renderer(app) -> intake_service.Renderer:
 def process_requests() -> None:
     """Store spooled requests, then match new requests to accounts."""
     app = current_app()
-    settings = app.extensions["lifeline.settings"]
     intake = app.extensions["lifeline.intake"]
     engine = app.extensions["lifeline.engine"]
     intake_service.replay_spool(engine=engine, intake=intake, render=message_renderer(app),
@@ -139,8 +138,7 @@ def process_requests() -> None:
     with session_scope(engine) as session:
         matched = intake_service.process_pending(
             session=session, intake=intake,
-            vault=service.Vault.from_settings(settings, app.extensions["lifeline.crypto"]),
-            now=utcnow())
+            vault=app.extensions["lifeline.vault"], now=utcnow())
     if matched:
         log.info("matched %d new requests", matched)
 
@@ -154,9 +152,7 @@ def send_scheduled_updates() -> None:
     desk = app.extensions["lifeline.incidents"]
     with session_scope(app.extensions["lifeline.engine"]) as session:
         published = incidents_service.publish_due(
-            session=session, desk=desk,
-            vault=service.Vault.from_settings(settings, app.extensions["lifeline.crypto"]),
-            now=utcnow())
+            session=session, desk=desk, vault=app.extensions["lifeline.vault"], now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
         quarantined = incidents_service.quarantine_failing_webhooks(session=session,

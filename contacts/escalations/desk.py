@@ -39,14 +39,14 @@ class Desk:
     base_url: str
 
     @classmethod
-    def from_settings(cls, settings, crypto: Crypto, *, neighbours: Neighbours,
-                      render: Renderer) -> Desk:
+    def from_settings(cls, settings, crypto: Crypto, *, vault: vault_service.Vault,
+                      neighbours: Neighbours, render: Renderer) -> Desk:
         try:  # refuse a bad default at startup, not at the first item
             sla.BusinessHours.parse(settings.escalations_business_hours,
                                     settings.escalations_timezone)
         except Invalid as exc:
             raise ConfigError(f"escalations: {exc.message}") from None
-        return cls(crypto=crypto, vault=vault_service.Vault.from_settings(settings, crypto),
+        return cls(crypto=crypto, vault=vault,
                    neighbours=neighbours, render=render,
                    policies=sla.policies_from_settings(settings),
                    default_hours=settings.escalations_business_hours,

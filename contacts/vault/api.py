@@ -13,6 +13,7 @@ from contacts.core.api import API_PREFIX, Moment, operation
 from contacts.core.db import request_session
 from contacts.core.ids import VaultId
 from contacts.vault import deletions, service
+from contacts.vault import sync as vault_sync
 from contacts.vault.schemas import (
     ContactList,
     ContactMatch,
@@ -25,8 +26,7 @@ bp = Blueprint("vault_api", __name__, url_prefix=API_PREFIX)
 
 
 def _vault() -> service.Vault:
-    return service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                       current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 @bp.post("/sync")
@@ -40,10 +40,10 @@ def sync(json: SyncDocument):
     (listed in `deletions` as applied, with the bulk deletion to undo), above it held
     (listed as held, with a sample and a token; an admin confirms them with a reason).
     """
-    entries = [service.AccountEntry.from_document(account, index)
+    entries = [vault_sync.AccountEntry.from_document(account, index)
                for index, account in enumerate(json.accounts)]
-    return service.sync(session=request_session(), vault=_vault(), actor=g.actor,
-                        entries=entries, source="sync")
+    return vault_sync.sync(session=request_session(), vault=_vault(), actor=g.actor,
+                           entries=entries, source="sync")
 
 
 class AsOfQuery(BaseModel):

@@ -14,15 +14,14 @@ from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import CliError, cli_errors
-from contacts.vault import deletions, importer, purge, service
+from contacts.vault import deletions, importer, purge, service, sync
 
 # Below this many contacts, starting a worker process costs more than it saves.
 PARALLEL_FROM = 5000
 
 
 def vault() -> service.Vault:
-    return service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                       current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 @click.group("contacts", help="The contact vault: import and read contacts.")
@@ -47,9 +46,9 @@ def import_contacts(file: Path, file_format: str | None, strict: bool):
     with session_scope(engine) as session:
         with click.progressbar(length=parsed.contact_count, label="Importing contacts",
                                show_pos=True, file=sys.stderr) as bar:
-            report = service.sync(session=session, vault=vault(), actor=actor,
-                                  entries=parsed.entries, source="import", progress=bar.update,
-                                  parallel=parsed.contact_count >= PARALLEL_FROM)
+            report = sync.sync(session=session, vault=vault(), actor=actor,
+                               entries=parsed.entries, source="import", progress=bar.update,
+                               parallel=parsed.contact_count >= PARALLEL_FROM)
         report.merge(parsed.report)
         if strict and report.rejections:
             first = report.rejections[0]

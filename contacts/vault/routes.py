@@ -15,7 +15,15 @@ from contacts.core.access import public, staff
 from contacts.core.db import request_session, utcnow
 from contacts.core.errors import Invalid, NotFound
 from contacts.core.forms import form_errors
-from contacts.vault import deletions, freshness, importer, service
+from contacts.vault import (
+    console,
+    deletions,
+    freshness,
+    importer,
+    service,
+    softdelete,
+    sync,
+)
 
 bp = Blueprint("vault", __name__)
 
@@ -25,14 +33,14 @@ def _settings():
 
 
 def _vault() -> service.Vault:
-    return service.Vault.from_settings(_settings(), current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 @bp.get("/console/accounts")
 @staff()
 def accounts():
     query = request.args.get("q", "")[:200]
-    found = service.search_accounts(session=request_session(), vault=_vault(), query=query,
+    found = console.search_accounts(session=request_session(), vault=_vault(), query=query,
                                     confirm_after_days=_settings().vault_confirm_after_days)
     return render_template("vault/accounts.html", accounts=found, query=query)
 
@@ -72,7 +80,7 @@ def reveal(contact_id: str):
     revealed = None
     status = 400
     if form.validate_on_submit():
-        revealed = service.reveal_contact(session=session, vault=_vault(), actor=g.actor,
+        revealed = console.reveal_contact(session=session, vault=_vault(), actor=g.actor,
                                           contact_id=contact.id, reason=form.reason.data)
         status = 200
     account = service.get_account(session=session, account_id=contact.account_id,
@@ -91,8 +99,8 @@ def restore_contact(contact_id: str):
     session = request_session()
     contact = service.get_contact(session=session, contact_id=contact_id)
     if contact.deleted_at is not None:
-        service.restore(session=session, vault=_vault(), actor=g.actor, kind="contact",
-                        ids=[contact.id], deleted_at=contact.deleted_at)
+        softdelete.restore(session=session, vault=_vault(), actor=g.actor, kind="contact",
+                           ids=[contact.id], deleted_at=contact.deleted_at)
         flash("Contact restored.")
     return redirect(url_for("vault.account", account_id=contact.account_id))
 
@@ -101,7 +109,7 @@ def restore_contact(contact_id: str):
 @staff()
 def stale():
     days = _settings().vault_confirm_after_days
-    found = service.stale_accounts(session=request_session(), confirm_after_days=days)
+    found = console.stale_accounts(session=request_session(), confirm_after_days=days)
     return render_template("vault/stale.html", accounts=found, days=days)
 
 
@@ -191,8 +199,8 @@ def _import_upload(content: bytes, file_format: str, strict: bool):
         raise Invalid("the file is not UTF-8 text") from None
     parsed = importer.parse_text(text, file_format)
     session = request_session()
-    report = service.sync(session=session, vault=_vault(), actor=g.actor,
-                          entries=parsed.entries, source="import")
+    report = sync.sync(session=session, vault=_vault(), actor=g.actor,
+                       entries=parsed.entries, source="import")
     report.merge(parsed.report)
     if strict and report.rejections:
         first = report.rejections[0]

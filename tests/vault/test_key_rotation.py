@@ -13,6 +13,7 @@ from contacts.core import keyring
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope
 from contacts.vault import service
+from contacts.vault import sync as vault_sync
 from contacts.vault.models import Account
 from contacts.vault.schemas import SyncDocument
 from tests.vault.fixtures import make_document
@@ -30,11 +31,11 @@ def vault_of(app):
 
 
 def sync(app, document):
-    entries = [service.AccountEntry.from_document(account, index) for index, account
+    entries = [vault_sync.AccountEntry.from_document(account, index) for index, account
                in enumerate(SyncDocument.model_validate(document).accounts)]
     with session_scope(app.extensions["lifeline.engine"]) as session:
-        service.sync(session=session, vault=vault_of(app), actor=Actor.system("t"),
-                     entries=entries, source="sync")
+        vault_sync.sync(session=session, vault=vault_of(app), actor=Actor.system("t"),
+                        entries=entries, source="sync")
 
 
 def all_contacts(app):
