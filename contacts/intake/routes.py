@@ -47,8 +47,7 @@ PER_IP = RateLimit("intake_rate_limit_per_ip")
 
 
 def _vault() -> vault_service.Vault:
-    return vault_service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                             current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 # -- public -------------------------------------------------------------------------------------
