@@ -51,6 +51,7 @@ from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage  # noqa: E402
 from contacts.incidents import progress, publishing, records  # noqa: E402
 from contacts.incidents.desk import Desk  # noqa: E402
 from contacts.vault import service as vault_service  # noqa: E402
+from contacts.vault import sync as vault_sync  # noqa: E402
 from contacts.vault.schemas import AccountIn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def entries(recipients: int) -> list[vault_service.AccountEntry]:
+def entries(recipients: int) -> list[vault_sync.AccountEntry]:
     accounts = []
     for number in range(-(-recipients // CONTACTS_PER_ACCOUNT)):
         contacts = [{"external_id": f"C{number:06d}-{n}", "name": f"Admin {number} {n}",
@@ -76,7 +77,7 @@ def entries(recipients: int) -> list[vault_service.AccountEntry]:
             "external_id": f"A{number:06d}", "name": f"Account {number}",
             "sites": [{"external_id": f"S{number:06d}", "url": f"https://s{number}.example.net",
                        "name": f"Site {number}"}], "contacts": contacts}))
-    return [vault_service.AccountEntry.from_document(account, index)
+    return [vault_sync.AccountEntry.from_document(account, index)
             for index, account in enumerate(accounts)]
 
 
@@ -400,8 +401,8 @@ def main() -> int:
             loaded = entries(args.recipients)
             started = time.perf_counter()
             with session_scope(engine) as session:
-                vault_service.sync(session=session, vault=vault, actor=actor, entries=loaded,
-                                   source="import", parallel=True)
+                vault_sync.sync(session=session, vault=vault, actor=actor, entries=loaded,
+                                source="import", parallel=True)
                 incident = records.create_incident(session=session, actor=actor,
                                                    title="Bench incident",
                                                    severity="critical", started_at=utcnow(),

@@ -7,7 +7,7 @@ CSRF, security headers): the difference between the two is the intake's own work
 
 from __future__ import annotations
 
-from app import create_app
+from contacts.app import create_app
 from contacts.core.access import public
 from contacts.core.api import API_PREFIX
 

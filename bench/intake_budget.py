@@ -9,8 +9,9 @@ CPU time per request, in the same run and process, of:
   the draft, sealing, the code email; the writer hands back the reference at once), then
   also without sealing and the code email, then also without the three rate limits: the
   differences are what each costs;
-- the write alone, `intake.service.receive`, in group commits of 1, 8 and 32 requests (under
-  load each worker's writer thread commits the requests that arrived together).
+- the write alone, `RequestWriter.receive` (intake/writer.py), in group commits of 1, 8 and
+  32 requests (under load each worker's writer thread commits the requests that arrived
+  together).
 
 It prints the ceiling of bench/intake.py's ratio: bare / (request path + write by 32), the
 rate intake/bare that two workers would reach if the cores did nothing else. It is an upper
@@ -81,8 +82,8 @@ def measure(count: int, backend: str) -> int:
     from intake_app import app
 
     from contacts.core.db import utcnow
-    from contacts.intake import service
     from contacts.intake.schemas import RequestIn
+    from contacts.intake.writer import draft_request
 
     client = app.test_client()
     writer = app.extensions["lifeline.request_writer"]
@@ -92,8 +93,7 @@ def measure(count: int, backend: str) -> int:
     cpu_per_request(client, INTAKE_PATH, range(300, 600))
 
     def without_write(draft):
-        service.prepare(intake=writer.intake, draft=draft, render=writer.render,
-                        now=draft.received_at)
+        writer.prepare(draft=draft, now=draft.received_at)
         return draft.reference
 
     @contextmanager
@@ -135,17 +135,15 @@ def measure(count: int, backend: str) -> int:
         for size in writes:
             batches = []
             for _ in range(max(share // size, 1)):
-                drafts = [service.draft_request(RequestIn.model_validate_json(body(serial + n)),
-                                                locale="en", now=utcnow())
+                drafts = [draft_request(RequestIn.model_validate_json(body(serial + n)),
+                                        locale="en", now=utcnow())
                           for n in range(size)]
                 serial += size
-                batches.append([service.prepare(intake=writer.intake, draft=draft,
-                                                render=writer.render, now=draft.received_at)
+                batches.append([writer.prepare(draft=draft, now=draft.received_at)
                                 for draft in drafts])
             started = time.process_time()
             for batch in batches:
-                if service.receive(engine=writer.engine, intake=writer.intake, prepared=batch,
-                                   render=writer.render, now=utcnow()) is None:
+                if writer.receive(prepared=batch, now=utcnow()) is None:
                     raise SystemExit("the database refused a write (the requests were "
                                      "spooled): no figure for the write")
             writes[size] = min(writes[size], (time.process_time() - started) * 1000

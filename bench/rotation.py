@@ -24,13 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vault import as_entries, make_rows, scratch_database  # noqa: E402
 
+from contacts.backup.drills import decrypt_every_field  # noqa: E402
 from contacts.core import keyring  # noqa: E402
 from contacts.core.audit import Actor  # noqa: E402
 from contacts.core.crypto import Crypto  # noqa: E402
 from contacts.core.db import make_engine, session_scope  # noqa: E402
 from contacts.core.schema import upgrade_database  # noqa: E402
 from contacts.core.settings import load_secrets, parse_keyring  # noqa: E402
-from contacts.vault import backup, service  # noqa: E402
+from contacts.vault import service  # noqa: E402
+from contacts.vault import sync as vault_sync  # noqa: E402
 
 
 def vault_from(keys_dir: Path) -> service.Vault:
@@ -79,8 +81,9 @@ def main() -> int:
             rows = make_rows(args.contacts)
             started = time.perf_counter()
             with session_scope(engine) as session:
-                service.sync(session=session, vault=writer_vault, actor=Actor.system("bench"),
-                             entries=as_entries(rows), source="import", parallel=True)
+                vault_sync.sync(session=session, vault=writer_vault,
+                                actor=Actor.system("bench"), entries=as_entries(rows),
+                                source="import", parallel=True)
             print(f"vault: {args.contacts:,} contacts on {args.backend}, imported in "
                   f"{time.perf_counter() - started:.1f} s; "
                   f"{keyring.count_fields(engine, key_id='k1'):,} fields under k1")
@@ -112,7 +115,7 @@ def main() -> int:
             keyring.retire_key(keys_dir / "field_keys", "k1", engine)
             fresh = vault_from(keys_dir)
             assert fresh.crypto.cipher.key_ids == (new_key,)
-            decrypted = backup.decrypt_every_field(engine, fresh.crypto.cipher)
+            decrypted = decrypt_every_field(engine, fresh.crypto.cipher)
             engine.dispose()
         finally:
             drop()

@@ -11,7 +11,7 @@ Target: GET /console/items and GET /console/accounts/<id> answer in p50 <= 150 m
 For each backend: a scratch database (a SQLite file in a temp dir; on PostgreSQL a database
 created on 127.0.0.1:5432 and dropped at the end), migrated; development keys generated in
 the temp dir; the real app (`create_app`). bench/triage_data.py fills it: staff, accounts
-through `vault.service.sync`, work items and their events. Then one Flask test client signs
+through `vault.sync.sync`, work items and their events. Then one Flask test client signs
 in through /login (CSRF token included) as a support user and asks, one request at a time
 and in shuffled order, for the queue (the default view, page 2, region=EMEA, one owner's
 items, the breached ones, all statuses), the account page of 200 random accounts and of the
@@ -49,7 +49,7 @@ from sqlalchemy import func, select, text  # noqa: E402
 from triage_data import SIGN_IN_EMAIL, Generated, Progress, generate  # noqa: E402
 from vault import scratch_database  # noqa: E402
 
-from app import create_app  # noqa: E402
+from contacts.app import create_app  # noqa: E402
 from contacts.core.db import make_engine  # noqa: E402
 from contacts.core.schema import upgrade_database  # noqa: E402
 from contacts.core.settings import load_secrets  # noqa: E402

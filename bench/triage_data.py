@@ -3,7 +3,7 @@
     generate(app, accounts=10_000, items=100_000)
 
 Accounts (a few sites, 2-3 contacts each) go through the vault's one upsert path,
-`vault.service.sync`, as an import would. Work items are built in memory by the escalations
+`vault.sync.sync`, as an import would. Work items are built in memory by the escalations
 service's own functions (`_set_targets` for the SLA targets, `_move` for each status change,
 `_follow_clock` and `sla_state` for how each item stands), as if staff had created and worked
 them over the past year, and are then written with `db.bulk_insert` (items and their events,
@@ -41,7 +41,11 @@ from sqlalchemy import select
 from contacts.core.audit import Actor
 from contacts.core.db import bulk_insert, session_scope, utcnow
 from contacts.core.ids import new_id
+from contacts.escalations import clock as sla_clock
+from contacts.escalations import items as work_items
 from contacts.escalations import service as escalations
+from contacts.escalations.desk import record_event, worked
+from contacts.escalations.follow import SEVERITY_TITLES
 from contacts.escalations.models import (
     ITEM_BODY,
     ITEM_TITLE,
@@ -49,9 +53,9 @@ from contacts.escalations.models import (
     ItemEvent,
     WorkItem,
 )
-from contacts.intake.service import new_reference
+from contacts.intake.references import new_reference
 from contacts.staff import service as staff_service
-from contacts.vault import service as vault_service
+from contacts.vault import sync as vault_sync
 from contacts.vault.models import Account, Contact
 from contacts.vault.schemas import AccountIn
 from tests.helpers import PASSWORD  # the tests' staff password
@@ -267,13 +271,13 @@ def _vault(engine, desk, accounts: int, rng: random.Random, progress: Progress
            ) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
     serial = [0]
     documents = [_account_document(number, rng, serial) for number in range(accounts)]
-    entries = [vault_service.AccountEntry.from_document(AccountIn.model_validate(doc), index)
+    entries = [vault_sync.AccountEntry.from_document(AccountIn.model_validate(doc), index)
                for index, doc in enumerate(documents)]
     progress.start("vault sync (accounts, sites, contacts)", serial[0])
     with session_scope(engine) as session:
-        report = vault_service.sync(session=session, vault=desk.vault,
-                                    actor=Actor.system("bench"), entries=entries,
-                                    source="import", progress=progress.advance, parallel=True)
+        report = vault_sync.sync(session=session, vault=desk.vault,
+                                 actor=Actor.system("bench"), entries=entries,
+                                 source="import", progress=progress.advance, parallel=True)
     progress.finish()
     if report.rejections:
         raise RuntimeError(f"the vault rejected {len(report.rejections)} entries, first: "
@@ -367,7 +371,7 @@ def _business_table(world: _World, profile: AccountProfile | None) -> list[float
     """Business minutes between now - k slots and now, for each k (cached per clock)."""
     key = (profile.business_hours, profile.timezone) if profile else None
     if key not in world.tables:
-        clock = escalations._clock(world.desk, True, profile)
+        clock = sla_clock._clock(world.desk, True, profile)
         table, total, end = [0.0], 0.0, world.now
         for _ in range(int(HORIZON / SLOT)):
             total += clock.minutes_between(end - SLOT, end)
@@ -448,7 +452,7 @@ def _item(world: _World, rng: random.Random, account_id: str,
     if from_form:
         request_id, reference, verification = new_id("req"), new_reference(), VERIFICATION(rng)
         severity = rng.choice(("critical", "high", "normal", "normal", "low"))
-        title = f"Web request {reference}: {escalations.SEVERITY_TITLES[severity]}"
+        title = f"Web request {reference}: {SEVERITY_TITLES[severity]}"
     else:
         title = rng.choice(TITLES[kind]).format(host=host)
         if account_id and kind != "task" and rng.random() < 0.5:
@@ -468,15 +472,15 @@ def _item(world: _World, rng: random.Random, account_id: str,
         last_worked_at=None if from_form else created,
         first_response_due=created, first_response_risk_at=created, resolution_due=created,
         resolution_risk_at=created, next_due=created, next_risk_at=created)
-    escalations._set_targets(desk, item, world.profiles.get(account_id), created)
+    sla_clock.set_targets(desk, item, world.profiles.get(account_id), created)
     recorder = _Recorder()
     if from_form:
-        escalations._event(recorder, desk, item, Actor.system("intake"), "created", created,
-                           f"ticket from the public form ({reference}), P{priority}, "
-                           f"requester {verification}, region {item.region}")
+        record_event(recorder, desk, item, Actor.system("intake"), "created", created,
+                     f"ticket from the public form ({reference}), P{priority}, "
+                     f"requester {verification}, region {item.region}")
     else:
-        escalations._event(recorder, desk, item, worker, "created", created,
-                           f"{kind} by {channel}, P{priority}, region {item.region}")
+        record_event(recorder, desk, item, worker, "created", created,
+                     f"{kind} by {channel}, P{priority}, region {item.region}")
     for moment, step, argument in _plan(desk, rng, item, status, now, owner):
         actor = Actor("staff", item.owner_id) if item.owner_id else worker
         step(recorder, desk, item, actor, moment, argument)
@@ -541,27 +545,27 @@ def _plan(desk, rng: random.Random, item: WorkItem, status: str, now: datetime, 
 def _assign(session, desk, item: WorkItem, actor: Actor, moment: datetime,
             owner: str) -> None:
     item.owner_id = owner
-    escalations._worked(item, actor, moment)
-    escalations._event(session, desk, item, actor, "owner", moment, f"assigned to {owner}")
+    worked(item, actor, moment)
+    record_event(session, desk, item, actor, "owner", moment, f"assigned to {owner}")
 
 
 def _move(session, desk, item: WorkItem, actor: Actor, moment: datetime, status: str) -> None:
-    escalations._move(session, desk, item, actor, status, moment, None)
+    work_items._move(session, desk, item, actor, status, moment, None)
 
 
 def _reply(session, desk, item: WorkItem, actor: Actor, moment: datetime, body: str) -> None:
     if item.first_response_at is None:
         item.first_response_at = moment
-    escalations._worked(item, actor, moment)
-    escalations._follow_clock(item, moment)
-    escalations._event(session, desk, item, actor, "reply", moment, "sent to the requester",
-                       body)
+    worked(item, actor, moment)
+    sla_clock.follow_clock(item, moment)
+    record_event(session, desk, item, actor, "reply", moment, "sent to the requester",
+                 body)
 
 
 def _comment(session, desk, item: WorkItem, actor: Actor, moment: datetime,
              body: str) -> None:
-    escalations._worked(item, actor, moment)
-    escalations._event(session, desk, item, actor, "comment", moment, "", body)
+    worked(item, actor, moment)
+    record_event(session, desk, item, actor, "comment", moment, "", body)
 
 
 def _hand_off(session, desk, item: WorkItem, _actor: Actor, moment: datetime,
@@ -576,8 +580,8 @@ def _hand_off(session, desk, item: WorkItem, _actor: Actor, moment: datetime,
                     or item.last_worked_at < idle_since):
         return
     item.region, item.owner_id, item.updated_at = incoming.name, None, moment
-    escalations._event(session, desk, item, Actor.system("shifts"), "handoff", moment,
-                       f"{outgoing.name} -> {incoming.name}")
+    record_event(session, desk, item, Actor.system("shifts"), "handoff", moment,
+                 f"{outgoing.name} -> {incoming.name}")
 
 
 def _watch_sla(session, desk, item: WorkItem, now: datetime) -> None:
@@ -588,5 +592,5 @@ def _watch_sla(session, desk, item: WorkItem, now: datetime) -> None:
     target = "first response" if item.first_response_at is None else "resolution"
     crossed = item.next_due if state == "breached" else item.next_risk_at
     item.sla_state = state
-    escalations._event(session, desk, item, Actor.system("sla"), "sla",
-                       min(max(crossed, item.created_at), now), f"{target} {state}")
+    record_event(session, desk, item, Actor.system("sla"), "sla",
+                 min(max(crossed, item.created_at), now), f"{target} {state}")

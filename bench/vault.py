@@ -37,12 +37,15 @@ from sqlalchemy import (  # noqa: E402
 )
 from sqlmodel import SQLModel  # noqa: E402
 
+from contacts.backup.restore import restore_snapshot  # noqa: E402
+from contacts.backup.snapshot import create_snapshot  # noqa: E402
 from contacts.core.audit import Actor  # noqa: E402
 from contacts.core.crypto import Crypto  # noqa: E402
 from contacts.core.db import bulk_insert, make_engine, session_scope  # noqa: E402
 from contacts.core.ids import new_id  # noqa: E402
 from contacts.core.schema import database_revision, head_revision, upgrade_database  # noqa: E402
-from contacts.vault import backup, service  # noqa: E402
+from contacts.vault import service  # noqa: E402
+from contacts.vault import sync as vault_sync  # noqa: E402
 from contacts.vault.schemas import AccountIn  # noqa: E402
 
 PG_ADMIN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
@@ -68,7 +71,7 @@ def make_rows(count: int, seed: int = 11) -> list[dict]:
     return rows
 
 
-def as_entries(rows: list[dict]) -> list[service.AccountEntry]:
+def as_entries(rows: list[dict]) -> list[vault_sync.AccountEntry]:
     accounts: dict[str, dict] = {}
     for row in rows:
         account = accounts.setdefault(row["account_external_id"], {
@@ -80,7 +83,7 @@ def as_entries(rows: list[dict]) -> list[service.AccountEntry]:
             "email": row["email"], "phone": row["phone"], "role": row["role"],
             "locale": row["locale"], "timezone": row["timezone"],
             "sites": [row["site_external_id"]]})
-    return [service.AccountEntry.from_document(AccountIn.model_validate(account), index)
+    return [vault_sync.AccountEntry.from_document(AccountIn.model_validate(account), index)
             for index, account in enumerate(accounts.values())]
 
 
@@ -176,8 +179,8 @@ def vault_import(engine, vault, entries, batch: int) -> tuple[float, float]:
     processes (reaped when it ends; not the PostgreSQL server's)."""
     started, cpu = time.perf_counter(), process_cpu()
     with session_scope(engine) as session:
-        service.sync(session=session, vault=vault, actor=Actor.system("bench"), entries=entries,
-                     source="import", parallel=True)
+        vault_sync.sync(session=session, vault=vault, actor=Actor.system("bench"),
+                        entries=entries, source="import", parallel=True)
     return time.perf_counter() - started, process_cpu() - cpu
 
 
@@ -241,7 +244,7 @@ def run(backend: str, count: int, batch: int, floor: bool) -> dict:
                     engine, stored_rows(engine), batch)
             figures["lookup_p50_ms"], figures["lookup_p99_ms"] = lookups(engine, vault, rows, 2000)
             started = time.perf_counter()
-            snapshot, manifest = backup.create_snapshot(
+            snapshot, manifest = create_snapshot(
                 engine=engine, backup_key=key, directory=workdir / "backups",
                 revision=database_revision(engine))
             figures["backup_s"] = time.perf_counter() - started
@@ -249,8 +252,8 @@ def run(backend: str, count: int, batch: int, floor: bool) -> dict:
             target = make_engine(restore_url)
             upgrade_database(target)
             started = time.perf_counter()
-            backup.restore_snapshot(path=snapshot, backup_key=key, engine=target,
-                                    head_revision=head_revision())
+            restore_snapshot(path=snapshot, backup_key=key, engine=target,
+                             head_revision=head_revision())
             figures["restore_s"] = time.perf_counter() - started
             figures["rows_in_snapshot"] = manifest.rows
             target.dispose()

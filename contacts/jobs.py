@@ -9,6 +9,8 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from contacts import reactions
+from contacts.backup import drills, snapshot
 from contacts.core import audit, schema
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
@@ -19,7 +21,7 @@ from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
-from contacts.vault import backup, freshness, purge, service
+from contacts.vault import freshness, purge
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,11 @@ def snapshot_and_drill() -> None:
     settings = app.extensions["lifeline.settings"]
     engine = app.extensions["lifeline.engine"]
     directory = _backup_dir(settings)
-    path, manifest = backup.create_snapshot(engine=engine,
-                                            backup_key=settings.secrets.backup_key,
-                                            directory=directory,
-                                            revision=schema.database_revision(engine))
-    backup.prune_snapshots(directory, settings.backup_keep)
+    path, manifest = snapshot.create_snapshot(engine=engine,
+                                              backup_key=settings.secrets.backup_key,
+                                              directory=directory,
+                                              revision=schema.database_revision(engine))
+    snapshot.prune_snapshots(directory, settings.backup_keep)
     with session_scope(engine) as session:
         audit.record(session, Actor.system("scheduler"), "backup.created", snapshot=path.name,
                      rows=manifest.rows)
@@ -61,7 +63,7 @@ def snapshot_and_drill() -> None:
 def drill_latest_snapshot() -> None:
     app = current_app()
     settings = app.extensions["lifeline.settings"]
-    result = backup.drill_latest(directory=_backup_dir(settings),
+    result = drills.drill_latest(directory=_backup_dir(settings),
                                  backup_key=settings.secrets.backup_key,
                                  load_field_keys=app.extensions["lifeline.field_keys_source"],
                                  engine=app.extensions["lifeline.engine"])
@@ -81,7 +83,7 @@ def render_confirmation(app):
 def ask_contacts_to_confirm() -> None:
     app = current_app()
     settings = app.extensions["lifeline.settings"]
-    vault = service.Vault.from_settings(settings, app.extensions["lifeline.crypto"])
+    vault = app.extensions["lifeline.vault"]
     with session_scope(app.extensions["lifeline.engine"]) as session:
         flagged = freshness.flag_bounced_confirmations(session=session, now=utcnow())
         queued = freshness.request_confirmations(
@@ -129,16 +131,13 @@ def message_renderer(app) -> intake_service.Renderer:
 def process_requests() -> None:
     """Store spooled requests, then match new requests to accounts."""
     app = current_app()
-    settings = app.extensions["lifeline.settings"]
     intake = app.extensions["lifeline.intake"]
     engine = app.extensions["lifeline.engine"]
-    intake_service.replay_spool(engine=engine, intake=intake, render=message_renderer(app),
-                                now=utcnow())
+    app.extensions["lifeline.request_writer"].replay_spool(now=utcnow())
     with session_scope(engine) as session:
         matched = intake_service.process_pending(
             session=session, intake=intake,
-            vault=service.Vault.from_settings(settings, app.extensions["lifeline.crypto"]),
-            now=utcnow())
+            vault=app.extensions["lifeline.vault"], now=utcnow())
     if matched:
         log.info("matched %d new requests", matched)
 
@@ -152,9 +151,7 @@ def send_scheduled_updates() -> None:
     desk = app.extensions["lifeline.incidents"]
     with session_scope(app.extensions["lifeline.engine"]) as session:
         published = incidents_service.publish_due(
-            session=session, desk=desk,
-            vault=service.Vault.from_settings(settings, app.extensions["lifeline.crypto"]),
-            now=utcnow())
+            session=session, desk=desk, vault=app.extensions["lifeline.vault"], now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
         quarantined = quarantine.quarantine_failing_webhooks(session=session, now=utcnow())
@@ -193,9 +190,8 @@ def follow_work() -> None:
     app = current_app()
     desk = app.extensions["lifeline.escalations"]
     with session_scope(app.extensions["lifeline.engine"]) as session:
-        tickets = escalations_service.sync_requests(session=session, desk=desk, now=utcnow())
-        resolved = escalations_service.resolve_for_incidents(session=session, desk=desk,
-                                                             now=utcnow())
+        tickets = reactions.sync_requests(session=session, desk=desk, now=utcnow())
+        resolved = reactions.resolve_for_incidents(session=session, desk=desk, now=utcnow())
         handoff = escalations_service.hand_off(session=session, desk=desk, now=utcnow())
     if tickets or resolved:
         log.info("escalations: %d tickets opened or updated from requests, %d items resolved "

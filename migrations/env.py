@@ -3,7 +3,9 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import contacts.core.audit  # noqa: F401  (each import registers its tables on SQLModel.metadata)
+# Each import registers its tables on SQLModel.metadata.
+import contacts.backup.models  # noqa: F401
+import contacts.core.audit  # noqa: F401
 import contacts.core.scheduler  # noqa: F401
 import contacts.delivery.models  # noqa: F401
 import contacts.escalations.models  # noqa: F401

@@ -23,13 +23,14 @@ import pytest
 from sqlalchemy import inspect, table, text
 from werkzeug.serving import make_server
 
-from app import create_app
+from contacts.app import create_app
 from contacts.core.audit import Actor
 from contacts.core.db import make_engine, session_scope
 from contacts.core.schema import upgrade_database
 from contacts.core.settings import load_secrets
 from contacts.staff import service as staff_service
 from contacts.vault import service as vault_service
+from contacts.vault import sync as vault_sync
 from contacts.vault.schemas import SyncDocument
 from tests.helpers import (
     IN_CI,
@@ -249,13 +250,13 @@ def sync_document(engine, vault):
     def run(document: dict, actor: Actor | None = None, *, into=None, parallel: bool = False,
             batch_size: int | None = None):
         parsed = SyncDocument.model_validate(document)
-        entries = [vault_service.AccountEntry.from_document(account, index)
+        entries = [vault_sync.AccountEntry.from_document(account, index)
                    for index, account in enumerate(parsed.accounts)]
         batched = dataclasses.replace(vault, batch_size=batch_size) if batch_size else vault
         with session_scope(into or engine) as session:
-            return vault_service.sync(session=session, vault=batched,
-                                      actor=actor or Actor.system("t"), entries=entries,
-                                      source="sync", parallel=parallel)
+            return vault_sync.sync(session=session, vault=batched,
+                                   actor=actor or Actor.system("t"), entries=entries,
+                                   source="sync", parallel=parallel)
 
     return run
 

@@ -206,3 +206,7 @@ def _refusals(refused: dict[str, int]) -> str:
     if not refused:
         return "none"
     return ", ".join(f"{count} × {status}" for status, count in sorted(refused.items()))
+
+
+def percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 100.0

@@ -27,6 +27,8 @@ TRANSITIONS = {
 }
 PRIORITIES = (1, 2, 3, 4)
 SLA_STATES = ("ok", "at_risk", "breached")
+# Requesters whose address or identity was proven: replies and bulk replies go to them.
+VERIFIED = ("email_verified", "authorized", "callback_confirmed")
 # The next due time of an item whose clock is stopped (waiting on the customer, or done).
 PAUSED = datetime(9000, 1, 1, tzinfo=UTC)
 

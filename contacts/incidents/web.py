@@ -14,5 +14,4 @@ def desk() -> Desk:
 
 def vault() -> vault_service.Vault:
     """The vault the updates' recipients are read from (through its service)."""
-    return vault_service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                             current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]

@@ -15,6 +15,7 @@ from contacts.core.errors import Invalid
 from contacts.core.inputs import cap_bodies
 from contacts.core.ratelimit import limited
 from contacts.intake import service
+from contacts.intake.references import normalize_reference
 from contacts.intake.schemas import ACCEPTED_MESSAGE, RequestAccepted, RequestIn
 from contacts.intake.web import INTAKE_LIMITS, receive
 
@@ -75,7 +76,7 @@ def read_request(reference: str):
     """A support request by its reference: verification, trust, the account matched and the
     candidates, as IDs and states. Answers 400 for what cannot be a reference, 404 for one
     that is not stored."""
-    if service.normalize_reference(reference) is None:
+    if normalize_reference(reference) is None:
         raise Invalid("This is not a request reference; they look like LL-7KQ2-9XHD.")
     state = service.request_state(session=request_session(), reference=reference)
     request = state.request

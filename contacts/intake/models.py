@@ -20,6 +20,8 @@ SEVERITIES = {
 }
 # From least to most trusted; each level drives the queue, the SLA and what the requester sees.
 LEVELS = ("unverified", "email_verified", "authorized", "callback_confirmed")
+# The queue priority a request starts at (1 first); trust can raise it (see trust.py).
+SEVERITY_PRIORITY = {"critical": 1, "high": 2, "normal": 3, "low": 4}
 
 
 

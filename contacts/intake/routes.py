@@ -26,8 +26,9 @@ from contacts.core.errors import Invalid
 from contacts.core.forms import form_errors
 from contacts.core.inputs import cap_bodies
 from contacts.core.ratelimit import RateLimit, limited
-from contacts.intake import service
+from contacts.intake import codes, conversation, triage, verification
 from contacts.intake.models import LEVELS, SEVERITIES
+from contacts.intake.references import get_by_reference, get_request, normalize_reference
 from contacts.intake.schemas import MESSAGE_CHARS, RequestIn
 from contacts.intake.web import INTAKE_LIMITS, intake, receive, renderer
 from contacts.vault import service as vault_service
@@ -46,8 +47,7 @@ PER_IP = RateLimit("intake_rate_limit_per_ip")
 
 
 def _vault() -> vault_service.Vault:
-    return vault_service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                             current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 # -- public -------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ class CodeForm(FlaskForm):
 @public
 @limited(PER_IP)
 def verify(reference: str):
-    normalized = service.normalize_reference(reference)
+    normalized = normalize_reference(reference)
     if normalized is None:
         abort(404)
     form = CodeForm()
@@ -115,9 +115,9 @@ def verify(reference: str):
         if form.validate():
             session = request_session()
             try:
-                verified = service.verify_code(session=session, intake=intake(),
-                                               vault=_vault(), reference=normalized,
-                                               code=form.code.data, now=utcnow())
+                verified = verification.verify_code(session=session, intake=intake(),
+                                                    vault=_vault(), reference=normalized,
+                                                    code=form.code.data, now=utcnow())
             except Invalid as exc:
                 session.commit()  # the failed attempt counts
                 form.code.errors = [exc.message]
@@ -131,11 +131,11 @@ def verify(reference: str):
 @public
 @limited(PER_IP)
 def resend(reference: str):
-    normalized = service.normalize_reference(reference)
+    normalized = normalize_reference(reference)
     if normalized is None:
         abort(404)
-    service.resend_code(session=request_session(), intake=intake(), reference=normalized,
-                        render=renderer(), now=utcnow())
+    verification.resend_code(session=request_session(), intake=intake(), reference=normalized,
+                             render=renderer(), now=utcnow())
     flash("If this request is still waiting for its code, a new one is on its way. Codes "
           "sent before it no longer work.")
     return redirect(url_for("intake.verify", reference=normalized), 303)
@@ -146,15 +146,15 @@ def resend(reference: str):
 @limited(PER_IP)
 def confirm_link(reference: str, token: str):
     """GET only shows a button: mail scanners follow links, and must not verify anyone."""
-    normalized = service.normalize_reference(reference)
+    normalized = normalize_reference(reference)
     if normalized is None:
         abort(404)
     error = None
     if request.method == "POST":
         with form_errors() as refused:
-            verified = service.verify_by_link(session=request_session(), intake=intake(),
-                                              vault=_vault(), reference=normalized,
-                                              token=token, now=utcnow())
+            verified = verification.verify_by_link(session=request_session(), intake=intake(),
+                                                   vault=_vault(), reference=normalized,
+                                                   token=token, now=utcnow())
         if not refused:
             return _to_status_page(verified.reference)
         error = refused.message
@@ -164,7 +164,7 @@ def confirm_link(reference: str, token: str):
 
 def _to_status_page(reference: str):
     return redirect(url_for("intake.status", reference=reference,
-                            t=service.status_token(intake(), reference)), 303)
+                            t=codes.status_token(intake(), reference)), 303)
 
 
 class ReplyForm(FlaskForm):
@@ -175,10 +175,10 @@ class ReplyForm(FlaskForm):
 
 def _opened_request(reference: str, token: str | None):
     """The request, only for the holder of its status link; otherwise nothing at all."""
-    normalized = service.normalize_reference(reference)
-    if normalized is None or not service.token_opens(intake(), normalized, token):
+    normalized = normalize_reference(reference)
+    if normalized is None or not codes.token_opens(intake(), normalized, token):
         abort(404)
-    return service.get_by_reference(session=request_session(), reference=normalized)
+    return get_by_reference(session=request_session(), reference=normalized)
 
 
 @bp.get("/requests/<reference>")
@@ -186,7 +186,7 @@ def _opened_request(reference: str, token: str | None):
 def status(reference: str):
     token = request.args.get("t")
     found = _opened_request(reference, token)
-    view = service.request_view(session=request_session(), intake=intake(), request=found)
+    view = conversation.request_view(session=request_session(), intake=intake(), request=found)
     return render_template("public/request.html", view=view, token=token,
                            form=ReplyForm(t=token), severities=SEVERITIES)
 
@@ -198,11 +198,11 @@ def customer_reply(reference: str):
     form = ReplyForm()
     found = _opened_request(reference, form.t.data)
     if form.validate():
-        service.reply_as_customer(session=request_session(), intake=intake(),
-                                  reference=found.reference, body=form.body.data, now=utcnow())
+        conversation.reply_as_customer(session=request_session(), intake=intake(),
+                                       reference=found.reference, body=form.body.data, now=utcnow())
         flash("Your message was added to the request.")
         return redirect(url_for("intake.status", reference=found.reference, t=form.t.data), 303)
-    view = service.request_view(session=request_session(), intake=intake(), request=found)
+    view = conversation.request_view(session=request_session(), intake=intake(), request=found)
     return render_template("public/request.html", view=view, token=form.t.data, form=form,
                            severities=SEVERITIES), 400
 
@@ -214,10 +214,10 @@ def customer_reply(reference: str):
 @staff("support", "admin")
 def queue():
     view = request.args.get("view", "open")
-    if view not in service.VIEWS:
+    if view not in triage.VIEWS:
         view = "open"
-    rows = service.support_queue(session=request_session(), intake=intake(), view=view)
-    return render_template("intake/queue.html", rows=rows, view=view, views=service.VIEWS,
+    rows = triage.support_queue(session=request_session(), intake=intake(), view=view)
+    return render_template("intake/queue.html", rows=rows, view=view, views=triage.VIEWS,
                            severities=SEVERITIES)
 
 
@@ -240,10 +240,10 @@ class RevealForm(FlaskForm):
 
 
 def _request_page(request_id: str, status: int = 200, *,
-                  requester: service.Requester | None = None, **forms):
+                  requester: triage.Requester | None = None, **forms):
     session = request_session()
-    found = service.get_request(session=session, request_id=request_id)
-    view = service.request_view(session=session, intake=intake(), request=found)
+    found = get_request(session=session, request_id=request_id)
+    view = conversation.request_view(session=session, intake=intake(), request=found)
     contacts = []
     if found.account_id:
         _sites, contacts = vault_service.account_contacts_masked(
@@ -259,9 +259,9 @@ def _request_page(request_id: str, status: int = 200, *,
                .get(found.account_id) if found.account_id else None)
     return render_template(
         "intake/request.html", view=view, account=account,
-        requester=requester or service.masked_requester(view),
+        requester=requester or triage.masked_requester(view),
         reveal_form=forms.pop("reveal_form", None) or RevealForm(),
-        candidates=service.candidates_of(session=session, request_id=found.id),
+        candidates=triage.candidates_of(session=session, request_id=found.id),
         attach_form=forms.pop("attach_form", None) or AttachForm(),
         callback_form=callback_form,
         reply_form=forms.pop("reply_form", None) or StaffReplyForm(),
@@ -282,9 +282,9 @@ def reveal_requester(request_id: str):
     form = RevealForm()
     if not form.validate():
         return _request_page(request_id, 400, reveal_form=form)
-    revealed = service.reveal_requester(session=request_session(), intake=intake(),
-                                        actor=g.actor, request_id=request_id,
-                                        reason=form.reason.data)
+    revealed = triage.reveal_requester(session=request_session(), intake=intake(),
+                                       actor=g.actor, request_id=request_id,
+                                       reason=form.reason.data)
     return _request_page(request_id, requester=revealed)
 
 
@@ -295,8 +295,8 @@ def attach(request_id: str):
     if not form.validate():
         return _request_page(request_id, 400, attach_form=form)
     with form_errors(form.account_id) as refused:
-        service.attach(session=request_session(), intake=intake(), vault=_vault(),
-                       actor=g.actor, request_id=request_id, account_id=form.account_id.data)
+        triage.attach(session=request_session(), intake=intake(), vault=_vault(),
+                      actor=g.actor, request_id=request_id, account_id=form.account_id.data)
     if refused:
         return _request_page(request_id, 400, attach_form=form)
     flash("Request attached to the account.")
@@ -308,9 +308,9 @@ def attach(request_id: str):
 def callback(request_id: str):
     form = CallbackForm()
     with form_errors(form.contact_id) as refused:
-        service.record_callback(session=request_session(), actor=g.actor,
-                                request_id=request_id, contact_id=request.form.get(
-                                    "contact_id", ""), now=utcnow())
+        triage.record_callback(session=request_session(), actor=g.actor,
+                               request_id=request_id, contact_id=request.form.get(
+                                   "contact_id", ""), now=utcnow())
     if refused:
         return _request_page(request_id, 400, callback_form=form)
     flash("Call back recorded: the requester is confirmed.")
@@ -323,9 +323,9 @@ def staff_reply(request_id: str):
     form = StaffReplyForm()
     if not form.validate():
         return _request_page(request_id, 400, reply_form=form)
-    service.reply_as_staff(session=request_session(), intake=intake(), actor=g.actor,
-                           request_id=request_id, body=form.body.data, render=renderer(),
-                           now=utcnow())
+    conversation.reply_as_staff(session=request_session(), intake=intake(), actor=g.actor,
+                                request_id=request_id, body=form.body.data, render=renderer(),
+                                now=utcnow())
     flash("Reply sent.")
     return redirect(url_for("intake.request_page", request_id=request_id), 303)
 
@@ -333,6 +333,6 @@ def staff_reply(request_id: str):
 @bp.post("/console/requests/<request_id>/status")
 @staff("support", "admin")
 def set_status(request_id: str):
-    service.set_status(session=request_session(), actor=g.actor, request_id=request_id,
-                       status=request.form.get("status", ""))
+    triage.set_status(session=request_session(), actor=g.actor, request_id=request_id,
+                      status=request.form.get("status", ""))
     return redirect(url_for("intake.request_page", request_id=request_id), 303)

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlmodel import Session
+
 from contacts.core.crypto import DecryptionFailed, FieldCipher
 
 log = logging.getLogger(__name__)
@@ -101,3 +103,13 @@ class Spool:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+def spool_health(session: Session, *, spool: Spool) -> dict:
+    """The /healthz probe of this machine's spool: requests waiting, and how many files this
+    process cannot open (damaged, or sealed with other keys), left in place for one that can.
+    Counts only: a file's name is a request's reference, so the names go to the log (see
+    Spool.read), never to the public page."""
+    unreadable = spool.unreadable()
+    return {"ok": not unreadable, "waiting": len(spool.pending()),
+            "unreadable": len(unreadable)}

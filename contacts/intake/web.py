@@ -10,9 +10,11 @@ from flask import current_app, g, request
 from contacts.core.db import utcnow
 from contacts.core.mail import LANGUAGES, render_message
 from contacts.core.ratelimit import RateLimit
-from contacts.intake import limits, service
+from contacts.intake import limits
+from contacts.intake.config import Intake, Renderer
 from contacts.intake.matching import is_public_email_domain
 from contacts.intake.schemas import RequestIn
+from contacts.intake.writer import draft_request
 
 
 def _claimed_email() -> str:
@@ -61,18 +63,18 @@ INTAKE_LIMITS = (
 )
 
 
-def intake() -> service.Intake:
+def intake() -> Intake:
     return current_app.extensions["lifeline.intake"]
 
 
-def renderer() -> service.Renderer:
+def renderer() -> Renderer:
     environment = current_app.jinja_env
     return lambda kind, locale, values: render_message(environment, kind, locale, values)
 
 
 def receive(given: RequestIn) -> str:
     """Store (or spool) a request; the same work whoever is asking."""
-    draft = service.draft_request(
+    draft = draft_request(
         given, locale=request.accept_languages.best_match(LANGUAGES) or "en", now=utcnow())
     stored = current_app.extensions["lifeline.request_writer"].write(draft)
     return stored or draft.reference  # spooled: kept under the reference it was drafted with

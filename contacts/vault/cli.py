@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -11,19 +10,18 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from contacts.core import audit, schema
+from contacts.core import audit
 from contacts.core.audit import Actor
-from contacts.core.db import make_engine, session_scope, utcnow
+from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import CliError, cli_errors
-from contacts.vault import backup, deletions, importer, purge, service
+from contacts.vault import deletions, importer, purge, service, sync
 
 # Below this many contacts, starting a worker process costs more than it saves.
 PARALLEL_FROM = 5000
 
 
 def vault() -> service.Vault:
-    return service.Vault.from_settings(current_app.extensions["lifeline.settings"],
-                                       current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 @click.group("contacts", help="The contact vault: import and read contacts.")
@@ -48,9 +46,9 @@ def import_contacts(file: Path, file_format: str | None, strict: bool):
     with session_scope(engine) as session:
         with click.progressbar(length=parsed.contact_count, label="Importing contacts",
                                show_pos=True, file=sys.stderr) as bar:
-            report = service.sync(session=session, vault=vault(), actor=actor,
-                                  entries=parsed.entries, source="import", progress=bar.update,
-                                  parallel=parsed.contact_count >= PARALLEL_FROM)
+            report = sync.sync(session=session, vault=vault(), actor=actor,
+                               entries=parsed.entries, source="import", progress=bar.update,
+                               parallel=parsed.contact_count >= PARALLEL_FROM)
         report.merge(parsed.report)
         if strict and report.rejections:
             first = report.rejections[0]
@@ -191,98 +189,3 @@ def purge_now():
     click.echo(f"purged {purged.accounts} accounts, {purged.sites} sites, {purged.apps} apps, "
                f"{purged.contacts} contacts deleted more than {settings.vault_retention_days} "
                "days ago")
-
-
-# -- backups --------------------------------------------------------------------------------
-
-
-@click.group("backup", help="Encrypted snapshots outside the database: create, restore, drill.")
-def backup_group():
-    pass
-
-
-def _backup_key() -> bytes:
-    return current_app.extensions["lifeline.settings"].secrets.backup_key
-
-
-def _backup_dir(given: Path | None) -> Path:
-    return given or Path(current_app.extensions["lifeline.settings"].backup_dir)
-
-
-@backup_group.command("create")
-@click.option("--to", "directory", type=click.Path(path_type=Path), default=None,
-              help="Folder for the snapshot (default: [backup] dir).")
-@with_appcontext
-@cli_errors
-def backup_create(directory: Path | None):
-    """Write an encrypted, authenticated snapshot of the whole database."""
-    engine = current_app.extensions["lifeline.engine"]
-    started = time.perf_counter()
-    with click.progressbar(length=backup.count_rows(engine), label="Snapshotting rows",
-                           show_pos=True, file=sys.stderr) as bar:
-        path, manifest = backup.create_snapshot(
-            engine=engine, backup_key=_backup_key(), directory=_backup_dir(directory),
-            revision=schema.database_revision(engine), progress=bar.update)
-    with session_scope(engine) as session:
-        audit.record(session, Actor.system("cli"), "backup.created", snapshot=path.name,
-                     rows=manifest.rows)
-    click.echo(f"wrote {path} ({manifest.rows} rows, {path.stat().st_size} bytes) "
-               f"in {backup.elapsed(started)} s")
-
-
-@backup_group.command("verify")
-@click.argument("file", type=click.Path(path_type=Path))
-@with_appcontext
-@cli_errors
-def backup_verify(file: Path):
-    """Decrypt and authenticate a snapshot and check it against its manifest."""
-    manifest = backup.verify_snapshot(file, _backup_key())
-    click.echo(f"{file.name}: authentic, {manifest.rows} rows in {len(manifest.tables)} tables, "
-               f"made {manifest.created_at} at schema revision {manifest.revision}")
-
-
-@backup_group.command("restore")
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--database-url", required=True,
-              help="An empty database to fill, for example postgresql://lifeline@db/restored.")
-@with_appcontext
-@cli_errors
-def backup_restore(file: Path, database_url: str):
-    """Fill an empty database from a snapshot, then check every table's checksum."""
-    target = make_engine(database_url)
-    try:
-        schema.upgrade_database(target)
-        started = time.perf_counter()
-        total = backup.verify_snapshot(file, _backup_key()).rows
-        with click.progressbar(length=total, label="Restoring rows", show_pos=True,
-                               file=sys.stderr) as bar:
-            manifest = backup.restore_snapshot(path=file, backup_key=_backup_key(),
-                                               engine=target,
-                                               head_revision=schema.head_revision(),
-                                               progress=bar.update)
-    finally:
-        target.dispose()
-    with session_scope(current_app.extensions["lifeline.engine"]) as session:
-        audit.record(session, Actor.system("cli"), "backup.restored", snapshot=file.name,
-                     rows=manifest.rows)
-    click.echo(f"restored {manifest.rows} rows from {file.name} in {backup.elapsed(started)} s; "
-               "every table matches its checksum")
-
-
-@backup_group.command("drill")
-@click.option("--from", "directory", type=click.Path(path_type=Path), default=None,
-              help="Folder of snapshots (default: [backup] dir); the latest is drilled.")
-@click.option("--database-url", default=None,
-              help="An empty scratch database (default: a temporary SQLite file).")
-@with_appcontext
-@cli_errors
-def backup_drill(directory: Path | None, database_url: str | None):
-    """Restore the latest snapshot into a scratch database, check it, record the result."""
-    result = backup.drill_latest(
-        directory=_backup_dir(directory), backup_key=_backup_key(),
-        load_field_keys=current_app.extensions["lifeline.field_keys_source"],
-        engine=current_app.extensions["lifeline.engine"], database_url=database_url)
-    state = "passed" if result.ok else "FAILED"
-    click.echo(f"drill of {result.snapshot} {state} in {result.seconds} s: {result.detail}")
-    if not result.ok:
-        raise CliError(f"drill failed: {result.detail}")

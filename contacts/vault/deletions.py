@@ -19,7 +19,7 @@ from contacts.core.audit import Actor
 from contacts.core.db import in_chunks, utcnow
 from contacts.core.errors import Conflict, Forbidden, Invalid, NotFound, WrongKind
 from contacts.core.ids import parse_id
-from contacts.vault import guard, service
+from contacts.vault import guard, service, softdelete
 from contacts.vault.guard import Limits
 from contacts.vault.models import BulkDeletion
 from contacts.vault.schemas import Sample
@@ -81,7 +81,7 @@ def plan(*, session: Session, actor: Actor, kind: str, ids: list[str], limits: L
     deletion, token = guard.hold(session=session, actor=actor, kind=kind, targets=targets,
                                  limits=limits, reason=reason)
     return DryRun(deletion_id=deletion.id, kind=kind, count=len(targets),
-                  sample=[service.deletion_sample(row) for row in rows[:5]], token=token,
+                  sample=[guard.deletion_sample(row) for row in rows[:5]], token=token,
                   expires_at=deletion.expires_at)
 
 
@@ -124,8 +124,8 @@ def _apply(session: Session, vault: service.Vault, actor: Actor, deletion: BulkD
         raise Forbidden(f"{count} {deletion.kind}s is over the cap of {limits.cap} for one "
                         "bulk delete; only an admin giving a reason may confirm it")
     now = utcnow()
-    deleted = service.soft_delete(session=session, vault=vault, actor=actor,
-                                  kind=deletion.kind, ids=deletion.target_ids, at=now)
+    deleted = softdelete.soft_delete(session=session, vault=vault, actor=actor,
+                                     kind=deletion.kind, ids=deletion.target_ids, at=now)
     deletion.confirmed_at, deletion.confirmed_by = now, actor.id or actor.kind
     deletion.reason = reason[:500] if reason else None
     session.add(deletion)
@@ -142,8 +142,9 @@ def undo(*, session: Session, vault: service.Vault, actor: Actor, deletion_id: s
         raise NotFound("no confirmed bulk deletion with this ID")
     if deletion.undone_at is not None:
         raise Conflict("this bulk deletion was already undone")
-    restored = service.restore(session=session, vault=vault, actor=actor, kind=deletion.kind,
-                               ids=deletion.target_ids, deleted_at=deletion.confirmed_at)
+    restored = softdelete.restore(session=session, vault=vault, actor=actor,
+                                  kind=deletion.kind, ids=deletion.target_ids,
+                                  deleted_at=deletion.confirmed_at)
     if restored == 0:
         raise Conflict("nothing left to restore: the objects were purged or restored already")
     deletion.undone_at = utcnow()
@@ -177,7 +178,7 @@ def held(*, session: Session, limits: Limits, now: datetime) -> list[Held]:
         rows = session.exec(select(model).where(col(model.id).in_(deletion.target_ids[:5])))
         found.append(Held(deletion_id=deletion.id, kind=deletion.kind,
                           count=len(deletion.target_ids),
-                          sample=[service.deletion_sample(row) for row in rows],
+                          sample=[guard.deletion_sample(row) for row in rows],
                           planned_at=deletion.planned_at, expires_at=deletion.expires_at))
     return found
 

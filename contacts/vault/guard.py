@@ -1,6 +1,6 @@
 """The bulk-delete guard's records, for every way a deletion arrives (the deletions API and
 CLI, and deletions in a sync or an import): a held bulk delete, bound by its token to exactly
-one set of IDs, and the undo record of a deletion applied at once."""
+one set of IDs, the undo record of a deletion applied at once, and how a target is shown."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from contacts.core.audit import Actor
 from contacts.core.db import utcnow
 from contacts.core.ids import new_id
 from contacts.vault.models import BulkDeletion
+from contacts.vault.schemas import Sample
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,17 @@ def targets_digest(kind: str, ids: list[str]) -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def deletion_sample(row) -> Sample:
+    """How a bulk delete shows a target (an ORM row or a plain one): IDs, and a site's or an
+    app's name or URL; never a contact's personal data."""
+    def value(name):
+        return row.get(name) if isinstance(row, dict) else getattr(row, name, None)
+
+    label = None if value("name_encrypted") else value("name")
+    return Sample(id=value("id"), external_id=value("external_id"),
+                  label=label or value("url"))
 
 
 def hold(*, session: Session, actor: Actor, kind: str, targets: list[str], limits: Limits,

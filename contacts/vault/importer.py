@@ -1,7 +1,7 @@
 """Reading contact files (CSV or JSON) into sync entries, each part with its line or path.
 
 A malformed entry becomes a rejection with its line and reason; the others go on to
-`service.sync`. The JSON document is the sync API's body; the CSV has one row per contact.
+`sync.sync`. The JSON document is the sync API's body; the CSV has one row per contact.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from contacts.core.errors import Invalid
 from contacts.core.inputs import parse_json
 from contacts.vault.schemas import AccountIn, ContactIn, ImportReport, SiteIn
-from contacts.vault.service import AccountEntry
+from contacts.vault.sync import AccountEntry
 
 CSV_COLUMNS = ("account_external_id", "account_name", "contact_external_id", "name", "email",
                "phone", "role", "locale", "timezone", "site_external_ids", "site_urls")

@@ -142,20 +142,6 @@ class BulkDeletion(SQLModel, table=True):
     undone_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
-class BackupDrill(SQLModel, table=True):
-    """The result of one restore drill: proof that a snapshot restores and checks out."""
-
-    __tablename__ = "backup_drill"
-
-    id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(sa_column=utc_column(index=True))
-    snapshot: str = Field(max_length=255)
-    ok: bool
-    seconds: float
-    rows: int
-    detail: str = Field(max_length=2000)
-
-
 # Each ciphertext is bound to its column (the context is the AEAD's associated data).
 CONTACT_NAME = encrypted_column(Contact.__table__, "name_encrypted", "contact.name")
 CONTACT_EMAIL = encrypted_column(Contact.__table__, "email_encrypted", "contact.email")

@@ -1,5 +1,5 @@
 """Console pages of the vault: account search, account pages with masked contacts and audited
-reveals, stale accounts, and the admin's import and backup pages."""
+reveals, stale accounts, and the admin's import page."""
 
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import BooleanField, StringField
 from wtforms.validators import DataRequired, Length
 
-from contacts.core import audit, schema
 from contacts.core.access import public, staff
 from contacts.core.db import request_session, utcnow
 from contacts.core.errors import Invalid, NotFound
 from contacts.core.forms import form_errors
-from contacts.vault import backup, deletions, freshness, importer, service
+from contacts.vault import (
+    console,
+    deletions,
+    freshness,
+    importer,
+    service,
+    softdelete,
+    sync,
+)
 
 bp = Blueprint("vault", __name__)
 
@@ -26,14 +33,14 @@ def _settings():
 
 
 def _vault() -> service.Vault:
-    return service.Vault.from_settings(_settings(), current_app.extensions["lifeline.crypto"])
+    return current_app.extensions["lifeline.vault"]
 
 
 @bp.get("/console/accounts")
 @staff()
 def accounts():
     query = request.args.get("q", "")[:200]
-    found = service.search_accounts(session=request_session(), vault=_vault(), query=query,
+    found = console.search_accounts(session=request_session(), vault=_vault(), query=query,
                                     confirm_after_days=_settings().vault_confirm_after_days)
     return render_template("vault/accounts.html", accounts=found, query=query)
 
@@ -73,7 +80,7 @@ def reveal(contact_id: str):
     revealed = None
     status = 400
     if form.validate_on_submit():
-        revealed = service.reveal_contact(session=session, vault=_vault(), actor=g.actor,
+        revealed = console.reveal_contact(session=session, vault=_vault(), actor=g.actor,
                                           contact_id=contact.id, reason=form.reason.data)
         status = 200
     account = service.get_account(session=session, account_id=contact.account_id,
@@ -92,8 +99,8 @@ def restore_contact(contact_id: str):
     session = request_session()
     contact = service.get_contact(session=session, contact_id=contact_id)
     if contact.deleted_at is not None:
-        service.restore(session=session, vault=_vault(), actor=g.actor, kind="contact",
-                        ids=[contact.id], deleted_at=contact.deleted_at)
+        softdelete.restore(session=session, vault=_vault(), actor=g.actor, kind="contact",
+                           ids=[contact.id], deleted_at=contact.deleted_at)
         flash("Contact restored.")
     return redirect(url_for("vault.account", account_id=contact.account_id))
 
@@ -102,11 +109,11 @@ def restore_contact(contact_id: str):
 @staff()
 def stale():
     days = _settings().vault_confirm_after_days
-    found = service.stale_accounts(session=request_session(), confirm_after_days=days)
+    found = console.stale_accounts(session=request_session(), confirm_after_days=days)
     return render_template("vault/stale.html", accounts=found, days=days)
 
 
-# -- admin: import and backups ----------------------------------------------------------------
+# -- admin: import ---------------------------------------------------------------------------
 
 
 class ImportForm(FlaskForm):
@@ -192,54 +199,14 @@ def _import_upload(content: bytes, file_format: str, strict: bool):
         raise Invalid("the file is not UTF-8 text") from None
     parsed = importer.parse_text(text, file_format)
     session = request_session()
-    report = service.sync(session=session, vault=_vault(), actor=g.actor,
-                          entries=parsed.entries, source="import")
+    report = sync.sync(session=session, vault=_vault(), actor=g.actor,
+                       entries=parsed.entries, source="import")
     report.merge(parsed.report)
     if strict and report.rejections:
         first = report.rejections[0]
         raise Invalid(f"{len(report.rejections)} rejected entries, nothing imported "
                                f"(strict); first: {first.line}: {first.reason}")
     return report
-
-
-def _backup_dir() -> Path:
-    return Path(_settings().backup_dir)
-
-
-@bp.get("/console/backups")
-@staff("admin")
-def backups():
-    directory = _backup_dir()
-    snapshots = sorted(directory.glob(f"lifeline-*{backup.SUFFIX}"), reverse=True)[:30]
-    drills = service.recent_drills(session=request_session(), limit=20)
-    return render_template("vault/backups.html", snapshots=snapshots, drills=drills,
-                           directory=directory, action_form=FlaskForm())
-
-
-@bp.post("/console/backups/drill")
-@staff("admin")
-def run_drill():
-    result = backup.drill_latest(directory=_backup_dir(),
-                                 backup_key=_settings().secrets.backup_key,
-                                 load_field_keys=current_app.extensions[
-                                     "lifeline.field_keys_source"],
-                                 engine=current_app.extensions["lifeline.engine"])
-    flash(f"Drill of {result.snapshot} {'passed' if result.ok else 'FAILED'}: {result.detail}")
-    return redirect(url_for("vault.backups"))
-
-
-@bp.post("/console/backups/create")
-@staff("admin")
-def create_snapshot():
-    engine = current_app.extensions["lifeline.engine"]
-    path, manifest = backup.create_snapshot(engine=engine,
-                                            backup_key=_settings().secrets.backup_key,
-                                            directory=_backup_dir(),
-                                            revision=schema.database_revision(engine))
-    audit.record(request_session(), g.actor, "backup.created", snapshot=path.name,
-                 rows=manifest.rows)
-    flash(f"Snapshot {path.name} written ({manifest.rows} rows).")
-    return redirect(url_for("vault.backups"))
 
 
 # -- public: a contact confirms their details ----------------------------------------------------

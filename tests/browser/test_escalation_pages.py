@@ -10,8 +10,8 @@ scheduler would run them; the verification code comes by email through a real SM
 import pytest
 from sqlmodel import select
 
+from contacts import reactions
 from contacts.core.db import session_scope, utcnow
-from contacts.escalations import service as escalations
 from contacts.vault.models import Account, Contact
 from tests.escalations.conftest import ACCOUNTS
 from tests.helpers import give_second_factor
@@ -35,7 +35,7 @@ def run_scheduled_jobs(app, desk: Desk) -> None:
     open a ticket for each matched request."""
     desk.process()
     with session_scope(app.extensions["lifeline.engine"]) as session:
-        escalations.sync_requests(session=session, desk=app.extensions["lifeline.escalations"],
+        reactions.sync_requests(session=session, desk=app.extensions["lifeline.escalations"],
                                   now=utcnow())
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from sqlmodel import func, select
 
-from app import create_app
+from contacts.app import create_app
 from contacts.core.db import session_scope, utcnow
 from contacts.core.settings import load_secrets
 from contacts.delivery import outbox

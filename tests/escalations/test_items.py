@@ -7,11 +7,13 @@ from datetime import timedelta
 
 import pytest
 
+from contacts import reactions
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Conflict, Invalid, WrongKind
 from contacts.core.ids import new_id
-from contacts.escalations import service
+from contacts.escalations import queues, service
+from contacts.escalations.models import PAUSED
 from tests.escalations.conftest import MONDAY_10
 
 
@@ -58,7 +60,7 @@ def test_waiting_on_the_customer_stops_the_resolution_clock(work, accounts, acto
                  now=start + timedelta(hours=1))
     paused = work.item(item.id)
     assert paused.first_response_at == start + timedelta(hours=1)
-    assert paused.next_due == service.PAUSED and paused.paused_at is not None
+    assert paused.next_due == PAUSED and paused.paused_at is not None
     work.run(service.change_status, actor=actor, item_id=item.id, status="in_progress",
              now=start + timedelta(hours=4))
     resumed = work.item(item.id)
@@ -243,15 +245,15 @@ def test_resolving_the_incident_resolves_its_linked_items_with_a_note(work, acco
     linked = [work.create(actor, account_id=account_id, requester_contact_id=contacts["C-1"],
                           incident_id=incident.id, title=f"call {n}") for n in range(3)]
     unrelated = work.create(actor, account_id=account_id)
-    assert work.run(service.resolve_for_incidents, now=utcnow()) == 0  # still open
+    assert work.run(reactions.resolve_for_incidents, now=utcnow()) == 0  # still open
     with work_app.app_context(), session_scope(work.engine) as session:
         publishing.publish(session=session, desk=work_app.extensions["lifeline.incidents"],
                            vault=work.desk.vault, actor=actor, incident_id=incident.id,
                            draft=complete_draft(state="resolved"), now=utcnow())
-    assert work.run(service.resolve_for_incidents, now=utcnow()) == 3
+    assert work.run(reactions.resolve_for_incidents, now=utcnow()) == 3
     assert {work.item(item.id).status for item in linked} == {"resolved"}
     assert work.item(unrelated.id).status == "new"
-    assert work.run(service.resolve_for_incidents, now=utcnow()) == 0
+    assert work.run(reactions.resolve_for_incidents, now=utcnow()) == 0
     work.deliver()
     notes = [m for m in work.mail_to("ada@acme.example.com")
              if "has been resolved" in m.get_body(("plain",)).get_content()]
@@ -259,7 +261,7 @@ def test_resolving_the_incident_resolves_its_linked_items_with_a_note(work, acco
 
 
 def test_a_long_queue_is_counted_up_to_a_cap_and_paged(work, accounts, actor, monkeypatch):
-    monkeypatch.setattr(service, "COUNT_CAP", 3)
+    monkeypatch.setattr(queues, "COUNT_CAP", 3)
     items = [work.create(actor, account_id=accounts["A-1"][0], title=f"item {n}")
              for n in range(5)]
     with session_scope(work.engine) as session:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from contacts import reactions
 from contacts.core.db import utcnow
 from contacts.escalations import service
 from contacts.escalations.sla import BusinessHours
@@ -91,7 +92,7 @@ def test_the_requesters_verification_raises_the_priority(work, accounts, actor, 
                               message="Our shop vanished", severity="normal").get_json()[
         "reference"]
     intake.process()
-    assert work.run(service.sync_requests, now=utcnow()) == 1
+    assert work.run(reactions.sync_requests, now=utcnow()) == 1
     with_request = _ticket(work)
     assert (with_request.priority, with_request.requester_verification) == (3, "unverified")
     assert with_request.account_id == accounts["A-1"][0]
@@ -104,11 +105,11 @@ def test_the_requesters_verification_raises_the_priority(work, accounts, actor, 
         "code": intake.code_for("ada@acme.example.com"),
         "csrf_token": csrf_token_from(page.get_data(as_text=True))})
     assert intake.request(reference).verification == "authorized"
-    assert work.run(service.sync_requests, now=utcnow()) == 1
+    assert work.run(reactions.sync_requests, now=utcnow()) == 1
     raised = _ticket(work)
     assert (raised.priority, raised.requester_verification) == (2, "authorized")
     assert raised.first_response_due < with_request.first_response_due
-    assert work.run(service.sync_requests, now=utcnow()) == 0  # nothing new
+    assert work.run(reactions.sync_requests, now=utcnow()) == 0  # nothing new
 
 
 def _ticket(work):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlmodel import func, select
 
-from app import create_app
+from contacts.app import create_app
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.settings import load_secrets
@@ -22,6 +22,7 @@ from contacts.incidents import cadence, progress, publishing, records
 from contacts.incidents.desk import Desk
 from contacts.incidents.models import IncidentUpdate
 from contacts.vault import service as vault_service
+from contacts.vault import sync as vault_sync
 from tests.incidents.conftest import complete_draft
 from tests.vault.fixtures import make_document
 
@@ -65,12 +66,12 @@ def test_a_cadence_fires_after_a_restart_and_a_miss_is_shown_late(database_url, 
     vault = vault_service.Vault.from_settings(app.extensions["lifeline.settings"], crypto)
     document = make_document(accounts=2, contacts_per_account=2)
     from contacts.vault.schemas import SyncDocument
-    entries = [vault_service.AccountEntry.from_document(account, index) for index, account
+    entries = [vault_sync.AccountEntry.from_document(account, index) for index, account
                in enumerate(SyncDocument.model_validate(document).accounts)]
     actor = Actor.system("test")
     with session_scope(engine) as session:
-        vault_service.sync(session=session, vault=vault, actor=actor, entries=entries,
-                           source="sync")
+        vault_sync.sync(session=session, vault=vault, actor=actor, entries=entries,
+                        source="sync")
         incident = records.create_incident(session=session, actor=actor, title="Deletion",
                                            severity="critical", started_at=utcnow(),
                                            now=utcnow())

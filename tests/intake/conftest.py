@@ -10,7 +10,10 @@ import pytest
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
 from contacts.delivery import outbox
-from contacts.intake import service
+from contacts.intake import references, trust
+from contacts.intake.config import Intake
+from contacts.intake.models import SupportRequest
+from contacts.intake.writer import RequestWriter
 from contacts.jobs import message_renderer
 from contacts.vault import service as vault_service
 
@@ -29,7 +32,9 @@ class Desk:
         self.engine = app.extensions["lifeline.engine"]
         settings = app.extensions["lifeline.settings"]
         crypto = app.extensions["lifeline.crypto"]
-        self.intake = service.Intake.from_settings(settings, crypto)
+        self.intake = Intake.from_settings(settings, crypto)
+        self.writer = RequestWriter(engine=self.engine, intake=self.intake,
+                                    render=message_renderer(app))
         self.vault = vault_service.Vault.from_settings(settings, crypto)
         self.mailer = Mailer.from_settings(settings)
 
@@ -40,17 +45,16 @@ class Desk:
 
     def process(self, now=None) -> int:
         with session_scope(self.engine) as session:
-            return service.process_pending(session=session, intake=self.intake,
-                                           vault=self.vault, now=now or utcnow())
+            return trust.process_pending(session=session, intake=self.intake,
+                                         vault=self.vault, now=now or utcnow())
 
     def replay(self) -> int:
         with self.app.app_context():
-            return service.replay_spool(engine=self.engine, intake=self.intake,
-                                        render=message_renderer(self.app), now=utcnow())
+            return self.writer.replay_spool(now=utcnow())
 
-    def request(self, reference: str) -> service.SupportRequest:
+    def request(self, reference: str) -> SupportRequest:
         with session_scope(self.engine) as session:
-            found = service.get_by_reference(session=session, reference=reference)
+            found = references.get_by_reference(session=session, reference=reference)
             session.expunge(found)
             return found
 

@@ -2,14 +2,14 @@
 
 from collections import Counter
 
-from contacts.intake import service
-from contacts.intake.service import REFERENCE_ALPHABET, new_reference, normalize_reference
+from contacts.intake import references
+from contacts.intake.references import REFERENCE_ALPHABET, new_reference, normalize_reference
 
 
 def test_a_reference_spells_its_forty_random_bits_five_at_a_time(monkeypatch):
     # 00000 00001 00010 00011 00100 00101 00110 00111: the alphabet's first eight letters,
     # in order, so each position reads its own five bits.
-    monkeypatch.setattr(service.secrets, "token_bytes", lambda size: bytes.fromhex("00443214c7"))
+    monkeypatch.setattr(references.secrets, "token_bytes", lambda size: bytes.fromhex("00443214c7"))
     assert new_reference() == "LL-2345-6789"
 
 

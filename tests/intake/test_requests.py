@@ -14,7 +14,9 @@ from sqlalchemy import event
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Invalid
 from contacts.core.mail import SUPPORT_LIST_ID
-from contacts.intake import service
+from contacts.intake import writer
+from contacts.intake.codes import status_token
+from contacts.intake.verification import code_refused, resend_code, verify_code
 from tests.helpers import csrf_token_from, stored_bytes
 
 REFERENCE = re.compile(r"^LL-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}$")
@@ -86,9 +88,9 @@ def test_the_code_verifies_the_address_once(desk, desk_client):
     desk.deliver()
     code = desk.code_for("a@example.org")
     with session_scope(desk.engine) as session:
-        verified = service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
-                                       reference=reference.lower().replace("-", " "),
-                                       code=code, now=utcnow())
+        verified = verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                               reference=reference.lower().replace("-", " "),
+                               code=code, now=utcnow())
         assert verified.verification == "email_verified"
     assert desk.request(reference).code_digest is None  # spent
 
@@ -104,17 +106,17 @@ def test_five_wrong_codes_spend_the_code(desk, desk_client):
         with pytest.raises(Invalid) as refused:
             with session_scope(desk.engine) as session:
                 try:
-                    service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
-                                        reference=reference, code=wrong, now=utcnow())
+                    verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                                reference=reference, code=wrong, now=utcnow())
                 finally:
                     session.commit()
         messages.append(refused.value.message)
-    assert set(messages) == {service.code_refused(desk.intake)}  # no count to probe
+    assert set(messages) == {code_refused(desk.intake)}  # no count to probe
     assert desk.request(reference).code_attempts == 5
     with pytest.raises(Invalid, match="does not work"):
         with session_scope(desk.engine) as session:
-            service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
-                                reference=reference, code=code, now=utcnow())
+            verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                        reference=reference, code=code, now=utcnow())
     assert desk.request(reference).verification == "unverified"
 
 
@@ -126,24 +128,24 @@ def test_a_code_expires_after_thirty_minutes_and_a_new_one_replaces_it(desk, des
     later = utcnow() + timedelta(minutes=31)
     with pytest.raises(Invalid, match="does not work"):
         with session_scope(desk.engine) as session:
-            service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
-                                reference=reference, code=old, now=later)
+            verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                        reference=reference, code=old, now=later)
     with session_scope(desk.engine) as session:
         with desk.app.app_context():
-            service.resend_code(session=session, intake=desk.intake, reference=reference,
-                                render=_renderer(desk), now=later)
+            resend_code(session=session, intake=desk.intake, reference=reference,
+                        render=_renderer(desk), now=later)
     desk.deliver(now=later)
     new = desk.code_for("c@example.org")
     assert len(desk.mail_to("c@example.org")) == 2
     if new != old:
         with pytest.raises(Invalid):
             with session_scope(desk.engine) as session:
-                service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
-                                    reference=reference, code=old, now=later)
+                verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                            reference=reference, code=old, now=later)
     with session_scope(desk.engine) as session:
-        assert service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
-                                   reference=reference, code=new,
-                                   now=later).verification == "email_verified"
+        assert verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                           reference=reference, code=new,
+                           now=later).verification == "email_verified"
 
 
 def _renderer(desk):
@@ -179,7 +181,7 @@ def test_the_status_page_needs_its_token_and_shows_html_as_text(desk, desk_clien
         "reference"]
     assert desk_client.get(f"/requests/{reference}").status_code == 404
     assert desk_client.get(f"/requests/{reference}?t=forged").status_code == 404
-    token = service.status_token(desk.intake, reference)
+    token = status_token(desk.intake, reference)
     page = desk_client.get(f"/requests/{reference}?t={token}")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
@@ -228,7 +230,7 @@ def test_a_reference_already_taken_is_never_handed_out_again(desk, desk_client, 
     taken = desk.submit(desk_client, email="first@example.org", message="x").get_json()[
         "reference"]
     fresh = iter([taken, "LL-2345-6789"])  # drafted with a taken one, then a new one
-    monkeypatch.setattr(service, "new_reference", lambda: next(fresh))
+    monkeypatch.setattr(writer, "new_reference", lambda: next(fresh))
     second = desk.submit(desk_client, email="second@example.org", message="y").get_json()[
         "reference"]
     assert second == "LL-2345-6789"
@@ -246,8 +248,8 @@ def test_the_code_is_in_the_body_and_never_in_the_subject(desk, desk_client, lan
     desk.deliver()
     with session_scope(desk.engine) as session:
         with desk.app.app_context():
-            service.resend_code(session=session, intake=desk.intake, reference=reference,
-                                render=_renderer(desk), now=utcnow())
+            resend_code(session=session, intake=desk.intake, reference=reference,
+                        render=_renderer(desk), now=utcnow())
     desk.deliver()
     received, resent = desk.mail_to(address)
     for mail in (received, resent):
@@ -282,8 +284,8 @@ def _parallel(count: int, call) -> list:
 def _guess(desk, reference: str, code: str):
     with session_scope(desk.engine) as session:
         try:
-            return service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
-                                       reference=reference, code=code, now=utcnow())
+            return verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                               reference=reference, code=code, now=utcnow())
         finally:
             session.commit()  # the failed attempt counts, as the page commits it
 
@@ -312,7 +314,7 @@ def test_parallel_wrong_codes_get_five_comparisons_in_all(desk, desk_client, gue
     wrong = [f"{(int(code) + n) % 1_000_000:06d}" for n in range(1, guesses + 1)]
     outcomes = _parallel(guesses, lambda n: _guess(desk, reference, wrong[n]))
     assert all(isinstance(outcome, Invalid) for outcome in outcomes), outcomes
-    assert {outcome.message for outcome in outcomes} == {service.code_refused(desk.intake)}
+    assert {outcome.message for outcome in outcomes} == {code_refused(desk.intake)}
     assert desk.request(reference).code_attempts == desk.intake.code_attempts == 5
     assert _refusals(desk, reference) == 5  # compared five times, refused unseen after
     with pytest.raises(Invalid, match="does not work"):
@@ -343,8 +345,8 @@ def test_parallel_resends_send_no_more_codes_than_allowed(desk, desk_client):
 
     def resend(_n):
         with session_scope(desk.engine) as session, desk.app.app_context():
-            service.resend_code(session=session, intake=desk.intake, reference=reference,
-                                render=_renderer(desk), now=utcnow())
+            resend_code(session=session, intake=desk.intake, reference=reference,
+                        render=_renderer(desk), now=utcnow())
 
     outcomes = _parallel(12, resend)
     assert outcomes == [None] * 12

@@ -80,12 +80,12 @@ def _first(stored, references):
 
 
 def test_a_replay_interrupted_after_storing_does_not_store_twice(desk, desk_client):
-    from contacts.intake import service
+    from contacts.intake.references import get_by_reference
 
     reference = desk.submit(desk_client, email="once@example.org", message="x").get_json()[
         "reference"]
     with session_scope(desk.engine) as session:
-        request = service.get_by_reference(session=session, reference=reference)
+        request = get_by_reference(session=session, reference=reference)
         record = {"id": request.id, "reference": reference,
                   "received_at": request.received_at.isoformat(), "locale": "en",
                   "severity": "normal", "email": "once@example.org", "message": "x",
@@ -99,11 +99,11 @@ def test_a_replay_interrupted_after_storing_does_not_store_twice(desk, desk_clie
 
 def test_a_damaged_spool_file_is_left_in_place_and_the_others_go_through(desk, desk_client):
     from contacts.core.db import utcnow
-    from contacts.intake import service
     from contacts.intake.schemas import RequestIn
+    from contacts.intake.writer import draft_request
 
-    good = service.draft_request(RequestIn(email="g@example.org", message="ok"), locale="en",
-                                 now=utcnow())
+    good = draft_request(RequestIn(email="g@example.org", message="ok"), locale="en",
+                         now=utcnow())
     desk.intake.spool.put(good.reference, good.as_record())
     bad = desk.intake.spool.put("LL-2222-2222", {"x": 1})
     bad.write_bytes(bad.read_bytes()[:-3] + b"AAA")
@@ -169,13 +169,13 @@ def test_a_process_with_other_keys_leaves_the_spool_alone_and_healthz_says_so(
         make_app, tmp_path, caplog):
     from contacts.core.db import utcnow
     from contacts.core.settings import load_secrets
-    from contacts.intake import service
     from contacts.intake.schemas import RequestIn
+    from contacts.intake.writer import draft_request
 
     owner = make_app(**UNLIMITED)
     spool = owner.extensions["lifeline.intake"].spool
-    draft = service.draft_request(RequestIn(email="kept@example.org", message="x"),
-                                  locale="en", now=utcnow())
+    draft = draft_request(RequestIn(email="kept@example.org", message="x"),
+                          locale="en", now=utcnow())
     path = spool.put(draft.reference, draft.as_record())
     sealed = path.read_bytes()
 

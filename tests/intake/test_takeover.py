@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pytest
 from flask import template_rendered
 
-from contacts.intake import service
+from contacts.intake.codes import status_token
 from tests.helpers import csrf_token_from
 
 CSRF = re.compile(r'name="csrf_token"[^>]*value="[^"]*"|value="[^"]*"[^>]*name="csrf_token"')
@@ -46,7 +46,7 @@ def _verified(desk, client, address: str) -> str:
 
 
 def _hands_out_no_token(desk, answer, reference: str) -> None:
-    token = service.status_token(desk.intake, reference)
+    token = status_token(desk.intake, reference)
     assert answer.status_code == 400
     assert "Location" not in answer.headers
     assert token not in answer.get_data(as_text=True)

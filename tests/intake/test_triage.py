@@ -6,8 +6,10 @@ from __future__ import annotations
 from sqlmodel import select
 
 from contacts.core.db import session_scope, utcnow
-from contacts.intake import service
+from contacts.intake import triage
 from contacts.intake.models import RequestCandidate
+from contacts.intake.references import get_by_reference
+from contacts.intake.verification import verify_code
 from tests.helpers import csrf_token_from
 
 
@@ -20,13 +22,13 @@ def _send(desk, client, **body) -> str:
 def _verify(desk, reference: str, address: str) -> None:
     desk.deliver()
     with session_scope(desk.engine) as session:
-        service.verify_code(session=session, intake=desk.intake, vault=desk.vault,
-                            reference=reference, code=desk.code_for(address), now=utcnow())
+        verify_code(session=session, intake=desk.intake, vault=desk.vault,
+                    reference=reference, code=desk.code_for(address), now=utcnow())
 
 
 def _queue(desk, view="open") -> list[str]:
     with session_scope(desk.engine) as session:
-        return [row.request.reference for row in service.support_queue(
+        return [row.request.reference for row in triage.support_queue(
             session=session, intake=desk.intake, view=view)]
 
 
@@ -77,8 +79,8 @@ def test_the_site_as_remembered_and_the_company_find_the_account(desk, desk_clie
     desk.process()
     with session_scope(desk.engine) as session:
         def reasons(reference):
-            request = service.get_by_reference(session=session, reference=reference)
-            return [(c.account_name, c.reasons) for c in service.candidates_of(
+            request = get_by_reference(session=session, reference=reference)
+            return [(c.account_name, c.reasons) for c in triage.candidates_of(
                 session=session, request_id=request.id)]
 
         assert reasons(by_url) == [("Acme Corporation", "site hostname shop.acme.example")]

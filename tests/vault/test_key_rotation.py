@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from contacts.backup.snapshot import prune_snapshots, snapshot_field_keys, snapshot_named
 from contacts.core import keyring
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope
-from contacts.vault import backup, service
+from contacts.vault import service
+from contacts.vault import sync as vault_sync
 from contacts.vault.models import Account
 from contacts.vault.schemas import SyncDocument
 from tests.vault.fixtures import make_document
@@ -29,11 +31,11 @@ def vault_of(app):
 
 
 def sync(app, document):
-    entries = [service.AccountEntry.from_document(account, index) for index, account
+    entries = [vault_sync.AccountEntry.from_document(account, index) for index, account
                in enumerate(SyncDocument.model_validate(document).accounts)]
     with session_scope(app.extensions["lifeline.engine"]) as session:
-        service.sync(session=session, vault=vault_of(app), actor=Actor.system("t"),
-                     entries=entries, source="sync")
+        vault_sync.sync(session=session, vault=vault_of(app), actor=Actor.system("t"),
+                        entries=entries, source="sync")
 
 
 def all_contacts(app):
@@ -132,12 +134,12 @@ def test_a_key_a_retained_snapshot_needs_is_kept_until_the_snapshot_is_gone(keye
                                       "removed")
     keys_file = Path(keyed_app.extensions["lifeline.settings"].secrets_keys_dir) / "field_keys"
     assert keys_file.read_text().startswith("k1:")
-    assert backup.snapshot_field_keys(
-        backup.snapshot_named(backup_dir(keyed_app), before_rotation),
+    assert snapshot_field_keys(
+        snapshot_named(backup_dir(keyed_app), before_rotation),
         keyed_app.extensions["lifeline.settings"].secrets.backup_key) == {"k1"}
 
     after_rotation = snapshot(keyed_app)  # under k2 only: needs nothing from k1
-    pruned = backup.prune_snapshots(backup_dir(keyed_app), keep=1)
+    pruned = prune_snapshots(backup_dir(keyed_app), keep=1)
     assert [path.name for path in pruned] == [before_rotation]
     retired = runner.invoke(args=["keys", "retire", "k1"])
     assert retired.exit_code == 0, retired.output
@@ -149,7 +151,7 @@ def test_a_key_a_retained_snapshot_needs_is_kept_until_the_snapshot_is_gone(keye
 def test_a_snapshot_whose_header_names_no_keys_is_read_whole(keyed_app, monkeypatch):
     """Snapshots made before headers named their keys: retire reads them to tell."""
     sync(keyed_app, make_document(accounts=1, contacts_per_account=2))
-    monkeypatch.setattr(backup, "_field_key_ids", lambda connection: None)
+    monkeypatch.setattr("contacts.backup.snapshot._field_key_ids", lambda connection: None)
     older = snapshot(keyed_app)
     monkeypatch.undo()
     runner = keyed_app.test_cli_runner()

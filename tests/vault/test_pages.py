@@ -1,4 +1,4 @@
-"""The vault's console pages: search, masked account pages, audited reveals, import, backups."""
+"""The vault's console pages: search, masked account pages, audited reveals, import."""
 
 import io
 import json
@@ -132,21 +132,6 @@ def test_the_strict_console_import_stores_nothing_when_a_row_is_bad(signed_in, e
     assert "nothing imported (strict)" in response.get_data(as_text=True)
     with session_scope(engine) as session:
         assert session.exec(select(Account)).all() == []
-
-
-def test_an_admin_takes_a_snapshot_and_drills_it_from_the_console(make_app, make_staff, tmp_path,
-                                                                  sync_document):
-    app = make_app(backup_dir=str(tmp_path / "backups"))
-    client = app.test_client()
-    auth = Auth(client)
-    auth.login(make_staff("admin"))
-    token = auth.csrf("/console/backups")
-    assert client.post("/console/backups/create", data={"csrf_token": token}).status_code == 302
-    assert len(list((tmp_path / "backups").glob("*.llbackup"))) == 1
-    assert client.post("/console/backups/drill", data={"csrf_token": token}).status_code == 302
-    page = client.get("/console/backups").get_data(as_text=True)
-    assert "passed" in page and "encrypted fields decrypt" in page
-    assert client.get("/healthz").get_json()["backups"]["ok"] is True
 
 
 def test_stale_accounts_are_listed(signed_in, engine, document):

@@ -14,6 +14,7 @@ from sqlmodel import select
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.vault import deletions, service
+from contacts.vault import sync as vault_sync
 from contacts.vault.models import Account, BulkDeletion, Contact, Site
 from contacts.vault.schemas import SyncDocument
 from tests.helpers import Auth, csrf_token_from
@@ -38,11 +39,11 @@ def base(capped):
 def sync(app, document):
     vault = service.Vault.from_settings(app.extensions["lifeline.settings"],
                                         app.extensions["lifeline.crypto"])
-    entries = [service.AccountEntry.from_document(account, index) for index, account
+    entries = [vault_sync.AccountEntry.from_document(account, index) for index, account
                in enumerate(SyncDocument.model_validate(document).accounts)]
     with session_scope(app.extensions["lifeline.engine"]) as session:
-        return service.sync(session=session, vault=vault, actor=Actor.system("t"),
-                            entries=entries, source="sync")
+        return vault_sync.sync(session=session, vault=vault, actor=Actor.system("t"),
+                               entries=entries, source="sync")
 
 
 def deleting(base: dict, kind: str, count: int) -> tuple[dict, list[str]]:

@@ -6,9 +6,23 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlmodel import SQLModel
 
-from contacts.core.db import make_engine
-from contacts.vault import backup
+from contacts.backup import canonical
+from contacts.backup.canonical import SnapshotRefused
+from contacts.backup.restore import restore_snapshot
+from contacts.backup.sealed import verify_snapshot
+from contacts.backup.snapshot import (
+    _consistent_read,
+    backed_up_tables,
+    count_rows,
+    create_snapshot,
+    database_checksums,
+    latest_snapshot,
+    prune_snapshots,
+    snapshots_in,
+)
+from contacts.core.db import make_engine, utcnow
 from tests.vault.fixtures import make_document, personal_values
 
 
@@ -32,7 +46,7 @@ def create(app, directory: Path) -> Path:
 
 def test_a_snapshot_restores_into_an_empty_postgresql_database_with_equal_checksums(
         app, engine, document, tmp_path, empty_postgresql_url):
-    source = backup.database_checksums(engine)  # what the snapshot is taken of
+    source = database_checksums(engine)  # what the snapshot is taken of
     snapshot = create(app, tmp_path / "backups")
     assert source["contact"]["rows"] == 120 and source["contact_version"]["rows"] == 122
     result = app.test_cli_runner().invoke(
@@ -41,7 +55,7 @@ def test_a_snapshot_restores_into_an_empty_postgresql_database_with_equal_checks
     assert "every table matches its checksum" in result.output
     restored = make_engine(empty_postgresql_url)
     try:
-        assert backup.database_checksums(restored) == source
+        assert database_checksums(restored) == source
         again = app.test_cli_runner().invoke(
             args=["backup", "restore", str(snapshot), "--database-url", empty_postgresql_url])
         assert again.exit_code == 2
@@ -78,8 +92,8 @@ def test_a_damaged_snapshot_is_refused_with_a_clear_error(app, document, tmp_pat
 def test_a_snapshot_made_with_another_backup_key_is_refused(app, make_app, document,
                                                              tmp_path):
     snapshot = create(app, tmp_path / "backups")
-    with pytest.raises(backup.SnapshotRefused, match="made with another backup key"):
-        backup.verify_snapshot(snapshot, b"\x00" * 32)
+    with pytest.raises(SnapshotRefused, match="made with another backup key"):
+        verify_snapshot(snapshot, b"\x00" * 32)
 
 
 def test_a_drill_records_its_result_and_health_shows_it(app, client, document, tmp_path):
@@ -159,7 +173,7 @@ def reference_checksums(engine) -> dict[str, dict]:
 
     figures = {}
     with engine.connect() as connection:
-        for table in backup.backed_up_tables():
+        for table in backed_up_tables():
             digest, rows = hashlib.sha256(), 0
             query = select(*table.columns).order_by(*table.primary_key.columns)
             for row in connection.execute(query):
@@ -178,27 +192,27 @@ def test_checksums_follow_the_canonical_form_across_backends(
 
     awkward_rows(engine)
     with engine.connect() as connection:  # SQLite builds the lines itself
-        assert backup._lines_in_database(connection, ["text", "int", "time"]) == (
+        assert canonical._lines_in_database(connection, ["text", "int", "time"]) == (
             engine.dialect.name == "sqlite")
-    source = backup.database_checksums(engine)
+    source = database_checksums(engine)
     assert source == reference_checksums(engine)
     with monkeypatch.context() as patched:  # and Python gives the very same lines
-        patched.setattr(backup, "_lines_in_database", lambda connection, kinds: False)
-        assert backup.database_checksums(engine) == source
+        patched.setattr(canonical, "_lines_in_database", lambda connection, kinds: False)
+        assert database_checksums(engine) == source
     assert source["staff_user"]["rows"] == 2 and source["audit_log"]["rows"] >= 2
     key = b"\x07" * 32
-    snapshot, manifest = backup.create_snapshot(engine=engine, backup_key=key,
+    snapshot, manifest = create_snapshot(engine=engine, backup_key=key,
                                                 directory=tmp_path / "backups",
                                                 revision=head_revision())
     assert manifest.tables == source
-    assert backup.verify_snapshot(snapshot, key).tables == source
+    assert verify_snapshot(snapshot, key).tables == source
     for url in (f"sqlite:///{tmp_path / 'restored.db'}", empty_postgresql_url):
         target = make_engine(url)
         try:
             upgrade_database(target)
-            backup.restore_snapshot(path=snapshot, backup_key=key, engine=target,
+            restore_snapshot(path=snapshot, backup_key=key, engine=target,
                                     head_revision=head_revision())
-            assert backup.database_checksums(target) == source
+            assert database_checksums(target) == source
             assert reference_checksums(target) == source
         finally:
             target.dispose()
@@ -210,8 +224,8 @@ def test_a_snapshot_reads_every_table_at_one_point_in_time(engine, document):
     from contacts.core.audit import Actor, record
     from contacts.core.db import session_scope
 
-    audit_log = backup.SQLModel.metadata.tables["audit_log"]
-    with backup._consistent_read(engine) as connection:
+    audit_log = SQLModel.metadata.tables["audit_log"]
+    with _consistent_read(engine) as connection:
         before = connection.execute(select(func.count()).select_from(audit_log)).scalar_one()
         with session_scope(engine) as session:
             record(session, Actor.system("t"), "written.meanwhile")
@@ -243,7 +257,7 @@ def test_a_restore_leaves_the_schema_as_migrated_and_a_refused_one_leaves_it_emp
     from contacts.core.schema import head_revision, upgrade_database
 
     key = b"\x05" * 32
-    snapshot, manifest = backup.create_snapshot(engine=engine, backup_key=key,
+    snapshot, manifest = create_snapshot(engine=engine, backup_key=key,
                                                 directory=tmp_path / "backups",
                                                 revision=head_revision())
     url = f"sqlite:///{tmp_path / 'restored.db'}" if target == "sqlite" else empty_postgresql_url
@@ -252,16 +266,16 @@ def test_a_restore_leaves_the_schema_as_migrated_and_a_refused_one_leaves_it_emp
         upgrade_database(restored)
         migrated = schema_of(restored)
         assert any(indexes for indexes, _, _ in migrated.values())
-        with pytest.raises(backup.SnapshotRefused, match="made at schema revision"):
-            backup.restore_snapshot(path=snapshot, backup_key=key, engine=restored,
+        with pytest.raises(SnapshotRefused, match="made at schema revision"):
+            restore_snapshot(path=snapshot, backup_key=key, engine=restored,
                                     head_revision="not-this-one")
-        assert backup.count_rows(restored) == 0
+        assert count_rows(restored) == 0
         assert schema_of(restored) == migrated
         assert journal_mode(restored) in ("wal", None)  # as it was (no restore happened)
-        backup.restore_snapshot(path=snapshot, backup_key=key, engine=restored,
+        restore_snapshot(path=snapshot, backup_key=key, engine=restored,
                                 head_revision=head_revision())
         assert schema_of(restored) == migrated
-        assert backup.database_checksums(restored) == manifest.tables
+        assert database_checksums(restored) == manifest.tables
         assert journal_mode(restored) in ("wal", None)  # and then goes back to its log
     finally:
         restored.dispose()
@@ -276,7 +290,7 @@ def test_a_restore_into_a_sqlite_file_another_connection_holds_still_restores(
     from contacts.core.schema import head_revision, upgrade_database
 
     key = b"\x06" * 32
-    snapshot, manifest = backup.create_snapshot(engine=engine, backup_key=key,
+    snapshot, manifest = create_snapshot(engine=engine, backup_key=key,
                                                 directory=tmp_path / "backups",
                                                 revision=head_revision())
     restored = make_engine(f"sqlite:///{tmp_path / 'restored.db'}")
@@ -284,9 +298,9 @@ def test_a_restore_into_a_sqlite_file_another_connection_holds_still_restores(
         upgrade_database(restored)
         with contextlib.closing(sqlite3.connect(tmp_path / "restored.db")) as shell:
             assert shell.execute("SELECT count(*) FROM account").fetchone() == (0,)
-            backup.restore_snapshot(path=snapshot, backup_key=key, engine=restored,
+            restore_snapshot(path=snapshot, backup_key=key, engine=restored,
                                     head_revision=head_revision())
-        assert backup.database_checksums(restored) == manifest.tables
+        assert database_checksums(restored) == manifest.tables
         assert journal_mode(restored) == "wal"
     finally:
         restored.dispose()
@@ -302,17 +316,18 @@ def journal_mode(engine) -> str | None:
 def test_times_in_other_stored_shapes_read_and_write_in_the_canonical_form(engine):
     from sqlalchemy import text
 
-    assert backup._time_to_sqlite("2026-01-02T05:04:05.123+02:00") == "2026-01-02 03:04:05.123000"
-    assert backup._time_to_sqlite("2026-01-02T03:04:05+00:00") == "2026-01-02 03:04:05.000000"
+    assert canonical._time_to_sqlite("2026-01-02T05:04:05.123+02:00") == \
+        "2026-01-02 03:04:05.123000"
+    assert canonical._time_to_sqlite("2026-01-02T03:04:05+00:00") == "2026-01-02 03:04:05.000000"
     with pytest.raises(ValueError, match="naive"):
-        backup._time_to_sqlite("2026-01-02T03:04:05")
-    assert backup._time_from_sqlite("2026-01-02 03:04:05") == "2026-01-02T03:04:05+00:00"
+        canonical._time_to_sqlite("2026-01-02T03:04:05")
+    assert canonical._time_from_sqlite("2026-01-02 03:04:05") == "2026-01-02T03:04:05+00:00"
     with engine.begin() as connection:  # a time stored without microseconds, as raw SQL may
         connection.execute(text(
             "INSERT INTO api_token (id, name, prefix, secret_hash, scopes, created_by, "
             "created_at) VALUES ('tok_raw', 'raw', 'p', 's', 'read', 'x', "
             "'2026-01-02 03:04:05')"))
-    assert backup.database_checksums(engine)["api_token"] == \
+    assert database_checksums(engine)["api_token"] == \
         reference_checksums(engine)["api_token"]
 
 
@@ -325,17 +340,17 @@ def test_reading_ahead_in_a_thread_passes_on_errors_and_stops_when_abandoned():
         finally:
             closed.append(True)
 
-    ahead = backup._in_background(numbers())
+    ahead = canonical._in_background(numbers())
     assert [next(ahead), next(ahead)] == [0, 1]
     ahead.close()
     assert closed == [True]
 
     def failing():
         yield 1
-        raise backup.SnapshotRefused("went wrong while reading")
+        raise SnapshotRefused("went wrong while reading")
 
-    with pytest.raises(backup.SnapshotRefused, match="went wrong while reading"):
-        list(backup._in_background(failing()))
+    with pytest.raises(SnapshotRefused, match="went wrong while reading"):
+        list(canonical._in_background(failing()))
 
 
 def test_a_restore_that_fails_halfway_leaves_an_empty_database_and_a_database_error(
@@ -359,15 +374,15 @@ def test_a_restore_that_fails_halfway_leaves_an_empty_database_and_a_database_er
                 "created_at) VALUES ('tok_1', 'n', :prefix, 's', '', 'x', "
                 "'2026-01-02 03:04:05.000000')"), {"prefix": "p" * 17})
         key = b"\x09" * 32
-        snapshot, _ = backup.create_snapshot(engine=source, backup_key=key,
+        snapshot, _ = create_snapshot(engine=source, backup_key=key,
                                              directory=tmp_path / "backups",
                                              revision=head_revision())
         upgrade_database(target)
         migrated = schema_of(target)
         with pytest.raises(DataError, match="value too long"):
-            backup.restore_snapshot(path=snapshot, backup_key=key, engine=target,
+            restore_snapshot(path=snapshot, backup_key=key, engine=target,
                                     head_revision=head_revision())
-        assert backup.count_rows(target) == 0
+        assert count_rows(target) == 0
         assert schema_of(target) == migrated
     finally:
         source.dispose()
@@ -375,13 +390,13 @@ def test_a_restore_that_fails_halfway_leaves_an_empty_database_and_a_database_er
 
 
 def test_snapshots_taken_within_one_second_prune_oldest_first(engine, tmp_path, monkeypatch):
-    second = backup.utcnow().replace(microsecond=0)
+    second = utcnow().replace(microsecond=0)
     moments = iter(second.replace(microsecond=step) for step in (900, 10_000, 500_000, 999_999))
-    monkeypatch.setattr(backup, "utcnow", lambda: next(moments))
+    monkeypatch.setattr("contacts.backup.snapshot.utcnow", lambda: next(moments))
     directory = tmp_path / "backups"
-    taken = [backup.create_snapshot(engine=engine, backup_key=bytes(32), directory=directory,
+    taken = [create_snapshot(engine=engine, backup_key=bytes(32), directory=directory,
                                     revision=None)[0].name for _ in range(4)]
-    assert [path.name for path in backup.snapshots_in(directory)] == taken
-    assert backup.latest_snapshot(directory).name == taken[-1]
-    assert [path.name for path in backup.prune_snapshots(directory, keep=1)] == taken[:-1]
-    assert [path.name for path in backup.snapshots_in(directory)] == [taken[-1]]
+    assert [path.name for path in snapshots_in(directory)] == taken
+    assert latest_snapshot(directory).name == taken[-1]
+    assert [path.name for path in prune_snapshots(directory, keep=1)] == taken[:-1]
+    assert [path.name for path in snapshots_in(directory)] == [taken[-1]]

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from contacts.backup.models import BackupDrill
+from contacts.backup.sealed import verify_snapshot
+from contacts.backup.snapshot import SUFFIX
 from contacts.core.audit import AuditEntry
 from contacts.core.db import session_scope
-from contacts.vault import backup
-from contacts.vault.models import BackupDrill
 from tests.vault.fixtures import make_document
 
 
@@ -50,12 +51,12 @@ def test_the_api_writes_a_snapshot_whose_manifest_verifies(app, client, engine, 
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     assert set(body) == {"name", "rows", "tables", "created_at", "seconds"}
-    assert body["name"].startswith("lifeline-") and body["name"].endswith(backup.SUFFIX)
+    assert body["name"].startswith("lifeline-") and body["name"].endswith(SUFFIX)
     assert "/" not in body["name"] and str(backup_dir) not in response.get_data(as_text=True)
-    (snapshot,) = backup_dir.glob(f"*{backup.SUFFIX}")
+    (snapshot,) = backup_dir.glob(f"*{SUFFIX}")
     assert snapshot.name == body["name"]
     key = app.extensions["lifeline.settings"].secrets.backup_key  # the CLI's key
-    manifest = backup.verify_snapshot(snapshot, key)
+    manifest = verify_snapshot(snapshot, key)
     assert body["rows"] == manifest.rows and body["tables"] == len(manifest.tables)
     assert manifest.tables["contact"]["rows"] == 60 and manifest.tables["account"]["rows"] == 20
     assert body["created_at"].startswith(manifest.created_at[:19])
@@ -160,4 +161,4 @@ def test_backups_need_a_token_with_the_backups_scope(client, make_token, backup_
         refused = client.post(url, headers=others)
         assert refused.status_code == 403
         assert "'backups:write'" in refused.get_json()["error"]["message"]
-    assert not list(backup_dir.glob(f"*{backup.SUFFIX}"))
+    assert not list(backup_dir.glob(f"*{SUFFIX}"))

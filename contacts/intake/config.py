@@ -1,0 +1,37 @@
+"""What every intake step is given: the `Intake` (keys, base URL, code limits, the spool),
+built once from the settings where the app is built, and the `Renderer` of its emails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from contacts.core.crypto import Crypto
+from contacts.intake.spool import Spool
+
+# render(kind, locale, values) -> (subject, text, html): templates/messages/<kind>/
+Renderer = Callable[[str, str, dict], tuple[str, str, str]]
+
+
+@dataclass(frozen=True)
+class Intake:
+    crypto: Crypto
+    secret_key: str
+    base_url: str
+    code_minutes: int
+    code_attempts: int
+    code_resends: int
+    propose_score: float
+    spool: Spool
+
+    @classmethod
+    def from_settings(cls, settings, crypto: Crypto) -> Intake:
+        return cls(crypto=crypto, secret_key=settings.secrets.secret_key,
+                   base_url=settings.app_base_url.rstrip("/"),
+                   code_minutes=settings.intake_code_minutes,
+                   code_attempts=settings.intake_code_attempts,
+                   code_resends=settings.intake_code_resends,
+                   propose_score=settings.intake_propose_score,
+                   spool=Spool(Path(settings.intake_spool_dir), crypto.cipher))
+

@@ -1,0 +1,108 @@
+"""A request's conversation: opened for reading (`request_view`: the request and every
+message, in clear, for its page), and the replies both ways (staff's goes out by email)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from contacts.core import audit
+from contacts.core.audit import Actor
+from contacts.core.errors import Invalid
+from contacts.core.mail import SUPPORT_LIST_ID
+from contacts.delivery import outbox
+from contacts.intake.codes import status_link
+from contacts.intake.config import Intake, Renderer
+from contacts.intake.models import (
+    MESSAGE_BODY,
+    REQUEST_COMPANY,
+    REQUEST_EMAIL,
+    REQUEST_MESSAGE,
+    REQUEST_NAME,
+    REQUEST_PHONE,
+    REQUEST_SITE,
+    RequestMessage,
+    SupportRequest,
+)
+from contacts.intake.references import get_by_reference, get_request
+
+
+@dataclass(frozen=True)
+class Entry:
+    author: str
+    at: datetime
+    body: str
+
+
+@dataclass(frozen=True)
+class RequestView:
+    request: SupportRequest
+    email: str
+    name: str | None
+    company: str | None
+    site: str | None
+    phone: str | None
+    conversation: list[Entry]
+
+
+def request_view(*, session: Session, intake: Intake, request: SupportRequest) -> RequestView:
+    cipher = intake.crypto.cipher
+
+    def opened(value: str | None, context: str) -> str | None:
+        return cipher.decrypt(value, context=context) if value else None
+
+    conversation = [Entry("customer", request.received_at,
+                          cipher.decrypt(request.message_encrypted, context=REQUEST_MESSAGE))]
+    conversation += [Entry(message.author, message.at,
+                           cipher.decrypt(message.body_encrypted, context=MESSAGE_BODY))
+                     for message in session.exec(select(RequestMessage)
+                                                 .where(RequestMessage.request_id == request.id)
+                                                 .order_by(RequestMessage.at,
+                                                           RequestMessage.id))]
+    return RequestView(request=request,
+                       email=cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL),
+                       name=opened(request.name_encrypted, REQUEST_NAME),
+                       company=opened(request.company_encrypted, REQUEST_COMPANY),
+                       site=opened(request.site_encrypted, REQUEST_SITE),
+                       phone=opened(request.phone_encrypted, REQUEST_PHONE),
+                       conversation=conversation)
+
+
+def reply_as_staff(*, session: Session, intake: Intake, actor: Actor, request_id: str,
+                   body: str, render: Renderer, now: datetime) -> RequestMessage:
+    request = get_request(session=session, request_id=request_id)
+    message = _add_message(session, intake, request, "staff", body, now, staff_id=actor.id)
+    session.flush()
+    email = intake.crypto.cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)
+    subject, text, html = render("request_reply", request.locale, {
+        "reference": request.reference, "reply": body,
+        "status_link": status_link(intake, request.reference)})
+    outbox.enqueue_email(session=session, cipher=intake.crypto.cipher,
+                         key=f"request-reply:{message.id}", purpose="request_reply", now=now,
+                         email=outbox.Email(to=email, subject=subject, text=text, html=html,
+                                            headers={"List-Id": SUPPORT_LIST_ID}))
+    audit.record(session, actor, "request.replied", target_kind="request", target_id=request.id)
+    return message
+
+
+def reply_as_customer(*, session: Session, intake: Intake, reference: str, body: str,
+                      now: datetime) -> RequestMessage:
+    request = get_by_reference(session=session, reference=reference)
+    if request.status == "closed":
+        request.status = "open"
+        session.add(request)
+    return _add_message(session, intake, request, "customer", body, now)
+
+
+def _add_message(session: Session, intake: Intake, request: SupportRequest, author: str,
+                 body: str, now: datetime, staff_id: str | None = None) -> RequestMessage:
+    body = body.strip()
+    if not body:
+        raise Invalid("Write a message first.")
+    message = RequestMessage(request_id=request.id, author=author, staff_id=staff_id, at=now,
+                             body_encrypted=intake.crypto.cipher.encrypt(body,
+                                                                         context=MESSAGE_BODY))
+    session.add(message)
+    return message
