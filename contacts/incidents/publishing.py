@@ -5,9 +5,6 @@ transaction; the preview and each account's private link."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import secrets
 from dataclasses import dataclass
@@ -16,7 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
-from contacts.core import audit, clock
+from contacts.core import audit, clock, links
 from contacts.core.audit import Actor
 from contacts.core.errors import Conflict, Invalid
 from contacts.core.ids import new_id
@@ -39,6 +36,8 @@ from contacts.incidents.progress import SiteStage, affected_sites, computed_scop
 from contacts.incidents.records import CLOSED_STATES, get_incident
 from contacts.incidents.subscriptions import subscription_link
 from contacts.vault import service as vault_service
+
+ACCOUNT_PURPOSE = "incident-account"  # the private status link of an account
 
 
 class UpdateDraft(BaseModel):
@@ -117,10 +116,7 @@ def _values(desk: Desk, incident: Incident, update: IncidentUpdate) -> dict:
 
 
 def account_token(desk: Desk, incident_id: str, account_id: str) -> str:
-    digest = hmac.digest(desk.secret_key.encode(),
-                         f"incident-account\x00{incident_id}\x00{account_id}".encode(),
-                         hashlib.sha256)
-    return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+    return links.link_token(desk.secret_key, ACCOUNT_PURPOSE, incident_id, account_id)
 
 
 def account_link(desk: Desk, incident_id: str, account_id: str) -> str:
@@ -129,8 +125,7 @@ def account_link(desk: Desk, incident_id: str, account_id: str) -> str:
 
 
 def token_opens_account(desk: Desk, incident_id: str, account_id: str, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(account_token(desk, incident_id, account_id),
-                                               token or "")
+    return links.token_matches(desk.secret_key, ACCOUNT_PURPOSE, token, incident_id, account_id)
 
 
 def template_sources(*, session: Session, desk: Desk, locale: str) -> dict[str, str]:

@@ -3,12 +3,12 @@ stop links, subscribing, and following a link."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from contacts.core import links
 from contacts.core.crypto import normalize_email
 from contacts.core.errors import Invalid, NotFound
 from contacts.delivery import outbox
@@ -22,12 +22,12 @@ SUBSCRIPTION_DAYS = 7
 ACTIONS = ("confirm", "stop")
 
 
-def _subscriptions(desk: Desk, action: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(desk.secret_key, salt=f"status-subscription-{action}")
+def _purpose(action: str) -> str:
+    return f"status-subscription-{action}"
 
 
 def subscription_link(desk: Desk, subscriber_id: int, action: str) -> str:
-    token = _subscriptions(desk, action).dumps(subscriber_id)
+    token = links.seal(desk.secret_key, _purpose(action), subscriber_id)
     return f"{desk.base_url}/status/subscription/{action}/{token}"
 
 
@@ -82,13 +82,11 @@ def follow_subscription_link(*, session: Session, desk: Desk, action: str, token
     """Confirm a subscription (links last a week) or end one (links last forever)."""
     if action not in ACTIONS:
         raise NotFound("There is nothing at this address.")
-    try:
-        subscriber_id = _subscriptions(desk, action).loads(
-            token, max_age=SUBSCRIPTION_DAYS * 86400 if action == "confirm" else None)
-    except SignatureExpired:
-        raise Invalid("This link has expired. Subscribe again on the status page.") from None
-    except BadSignature:
-        raise Invalid("This link is not valid.") from None
+    subscriber_id = links.unseal(
+        desk.secret_key, _purpose(action), token,
+        max_age=timedelta(days=SUBSCRIPTION_DAYS) if action == "confirm" else None,
+        expired="This link has expired. Subscribe again on the status page.",
+        invalid="This link is not valid.")
     subscriber = session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise Invalid("This subscription no longer exists.")

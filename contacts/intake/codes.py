@@ -4,14 +4,13 @@ open a request's page. Pure functions of the `Intake`'s keys: no database."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import secrets
 
-from itsdangerous import URLSafeTimedSerializer
-
+from contacts.core import links
 from contacts.intake.config import Intake
+
+LINK_PURPOSE = "request-verification"
+STATUS_PURPOSE = "request-status"
 
 
 def new_code() -> str:
@@ -22,24 +21,18 @@ def code_digest(intake: Intake, request_id: str, code: str) -> str:
     return intake.crypto.index.digest("request-code", f"{request_id}\x00{code}")
 
 
-def serializer(intake: Intake) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(intake.secret_key, salt="request-verification")
-
-
 def verify_link(intake: Intake, reference: str, digest: str) -> str:
     """The one-click link of the emailed code: signed, bound to that code's digest."""
-    link_token = serializer(intake).dumps({"r": reference, "c": digest[:24]})
+    link_token = links.seal(intake.secret_key, LINK_PURPOSE, {"r": reference, "c": digest[:24]})
     return f"{intake.base_url}/requests/{reference}/confirm/{link_token}"
 
 
 def status_token(intake: Intake, reference: str) -> str:
-    digest = hmac.digest(intake.secret_key.encode(), f"request-status\x00{reference}".encode(),
-                         hashlib.sha256)
-    return base64.urlsafe_b64encode(digest[:18]).decode("ascii")
+    return links.link_token(intake.secret_key, STATUS_PURPOSE, reference)
 
 
 def token_opens(intake: Intake, reference: str, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(status_token(intake, reference), token or "")
+    return links.token_matches(intake.secret_key, STATUS_PURPOSE, token, reference)
 
 
 def status_link(intake: Intake, reference: str) -> str:

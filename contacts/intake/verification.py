@@ -9,11 +9,10 @@ from __future__ import annotations
 import hmac
 from datetime import datetime, timedelta
 
-from itsdangerous import BadSignature, SignatureExpired
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from contacts.core import audit
+from contacts.core import audit, links
 from contacts.core.audit import Actor
 from contacts.core.errors import Invalid, NotFound
 from contacts.delivery import outbox
@@ -72,13 +71,10 @@ def verify_by_link(*, session: Session, intake: Intake, vault: vault_service.Vau
                    reference: str, token: str, now: datetime) -> SupportRequest:
     """Prove the address with the emailed one-click link: signed, single use, expiring.
     Checked every time: a used link says so and opens nothing."""
-    try:
-        payload = codes.serializer(intake).loads(token, max_age=intake.code_minutes * 60)
-    except SignatureExpired:
-        raise Invalid("This link has expired. Ask for a new code on your request's "
-                      "page.") from None
-    except BadSignature:
-        raise Invalid(LINK_INVALID) from None
+    payload = links.unseal(intake.secret_key, codes.LINK_PURPOSE, token,
+                           max_age=timedelta(minutes=intake.code_minutes),
+                           expired="This link has expired. Ask for a new code on your "
+                                   "request's page.", invalid=LINK_INVALID)
     if not isinstance(payload, dict) or payload.get("r") != normalize_reference(reference):
         raise Invalid(LINK_INVALID)
     try:

@@ -11,11 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from contacts.core import audit
+from contacts.core import audit, links
 from contacts.core.audit import Actor
 from contacts.core.errors import Invalid
 from contacts.delivery import outbox
@@ -44,21 +43,14 @@ class ConfirmationMessage:
 Renderer = Callable[[ConfirmationMessage], tuple[str, str, str]]
 
 
-def _serializer(secret_key: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret_key, salt=SALT)
-
-
 def confirmation_token(secret_key: str, contact_id: str) -> str:
-    return _serializer(secret_key).dumps({"contact": contact_id})
+    return links.seal(secret_key, SALT, {"contact": contact_id})
 
 
 def contact_of_token(secret_key: str, token: str, max_age_days: int) -> str:
-    try:
-        payload = _serializer(secret_key).loads(token, max_age=max_age_days * 86400)
-    except SignatureExpired:
-        raise Invalid("This confirmation link has expired. A new one will be emailed.") from None
-    except BadSignature:
-        raise Invalid("This confirmation link is not valid.") from None
+    payload = links.unseal(secret_key, SALT, token, max_age=timedelta(days=max_age_days),
+                           expired="This confirmation link has expired. A new one will be "
+                                   "emailed.", invalid="This confirmation link is not valid.")
     return payload["contact"]
 
 
