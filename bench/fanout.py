@@ -45,11 +45,12 @@ from contacts.core.audit import Actor  # noqa: E402
 from contacts.core.db import session_scope, utcnow  # noqa: E402
 from contacts.core.mail import Mailer  # noqa: E402
 from contacts.core.schema import upgrade_database  # noqa: E402
+from contacts.core.services import services  # noqa: E402
 from contacts.core.settings import load_secrets  # noqa: E402
 from contacts.delivery import outbox  # noqa: E402
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage  # noqa: E402
 from contacts.incidents import progress, publishing, records  # noqa: E402
-from contacts.incidents.desk import Desk  # noqa: E402
+from contacts.incidents.desk import CommsDesk  # noqa: E402
 from contacts.vault import service as vault_service  # noqa: E402
 from contacts.vault import sync as vault_sync  # noqa: E402
 from contacts.vault.schemas import AccountIn  # noqa: E402
@@ -270,8 +271,8 @@ def sender(database_url: str, keys_dir: str, port: int, profile_to: str | None) 
     then prints the CPU seconds it spent doing so."""
     app = create_app({"database_url": database_url,
                       "secrets": load_secrets(Path(keys_dir), {}, generate=False)})
-    engine = app.extensions["lifeline.engine"]
-    cipher = app.extensions["lifeline.crypto"].cipher
+    engine = services(app).engine
+    cipher = services(app).crypto.cipher
     mailer = Mailer(host="127.0.0.1", port=port, sender="status@lifeline.bench")
     with engine.connect() as connection:  # the pool's first connection, opened before "go"
         connection.exec_driver_sql("SELECT 1")
@@ -389,12 +390,11 @@ def main() -> int:
             keys_dir = Path(work) / "keys"
             app = create_app({"database_url": database_url,
                               "secrets": load_secrets(keys_dir, {}, generate=True)})
-            engine = app.extensions["lifeline.engine"]
+            engine = services(app).engine
             upgrade_database(engine)
-            settings, crypto = app.extensions["lifeline.settings"], app.extensions[
-                "lifeline.crypto"]
+            settings, crypto = services(app).settings, services(app).crypto
             vault = vault_service.Vault.from_settings(settings, crypto)
-            desk = Desk.from_settings(settings, crypto, Path(app.template_folder))
+            desk = CommsDesk.from_settings(settings, crypto, Path(app.template_folder))
             actor = Actor.system("bench")
             print(f"fan-out benchmark: {args.recipients:,} recipients, PostgreSQL, "
                   f"smtp-sink on 127.0.0.1:{port}")

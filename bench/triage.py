@@ -52,6 +52,7 @@ from vault import scratch_database  # noqa: E402
 from contacts.app import create_app  # noqa: E402
 from contacts.core.db import make_engine  # noqa: E402
 from contacts.core.schema import upgrade_database  # noqa: E402
+from contacts.core.services import services  # noqa: E402
 from contacts.core.settings import load_secrets  # noqa: E402
 from contacts.escalations.models import ItemEvent, WorkItem  # noqa: E402
 from contacts.staff.models import StaffUser  # noqa: E402
@@ -264,7 +265,7 @@ def run(backend: str, args) -> tuple[dict[str, Page], Facts]:
         measure(client, pages, tasks, progress)
         if args.profile:
             profile(client, pages, tasks, args.profile)
-        app.extensions["lifeline.engine"].dispose()
+        services(app).engine.dispose()
         engine.dispose()
         return pages, facts
     finally:

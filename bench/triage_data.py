@@ -41,6 +41,7 @@ from sqlalchemy import select
 from contacts.core.audit import Actor
 from contacts.core.db import bulk_insert, session_scope, utcnow
 from contacts.core.ids import new_id
+from contacts.core.services import services
 from contacts.escalations import clock as sla_clock
 from contacts.escalations import items as work_items
 from contacts.escalations import service as escalations
@@ -53,6 +54,7 @@ from contacts.escalations.models import (
     ItemEvent,
     WorkItem,
 )
+from contacts.escalations.service import SupportDesk
 from contacts.intake.references import new_reference
 from contacts.staff import service as staff_service
 from contacts.vault import sync as vault_sync
@@ -210,8 +212,8 @@ def generate(app, *, accounts: int, items: int, seed: int = 7,
     progress = progress or Progress()
     started = time.perf_counter()
     rng = random.Random(seed)
-    engine = app.extensions["lifeline.engine"]
-    desk: escalations.Desk = app.extensions["lifeline.escalations"]
+    engine = services(app).engine
+    desk: escalations.SupportDesk = services(app).get(SupportDesk)
     staff = _staff(app, engine)
     account_ids, contacts, hosts = _vault(engine, desk, accounts, rng, progress)
     profiles = _profiles(engine, account_ids, rng)
@@ -225,7 +227,7 @@ def generate(app, *, accounts: int, items: int, seed: int = 7,
 
 
 def _staff(app, engine) -> list[tuple[str, str]]:
-    crypto = app.extensions["lifeline.crypto"]
+    crypto = services(app).crypto
     roles = [("support", SUPPORT_STAFF), *OTHER_STAFF]
     support = []
     with session_scope(engine) as session:
@@ -383,7 +385,7 @@ def _business_table(world: _World, profile: AccountProfile | None) -> list[float
 
 @dataclass(frozen=True)
 class _World:
-    desk: escalations.Desk
+    desk: escalations.SupportDesk
     now: datetime
     staff: list[str]  # support staff IDs: owners and workers
     contacts: dict[str, list[str]]  # account ID -> contact IDs

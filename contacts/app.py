@@ -27,9 +27,11 @@ from contacts.backup import routes as backup_routes
 from contacts.backup import snapshot as backup_snapshot
 from contacts.backup.api import bp as backup_api
 from contacts.core import access, accesslog, api, clock, db, inputs, ratelimit
+from contacts.core import services as lifeline_services
 from contacts.core.api import API_PREFIX
 from contacts.core.crypto import Crypto
 from contacts.core.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
+from contacts.core.services import Services, services
 from contacts.core.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.drill import cli as drill_cli
 from contacts.escalations import routes as escalations_routes
@@ -83,47 +85,24 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         hops = settings.server_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     accesslog.init_app(app)  # access logs and error lines hide the tokens of links
-    app.extensions["lifeline.settings"] = settings
     app.add_template_filter(clock.as_utc, "utc")  # pages show every time in UTC
-    app.extensions["lifeline.jobs"] = scheduled_jobs(settings)
-    app.extensions["lifeline.health_probes"] = {
-        "backups": functools.partial(backup_drills.drill_health,
-                                     max_age_hours=settings.backup_drill_max_age_hours)}
-    app.extensions["lifeline.crypto"] = Crypto(
-        settings.secrets.field_keys, settings.secrets.blind_index_key,
-        reload_field_keys=None if settings.secrets_given else field_keys_loader(settings))
-    # Backup drills decrypt with the keys read afresh from the key file, never with keys this
-    # process only holds in memory; `keys retire` keeps a key the snapshots still need.
-    app.extensions["lifeline.field_keys_source"] = field_keys_loader(settings, strict=True)
-    # Built once: the vault's pages, API, CLI and jobs all read through this one.
-    app.extensions["lifeline.vault"] = vault_service.Vault.from_settings(
-        settings, app.extensions["lifeline.crypto"])
-    app.extensions["lifeline.snapshots_needing_key"] = functools.partial(
-        backup_snapshot.snapshots_needing_key, Path(settings.backup_dir),
-        settings.secrets.backup_key)
-
+    crypto = Crypto(settings.secrets.field_keys, settings.secrets.blind_index_key,
+                    reload_field_keys=None if settings.secrets_given
+                    else field_keys_loader(settings))
     engine = db.make_engine(settings.database_url,
                             busy_timeout_ms=settings.database_sqlite_busy_timeout_ms,
                             pool_size=settings.database_pool_size,
                             max_overflow=settings.database_max_overflow)
     db.init_app(app, engine)
-    app.extensions["lifeline.background"] = functools.partial(background_services, app)
-
-    app.extensions["lifeline.incidents"] = incidents_service.Desk.from_settings(
-        settings, app.extensions["lifeline.crypto"], PROJECT_ROOT / "templates")
-    intake = intake_service.Intake.from_settings(settings, app.extensions["lifeline.crypto"])
-    app.extensions["lifeline.intake"] = intake
-    app.extensions["lifeline.request_writer"] = intake_service.RequestWriter(
-        engine=engine, intake=intake, render=message_renderer(app),
-        retry_seconds=settings.intake_spool_retry_seconds)
-    app.extensions["lifeline.health_probes"]["spool"] = functools.partial(
-        intake_service.spool_health, spool=intake.spool)
-    app.extensions["lifeline.account_panels"] = [escalations_routes.account_panel]
-    app.extensions["lifeline.escalations"] = escalations_service.Desk.from_settings(
-        settings, app.extensions["lifeline.crypto"], vault=app.extensions["lifeline.vault"],
-        render=message_renderer(app),
-        neighbours=_escalations_neighbours(app.extensions["lifeline.crypto"], intake,
-                                           message_renderer(app)))
+    built = lifeline_services.init_app(app, Services(
+        settings=settings, crypto=crypto, engine=engine,
+        field_keys_source=field_keys_loader(settings, strict=True),
+        snapshots_needing_key=functools.partial(
+            backup_snapshot.snapshots_needing_key, Path(settings.backup_dir),
+            settings.secrets.backup_key),
+        jobs=scheduled_jobs(settings), background=functools.partial(background_services, app),
+        account_panels=[escalations_routes.account_panel]))
+    _build_areas(app, built)
 
     inputs.init_app(app, settings)  # first: bodies are capped before any hook reads one
     _init_login(app)
@@ -151,6 +130,24 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.after_request(_security_headers)
     _bootstrap_admin(app, settings, engine)
     return app
+
+
+def _build_areas(app: Flask, built: Services) -> None:
+    """Each area's own objects, built once at start-up and found by their class."""
+    settings, crypto, render = built.settings, built.crypto, message_renderer(app)
+    vault = built.add(vault_service.Vault.from_settings(settings, crypto))
+    built.add(incidents_service.CommsDesk.from_settings(settings, crypto,
+                                                        PROJECT_ROOT / "templates"))
+    intake = built.add(intake_service.Intake.from_settings(settings, crypto))
+    built.add(intake_service.RequestWriter(engine=built.engine, intake=intake, render=render,
+                                           retry_seconds=settings.intake_spool_retry_seconds))
+    built.add(escalations_service.SupportDesk.from_settings(
+        settings, crypto, vault=vault, render=render,
+        neighbours=_escalations_neighbours(crypto, intake, render)))
+    built.health_probes |= {
+        "backups": functools.partial(backup_drills.drill_health,
+                                     max_age_hours=settings.backup_drill_max_age_hours),
+        "spool": functools.partial(intake_service.spool_health, spool=intake.spool)}
 
 
 def _escalations_neighbours(crypto: Crypto, intake: intake_service.Intake,
@@ -257,7 +254,7 @@ def _bootstrap_admin(app: Flask, settings: Settings, engine) -> None:
     try:
         with db.session_scope(engine) as session:
             created = staff_service.bootstrap_admin(
-                session=session, crypto=app.extensions["lifeline.crypto"], email=email,
+                session=session, crypto=services(app).crypto, email=email,
                 password=password, min_password_length=settings.security_password_min_length)
     except Conflict:
         return  # another process created it first

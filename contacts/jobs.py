@@ -14,14 +14,19 @@ from contacts.backup import drills, snapshot
 from contacts.core import audit, schema
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
-from contacts.core.mail import Mailer, render_message
+from contacts.core.mail import Mailer, Renderer, render_message
 from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
+from contacts.core.services import services
 from contacts.delivery import outbox, quarantine
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
+from contacts.escalations.service import SupportDesk
 from contacts.incidents import service as incidents_service
+from contacts.incidents.service import CommsDesk
 from contacts.intake import service as intake_service
+from contacts.intake.service import Intake, RequestWriter
 from contacts.vault import freshness, purge
+from contacts.vault.service import Vault
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +35,8 @@ HOUR = 3600
 
 def purge_deleted_records() -> None:
     app = current_app()
-    settings = app.extensions["lifeline.settings"]
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    settings = services(app).settings
+    with session_scope(services(app).engine) as session:
         purged = purge.purge_expired(session=session, now=utcnow(),
                                      retention_days=settings.vault_retention_days)
     if purged.total:
@@ -46,8 +51,8 @@ def _backup_dir(settings) -> Path:
 def snapshot_and_drill() -> None:
     """A new snapshot, old ones pruned, and the new one drilled at once."""
     app = current_app()
-    settings = app.extensions["lifeline.settings"]
-    engine = app.extensions["lifeline.engine"]
+    settings = services(app).settings
+    engine = services(app).engine
     directory = _backup_dir(settings)
     path, manifest = snapshot.create_snapshot(engine=engine,
                                               backup_key=settings.secrets.backup_key,
@@ -62,32 +67,23 @@ def snapshot_and_drill() -> None:
 
 def drill_latest_snapshot() -> None:
     app = current_app()
-    settings = app.extensions["lifeline.settings"]
+    settings = services(app).settings
     result = drills.drill_latest(directory=_backup_dir(settings),
                                  backup_key=settings.secrets.backup_key,
-                                 load_field_keys=app.extensions["lifeline.field_keys_source"],
-                                 engine=app.extensions["lifeline.engine"])
+                                 load_field_keys=services(app).field_keys_source,
+                                 engine=services(app).engine)
     if not result.ok:
         log.error("backup drill of %s failed: %s", result.snapshot, result.detail)
 
 
-def render_confirmation(app):
-    """The confirmation email in the contact's language (English unless French)."""
-
-    def render(message: freshness.ConfirmationMessage) -> tuple[str, str, str]:
-        return render_message(app.jinja_env, "confirm_contact", message.locale, vars(message))
-
-    return render
-
-
 def ask_contacts_to_confirm() -> None:
     app = current_app()
-    settings = app.extensions["lifeline.settings"]
-    vault = app.extensions["lifeline.vault"]
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    settings = services(app).settings
+    vault = services(app).get(Vault)
+    with session_scope(services(app).engine) as session:
         flagged = freshness.flag_bounced_confirmations(session=session, now=utcnow())
         queued = freshness.request_confirmations(
-            session=session, vault=vault, render=render_confirmation(app),
+            session=session, vault=vault, render=message_renderer(app),
             secret_key=settings.secrets.secret_key, base_url=settings.app_base_url,
             now=utcnow(), after_days=settings.vault_confirm_after_days,
             link_days=settings.vault_confirm_link_days, limit=settings.vault_confirm_batch)
@@ -97,25 +93,22 @@ def ask_contacts_to_confirm() -> None:
 
 
 def send_queued_messages() -> None:
-    app = current_app()
-    settings = app.extensions["lifeline.settings"]
-    report = outbox.drain(engine=app.extensions["lifeline.engine"],
-                          cipher=app.extensions["lifeline.crypto"].cipher,
-                          mailer=Mailer.from_settings(settings), now=utcnow(),
-                          lease=timedelta(seconds=settings.delivery_lease_seconds))
-    _log_drain("outbox", report)
+    settings = services(current_app()).settings
+    _drain("outbox", outbox.drain, mailer=Mailer.from_settings(settings))
 
 
 def send_queued_webhooks() -> None:
     """The webhook lane, a job of its own: a slow endpoint holds this job, never the
     emails' (the scheduler runs jobs in separate threads)."""
-    app = current_app()
-    settings = app.extensions["lifeline.settings"]
-    report = outbox.drain_webhooks(engine=app.extensions["lifeline.engine"],
-                                   cipher=app.extensions["lifeline.crypto"].cipher,
-                                   policy=WebhookPolicy.from_settings(settings), now=utcnow(),
-                                   lease=timedelta(seconds=settings.delivery_lease_seconds))
-    _log_drain("webhooks", report)
+    settings = services(current_app()).settings
+    _drain("webhooks", outbox.drain_webhooks, policy=WebhookPolicy.from_settings(settings))
+
+
+def _drain(lane: str, drain, **transport) -> None:
+    built = services(current_app())
+    report = drain(engine=built.engine, cipher=built.crypto.cipher, now=utcnow(),
+                   lease=timedelta(seconds=built.settings.delivery_lease_seconds), **transport)
+    _log_drain(lane, report)
 
 
 def _log_drain(lane: str, report: outbox.DrainReport) -> None:
@@ -124,20 +117,20 @@ def _log_drain(lane: str, report: outbox.DrainReport) -> None:
                  report.failed)
 
 
-def message_renderer(app) -> intake_service.Renderer:
+def message_renderer(app) -> Renderer:
     return lambda kind, locale, values: render_message(app.jinja_env, kind, locale, values)
 
 
 def process_requests() -> None:
     """Store spooled requests, then match new requests to accounts."""
     app = current_app()
-    intake = app.extensions["lifeline.intake"]
-    engine = app.extensions["lifeline.engine"]
-    app.extensions["lifeline.request_writer"].replay_spool(now=utcnow())
+    intake = services(app).get(Intake)
+    engine = services(app).engine
+    services(app).get(RequestWriter).replay_spool(now=utcnow())
     with session_scope(engine) as session:
         matched = intake_service.process_pending(
             session=session, intake=intake,
-            vault=app.extensions["lifeline.vault"], now=utcnow())
+            vault=services(app).get(Vault), now=utcnow())
     if matched:
         log.info("matched %d new requests", matched)
 
@@ -147,17 +140,17 @@ def send_scheduled_updates() -> None:
     team (and the public page says so); webhooks that keep failing are quarantined; accounts
     no update email reached fall back to a call by support."""
     app = current_app()
-    settings = app.extensions["lifeline.settings"]
-    desk = app.extensions["lifeline.incidents"]
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    settings = services(app).settings
+    desk = services(app).get(CommsDesk)
+    with session_scope(services(app).engine) as session:
         published = incidents_service.publish_due(
-            session=session, desk=desk, vault=app.extensions["lifeline.vault"], now=utcnow())
+            session=session, desk=desk, vault=services(app).get(Vault), now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
         quarantined = quarantine.quarantine_failing_webhooks(session=session, now=utcnow())
         unreached = incidents_service.follow_up_bounces(session=session, now=utcnow())
         calls = escalations_service.call_unreached(
-            session=session, desk=app.extensions["lifeline.escalations"], unreached=unreached,
+            session=session, desk=services(app).get(SupportDesk), unreached=unreached,
             now=utcnow())
     for update in published:
         log.info("scheduled update %d of %s queued for %d recipients", update.number,
@@ -176,9 +169,9 @@ def watch_slas() -> None:
     """Items whose running SLA target turned at risk or was missed are marked, and their
     owner and region lead warned by email."""
     app = current_app()
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         report = escalations_service.check_sla(session=session,
-                                               desk=app.extensions["lifeline.escalations"],
+                                               desk=services(app).get(SupportDesk),
                                                now=utcnow())
     if report.at_risk or report.breached:
         log.info("SLA: %d items at risk, %d breached", len(report.at_risk), len(report.breached))
@@ -188,8 +181,8 @@ def follow_work() -> None:
     """New requests become tickets; items of resolved incidents are resolved; at a shift
     change the idle items are handed to the next region."""
     app = current_app()
-    desk = app.extensions["lifeline.escalations"]
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    desk = services(app).get(SupportDesk)
+    with session_scope(services(app).engine) as session:
         tickets = reactions.sync_requests(session=session, desk=desk, now=utcnow())
         resolved = reactions.resolve_for_incidents(session=session, desk=desk, now=utcnow())
         handoff = escalations_service.hand_off(session=session, desk=desk, now=utcnow())
@@ -205,11 +198,11 @@ def background_services(app) -> list:
     """What every `flask worker` process runs besides the (leader-only) scheduler: on
     PostgreSQL, a delivery loop per lane (emails, webhooks), so several workers share the
     outbox and no webhook delays an email."""
-    settings = app.extensions["lifeline.settings"]
-    engine = app.extensions["lifeline.engine"]
+    settings = services(app).settings
+    engine = services(app).engine
     if engine.dialect.name != "postgresql":
         return []
-    cipher = app.extensions["lifeline.crypto"].cipher
+    cipher = services(app).crypto.cipher
     lease = timedelta(seconds=settings.delivery_lease_seconds)
     return [outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
                                 mailer=Mailer.from_settings(settings)),

@@ -14,7 +14,7 @@ from contacts.incidents import service as incidents_service
 from contacts.intake import service as intake_service
 
 
-def sync_requests(*, session: Session, desk: escalations.Desk, now: datetime,
+def sync_requests(*, session: Session, desk: escalations.SupportDesk, now: datetime,
                   limit: int = 1000) -> int:
     """Every request changed since the last sync, page by page, handed to the escalations
     (a ticket for a new one, its ticket kept in step for the others)."""
@@ -31,7 +31,7 @@ def sync_requests(*, session: Session, desk: escalations.Desk, now: datetime,
         since = (summaries[-1].changed_at, summaries[-1].id)
 
 
-def resolve_for_incidents(*, session: Session, desk: escalations.Desk, now: datetime) -> int:
+def resolve_for_incidents(*, session: Session, desk: escalations.SupportDesk, now: datetime) -> int:
     """Open items linked to an incident now resolved are resolved with it."""
     resolved = incidents_service.resolved_incidents(
         session=session, ids=escalations.incidents_of_open_items(session))

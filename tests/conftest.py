@@ -27,6 +27,7 @@ from contacts.app import create_app
 from contacts.core.audit import Actor
 from contacts.core.db import make_engine, session_scope
 from contacts.core.schema import upgrade_database
+from contacts.core.services import services
 from contacts.core.settings import load_secrets
 from contacts.staff import service as staff_service
 from contacts.vault import service as vault_service
@@ -150,7 +151,7 @@ def make_app(database_url, service_secrets, tmp_path):
 
     yield build
     for app in apps:
-        app.extensions["lifeline.engine"].dispose()
+        services(app).engine.dispose()
 
 
 @pytest.fixture
@@ -160,7 +161,7 @@ def app(make_app):
 
 @pytest.fixture
 def engine(app):
-    return app.extensions["lifeline.engine"]
+    return services(app).engine
 
 
 @pytest.fixture
@@ -176,9 +177,9 @@ def make_staff(app):
     def build(role: str = "admin", email: str | None = None, *,
               two_factor: bool = True) -> StaffAccount:
         email = email or f"{role}{next(counter)}@staff.example.com"
-        with session_scope(app.extensions["lifeline.engine"]) as session:
+        with session_scope(services(app).engine) as session:
             created = staff_service.create_staff(
-                session=session, crypto=app.extensions["lifeline.crypto"],
+                session=session, crypto=services(app).crypto,
                 actor=Actor.system("test"), email=email, role=role, password=PASSWORD,
                 min_password_length=12)
         account = StaffAccount(created.id, email, role)
@@ -190,7 +191,7 @@ def make_staff(app):
 @pytest.fixture
 def make_token(app):
     def build(*scopes: str, name: str = "test client") -> str:
-        with session_scope(app.extensions["lifeline.engine"]) as session:
+        with session_scope(services(app).engine) as session:
             _, secret = staff_service.create_token(session=session, actor=Actor.system("test"),
                                                    name=name, scopes=list(scopes))
         return secret
@@ -238,8 +239,8 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture
 def vault(app):
-    return vault_service.Vault.from_settings(app.extensions["lifeline.settings"],
-                                       app.extensions["lifeline.crypto"])
+    return vault_service.Vault.from_settings(services(app).settings,
+                                       services(app).crypto)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from contacts.core.services import services
+
 IN_CI = os.environ.get("CI") == "true"
 REDIS_URL = "redis://127.0.0.1:6379/15"  # the tests' Redis database
 
@@ -79,8 +81,8 @@ def enrol_two_factor(app, account: StaffAccount, *, reset: bool = False) -> Staf
     from contacts.staff import twofactor
 
     confirmed_at = datetime.now(UTC) - timedelta(seconds=60)
-    crypto = app.extensions["lifeline.crypto"]
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    crypto = services(app).crypto
+    with session_scope(services(app).engine) as session:
         if reset:
             twofactor.reset(session=session, actor=Actor.system("test"), staff_id=account.id)
         enrolment = twofactor.begin_enrolment(session=session, crypto=crypto,

@@ -7,23 +7,24 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 from pydantic import BaseModel, ConfigDict, Field
 
 from contacts.backup import drills, snapshot
 from contacts.core import audit, schema
 from contacts.core.api import API_PREFIX, operation
 from contacts.core.db import request_session
+from contacts.core.services import services
 
 bp = Blueprint("backup_api", __name__, url_prefix=API_PREFIX)
 
 
 def _backup_dir() -> Path:
-    return Path(current_app.extensions["lifeline.settings"].backup_dir)
+    return Path(services().settings.backup_dir)
 
 
 def _backup_key() -> bytes:
-    return current_app.extensions["lifeline.settings"].secrets.backup_key
+    return services().settings.secrets.backup_key
 
 
 class SnapshotTaken(BaseModel):
@@ -40,7 +41,7 @@ class SnapshotTaken(BaseModel):
 def create_backup():
     """Write an encrypted, authenticated snapshot of the whole database to the backup folder,
     as `flask backup create` does. Runs before the answer: seconds for thousands of rows."""
-    engine = current_app.extensions["lifeline.engine"]
+    engine = services().engine
     started = time.perf_counter()
     path, manifest = snapshot.create_snapshot(engine=engine, backup_key=_backup_key(),
                                               directory=_backup_dir(),
@@ -79,9 +80,8 @@ def drill_backup(json: DrillRequest):
     /healthz reports it. A name that is not a snapshot's plain file name is refused (400)."""
     named = snapshot.snapshot_named(_backup_dir(), json.snapshot)
     result = drills.drill_snapshot(snapshot=named, backup_key=_backup_key(),
-                                   load_field_keys=current_app.extensions[
-                                       "lifeline.field_keys_source"],
-                                   engine=current_app.extensions["lifeline.engine"],
+                                   load_field_keys=services().field_keys_source,
+                                   engine=services().engine,
                                    actor=g.actor)
     return DrillOutcome(snapshot=result.snapshot, ok=result.ok, seconds=result.seconds,
                         rows=result.rows, fields=result.fields, detail=result.detail)

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from contacts.backup import drills, restore, sealed, snapshot
@@ -15,6 +14,7 @@ from contacts.core import audit, schema
 from contacts.core.audit import Actor
 from contacts.core.db import make_engine, session_scope
 from contacts.core.errors import CliError, cli_errors
+from contacts.core.services import services
 
 
 @click.group("backup", help="Encrypted snapshots outside the database: create, restore, drill.")
@@ -23,11 +23,11 @@ def backup_group():
 
 
 def _backup_key() -> bytes:
-    return current_app.extensions["lifeline.settings"].secrets.backup_key
+    return services().settings.secrets.backup_key
 
 
 def _backup_dir(given: Path | None) -> Path:
-    return given or Path(current_app.extensions["lifeline.settings"].backup_dir)
+    return given or Path(services().settings.backup_dir)
 
 
 @backup_group.command("create")
@@ -37,7 +37,7 @@ def _backup_dir(given: Path | None) -> Path:
 @cli_errors
 def backup_create(directory: Path | None):
     """Write an encrypted, authenticated snapshot of the whole database."""
-    engine = current_app.extensions["lifeline.engine"]
+    engine = services().engine
     started = time.perf_counter()
     with click.progressbar(length=snapshot.count_rows(engine), label="Snapshotting rows",
                            show_pos=True, file=sys.stderr) as bar:
@@ -83,7 +83,7 @@ def backup_restore(file: Path, database_url: str):
                                                 progress=bar.update)
     finally:
         target.dispose()
-    with session_scope(current_app.extensions["lifeline.engine"]) as session:
+    with session_scope(services().engine) as session:
         audit.record(session, Actor.system("cli"), "backup.restored", snapshot=file.name,
                      rows=manifest.rows)
     click.echo(f"restored {manifest.rows} rows from {file.name} in {drills.elapsed(started)} s; "
@@ -101,8 +101,8 @@ def backup_drill(directory: Path | None, database_url: str | None):
     """Restore the latest snapshot into a scratch database, check it, record the result."""
     result = drills.drill_latest(
         directory=_backup_dir(directory), backup_key=_backup_key(),
-        load_field_keys=current_app.extensions["lifeline.field_keys_source"],
-        engine=current_app.extensions["lifeline.engine"], database_url=database_url)
+        load_field_keys=services().field_keys_source,
+        engine=services().engine, database_url=database_url)
     state = "passed" if result.ok else "FAILED"
     click.echo(f"drill of {result.snapshot} {state} in {result.seconds} s: {result.detail}")
     if not result.ok:

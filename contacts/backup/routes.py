@@ -5,19 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, url_for
+from flask import Blueprint, flash, g, redirect, render_template, url_for
 from flask_wtf import FlaskForm
 
 from contacts.backup import drills, snapshot
 from contacts.core import audit, schema
 from contacts.core.access import staff
 from contacts.core.db import request_session
+from contacts.core.services import services
 
 bp = Blueprint("backup", __name__)
 
 
 def _settings():
-    return current_app.extensions["lifeline.settings"]
+    return services().settings
 
 
 def _backup_dir() -> Path:
@@ -39,9 +40,8 @@ def backups():
 def run_drill():
     result = drills.drill_latest(directory=_backup_dir(),
                                  backup_key=_settings().secrets.backup_key,
-                                 load_field_keys=current_app.extensions[
-                                     "lifeline.field_keys_source"],
-                                 engine=current_app.extensions["lifeline.engine"])
+                                 load_field_keys=services().field_keys_source,
+                                 engine=services().engine)
     flash(f"Drill of {result.snapshot} {'passed' if result.ok else 'FAILED'}: {result.detail}")
     return redirect(url_for("backup.backups"))
 
@@ -49,7 +49,7 @@ def run_drill():
 @bp.post("/console/backups/create")
 @staff("admin")
 def create_snapshot():
-    engine = current_app.extensions["lifeline.engine"]
+    engine = services().engine
     path, manifest = snapshot.create_snapshot(engine=engine,
                                               backup_key=_settings().secrets.backup_key,
                                               directory=_backup_dir(),

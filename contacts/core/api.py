@@ -11,7 +11,7 @@ import inspect
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field
 from spectree import SecurityScheme, SecuritySchemeData, SpecTree
@@ -20,6 +20,7 @@ from contacts.core.errors import Invalid, LifelineError
 from contacts.core.ids import PATH_PARAMETER_PATTERNS
 from contacts.core.inputs import has_body
 
+Model = TypeVar("Model", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
@@ -71,6 +72,22 @@ def _without_nul(value: str) -> str:
 # per field here, so a 422 names the field, and a file import (no request) rejects just
 # the entry. Fields sealed before storage take plain str: ciphertext holds no NUL.
 Text = Annotated[str, AfterValidator(_without_nul)]
+
+
+class _Overlay:
+    """A row's attributes, with some values given beside it (computed, or from elsewhere)."""
+
+    def __init__(self, row: object, given: dict):
+        self._row, self._given = row, given
+
+    def __getattr__(self, name: str):
+        return self._given[name] if name in self._given else getattr(self._row, name)
+
+
+def from_row(model: type[Model], row: object, **given) -> Model:
+    """An API model read from an ORM row's attributes (`from_attributes`), validated, with
+    the fields the row does not hold given by name."""
+    return model.model_validate(_Overlay(row, given), from_attributes=True)
 
 
 class ErrorDetail(BaseModel):

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
 
@@ -280,6 +281,11 @@ LANGUAGES = ("en", "fr")
 def language_of(locale: str | None) -> str:
     """The language a message is written in for a locale: French or English."""
     return "fr" if (locale or "").lower().startswith("fr") else "en"
+
+
+# render(kind, locale, values) -> (subject, text body, html body): how every area is handed
+# its emails' templates (the app passes render_message over its Jinja environment).
+Renderer = Callable[[str, str | None, dict], tuple[str, str, str]]
 
 
 def render_message(environment, kind: str, locale: str | None,

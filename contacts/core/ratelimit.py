@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
@@ -85,6 +86,14 @@ def init_app(app, settings) -> Limiter:
     app.extensions["lifeline.failure_counter"] = FailureCounter(
         limiter.storage, settings.security_rate_limit_key_prefix)
     return limiter
+
+
+def limiter_of(app: Flask) -> Limiter:
+    return app.extensions["lifeline.limiter"]
+
+
+def failure_counter_of(app: Flask) -> FailureCounter:
+    return app.extensions["lifeline.failure_counter"]
 
 
 # -- limits that count failures only ------------------------------------------------------

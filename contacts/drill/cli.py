@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from contacts.core.errors import CliError, cli_errors
+from contacts.core.services import services
 from contacts.drill.client import Client, DrillHttpError
 from contacts.drill.local import LocalLifeline
 from contacts.drill.report import Report
@@ -125,7 +125,7 @@ def run(url, token, database_url, redis_url, smtp_port, sites, accounts, stale_s
     workdir = keep or Path(tempfile.mkdtemp(prefix="lifeline-drill-"))
     try:
         report = run_drill(options, Target(url, token, database_url, smtp_port, redis_url),
-                           current_app.extensions["lifeline.settings"], workdir=workdir)
+                           services().settings, workdir=workdir)
     except DrillHttpError as exc:
         raise CliError(f"the drill stopped: {exc}") from None
     finally:

@@ -12,7 +12,7 @@ from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.escalations import sla
 from contacts.escalations.clock import profiles_of, set_targets
-from contacts.escalations.desk import Desk
+from contacts.escalations.desk import SupportDesk
 from contacts.escalations.models import (
     AccountProfile,
     ItemEvent,
@@ -34,7 +34,7 @@ class AccountPicture:
     default_timezone: str
 
 
-def account_picture(*, session: Session, desk: Desk, account_id: str, now: datetime,
+def account_picture(*, session: Session, desk: SupportDesk, account_id: str, now: datetime,
                     limit: int = 200) -> AccountPicture:
     account_id = vault_service.get_account(session=session, account_id=account_id,
                                            include_deleted=True).id
@@ -71,8 +71,8 @@ def account_picture(*, session: Session, desk: Desk, account_id: str, now: datet
                           desk.default_hours, desk.default_timezone)
 
 
-def set_profile(*, session: Session, desk: Desk, actor: Actor, account_id: str, timezone: str,
-                business_hours: str, now: datetime) -> AccountProfile:
+def set_profile(*, session: Session, desk: SupportDesk, actor: Actor, account_id: str,
+                timezone: str, business_hours: str, now: datetime) -> AccountProfile:
     """The account's own time zone and business hours; its open items' targets follow."""
     account = vault_service.get_account(session=session, account_id=account_id)
     sla.BusinessHours.parse(business_hours, timezone)

@@ -10,7 +10,7 @@ from typing import Literal
 from flask import Blueprint, g
 from pydantic import BaseModel, Field
 
-from contacts.core.api import API_PREFIX, operation
+from contacts.core.api import API_PREFIX, from_row, operation
 from contacts.core.db import request_session, utcnow
 from contacts.core.ids import AccountId, ContactId, IncidentId, ItemId, StaffId, typed_id
 from contacts.escalations import service
@@ -53,18 +53,9 @@ class ItemOut(BaseModel):
 
 
 def _out(row: service.QueueRow) -> ItemOut:
-    item = row.item
-    return ItemOut(
-        id=item.id, account_id=item.account_id, account_name=row.account_name, kind=item.kind,
-        channel=item.channel, title=row.title, priority=item.priority, status=item.status,
-        owner_id=item.owner_id, region=item.region, parent_id=item.parent_id,
-        incident_id=item.incident_id, merged_into_id=item.merged_into_id,
-        request_id=item.request_id, requester_verification=item.requester_verification,
-        sla_state=item.sla_state, sla_business_hours=item.sla_business_hours,
-        first_response_due=item.first_response_due, first_response_at=item.first_response_at,
-        resolution_due=item.resolution_due,
-        seconds_left=int(row.time_left.total_seconds()) if row.time_left is not None else None,
-        created_at=item.created_at, updated_at=item.updated_at)
+    return from_row(ItemOut, row.item, account_name=row.account_name, title=row.title,
+                    seconds_left=int(row.time_left.total_seconds())
+                    if row.time_left is not None else None)
 
 
 def _one(item) -> ItemOut:

@@ -14,7 +14,7 @@ from contacts.core.audit import Actor
 from contacts.core.db import in_chunks
 from contacts.delivery import outbox
 from contacts.escalations import sla
-from contacts.escalations.desk import Desk, record_event
+from contacts.escalations.desk import SupportDesk, record_event
 from contacts.escalations.models import (
     PAUSED,
     AccountProfile,
@@ -33,7 +33,7 @@ def profiles_of(session: Session, account_ids) -> dict[str, AccountProfile]:
     return found
 
 
-def _clock(desk: Desk, business: bool, profile: AccountProfile | None) -> sla.Clock:
+def _clock(desk: SupportDesk, business: bool, profile: AccountProfile | None) -> sla.Clock:
     if not business:
         return sla.Clock(None)
     if profile is not None:
@@ -41,7 +41,7 @@ def _clock(desk: Desk, business: bool, profile: AccountProfile | None) -> sla.Cl
     return sla.Clock(sla.BusinessHours.parse(desk.default_hours, desk.default_timezone))
 
 
-def set_targets(desk: Desk, item: WorkItem, profile: AccountProfile | None,
+def set_targets(desk: SupportDesk, item: WorkItem, profile: AccountProfile | None,
                 now: datetime) -> None:
     """Due times of the item's priority, counted from its creation, the resolution target
     pushed back by the time spent waiting on the customer."""
@@ -99,7 +99,7 @@ def time_left(item: WorkItem, now: datetime) -> timedelta | None:
     return item.next_due - now
 
 
-def resume_clock(session: Session, desk: Desk, item: WorkItem, now: datetime) -> None:
+def resume_clock(session: Session, desk: SupportDesk, item: WorkItem, now: datetime) -> None:
     """The resolution clock restarts: the time spent waiting (in the policy's minutes) is
     added to the resolution target, and stays added whenever the targets are recomputed."""
     profile = profiles_of(session, [item.account_id]).get(item.account_id)
@@ -118,7 +118,7 @@ class SlaReport:
     breached: list[str] = field(default_factory=list)
 
 
-def check_sla(*, session: Session, desk: Desk, now: datetime) -> SlaReport:
+def check_sla(*, session: Session, desk: SupportDesk, now: datetime) -> SlaReport:
     """Mark items whose running target turned at risk or was missed, and warn the owner and
     the region lead by email, once per item, target and state."""
     report = SlaReport()
@@ -142,7 +142,7 @@ def check_sla(*, session: Session, desk: Desk, now: datetime) -> SlaReport:
     return report
 
 
-def _warn(session: Session, desk: Desk, item: WorkItem, state: str, target: str,
+def _warn(session: Session, desk: SupportDesk, item: WorkItem, state: str, target: str,
           owner: Person | None, now: datetime) -> None:
     region = desk.rota.get(item.region or "")
     recipients = []

@@ -3,7 +3,6 @@ per app; and an item's history, one event per change."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,18 +11,16 @@ from sqlmodel import Session
 from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto
 from contacts.core.errors import ConfigError, Invalid
+from contacts.core.mail import Renderer
 from contacts.escalations import sla
 from contacts.escalations.models import EVENT_BODY, ItemEvent, WorkItem
 from contacts.escalations.neighbours import Neighbours
 from contacts.escalations.shifts import Rota
 from contacts.vault import service as vault_service
 
-# render(kind, locale, values) -> (subject, text body, html body)
-Renderer = Callable[[str, str | None, dict], tuple[str, str, str]]
-
 
 @dataclass(frozen=True)
-class Desk:
+class SupportDesk:
     """What the escalations need from settings and the other domains, built once per app."""
 
     crypto: Crypto
@@ -40,7 +37,7 @@ class Desk:
 
     @classmethod
     def from_settings(cls, settings, crypto: Crypto, *, vault: vault_service.Vault,
-                      neighbours: Neighbours, render: Renderer) -> Desk:
+                      neighbours: Neighbours, render: Renderer) -> SupportDesk:
         try:  # refuse a bad default at startup, not at the first item
             sla.BusinessHours.parse(settings.escalations_business_hours,
                                     settings.escalations_timezone)
@@ -64,7 +61,7 @@ class Desk:
         return self.crypto.cipher.decrypt(value, context=context) if value else None
 
 
-def record_event(session: Session, desk: Desk, item: WorkItem, actor: Actor, kind: str,
+def record_event(session: Session, desk: SupportDesk, item: WorkItem, actor: Actor, kind: str,
                  now: datetime, detail: str = "", body: str | None = None) -> None:
     session.add(ItemEvent(item_id=item.id, at=now, actor=actor.id or actor.kind, kind=kind,
                           detail=detail[:500],

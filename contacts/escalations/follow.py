@@ -20,7 +20,7 @@ from contacts.core.errors import NotFound
 from contacts.core.ids import new_id
 from contacts.delivery import outbox
 from contacts.escalations.clock import profiles_of, set_targets
-from contacts.escalations.desk import Desk, record_event
+from contacts.escalations.desk import SupportDesk, record_event
 from contacts.escalations.items import NewItem, comment, create_item, resolve_with_note
 from contacts.escalations.models import (
     ITEM_TITLE,
@@ -48,7 +48,7 @@ def requests_seen_since(session: Session) -> tuple[datetime, str] | None:
     return (newest - SYNC_OVERLAP, "") if newest else None
 
 
-def follow_requests(*, session: Session, desk: Desk, requests: list[ChangedRequest],
+def follow_requests(*, session: Session, desk: SupportDesk, requests: list[ChangedRequest],
                     now: datetime) -> int:
     """Open a ticket for each new matched request, and keep each ticket's account, trust and
     priority in step with its request (verification can raise the priority). A closed
@@ -70,7 +70,7 @@ def follow_requests(*, session: Session, desk: Desk, requests: list[ChangedReque
     return changed
 
 
-def _ticket_for(session: Session, desk: Desk, request: ChangedRequest,
+def _ticket_for(session: Session, desk: SupportDesk, request: ChangedRequest,
                 profile: AccountProfile | None, now: datetime) -> WorkItem:
     created = request.received_at
     item = WorkItem(
@@ -93,7 +93,7 @@ def _ticket_for(session: Session, desk: Desk, request: ChangedRequest,
     return item
 
 
-def _follow_request(session: Session, desk: Desk, item: WorkItem,
+def _follow_request(session: Session, desk: SupportDesk, item: WorkItem,
                     request: ChangedRequest,
                     profiles: dict[str, AccountProfile], now: datetime) -> bool:
     system = Actor.system("intake")
@@ -127,7 +127,7 @@ def incidents_of_open_items(session: Session) -> list[str]:
         col(WorkItem.is_open).is_(True), col(WorkItem.incident_id).is_not(None)).distinct()))
 
 
-def resolve_with_incidents(*, session: Session, desk: Desk, resolved: Iterable[str],
+def resolve_with_incidents(*, session: Session, desk: SupportDesk, resolved: Iterable[str],
                            now: datetime) -> int:
     """Open items linked to a resolved incident are resolved, with a note to the requester."""
     count = 0
@@ -142,7 +142,7 @@ def resolve_with_incidents(*, session: Session, desk: Desk, resolved: Iterable[s
     return count
 
 
-def call_unreached(*, session: Session, desk: Desk,
+def call_unreached(*, session: Session, desk: SupportDesk,
                    unreached: list[MissedAccount], now: datetime) -> list[str]:
     """An account none of whose contacts an update's email reached falls back to a call:
     a P1 task on the account, linked to the incident, in the region on shift; while that
@@ -189,7 +189,7 @@ def _gone(session: Session, account_id: str) -> bool:
 # -- follow-the-sun --------------------------------------------------------------------------
 
 
-def hand_off(*, session: Session, desk: Desk, now: datetime) -> ShiftHandoff | None:
+def hand_off(*, session: Session, desk: SupportDesk, now: datetime) -> ShiftHandoff | None:
     """At a shift change, the open items of the region going off shift that nobody worked
     on lately (or nobody owns) go to the region coming on, unowned, with a hand-off note;
     the hand-off is recorded and the incoming lead told. Waiting-on-customer items stay."""

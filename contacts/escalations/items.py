@@ -24,7 +24,7 @@ from contacts.escalations.clock import (
     set_targets,
     time_left,
 )
-from contacts.escalations.desk import Desk, record_event, worked
+from contacts.escalations.desk import SupportDesk, record_event, worked
 from contacts.escalations.models import (
     CHANNELS,
     EVENT_BODY,
@@ -54,7 +54,7 @@ def check_priority(value: int) -> int:
     return value
 
 
-def check_owner(session: Session, desk: Desk, owner_id: str) -> str:
+def check_owner(session: Session, desk: SupportDesk, owner_id: str) -> str:
     """Items go to active support staff (or admins), never to comms."""
     owner = desk.neighbours.get_staff(session, owner_id)
     if not owner.is_active:
@@ -65,7 +65,7 @@ def check_owner(session: Session, desk: Desk, owner_id: str) -> str:
     return owner.id
 
 
-def _region(desk: Desk, name: str | None, now: datetime) -> str:
+def _region(desk: SupportDesk, name: str | None, now: datetime) -> str:
     if not name:
         return desk.rota.on_shift(now).name
     if desk.rota.get(name) is None:
@@ -93,7 +93,7 @@ def check_parent(session: Session, item_id: str | None, declared_kind: str | Non
     return parent
 
 
-def known_incident(session: Session, desk: Desk, incident_id: str | None) -> str | None:
+def known_incident(session: Session, desk: SupportDesk, incident_id: str | None) -> str | None:
     if incident_id is None:
         return None
     return desk.neighbours.incident_id(session, incident_id)
@@ -115,7 +115,7 @@ class NewItem:
     requester_contact_id: str | None = None
 
 
-def create_item(*, session: Session, desk: Desk, actor: Actor, new: NewItem,
+def create_item(*, session: Session, desk: SupportDesk, actor: Actor, new: NewItem,
                 now: datetime) -> WorkItem:
     """Log a ticket, escalation or task under an account (a phone call, an executive's
     email, internal work). Unowned items go to the region on shift."""
@@ -188,7 +188,7 @@ class ItemView:
     incident_title: str | None
 
 
-def item_view(*, session: Session, desk: Desk, item: WorkItem, now: datetime) -> ItemView:
+def item_view(*, session: Session, desk: SupportDesk, item: WorkItem, now: datetime) -> ItemView:
     events = session.exec(select(ItemEvent).where(ItemEvent.item_id == item.id)
                           .order_by(ItemEvent.at, ItemEvent.id)).all()
     actors = desk.neighbours.staff_by_id(
@@ -219,7 +219,7 @@ def item_view(*, session: Session, desk: Desk, item: WorkItem, now: datetime) ->
 # -- the workflow ----------------------------------------------------------------------------
 
 
-def change_status(*, session: Session, desk: Desk, actor: Actor, item_id: str, status: str,
+def change_status(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str, status: str,
                   now: datetime, note: str | None = None) -> WorkItem:
     item = get_item(session=session, item_id=item_id)
     choice(status, STATUSES, "status")
@@ -239,7 +239,7 @@ def change_status(*, session: Session, desk: Desk, actor: Actor, item_id: str, s
     return item
 
 
-def _move(session: Session, desk: Desk, item: WorkItem, actor: Actor, status: str,
+def _move(session: Session, desk: SupportDesk, item: WorkItem, actor: Actor, status: str,
           now: datetime, note: str | None) -> None:
     before = item.status
     item.status = status
@@ -264,7 +264,7 @@ def _move(session: Session, desk: Desk, item: WorkItem, actor: Actor, status: st
     record_event(session, desk, item, actor, "status", now, f"{before} -> {status}", note)
 
 
-def _resolve_children(session: Session, desk: Desk, parent: WorkItem, actor: Actor,
+def _resolve_children(session: Session, desk: SupportDesk, parent: WorkItem, actor: Actor,
                       now: datetime) -> int:
     children = list(session.exec(select(WorkItem).where(
         WorkItem.parent_id == parent.id, col(WorkItem.is_open).is_(True),
@@ -276,7 +276,7 @@ def _resolve_children(session: Session, desk: Desk, parent: WorkItem, actor: Act
     return len(children)
 
 
-def resolve_with_note(*, session: Session, desk: Desk, actor: Actor, item: WorkItem,
+def resolve_with_note(*, session: Session, desk: SupportDesk, actor: Actor, item: WorkItem,
                       note: str, now: datetime) -> None:
     """Resolve from any open status (a parent or an incident drives its items) and tell the
     requester."""
@@ -299,7 +299,7 @@ def _open_item(session: Session, item_id: str) -> WorkItem:
     return item
 
 
-def set_priority(*, session: Session, desk: Desk, actor: Actor, item_id: str, priority: int,
+def set_priority(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str, priority: int,
                  now: datetime, reason: str = "") -> WorkItem:
     item = _open_item(session, item_id)
     check_priority(priority)
@@ -315,7 +315,7 @@ def set_priority(*, session: Session, desk: Desk, actor: Actor, item_id: str, pr
     return item
 
 
-def assign(*, session: Session, desk: Desk, actor: Actor, item_id: str,
+def assign(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str,
            owner_id: str | None, now: datetime) -> WorkItem:
     item = _open_item(session, item_id)
     owner = check_owner(session, desk, owner_id) if owner_id else None
@@ -328,7 +328,7 @@ def assign(*, session: Session, desk: Desk, actor: Actor, item_id: str,
     return item
 
 
-def set_region(*, session: Session, desk: Desk, actor: Actor, item_id: str, region: str,
+def set_region(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str, region: str,
                now: datetime) -> WorkItem:
     item = _open_item(session, item_id)
     region = _region(desk, region, now)
@@ -341,7 +341,7 @@ def set_region(*, session: Session, desk: Desk, actor: Actor, item_id: str, regi
     return item
 
 
-def delete_item(*, session: Session, desk: Desk, actor: Actor, item_id: str,
+def delete_item(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str,
                 now: datetime) -> WorkItem:
     """Soft delete (admins only, at the route): hidden everywhere, kept in the database."""
     item = get_item(session=session, item_id=item_id)
@@ -364,7 +364,7 @@ def _written(body: str, what: str) -> str:
     return body
 
 
-def comment(*, session: Session, desk: Desk, actor: Actor, item_id: str, body: str,
+def comment(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str, body: str,
             now: datetime) -> WorkItem:
     """An internal note: staff only, never sent."""
     item = get_item(session=session, item_id=item_id)
@@ -375,7 +375,7 @@ def comment(*, session: Session, desk: Desk, actor: Actor, item_id: str, body: s
     return item
 
 
-def reply(*, session: Session, desk: Desk, actor: Actor, item_id: str, body: str,
+def reply(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str, body: str,
           now: datetime) -> WorkItem:
     """Answer the requester by email (the first answer meets the first-response target)."""
     item = get_item(session=session, item_id=item_id)
@@ -393,7 +393,7 @@ def reply(*, session: Session, desk: Desk, actor: Actor, item_id: str, body: str
     return item
 
 
-def _tell_requester(session: Session, desk: Desk, actor: Actor, item: WorkItem, body: str,
+def _tell_requester(session: Session, desk: SupportDesk, actor: Actor, item: WorkItem, body: str,
                     now: datetime) -> None:
     if item.request_id:
         desk.neighbours.reply_to_request(session, actor, item.request_id, body, now)

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from contacts.core.errors import Invalid, NotFound
 from contacts.core.ids import parse_id
 from contacts.escalations.clock import time_left
-from contacts.escalations.desk import Desk
+from contacts.escalations.desk import SupportDesk
 from contacts.escalations.follow import recent_handoffs
 from contacts.escalations.items import ASSIGNABLE_ROLES, check_priority, choice
 from contacts.escalations.models import (
@@ -52,7 +52,7 @@ class QueueFilter:
         return urlencode(values)
 
 
-def check_filter(desk: Desk, given: QueueFilter) -> QueueFilter:
+def check_filter(desk: SupportDesk, given: QueueFilter) -> QueueFilter:
     """IDs of the right kind, known values; anything else is refused by name."""
     if given.status not in ("open", "all", *STATUSES):
         raise Invalid(f"status must be open, all or one of {', '.join(STATUSES)}")
@@ -126,7 +126,7 @@ class Queue:
 COUNT_CAP = 1000
 
 
-def queue(*, session: Session, desk: Desk, given: QueueFilter, now: datetime, page: int = 1,
+def queue(*, session: Session, desk: SupportDesk, given: QueueFilter, now: datetime, page: int = 1,
           per_page: int = 50) -> Queue:
     """Items by priority, then the time left on their running SLA target."""
     matching = _filtered(select(WorkItem.id), given).limit(COUNT_CAP + 1).subquery()
@@ -137,7 +137,7 @@ def queue(*, session: Session, desk: Desk, given: QueueFilter, now: datetime, pa
                  total > COUNT_CAP, page, len(items) > per_page)
 
 
-def queue_rows(session: Session, desk: Desk, items: list[WorkItem],
+def queue_rows(session: Session, desk: SupportDesk, items: list[WorkItem],
                now: datetime) -> list[QueueRow]:
     accounts = vault_service.accounts_by_id(
         session=session, ids={item.account_id for item in items if item.account_id})
@@ -150,7 +150,7 @@ def queue_rows(session: Session, desk: Desk, items: list[WorkItem],
             for item in items]
 
 
-def items_api(*, session: Session, desk: Desk, given: QueueFilter, now: datetime,
+def items_api(*, session: Session, desk: SupportDesk, given: QueueFilter, now: datetime,
               limit: int, offset: int) -> tuple[list[QueueRow], int]:
     total = session.exec(_filtered(select(func.count()).select_from(WorkItem), given)).one()
     return queue_rows(session, desk, _in_queue_order(session, given, offset, limit), now), total
@@ -203,7 +203,7 @@ class Dashboard:
     handoffs: list[ShiftHandoff]
 
 
-def dashboard(*, session: Session, desk: Desk, now: datetime, hours: int = 72) -> Dashboard:
+def dashboard(*, session: Session, desk: SupportDesk, now: datetime, hours: int = 72) -> Dashboard:
     live = (col(WorkItem.deleted_at).is_(None), col(WorkItem.is_open).is_(True))
 
     def grouped(column) -> dict:
@@ -237,6 +237,6 @@ def dashboard(*, session: Session, desk: Desk, now: datetime, hours: int = 72) -
         handoffs=recent_handoffs(session=session, limit=10))
 
 
-def assignable_staff(*, session: Session, desk: Desk) -> list[Person]:
+def assignable_staff(*, session: Session, desk: SupportDesk) -> list[Person]:
     return [member for member in desk.neighbours.list_staff(session)
             if member.is_active and member.role in ASSIGNABLE_ROLES]

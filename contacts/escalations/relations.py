@@ -12,7 +12,7 @@ from contacts.core.audit import Actor
 from contacts.core.errors import Conflict, Invalid, NotFound
 from contacts.core.ids import parse_id
 from contacts.escalations.clock import follow_clock
-from contacts.escalations.desk import Desk, record_event, worked
+from contacts.escalations.desk import SupportDesk, record_event, worked
 from contacts.escalations.items import (
     assign,
     change_status,
@@ -29,7 +29,7 @@ from contacts.escalations.models import (
 )
 
 
-def link(*, session: Session, desk: Desk, actor: Actor, item_id: str, now: datetime,
+def link(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str, now: datetime,
          parent_id: str | None = None, parent_kind: str | None = None,
          incident_id: str | None = None) -> WorkItem:
     """Link the item to a parent item (of the declared kind, when one is declared) and/or an
@@ -64,7 +64,7 @@ def _is_ancestor(session: Session, item_id: str, candidate: WorkItem) -> bool:
     return False
 
 
-def merge(*, session: Session, desk: Desk, actor: Actor, item_id: str, into_id: str,
+def merge(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str, into_id: str,
           now: datetime) -> WorkItem:
     """Merge a duplicate into another item of the same account: the duplicate is closed and
     points to the survivor (its page redirects there); both histories say so; its children
@@ -107,7 +107,7 @@ def merge(*, session: Session, desk: Desk, actor: Actor, item_id: str, into_id: 
 BULK_ACTIONS = ("status", "assign", "link", "reply")
 
 
-def bulk(*, session: Session, desk: Desk, actor: Actor, account_id: str, item_ids: list[str],
+def bulk(*, session: Session, desk: SupportDesk, actor: Actor, account_id: str, item_ids: list[str],
          action: str, now: datetime, status: str | None = None, owner_id: str | None = None,
          incident_id: str | None = None, parent_id: str | None = None,
          body: str | None = None) -> int:

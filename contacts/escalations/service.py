@@ -10,7 +10,7 @@ two areas imported here.
 
 from contacts.escalations.accounts import AccountPicture, account_picture, set_profile
 from contacts.escalations.clock import SlaReport, check_sla, sla_state, time_left
-from contacts.escalations.desk import Desk, Renderer
+from contacts.escalations.desk import Renderer, SupportDesk
 from contacts.escalations.follow import (
     call_unreached,
     follow_requests,
@@ -52,8 +52,9 @@ from contacts.escalations.queues import (
 from contacts.escalations.relations import bulk, link, merge
 
 __all__ = [
-    "AccountPicture", "Dashboard", "Desk", "ItemView", "Neighbours", "NewItem", "Person", "Queue",
-    "QueueFilter", "QueueRow", "Renderer", "SlaReport", "TimelineEntry", "account_picture",
+    "AccountPicture", "Dashboard", "ItemView", "Neighbours", "NewItem", "Person", "Queue",
+    "QueueFilter", "QueueRow", "Renderer", "SlaReport", "SupportDesk", "TimelineEntry",
+    "account_picture",
     "assign", "assignable_staff", "bulk", "call_unreached", "change_status", "check_filter",
     "check_sla", "comment", "create_item", "dashboard", "delete_item", "delete_view",
     "follow_requests", "get_item", "hand_off", "incidents_of_open_items", "item_view",

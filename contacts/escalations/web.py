@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import current_app
-
+from contacts.core.services import services
 from contacts.escalations import service
+from contacts.escalations.service import SupportDesk
 
 
-def desk() -> service.Desk:
-    return current_app.extensions["lifeline.escalations"]
+def desk() -> service.SupportDesk:
+    return services().get(SupportDesk)

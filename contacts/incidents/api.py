@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from flask import Blueprint, g
 from pydantic import BaseModel, ConfigDict, Field
 
-from contacts.core.api import API_PREFIX, Moment, Text, ValidationFailed, operation
+from contacts.core.api import API_PREFIX, Moment, Text, ValidationFailed, from_row, operation
 from contacts.core.db import request_session, utcnow
 from contacts.core.errors import WrongKind
 from contacts.core.ids import kind_of, parse_id
@@ -55,12 +55,7 @@ class IncidentOut(BaseModel):
 
 
 def _incident_out(incident) -> IncidentOut:
-    return IncidentOut(
-        id=incident.id, title=incident.title, state=incident.state,
-        severity=incident.severity, started_at=incident.started_at,
-        created_at=incident.created_at, updated_at=incident.updated_at,
-        last_update_at=incident.last_update_at, next_update_due=incident.next_update_due,
-        late=cadence.is_late(incident, utcnow()), cadence_hours=incident.cadence_hours)
+    return from_row(IncidentOut, incident, late=cadence.is_late(incident, utcnow()))
 
 
 @bp.post("/incidents")
@@ -223,17 +218,11 @@ def _updates_out(session, incident_id: str, updates: list[IncidentUpdate]) -> li
     counts = proof.delivery_counts(session=session, incident_id=incident_id)
     unreached = proof.fallbacks_by_update(session=session, incident_id=incident_id)
     late = cadence.late_updates(updates, utcnow())
-    return [UpdateOut(
-        id=update.id, number=update.number, state=update.state,
-        published_at=update.published_at, next_update_at=update.next_update_at,
-        late=late[update.number], what_happened=update.what_happened, scope=update.scope,
-        accounts_affected=update.accounts_affected, sites_affected=update.sites_affected,
-        timeline=update.timeline, restore_percentage=update.restore_percentage,
-        restore_note=update.restore_note, data_loss=update.data_loss,
-        confidence=ConfidenceOut(**update.confidence), support=update.support,
-        recipients=update.recipients, messages=counts.get(update.number, {}),
-        accounts_unreached=unreached.get(update.number, 0),
-        template_failures=update.template_failures or []) for update in updates]
+    return [from_row(UpdateOut, update, late=late[update.number],
+                     confidence=ConfidenceOut(**update.confidence),
+                     messages=counts.get(update.number, {}),
+                     accounts_unreached=unreached.get(update.number, 0),
+                     template_failures=update.template_failures or []) for update in updates]
 
 
 @bp.post("/incidents/<incident_id>/updates")

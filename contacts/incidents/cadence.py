@@ -11,7 +11,7 @@ from contacts.core import audit, clock
 from contacts.core.audit import Actor
 from contacts.core.errors import Invalid
 from contacts.delivery import outbox
-from contacts.incidents.desk import Desk
+from contacts.incidents.desk import CommsDesk
 from contacts.incidents.models import Incident, IncidentUpdate
 from contacts.incidents.publishing import UpdateDraft, format_time, publish
 from contacts.incidents.records import CLOSED_STATES, get_incident
@@ -33,7 +33,7 @@ def late_updates(updates: list[IncidentUpdate], now: datetime) -> dict[int, bool
             for update in ordered}
 
 
-def next_due_default(desk: Desk, now: datetime) -> datetime:
+def next_due_default(desk: CommsDesk, now: datetime) -> datetime:
     return now + timedelta(hours=desk.default_cadence_hours)
 
 
@@ -50,7 +50,7 @@ def set_cadence(*, session: Session, actor: Actor, incident_id: str,
     return incident
 
 
-def publish_due(*, session: Session, desk: Desk, vault: vault_service.Vault,
+def publish_due(*, session: Session, desk: CommsDesk, vault: vault_service.Vault,
                 now: datetime) -> list[IncidentUpdate]:
     """Send the scheduled update of every incident whose cadence is due: the latest update
     again, with the scope, the restore percentage and each account's progress as they now
@@ -88,11 +88,11 @@ def publish_due(*, session: Session, desk: Desk, vault: vault_service.Vault,
     return published
 
 
-def _lead(desk: Desk, incident: Incident) -> timedelta:
+def _lead(desk: CommsDesk, incident: Incident) -> timedelta:
     return min(desk.cadence_lead, timedelta(hours=incident.cadence_hours) / 2)
 
 
-def warn_late(*, session: Session, desk: Desk, inbox: str, now: datetime) -> list[Incident]:
+def warn_late(*, session: Session, desk: CommsDesk, inbox: str, now: datetime) -> list[Incident]:
     """Email the comms team once about each promised update that is now late."""
     late = [incident for incident in session.exec(select(Incident).where(
         col(Incident.next_update_due).is_not(None), col(Incident.next_update_due) < now,

@@ -12,7 +12,7 @@ from contacts.delivery.webhook import WebhookPolicy
 
 
 @dataclass(frozen=True)
-class Desk:
+class CommsDesk:
     """What the incident service needs from settings."""
 
     stages: tuple[str, ...]
@@ -29,7 +29,7 @@ class Desk:
     cadence_lead: timedelta = timedelta(seconds=60)
 
     @classmethod
-    def from_settings(cls, settings, crypto: Crypto, templates_dir: Path) -> Desk:
+    def from_settings(cls, settings, crypto: Crypto, templates_dir: Path) -> CommsDesk:
         return cls(webhooks=WebhookPolicy.from_settings(settings),
                    stages=tuple(settings.incidents_stages),
                    restored_stage=settings.incidents_restored_stage,

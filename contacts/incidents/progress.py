@@ -12,13 +12,13 @@ from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.db import bulk_insert, in_chunks
 from contacts.core.errors import Invalid
-from contacts.incidents.desk import Desk
+from contacts.incidents.desk import CommsDesk
 from contacts.incidents.models import AffectedSite, StageChange
 from contacts.incidents.records import get_incident
 from contacts.vault import service as vault_service
 
 
-def add_sites(*, session: Session, desk: Desk, actor: Actor, incident_id: str,
+def add_sites(*, session: Session, desk: CommsDesk, actor: Actor, incident_id: str,
               refs: list[str], now: datetime) -> int:
     """Add sites (site IDs or the product's external IDs) at the first stage. Every
     reference must be a live site, or nothing is added; returns how many were new."""
@@ -50,7 +50,7 @@ def add_sites(*, session: Session, desk: Desk, actor: Actor, incident_id: str,
     return len(new)
 
 
-def set_stages(*, session: Session, desk: Desk, actor: Actor, incident_id: str,
+def set_stages(*, session: Session, desk: CommsDesk, actor: Actor, incident_id: str,
                stages: list[tuple[str, str]], now: datetime) -> int:
     """Move sites (by site ID or external ID) to stages. Everything is checked first: a site
     not in the incident, or a stage that does not exist, refuses the whole report."""
@@ -92,7 +92,7 @@ class Progress:
         return round(100 * self.restored / self.sites, 1) if self.sites else 0.0
 
 
-def progress(*, session: Session, desk: Desk, incident_id: str,
+def progress(*, session: Session, desk: CommsDesk, incident_id: str,
              account_id: str | None = None) -> Progress:
     query = (select(AffectedSite.stage, func.count()).where(
         AffectedSite.incident_id == incident_id).group_by(AffectedSite.stage))
@@ -105,7 +105,7 @@ def progress(*, session: Session, desk: Desk, incident_id: str,
                     by_stage=by_stage)
 
 
-def progress_history(*, session: Session, desk: Desk,
+def progress_history(*, session: Session, desk: CommsDesk,
                      incident_id: str) -> list[tuple[datetime, float]]:
     """(time, restore percentage) after each change: the restore curve."""
     current: dict[str, str] = {}

@@ -21,7 +21,7 @@ from contacts.delivery import outbox
 from contacts.delivery.models import WEBHOOK_SECRET, AccountWebhook
 from contacts.delivery.webhook import check_endpoint
 from contacts.incidents import messages
-from contacts.incidents.desk import Desk
+from contacts.incidents.desk import CommsDesk
 from contacts.incidents.messages import language_of
 from contacts.incidents.models import (
     CONFIDENCE,
@@ -101,7 +101,7 @@ def format_time(moment: datetime | None) -> str:
     return clock.format_utc(moment) if moment else "none: the incident is over"
 
 
-def _values(desk: Desk, incident: Incident, update: IncidentUpdate) -> dict:
+def _values(desk: CommsDesk, incident: Incident, update: IncidentUpdate) -> dict:
     return {"incident_title": incident.title, "incident_state": update.state.replace("_", " "),
             "number": update.number, "what_happened": update.what_happened,
             "scope": update.scope, "timeline": update.timeline,
@@ -115,20 +115,21 @@ def _values(desk: Desk, incident: Incident, update: IncidentUpdate) -> dict:
             "status_link": f"{desk.base_url}/status/{incident.id}"}
 
 
-def account_token(desk: Desk, incident_id: str, account_id: str) -> str:
+def account_token(desk: CommsDesk, incident_id: str, account_id: str) -> str:
     return links.link_token(desk.secret_key, ACCOUNT_PURPOSE, incident_id, account_id)
 
 
-def account_link(desk: Desk, incident_id: str, account_id: str) -> str:
+def account_link(desk: CommsDesk, incident_id: str, account_id: str) -> str:
     return (f"{desk.base_url}/status/{incident_id}/accounts/{account_id}"
             f"?t={account_token(desk, incident_id, account_id)}")
 
 
-def token_opens_account(desk: Desk, incident_id: str, account_id: str, token: str | None) -> bool:
+def token_opens_account(desk: CommsDesk, incident_id: str, account_id: str,
+                        token: str | None) -> bool:
     return links.token_matches(desk.secret_key, ACCOUNT_PURPOSE, token, incident_id, account_id)
 
 
-def template_sources(*, session: Session, desk: Desk, locale: str) -> dict[str, str]:
+def template_sources(*, session: Session, desk: CommsDesk, locale: str) -> dict[str, str]:
     """The newest saved version of each kind for a locale, else the default file."""
     locale = locale if locale in messages.LOCALES else "en"
     saved = {}
@@ -153,7 +154,7 @@ def save_template(*, session: Session, actor: Actor, kind: str, locale: str,
     return template
 
 
-def _build_update(session: Session, desk: Desk, incident: Incident, draft: UpdateDraft,
+def _build_update(session: Session, desk: CommsDesk, incident: Incident, draft: UpdateDraft,
                   actor: Actor, now: datetime) -> IncidentUpdate:
     missing = missing_fields(draft)
     if missing:
@@ -181,7 +182,7 @@ def _build_update(session: Session, desk: Desk, incident: Incident, draft: Updat
         published_at=now, published_by=actor.id or actor.kind)
 
 
-def _account_views(session: Session, desk: Desk, incident: Incident,
+def _account_views(session: Session, desk: CommsDesk, incident: Incident,
                    account_id: str | None = None) -> dict[str, dict]:
     """Each affected account's own part of an update (its sites, their stages, its restore
     percentage, its private link), for every account in two queries."""
@@ -201,7 +202,7 @@ def _account_views(session: Session, desk: Desk, incident: Incident,
     return views
 
 
-def preview(*, session: Session, desk: Desk, vault: vault_service.Vault, incident_id: str,
+def preview(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, incident_id: str,
             draft: UpdateDraft, account_id: str, actor: Actor, now: datetime) -> Preview:
     """The update exactly as one of the account's contacts would receive it (the first
     contact of the account), with the recipient's address masked."""
@@ -227,7 +228,7 @@ def preview(*, session: Session, desk: Desk, vault: vault_service.Vault, inciden
                    webhook=webhook, template_failures=failures.summary())
 
 
-def publish(*, session: Session, desk: Desk, vault: vault_service.Vault, actor: Actor,
+def publish(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, actor: Actor,
             incident_id: str, draft: UpdateDraft, now: datetime) -> IncidentUpdate:
     """Record the update and queue one email per contact of every affected account, in its
     language, rendered once per account and language; all in the caller's transaction. A
@@ -292,7 +293,7 @@ def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
 # -- webhooks ----------------------------------------------------------------------------------
 
 
-def set_webhook(*, session: Session, desk: Desk, actor: Actor, account_id: str,
+def set_webhook(*, session: Session, desk: CommsDesk, actor: Actor, account_id: str,
                 url: str, now: datetime) -> str:
     """Register (or replace) an account's endpoint; returns its signing secret, shown once.
     An endpoint that is not on the public internet is refused (RefusedEndpoint, an Invalid
@@ -317,7 +318,7 @@ def webhooks(*, session: Session) -> list[AccountWebhook]:
     return list(session.exec(select(AccountWebhook).order_by(AccountWebhook.account_id)))
 
 
-def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account_id: str,
+def webhook_body(desk: CommsDesk, incident: Incident, update: IncidentUpdate, account_id: str,
                  account_values: dict) -> str:
     """The JSON an account's endpoint receives: the update's typed fields, and its own sites."""
     return json.dumps({
@@ -342,7 +343,7 @@ def webhook_body(desk: Desk, incident: Incident, update: IncidentUpdate, account
     }, sort_keys=True)
 
 
-def _webhook_rows(session: Session, desk: Desk, incident: Incident, update: IncidentUpdate,
+def _webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update: IncidentUpdate,
                   views: dict[str, dict], now: datetime) -> list[dict]:
     rows = []
     for webhook in session.exec(select(AccountWebhook)):  # few: one per account at most
@@ -359,7 +360,7 @@ def _webhook_rows(session: Session, desk: Desk, incident: Incident, update: Inci
     return rows
 
 
-def _subscriber_rows(session: Session, desk: Desk, base: dict, sources: dict, update,
+def _subscriber_rows(session: Session, desk: CommsDesk, base: dict, sources: dict, update,
                      headers: dict, now: datetime,
                      failures: messages.TemplateFailures) -> list[dict]:
     """The public audience: confirmed subscribers, rendered once per language."""

@@ -177,6 +177,12 @@ def incident(incident_id: str):
     return _incident_page(incident_id)
 
 
+def _back_to_incident(incident_id: str, done: str | None = None):
+    if done:
+        flash(done)
+    return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
+
+
 @bp.post("/console/incidents/<incident_id>/sites")
 @staff(*COMMS)
 def add_sites(incident_id: str):
@@ -187,8 +193,7 @@ def add_sites(incident_id: str):
                                        incident_id=incident_id, refs=_refs(form.sites.data),
                                        now=utcnow())
         if not refused:
-            flash(f"{added} sites added.")
-            return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
+            return _back_to_incident(incident_id, f"{added} sites added.")
     return _incident_page(incident_id, 400, sites_form=form)
 
 
@@ -205,8 +210,8 @@ def set_stages(incident_id: str):
                 stages=[(ref, form.stage.data) for ref in _refs(form.sites.data)],
                 now=utcnow())
         if not refused:
-            flash(f"{changed} sites moved to {form.stage.data.replace('_', ' ')}.")
-            return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
+            return _back_to_incident(
+                incident_id, f"{changed} sites moved to {form.stage.data.replace('_', ' ')}.")
     return _incident_page(incident_id, 400, stage_form=form)
 
 
@@ -221,7 +226,7 @@ def set_cadence(incident_id: str):
                         hours=hours)
     flash(f"Updates every {hours:g} hours until resolved." if hours
           else "No scheduled updates: they go out when published here.")
-    return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
+    return _back_to_incident(incident_id)
 
 
 @bp.post("/console/incidents/<incident_id>/updates")
@@ -246,8 +251,8 @@ def compose(incident_id: str):
     if refused:
         return _incident_page(incident_id, 400, update_form=form)
     if publish_now:
-        flash(f"Update {update.number} published to {update.recipients} recipients.")
-        return redirect(url_for("incidents.incident", incident_id=incident_id), 303)
+        return _back_to_incident(
+            incident_id, f"Update {update.number} published to {update.recipients} recipients.")
     return _incident_page(incident_id, 200, update_form=form, preview=shown)
 
 

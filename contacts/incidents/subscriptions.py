@@ -12,7 +12,7 @@ from contacts.core import links
 from contacts.core.crypto import normalize_email
 from contacts.core.errors import Invalid, NotFound
 from contacts.delivery import outbox
-from contacts.incidents.desk import Desk
+from contacts.incidents.desk import CommsDesk
 from contacts.incidents.messages import language_of
 from contacts.incidents.models import SUBSCRIBER_EMAIL, Subscriber
 
@@ -26,12 +26,12 @@ def _purpose(action: str) -> str:
     return f"status-subscription-{action}"
 
 
-def subscription_link(desk: Desk, subscriber_id: int, action: str) -> str:
+def subscription_link(desk: CommsDesk, subscriber_id: int, action: str) -> str:
     token = links.seal(desk.secret_key, _purpose(action), subscriber_id)
     return f"{desk.base_url}/status/subscription/{action}/{token}"
 
 
-def subscribe(*, session: Session, desk: Desk, email: str, locale: str,
+def subscribe(*, session: Session, desk: CommsDesk, email: str, locale: str,
               now: datetime) -> None:
     """Email the address once a day at most: a confirmation link for a new, pending or
     stopped subscription (nothing else is sent until it is followed), the stop link for one
@@ -59,7 +59,7 @@ def subscribe(*, session: Session, desk: Desk, email: str, locale: str,
         email=outbox.Email(to=email, subject="Incident updates by email", text=text))
 
 
-def _touch_subscriber(session: Session, desk: Desk, *, email: str, locale: str,
+def _touch_subscriber(session: Session, desk: CommsDesk, *, email: str, locale: str,
                       now: datetime) -> tuple[int, datetime | None, datetime | None]:
     """The address's subscriber row, added if new, in one INSERT ... ON CONFLICT that
     returns it either way (a known address's row is left as it was): its id and state."""
@@ -77,7 +77,7 @@ def _touch_subscriber(session: Session, desk: Desk, *, email: str, locale: str,
     return subscriber_id, confirmed_at, unsubscribed_at
 
 
-def follow_subscription_link(*, session: Session, desk: Desk, action: str, token: str,
+def follow_subscription_link(*, session: Session, desk: CommsDesk, action: str, token: str,
                              now: datetime) -> None:
     """Confirm a subscription (links last a week) or end one (links last forever)."""
     if action not in ACTIONS:

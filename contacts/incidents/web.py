@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from flask import current_app
-
-from contacts.incidents.desk import Desk
+from contacts.core.services import services
+from contacts.incidents.desk import CommsDesk
 from contacts.vault import service as vault_service
+from contacts.vault.service import Vault
 
 
-def desk() -> Desk:
-    return current_app.extensions["lifeline.incidents"]
+def desk() -> CommsDesk:
+    return services().get(CommsDesk)
 
 
 def vault() -> vault_service.Vault:
     """The vault the updates' recipients are read from (through its service)."""
-    return current_app.extensions["lifeline.vault"]
+    return services().get(Vault)

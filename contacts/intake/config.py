@@ -1,17 +1,13 @@
 """What every intake step is given: the `Intake` (keys, base URL, code limits, the spool),
-built once from the settings where the app is built, and the `Renderer` of its emails."""
+built once from the settings where the app is built."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from contacts.core.crypto import Crypto
 from contacts.intake.spool import Spool
-
-# render(kind, locale, values) -> (subject, text, html): templates/messages/<kind>/
-Renderer = Callable[[str, str, dict], tuple[str, str, str]]
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from sqlmodel import Session, select
 from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.errors import Invalid
-from contacts.core.mail import SUPPORT_LIST_ID
+from contacts.core.mail import SUPPORT_LIST_ID, Renderer
 from contacts.delivery import outbox
 from contacts.intake.codes import status_link
-from contacts.intake.config import Intake, Renderer
+from contacts.intake.config import Intake
 from contacts.intake.models import (
     MESSAGE_BODY,
     REQUEST_COMPANY,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -26,12 +25,15 @@ from contacts.core.errors import Invalid
 from contacts.core.forms import form_errors
 from contacts.core.inputs import cap_bodies
 from contacts.core.ratelimit import RateLimit, limited
+from contacts.core.services import services
 from contacts.intake import codes, conversation, triage, verification
 from contacts.intake.models import LEVELS, SEVERITIES
 from contacts.intake.references import get_by_reference, get_request, normalize_reference
 from contacts.intake.schemas import MESSAGE_CHARS, RequestIn
+from contacts.intake.service import RequestWriter
 from contacts.intake.web import INTAKE_LIMITS, intake, receive, renderer
 from contacts.vault import service as vault_service
+from contacts.vault.service import Vault
 
 bp = Blueprint("intake", __name__)
 cap_bodies(bp, "intake_max_body_bytes")
@@ -41,13 +43,13 @@ cap_bodies(bp, "intake_max_body_bytes")
 def own_the_spool() -> None:
     """A process serving requests owns its machine's spool: its request writer (started
     here, a no-op once running) replays it. A CLI run serves nothing and never replays."""
-    current_app.extensions["lifeline.request_writer"].start()
+    services().get(RequestWriter).start()
 
 PER_IP = RateLimit("intake_rate_limit_per_ip")
 
 
 def _vault() -> vault_service.Vault:
-    return current_app.extensions["lifeline.vault"]
+    return services().get(Vault)
 
 
 # -- public -------------------------------------------------------------------------------------
@@ -248,7 +250,7 @@ def _request_page(request_id: str, status: int = 200, *,
     if found.account_id:
         _sites, contacts = vault_service.account_contacts_masked(
             session=session, vault=_vault(), account_id=found.account_id,
-            confirm_after_days=current_app.extensions["lifeline.settings"]
+            confirm_after_days=services().settings
             .vault_confirm_after_days)
     callback_form = forms.pop("callback_form", None) or CallbackForm()
     callback_form.contact_id.choices = [
@@ -288,6 +290,12 @@ def reveal_requester(request_id: str):
     return _request_page(request_id, requester=revealed)
 
 
+def _back_to_request(request_id: str, done: str | None = None):
+    if done:
+        flash(done)
+    return redirect(url_for("intake.request_page", request_id=request_id), 303)
+
+
 @bp.post("/console/requests/<request_id>/attach")
 @staff("support", "admin")
 def attach(request_id: str):
@@ -299,8 +307,7 @@ def attach(request_id: str):
                       actor=g.actor, request_id=request_id, account_id=form.account_id.data)
     if refused:
         return _request_page(request_id, 400, attach_form=form)
-    flash("Request attached to the account.")
-    return redirect(url_for("intake.request_page", request_id=request_id), 303)
+    return _back_to_request(request_id, "Request attached to the account.")
 
 
 @bp.post("/console/requests/<request_id>/callback")
@@ -313,8 +320,7 @@ def callback(request_id: str):
                                    "contact_id", ""), now=utcnow())
     if refused:
         return _request_page(request_id, 400, callback_form=form)
-    flash("Call back recorded: the requester is confirmed.")
-    return redirect(url_for("intake.request_page", request_id=request_id), 303)
+    return _back_to_request(request_id, "Call back recorded: the requester is confirmed.")
 
 
 @bp.post("/console/requests/<request_id>/reply")
@@ -326,8 +332,7 @@ def staff_reply(request_id: str):
     conversation.reply_as_staff(session=request_session(), intake=intake(), actor=g.actor,
                                 request_id=request_id, body=form.body.data, render=renderer(),
                                 now=utcnow())
-    flash("Reply sent.")
-    return redirect(url_for("intake.request_page", request_id=request_id), 303)
+    return _back_to_request(request_id, "Reply sent.")
 
 
 @bp.post("/console/requests/<request_id>/status")
@@ -335,4 +340,4 @@ def staff_reply(request_id: str):
 def set_status(request_id: str):
     triage.set_status(session=request_session(), actor=g.actor, request_id=request_id,
                       status=request.form.get("status", ""))
-    return redirect(url_for("intake.request_page", request_id=request_id), 303)
+    return _back_to_request(request_id)

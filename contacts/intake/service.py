@@ -17,7 +17,7 @@ from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from contacts.core.db import in_chunks
-from contacts.intake.config import Intake, Renderer
+from contacts.intake.config import Intake
 from contacts.intake.conversation import reply_as_staff
 from contacts.intake.models import RequestCandidate, RequestMessage, SupportRequest
 from contacts.intake.references import get_by_reference
@@ -27,7 +27,7 @@ from contacts.intake.writer import RequestWriter
 
 __all__ = [
     # defined elsewhere in the intake, published here
-    "Intake", "Renderer", "RequestWriter", "process_pending", "reply_as_staff",
+    "Intake", "RequestWriter", "process_pending", "reply_as_staff",
     "spool_health",
     # defined here
     "Exchange", "RequestState", "RequestSummary", "exchanges_of_account", "request_state",

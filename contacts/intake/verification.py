@@ -15,9 +15,10 @@ from sqlmodel import Session, col
 from contacts.core import audit, links
 from contacts.core.audit import Actor
 from contacts.core.errors import Invalid, NotFound
+from contacts.core.mail import Renderer
 from contacts.delivery import outbox
 from contacts.intake import codes, trust
-from contacts.intake.config import Intake, Renderer
+from contacts.intake.config import Intake
 from contacts.intake.models import REQUEST_EMAIL, SupportRequest
 from contacts.intake.references import get_by_reference, normalize_reference
 from contacts.intake.writer import code_email_row

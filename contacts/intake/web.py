@@ -8,12 +8,14 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from contacts.core.db import utcnow
-from contacts.core.mail import LANGUAGES, render_message
+from contacts.core.mail import LANGUAGES, Renderer, render_message
 from contacts.core.ratelimit import RateLimit
+from contacts.core.services import services
 from contacts.intake import limits
-from contacts.intake.config import Intake, Renderer
+from contacts.intake.config import Intake
 from contacts.intake.matching import is_public_email_domain
 from contacts.intake.schemas import RequestIn
+from contacts.intake.service import RequestWriter
 from contacts.intake.writer import draft_request
 
 
@@ -29,7 +31,7 @@ def _claimed_email() -> str:
 def _claimed() -> limits.LimitKeys | None:
     """The claimed address's limit keys, worked out once per request."""
     if "intake_limit_keys" not in g:
-        g.intake_limit_keys = limits.limit_keys(current_app.extensions["lifeline.crypto"],
+        g.intake_limit_keys = limits.limit_keys(services().crypto,
                                                 _claimed_email())
     return g.intake_limit_keys
 
@@ -64,7 +66,7 @@ INTAKE_LIMITS = (
 
 
 def intake() -> Intake:
-    return current_app.extensions["lifeline.intake"]
+    return services().get(Intake)
 
 
 def renderer() -> Renderer:
@@ -76,5 +78,5 @@ def receive(given: RequestIn) -> str:
     """Store (or spool) a request; the same work whoever is asking."""
     draft = draft_request(
         given, locale=request.accept_languages.best_match(LANGUAGES) or "en", now=utcnow())
-    stored = current_app.extensions["lifeline.request_writer"].write(draft)
+    stored = services().get(RequestWriter).write(draft)
     return stored or draft.reference  # spooled: kept under the reference it was drafted with

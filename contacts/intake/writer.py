@@ -24,10 +24,10 @@ from sqlmodel import Session, col, select
 from contacts.core.crypto import normalize_email
 from contacts.core.db import bulk_insert, session_scope, utcnow
 from contacts.core.ids import new_id
-from contacts.core.mail import SUPPORT_LIST_ID
+from contacts.core.mail import SUPPORT_LIST_ID, Renderer
 from contacts.delivery import outbox
 from contacts.intake import codes
-from contacts.intake.config import Intake, Renderer
+from contacts.intake.config import Intake
 from contacts.intake.models import (
     REQUEST_COMPANY,
     REQUEST_EMAIL,

@@ -7,7 +7,7 @@ from datetime import datetime
 from flask import Blueprint, g
 from pydantic import BaseModel, Field
 
-from contacts.core.api import API_PREFIX, operation
+from contacts.core.api import API_PREFIX, from_row, operation
 from contacts.core.db import request_session
 from contacts.staff import service
 
@@ -28,6 +28,4 @@ class TokenInfo(BaseModel):
 def current_token():
     """The API token this request is authenticated with."""
     token = service.get_token(session=request_session(), token_id=g.actor.id)
-    return TokenInfo(id=token.id, name=token.name, scopes=token.scope_list,
-                     created_at=token.created_at, expires_at=token.expires_at,
-                     last_used_at=token.last_used_at)
+    return from_row(TokenInfo, token, scopes=token.scope_list)

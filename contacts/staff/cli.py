@@ -6,18 +6,18 @@ import sys
 from datetime import UTC, datetime
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from contacts.core.access import ROLES, SCOPES
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope
 from contacts.core.errors import CliError, cli_errors
+from contacts.core.services import services
 from contacts.staff import service, twofactor
 
 
 def _engine():
-    return current_app.extensions["lifeline.engine"]
+    return services().engine
 
 
 def _read_password() -> str:
@@ -44,10 +44,10 @@ def create_staff(email: str, role: str):
     if role not in ROLES:
         raise CliError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
     password = _read_password()
-    settings = current_app.extensions["lifeline.settings"]
+    settings = services().settings
     with session_scope(_engine()) as session:
         created = service.create_staff(
-            session=session, crypto=current_app.extensions["lifeline.crypto"],
+            session=session, crypto=services().crypto,
             actor=Actor.system("cli"), email=email, role=role, password=password,
             min_password_length=settings.security_password_min_length)
     click.echo(f"created staff account {created.id} with role {created.role}")
@@ -61,7 +61,7 @@ def list_staff():
     """List staff accounts."""
     with session_scope(_engine()) as session:
         members = service.list_staff(session=session,
-                                     crypto=current_app.extensions["lifeline.crypto"])
+                                     crypto=services().crypto)
     for member in members:
         state = "active" if member.is_active else "inactive"
         factor = "2fa" if member.two_factor else "no-2fa"

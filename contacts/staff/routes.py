@@ -24,6 +24,7 @@ from contacts.core.access import ROLES, SCOPES, public, safe_next, staff
 from contacts.core.db import request_session
 from contacts.core.errors import Invalid
 from contacts.core.forms import form_errors
+from contacts.core.services import services
 from contacts.staff import service, twofactor, web
 from contacts.staff.web import SignedInStaff
 
@@ -35,11 +36,11 @@ bp.record_once(lambda state: web.check_settings(state.app))
 
 
 def _settings():
-    return current_app.extensions["lifeline.settings"]
+    return services().settings
 
 
 def _crypto():
-    return current_app.extensions["lifeline.crypto"]
+    return services().crypto
 
 
 class LoginForm(FlaskForm):

@@ -31,7 +31,8 @@ from contacts.core.access import rule_for, safe_next
 from contacts.core.audit import Actor
 from contacts.core.db import request_session
 from contacts.core.errors import ConfigError
-from contacts.core.ratelimit import Attempt
+from contacts.core.ratelimit import Attempt, failure_counter_of
+from contacts.core.services import services
 from contacts.staff import service, twofactor
 from contacts.staff.models import StaffUser
 
@@ -59,17 +60,17 @@ class SignedInStaff(UserMixin):
 
 
 def settings():
-    return current_app.extensions["lifeline.settings"]
+    return services().settings
 
 
 def crypto():
-    return current_app.extensions["lifeline.crypto"]
+    return services().crypto
 
 
 def check_settings(app) -> None:
     from contacts.core.access import ROLES
 
-    unknown = set(app.extensions["lifeline.settings"].security_require_2fa_roles) - set(ROLES)
+    unknown = set(services(app).settings.security_require_2fa_roles) - set(ROLES)
     if unknown:
         raise ConfigError(f"security require_2fa_roles: unknown roles {sorted(unknown)}; "
                           f"choose from {', '.join(ROLES)}")
@@ -144,7 +145,7 @@ def _attempt(account: str, client: str, *, stranger: bool) -> Attempt:
               (config.security_login_rate_limit_per_client, f"sign-in-client:{account}:{client}")]
     if stranger:
         limits.append((config.security_login_rate_limit_per_email, f"sign-in-account:{account}"))
-    return current_app.extensions["lifeline.failure_counter"].attempt(limits)
+    return failure_counter_of(current_app).attempt(limits)
 
 
 def too_many_attempts(template: str, attempt: Attempt, **values) -> tuple:

@@ -19,10 +19,11 @@ from contacts.core.audit import Actor
 from contacts.core.db import session_scope
 from contacts.core.errors import CliError, cli_errors
 from contacts.core.scheduler import SchedulerRunner
+from contacts.core.services import services
 
 
 def _engine():
-    return current_app.extensions["lifeline.engine"]
+    return services().engine
 
 
 @click.group("db", help="Database migrations (Alembic).")
@@ -59,13 +60,13 @@ def current():
 
 
 def _start_background(app) -> SchedulerRunner | None:
-    settings = app.extensions["lifeline.settings"]
+    settings = services(app).settings
     if not settings.scheduler_enabled:
         return None
-    runner = SchedulerRunner(app.extensions["lifeline.engine"], app.extensions["lifeline.jobs"],
+    runner = SchedulerRunner(services(app).engine, services(app).jobs,
                              app=app)
     runner.start()
-    app.extensions["lifeline.scheduler"] = runner
+    services(app).scheduler = runner
     return runner
 
 
@@ -93,7 +94,7 @@ class RequestLog(WSGIRequestHandler):
 def serve(host: str | None, port: int | None):
     """Serve Lifeline with the scheduler in the same process (development and small sites)."""
     app = current_app._get_current_object()
-    settings = app.extensions["lifeline.settings"]
+    settings = services(app).settings
     engine = _engine()
     if schema.database_revision(engine) != schema.head_revision(engine):
         raise CliError("the database is not migrated: run flask --app app db upgrade")
@@ -123,17 +124,17 @@ def worker():
     runner = _start_background(app)
     if runner is None:
         raise CliError("the scheduler is disabled in the configuration ([scheduler] enabled)")
-    services = app.extensions["lifeline.background"]()
-    for service in services:
-        service.start()
+    loops = services(app).background()
+    for loop in loops:
+        loop.start()
     click.echo(f"worker started: scheduler {runner.state}"
-               + (f", {len(services)} delivery loops" if services else ""))
+               + (f", {len(loops)} delivery loops" if loops else ""))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     stop.wait()
-    for service in services:
-        service.stop()
+    for loop in loops:
+        loop.stop()
     runner.shutdown()
     click.echo("worker stopped")
 
@@ -144,7 +145,7 @@ def keys_group():
 
 
 def _keyring_path() -> Path:
-    settings = current_app.extensions["lifeline.settings"]
+    settings = services().settings
     return keyring.keyring_file(Path(settings.secrets_keys_dir), os.environ)
 
 
@@ -153,7 +154,7 @@ def _keyring_path() -> Path:
 @cli_errors
 def keys_status():
     """How many encrypted fields each key of the keyring holds."""
-    cipher = current_app.extensions["lifeline.crypto"].cipher
+    cipher = services().crypto.cipher
     cipher.reload()
     for key_id in cipher.key_ids:
         fields = keyring.count_fields(_engine(), key_id=key_id)
@@ -169,7 +170,7 @@ def keys_status():
 @cli_errors
 def keys_rotate(reencrypt_only: bool, batch_size: int):
     """Add a new field key and re-encrypt every field with it, while the service serves."""
-    cipher = current_app.extensions["lifeline.crypto"].cipher
+    cipher = services().crypto.cipher
     if not reencrypt_only:
         key_id = keyring.add_key(_keyring_path())
         click.echo(f"added key {key_id} to {_keyring_path()}")
@@ -200,7 +201,7 @@ def keys_rotate(reencrypt_only: bool, batch_size: int):
 def keys_retire(key_id: str):
     """Remove a key from the keyring once no field uses it."""
     keyring.retire_key(_keyring_path(), key_id, _engine(),
-                       needed_by=current_app.extensions["lifeline.snapshots_needing_key"])
+                       needed_by=services().snapshots_needing_key)
     with session_scope(_engine()) as session:
         audit.record(session, Actor.system("cli"), "keys.retired", key_id=key_id)
     click.echo(f"retired {key_id}")

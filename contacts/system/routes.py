@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, jsonify, render_template, request, url_for
+from flask import Blueprint, jsonify, render_template, request, url_for
 
 from contacts.core import audit
 from contacts.core.access import public, staff
 from contacts.core.db import request_session
+from contacts.core.services import services
 from contacts.system import service
 
 bp = Blueprint("system", __name__)
@@ -20,13 +21,13 @@ AUDIT_PAGE_SIZE = 50
 @bp.get("/healthz")
 @public
 def healthz():
-    settings = current_app.extensions["lifeline.settings"]
-    runner = current_app.extensions.get("lifeline.scheduler")
+    settings = services().settings
+    runner = services().scheduler
     health = service.check_health(
-        engine=current_app.extensions["lifeline.engine"],
+        engine=services().engine,
         scheduler_state=runner.state if runner else "not running in this process",
         heartbeat_seconds=settings.scheduler_heartbeat_seconds,
-        probes=current_app.extensions.get("lifeline.health_probes"))
+        probes=services().health_probes)
     return jsonify(health.report), 200 if health.ok else 503
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, g
 from pydantic import BaseModel, Field, model_validator
 
 from contacts.core import audit
 from contacts.core.api import API_PREFIX, Moment, operation
 from contacts.core.db import request_session
 from contacts.core.ids import VaultId
+from contacts.core.services import services
 from contacts.vault import deletions, service
 from contacts.vault import sync as vault_sync
 from contacts.vault.schemas import (
@@ -21,12 +22,13 @@ from contacts.vault.schemas import (
     LookupResult,
     SyncDocument,
 )
+from contacts.vault.service import Vault
 
 bp = Blueprint("vault_api", __name__, url_prefix=API_PREFIX)
 
 
 def _vault() -> service.Vault:
-    return current_app.extensions["lifeline.vault"]
+    return services().get(Vault)
 
 
 @bp.post("/sync")
@@ -87,7 +89,7 @@ def lookup(query: LookupQuery):
 
 
 def _limits() -> deletions.Limits:
-    return deletions.Limits.from_settings(current_app.extensions["lifeline.settings"])
+    return deletions.Limits.from_settings(services().settings)
 
 
 class DeletionRequest(BaseModel):

@@ -7,21 +7,22 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import CliError, cli_errors
+from contacts.core.services import services
 from contacts.vault import deletions, importer, purge, service, sync
+from contacts.vault.service import Vault
 
 # Below this many contacts, starting a worker process costs more than it saves.
 PARALLEL_FROM = 5000
 
 
 def vault() -> service.Vault:
-    return current_app.extensions["lifeline.vault"]
+    return services().get(Vault)
 
 
 @click.group("contacts", help="The contact vault: import and read contacts.")
@@ -42,7 +43,7 @@ def import_contacts(file: Path, file_format: str | None, strict: bool):
         raise CliError(f"no such file: {file}")
     parsed = importer.parse_file(file, file_format)
     actor = Actor.system("cli")
-    engine = current_app.extensions["lifeline.engine"]
+    engine = services().engine
     with session_scope(engine) as session:
         with click.progressbar(length=parsed.contact_count, label="Importing contacts",
                                show_pos=True, file=sys.stderr) as bar:
@@ -102,7 +103,7 @@ def list_contacts(account_id: str, as_of: str | None):
             raise CliError(f"--as-of must be an ISO 8601 time, got {as_of!r}") from None
         if moment.tzinfo is None:
             raise CliError("--as-of needs a time zone, for example 2026-04-05T07:30:00Z")
-    engine = current_app.extensions["lifeline.engine"]
+    engine = services().engine
     with session_scope(engine) as session:
         contacts = service.list_contacts(session=session, vault=vault(), account_id=account_id,
                                          as_of=moment)
@@ -114,7 +115,7 @@ def list_contacts(account_id: str, as_of: str | None):
 
 
 def _limits() -> deletions.Limits:
-    return deletions.Limits.from_settings(current_app.extensions["lifeline.settings"])
+    return deletions.Limits.from_settings(services().settings)
 
 
 @contacts_group.command("delete")
@@ -127,7 +128,7 @@ def _limits() -> deletions.Limits:
 def delete_objects(kind: str, ids: tuple[str, ...], reason: str | None, yes: bool):
     """Soft-delete objects of one KIND, after a dry run you confirm."""
     actor = Actor.system("cli")
-    engine = current_app.extensions["lifeline.engine"]
+    engine = services().engine
     with session_scope(engine) as session:
         dry_run = deletions.plan(session=session, actor=actor, kind=kind, ids=list(ids),
                                  limits=_limits(), is_admin=True, reason=reason)
@@ -156,7 +157,7 @@ def delete_objects(kind: str, ids: tuple[str, ...], reason: str | None, yes: boo
 @cli_errors
 def confirm_deletion(deletion_id: str, token: str, reason: str | None):
     """Apply a held bulk delete (a sync's deletions over the cap), as an admin."""
-    with session_scope(current_app.extensions["lifeline.engine"]) as session:
+    with session_scope(services().engine) as session:
         done = deletions.confirm_held(session=session, vault=vault(), actor=Actor.system("cli"),
                                       deletion_id=deletion_id, token=token, limits=_limits(),
                                       is_admin=True, reason=reason)
@@ -171,7 +172,7 @@ def confirm_deletion(deletion_id: str, token: str, reason: str | None):
 @cli_errors
 def undelete(deletion_id: str):
     """Restore everything a confirmed bulk delete removed."""
-    with session_scope(current_app.extensions["lifeline.engine"]) as session:
+    with session_scope(services().engine) as session:
         restored = deletions.undo(session=session, vault=vault(), actor=Actor.system("cli"),
                                   deletion_id=deletion_id)
     click.echo(f"restored {restored} object(s)")
@@ -182,8 +183,8 @@ def undelete(deletion_id: str):
 @cli_errors
 def purge_now():
     """Remove records deleted longer ago than the retention period (the job does it hourly)."""
-    settings = current_app.extensions["lifeline.settings"]
-    with session_scope(current_app.extensions["lifeline.engine"]) as session:
+    settings = services().settings
+    with session_scope(services().engine) as session:
         purged = purge.purge_expired(session=session, now=utcnow(),
                                      retention_days=settings.vault_retention_days)
     click.echo(f"purged {purged.accounts} accounts, {purged.sites} sites, {purged.apps} apps, "

@@ -7,7 +7,6 @@ outside any incident, is how the vault stays worth having on the day it is neede
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +16,7 @@ from sqlmodel import Session, col, select
 from contacts.core import audit, links
 from contacts.core.audit import Actor
 from contacts.core.errors import Invalid
+from contacts.core.mail import Renderer
 from contacts.delivery import outbox
 from contacts.vault import fields, service
 from contacts.vault.models import Contact
@@ -37,10 +37,6 @@ class ConfirmationMessage:
     account_name: str
     link: str
     days: int
-
-
-# render(message) -> (subject, text body, html body)
-Renderer = Callable[[ConfirmationMessage], tuple[str, str, str]]
 
 
 def confirmation_token(secret_key: str, contact_id: str) -> str:
@@ -85,9 +81,9 @@ def request_confirmations(*, session: Session, vault: service.Vault, render: Ren
     for contact in contacts:
         view = service.contact_view(session=session, vault=vault, contact=contact)
         link = f"{base_url.rstrip('/')}/confirm/{confirmation_token(secret_key, contact.id)}"
-        subject, text, html = render(ConfirmationMessage(
+        subject, text, html = render("confirm_contact", contact.locale, vars(ConfirmationMessage(
             locale=contact.locale, name=view.name, account_name=names[contact.account_id],
-            link=link, days=link_days))
+            link=link, days=link_days)))
         outbox.enqueue_email(
             session=session, cipher=vault.crypto.cipher, purpose=PURPOSE, now=now,
             key=f"{KEY_PREFIX}{contact.id}:{now:%Y%m%dT%H%M%S}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import BooleanField, StringField
@@ -15,6 +15,7 @@ from contacts.core.access import public, staff
 from contacts.core.db import request_session, utcnow
 from contacts.core.errors import Invalid, NotFound
 from contacts.core.forms import form_errors
+from contacts.core.services import services
 from contacts.vault import (
     console,
     deletions,
@@ -24,16 +25,17 @@ from contacts.vault import (
     softdelete,
     sync,
 )
+from contacts.vault.service import Vault
 
 bp = Blueprint("vault", __name__)
 
 
 def _settings():
-    return current_app.extensions["lifeline.settings"]
+    return services().settings
 
 
 def _vault() -> service.Vault:
-    return current_app.extensions["lifeline.vault"]
+    return services().get(Vault)
 
 
 @bp.get("/console/accounts")
@@ -68,7 +70,7 @@ def _panels(account_id: str, contacts: list) -> list:
     app as `lifeline.account_panels`: callables (session, account_id, contacts) -> an
     object with `template` and `values`."""
     return [panel(request_session(), account_id, contacts)
-            for panel in current_app.extensions.get("lifeline.account_panels", ())]
+            for panel in services().account_panels]
 
 
 @bp.post("/console/contacts/<contact_id>/reveal")

@@ -14,6 +14,7 @@ from contacts.backup.sealed import verify_snapshot
 from contacts.backup.snapshot import SUFFIX
 from contacts.core.audit import AuditEntry
 from contacts.core.db import session_scope
+from contacts.core.services import services
 from tests.vault.fixtures import make_document
 
 
@@ -30,7 +31,7 @@ def document(sync_document):
 
 @pytest.fixture
 def backup_dir(app) -> Path:
-    return Path(app.extensions["lifeline.settings"].backup_dir)
+    return Path(services(app).settings.backup_dir)
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_the_api_writes_a_snapshot_whose_manifest_verifies(app, client, engine, 
     assert "/" not in body["name"] and str(backup_dir) not in response.get_data(as_text=True)
     (snapshot,) = backup_dir.glob(f"*{SUFFIX}")
     assert snapshot.name == body["name"]
-    key = app.extensions["lifeline.settings"].secrets.backup_key  # the CLI's key
+    key = services(app).settings.secrets.backup_key  # the CLI's key
     manifest = verify_snapshot(snapshot, key)
     assert body["rows"] == manifest.rows and body["tables"] == len(manifest.tables)
     assert manifest.tables["contact"]["rows"] == 60 and manifest.tables["account"]["rows"] == 20

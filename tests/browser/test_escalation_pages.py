@@ -12,6 +12,8 @@ from sqlmodel import select
 
 from contacts import reactions
 from contacts.core.db import session_scope, utcnow
+from contacts.core.services import services
+from contacts.escalations.service import SupportDesk
 from contacts.vault.models import Account, Contact
 from tests.escalations.conftest import ACCOUNTS
 from tests.helpers import give_second_factor
@@ -34,13 +36,13 @@ def run_scheduled_jobs(app, desk: Desk) -> None:
     """What the scheduler does between two page loads: match new requests to accounts, then
     open a ticket for each matched request."""
     desk.process()
-    with session_scope(app.extensions["lifeline.engine"]) as session:
-        reactions.sync_requests(session=session, desk=app.extensions["lifeline.escalations"],
+    with session_scope(services(app).engine) as session:
+        reactions.sync_requests(session=session, desk=services(app).get(SupportDesk),
                                   now=utcnow())
 
 
 def id_of(app, model, external_id: str) -> str:
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         return session.exec(select(model.id).where(model.external_id == external_id)).one()
 
 

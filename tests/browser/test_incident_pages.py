@@ -9,6 +9,7 @@ import pytest
 
 from contacts.core.db import utcnow
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from tests.helpers import give_second_factor
 from tests.incidents.conftest import thirty_sites
@@ -67,8 +68,8 @@ def test_comms_publish_an_update_that_reaches_every_affected_contact(
     screenshot("published")
 
     port, sink = smtp_server
-    sent = outbox.drain(engine=app.extensions["lifeline.engine"],
-                        cipher=app.extensions["lifeline.crypto"].cipher,
+    sent = outbox.drain(engine=services(app).engine,
+                        cipher=services(app).crypto.cipher,
                         mailer=Mailer(host="127.0.0.1", port=port, sender="s@l.test"),
                         now=utcnow())
     assert sent.sent == 75

@@ -21,6 +21,7 @@ from sqlmodel import func, select
 
 from contacts.app import create_app
 from contacts.core.db import session_scope, utcnow
+from contacts.core.services import services
 from contacts.core.settings import load_secrets
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
@@ -79,8 +80,8 @@ def test_a_fan_out_survives_killed_workers_and_a_stopped_smtp_server(backend, da
     keys_dir = tmp_path / "keys"
     app = create_app({"database_url": database_url, "intake_spool_dir": str(tmp_path / "sp"),
                       "secrets": load_secrets(keys_dir, {}, generate=True)})
-    engine = app.extensions["lifeline.engine"]
-    cipher = app.extensions["lifeline.crypto"].cipher
+    engine = services(app).engine
+    cipher = services(app).crypto.cipher
     now = utcnow()
     with session_scope(engine) as session:  # the rows one update's fan-out writes
         outbox.enqueue_rows(session=session, rows=[outbox.email_row(

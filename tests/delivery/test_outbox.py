@@ -10,14 +10,15 @@ from sqlmodel import select
 
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from tests.helpers import stored_bytes
 
 
 def _queue(app, key: str, to: str = "someone@example.org", now=None) -> None:
-    with session_scope(app.extensions["lifeline.engine"]) as session:
-        outbox.enqueue_email(session=session, cipher=app.extensions["lifeline.crypto"].cipher,
+    with session_scope(services(app).engine) as session:
+        outbox.enqueue_email(session=session, cipher=services(app).crypto.cipher,
                              key=key, purpose="test", now=now or utcnow(),
                              email=outbox.Email(to=to, subject="Hello", text="Body text 4471",
                                                 html="<p>Body</p>",
@@ -25,8 +26,8 @@ def _queue(app, key: str, to: str = "someone@example.org", now=None) -> None:
 
 
 def _drain(app, port: int, now=None) -> outbox.DrainReport:
-    return outbox.drain(engine=app.extensions["lifeline.engine"],
-                        cipher=app.extensions["lifeline.crypto"].cipher,
+    return outbox.drain(engine=services(app).engine,
+                        cipher=services(app).crypto.cipher,
                         mailer=Mailer(host="127.0.0.1", port=port, sender="l@localhost",
                                       timeout=2), now=now or utcnow())
 
@@ -58,7 +59,7 @@ def test_an_unreachable_server_is_retried_later_with_the_same_message_id(app, sm
     assert _drain(app, port, now=now + timedelta(seconds=10)).sent == 0  # backing off
     assert _drain(app, port, now=now + timedelta(seconds=34)).sent == 1
     assert sink.messages[0]["Message-ID"] == outbox.message_id_for("k2")
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         stored = session.exec(select(OutboxMessage)).one()
         assert (stored.state, stored.attempts, stored.last_error) == ("sent", 2, None)
 
@@ -70,7 +71,7 @@ def test_a_message_is_given_up_after_its_attempts_and_counted(app):
     for _ in range(outbox.MAX_ATTEMPTS):
         now += timedelta(hours=2)
         _drain(app, dead, now=now)
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         assert outbox.counts(session=session) == {"queued": 0, "sent": 0, "failed": 1}
         stored = session.exec(select(OutboxMessage)).one()
         assert stored.attempts == outbox.MAX_ATTEMPTS
@@ -81,7 +82,7 @@ def test_a_sender_that_died_mid_send_leaves_the_message_to_be_sent_again(app, sm
     port, sink = smtp_server
     now = utcnow()
     _queue(app, "k4", now=now)
-    engine = app.extensions["lifeline.engine"]
+    engine = services(app).engine
     claimed = outbox._claim(engine, now, 10)  # claimed, then the process died
     assert len(claimed) == 1
     assert _drain(app, port, now=now + timedelta(seconds=30)).sent == 0  # still leased
@@ -91,7 +92,7 @@ def test_a_sender_that_died_mid_send_leaves_the_message_to_be_sent_again(app, sm
 
 def test_the_recipient_and_the_body_are_stored_sealed(app):
     _queue(app, "k5", to="sealed.recipient@example.org")
-    stored = stored_bytes(app.extensions["lifeline.engine"])
+    stored = stored_bytes(services(app).engine)
     assert b"sealed.recipient@example.org" not in stored and b"Body text 4471" not in stored
 
 

@@ -16,6 +16,7 @@ from sqlmodel import select
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
 from contacts.core.scheduler import SchedulerRunner
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.delivery.webhook import UNREACHABLE, WebhookPolicy
@@ -119,17 +120,17 @@ def mail(endpoint):
 
 
 def _queue_webhook(app) -> None:
-    endpoint_url = f"http://{app.extensions['lifeline.settings'].webhooks_allow_private_hosts[0]}"
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    endpoint_url = f"http://{services(app).settings.webhooks_allow_private_hosts[0]}"
+    with session_scope(services(app).engine) as session:
         outbox.enqueue_rows(session=session, rows=[outbox.webhook_row(
-            cipher=app.extensions["lifeline.crypto"].cipher, key="update:upd_1:acc_1:webhook",
+            cipher=services(app).crypto.cipher, key="update:upd_1:acc_1:webhook",
             purpose="incident_update", now=utcnow(), webhook=outbox.Webhook(
                 url=f"{endpoint_url}/hooks", body='{"type": "incident.update"}',
                 signature="sha256=00"))])
 
 
 def _webhook_row(app) -> OutboxMessage:
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         row = session.exec(select(OutboxMessage).where(
             OutboxMessage.channel == "webhook")).one()
         session.expunge(row)
@@ -158,10 +159,10 @@ def _retried_later(app, endpoint: StallingEndpoint) -> None:
     assert (row.state, row.attempts, row.last_error) == ("queued", 1, UNREACHABLE)
     assert row.lease_until is None and row.next_attempt_at > row.created_at
     endpoint.prompt = True
-    report = outbox.drain_webhooks(engine=app.extensions["lifeline.engine"],
-                                   cipher=app.extensions["lifeline.crypto"].cipher,
+    report = outbox.drain_webhooks(engine=services(app).engine,
+                                   cipher=services(app).crypto.cipher,
                                    policy=WebhookPolicy.from_settings(
-                                       app.extensions["lifeline.settings"]),
+                                       services(app).settings),
                                    now=row.next_attempt_at + timedelta(seconds=1))
     assert report.sent == 1 and len(endpoint.calls) == 2
 
@@ -176,8 +177,8 @@ def test_the_scheduled_lanes_send_a_code_email_while_a_webhook_is_held(make_app,
     """SQLite's senders (and the leader's on PostgreSQL): the scheduler's two drain jobs."""
     app = _app(make_app, endpoint, mail)
     _queue_webhook(app)
-    jobs = [job for job in app.extensions["lifeline.jobs"] if job.id.startswith("delivery-")]
-    runner = SchedulerRunner(app.extensions["lifeline.engine"], jobs, app=app)
+    jobs = [job for job in services(app).jobs if job.id.startswith("delivery-")]
+    runner = SchedulerRunner(services(app).engine, jobs, app=app)
     runner.start()
     try:
         assert endpoint.stalled.wait(30)  # the webhook lane is held by the endpoint...
@@ -195,8 +196,8 @@ def test_the_delivery_loops_send_a_code_email_while_a_webhook_is_held(make_app, 
                                                                         mail):
     """What every worker runs on PostgreSQL: one loop per lane."""
     app = _app(make_app, endpoint, mail)
-    settings = app.extensions["lifeline.settings"]
-    engine, cipher = app.extensions["lifeline.engine"], app.extensions["lifeline.crypto"].cipher
+    settings = services(app).settings
+    engine, cipher = services(app).engine, services(app).crypto.cipher
     loops = [outbox.DeliveryLoop(engine=engine, cipher=cipher, idle_seconds=0.2,
                                  mailer=Mailer.from_settings(settings)),
              outbox.DeliveryLoop(engine=engine, cipher=cipher, idle_seconds=0.2,

@@ -20,6 +20,7 @@ from sqlmodel import select
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import ConfigError
+from contacts.core.services import services
 from contacts.core.settings import load_secrets, load_settings
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
@@ -203,7 +204,7 @@ def test_the_refusal_names_the_kind_of_address_typed():
 
 def test_production_takes_https_only(make_app, resolver):
     app = make_app(app_env="production", server_session_cookie_secure=True)
-    policy = WebhookPolicy.from_settings(app.extensions["lifeline.settings"])
+    policy = WebhookPolicy.from_settings(services(app).settings)
     with pytest.raises(RefusedEndpoint, match="must be an https:// address"):
         check_endpoint("http://public.customer.example/hook", policy)
     assert check_endpoint("https://public.customer.example/hook", policy).scheme == "https"
@@ -247,21 +248,21 @@ def test_the_allowance_takes_exact_address_and_port_pairs(tmp_path):
 
 
 def _queue_webhook(app, key: str, url: str) -> None:
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         outbox.enqueue_rows(session=session, rows=[outbox.webhook_row(
-            cipher=app.extensions["lifeline.crypto"].cipher, key=key, purpose="test",
+            cipher=services(app).crypto.cipher, key=key, purpose="test",
             now=utcnow(), webhook=outbox.Webhook(url=url, body='{"n": 1}',
                                                  signature="sha256=00"))])
 
 
 def _send(app, policy: WebhookPolicy, now=None) -> outbox.DrainReport:
-    return outbox.drain_webhooks(engine=app.extensions["lifeline.engine"],
-                                 cipher=app.extensions["lifeline.crypto"].cipher,
+    return outbox.drain_webhooks(engine=services(app).engine,
+                                 cipher=services(app).crypto.cipher,
                                  policy=policy, now=now or utcnow())
 
 
 def _errors(app) -> dict[str, str]:
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         return {row.key: row.last_error for row in session.exec(select(OutboxMessage))}
 
 

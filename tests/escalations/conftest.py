@@ -10,9 +10,11 @@ import pytest
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.escalations import service
 from contacts.escalations.models import WorkItem
+from contacts.escalations.service import SupportDesk
 from tests.intake.conftest import UNLIMITED
 
 ACCOUNTS = {"accounts": [
@@ -40,8 +42,8 @@ class Work:
     def __init__(self, app, sink):
         self.app = app
         self.sink = sink
-        self.engine = app.extensions["lifeline.engine"]
-        self.desk: service.Desk = app.extensions["lifeline.escalations"]
+        self.engine = services(app).engine
+        self.desk: service.SupportDesk = services(app).get(SupportDesk)
 
     def run(self, function, **arguments):
         """Call a service function in its own transaction, as a request or a job does."""
@@ -66,7 +68,7 @@ class Work:
             return found
 
     def deliver(self, now: datetime | None = None) -> outbox.DrainReport:
-        settings = self.app.extensions["lifeline.settings"]
+        settings = services(self.app).settings
         return outbox.drain(engine=self.engine, cipher=self.desk.crypto.cipher,
                             mailer=Mailer.from_settings(settings), now=now or utcnow())
 
@@ -93,7 +95,7 @@ def accounts(work_app, sync_document, vault):
     sync_document(ACCOUNTS)
     from contacts.vault.models import Account, Contact
 
-    with session_scope(work_app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(work_app).engine) as session:
         from sqlmodel import select
 
         found = {}

@@ -12,8 +12,10 @@ from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Conflict, Invalid, WrongKind
 from contacts.core.ids import new_id
+from contacts.core.services import services
 from contacts.escalations import queues, service
 from contacts.escalations.models import PAUSED
+from contacts.incidents.service import CommsDesk
 from tests.escalations.conftest import MONDAY_10
 
 
@@ -240,14 +242,14 @@ def test_resolving_the_incident_resolves_its_linked_items_with_a_note(work, acco
         incident = records.create_incident(session=session, actor=actor, title="Deletion",
                                            severity="critical", started_at=utcnow(),
                                            now=utcnow())
-        progress.add_sites(session=session, desk=work_app.extensions["lifeline.incidents"],
+        progress.add_sites(session=session, desk=services(work_app).get(CommsDesk),
                            actor=actor, incident_id=incident.id, refs=["S-1"], now=utcnow())
     linked = [work.create(actor, account_id=account_id, requester_contact_id=contacts["C-1"],
                           incident_id=incident.id, title=f"call {n}") for n in range(3)]
     unrelated = work.create(actor, account_id=account_id)
     assert work.run(reactions.resolve_for_incidents, now=utcnow()) == 0  # still open
     with work_app.app_context(), session_scope(work.engine) as session:
-        publishing.publish(session=session, desk=work_app.extensions["lifeline.incidents"],
+        publishing.publish(session=session, desk=services(work_app).get(CommsDesk),
                            vault=work.desk.vault, actor=actor, incident_id=incident.id,
                            draft=complete_draft(state="resolved"), now=utcnow())
     assert work.run(reactions.resolve_for_incidents, now=utcnow()) == 3

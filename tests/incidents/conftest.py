@@ -9,16 +9,17 @@ import pytest
 
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
+from contacts.core.services import services
 from contacts.incidents import progress, publishing, records
-from contacts.incidents.desk import Desk
+from contacts.incidents.desk import CommsDesk
 from tests.vault.fixtures import make_document
 
 
 @pytest.fixture
 def desk(app):
-    return Desk.from_settings(app.extensions["lifeline.settings"],
-                              app.extensions["lifeline.crypto"],
-                              Path(app.template_folder))
+    return CommsDesk.from_settings(services(app).settings,
+                                   services(app).crypto,
+                                   Path(app.template_folder))
 
 
 @pytest.fixture

@@ -12,10 +12,13 @@ from contacts.core import scheduler
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.escalations.models import WorkItem
+from contacts.escalations.service import SupportDesk
 from contacts.incidents import progress, proof, publishing, records
+from contacts.incidents.service import CommsDesk
 from contacts.vault import freshness
 from contacts.vault.models import Contact
 from tests.escalations.conftest import ACCOUNTS
@@ -54,9 +57,9 @@ def test_an_account_no_update_email_reached_falls_back_to_a_call(make_app, refus
                                                                  make_staff):
     port, server = refusing_server
     app = make_app(mail_port=port)
-    engine = app.extensions["lifeline.engine"]
+    engine = services(app).engine
     sync_document(ACCOUNTS)
-    desk = app.extensions["lifeline.incidents"]
+    desk = services(app).get(CommsDesk)
     actor = Actor.system("test")
     with app.app_context(), session_scope(engine) as session:
         incident = records.create_incident(session=session, actor=actor, title="Deletion",
@@ -64,11 +67,11 @@ def test_an_account_no_update_email_reached_falls_back_to_a_call(make_app, refus
                                            now=utcnow())
         progress.add_sites(session=session, desk=desk, actor=actor, incident_id=incident.id,
                            refs=["S-1", "S-2"], now=utcnow())
-        vault = app.extensions["lifeline.escalations"].vault
+        vault = services(app).get(SupportDesk).vault
         publishing.publish(session=session, desk=desk, vault=vault, actor=actor,
                            incident_id=incident.id, draft=complete_draft(), now=utcnow())
-    report = outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
-                          mailer=Mailer.from_settings(app.extensions["lifeline.settings"]),
+    report = outbox.drain(engine=engine, cipher=services(app).crypto.cipher,
+                          mailer=Mailer.from_settings(services(app).settings),
                           now=utcnow())
     assert (report.sent, report.failed, report.retried) == (1, 2, 0)  # 550: not retried
     assert server.delivered == ["cy@beta.example.com"]

@@ -17,9 +17,10 @@ from sqlmodel import func, select
 from contacts.app import create_app
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
+from contacts.core.services import services
 from contacts.core.settings import load_secrets
 from contacts.incidents import cadence, progress, publishing, records
-from contacts.incidents.desk import Desk
+from contacts.incidents.desk import CommsDesk
 from contacts.incidents.models import IncidentUpdate
 from contacts.vault import service as vault_service
 from contacts.vault import sync as vault_sync
@@ -59,11 +60,11 @@ def test_a_cadence_fires_after_a_restart_and_a_miss_is_shown_late(database_url, 
     keys_dir = tmp_path / "keys"
     app = create_app({"database_url": database_url, "intake_spool_dir": str(tmp_path / "sp"),
                       "secrets": load_secrets(keys_dir, {}, generate=True)})
-    engine = app.extensions["lifeline.engine"]
-    crypto = app.extensions["lifeline.crypto"]
-    desk = Desk.from_settings(app.extensions["lifeline.settings"], crypto,
-                              Path(app.template_folder))
-    vault = vault_service.Vault.from_settings(app.extensions["lifeline.settings"], crypto)
+    engine = services(app).engine
+    crypto = services(app).crypto
+    desk = CommsDesk.from_settings(services(app).settings, crypto,
+                                   Path(app.template_folder))
+    vault = vault_service.Vault.from_settings(services(app).settings, crypto)
     document = make_document(accounts=2, contacts_per_account=2)
     from contacts.vault.schemas import SyncDocument
     entries = [vault_sync.AccountEntry.from_document(account, index) for index, account

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
+from contacts.core.services import services
 from contacts.incidents import cadence, progress, publishing, records
-from contacts.incidents.desk import Desk
+from contacts.incidents.desk import CommsDesk
 from contacts.vault import service as vault_service
 from tests.incidents.conftest import complete_draft
 from tests.vault.fixtures import make_document
@@ -19,12 +20,12 @@ ACTOR = Actor.system("test")
 HOUR = timedelta(hours=1)
 
 
-def _start(app, engine, promise, cadence_hours: float = 1.0) -> tuple[Desk, str]:
-    desk = Desk.from_settings(app.extensions["lifeline.settings"],
-                              app.extensions["lifeline.crypto"],
-                              Path(app.template_folder))
-    vault = vault_service.Vault.from_settings(app.extensions["lifeline.settings"],
-                                              app.extensions["lifeline.crypto"])
+def _start(app, engine, promise, cadence_hours: float = 1.0) -> tuple[CommsDesk, str]:
+    desk = CommsDesk.from_settings(services(app).settings,
+                                   services(app).crypto,
+                                   Path(app.template_folder))
+    vault = vault_service.Vault.from_settings(services(app).settings,
+                                              services(app).crypto)
     with session_scope(engine) as session:
         incident = records.create_incident(session=session, actor=ACTOR, title="Deletion",
                                            severity="major", started_at=utcnow(),
@@ -41,8 +42,8 @@ def _start(app, engine, promise, cadence_hours: float = 1.0) -> tuple[Desk, str]
 
 def _run_scheduler(app, engine, desk, at) -> list[int]:
     """What `jobs.send_scheduled_updates` does, at a chosen time."""
-    vault = vault_service.Vault.from_settings(app.extensions["lifeline.settings"],
-                                              app.extensions["lifeline.crypto"])
+    vault = vault_service.Vault.from_settings(services(app).settings,
+                                              services(app).crypto)
     with session_scope(engine) as session:
         published = cadence.publish_due(session=session, desk=desk, vault=vault, now=at)
         cadence.warn_late(session=session, desk=desk, inbox="comms@vendor.example", now=at)
@@ -85,7 +86,7 @@ def test_a_scheduled_update_sent_inside_the_lead_is_on_time_and_one_after_is_lat
 def test_the_lead_is_a_setting_and_never_more_than_half_a_cadence(make_app, sync_document):
     sync_document(make_document(accounts=2, contacts_per_account=1))  # the same database
     app = make_app(incidents_cadence_lead_seconds=120)
-    engine = app.extensions["lifeline.engine"]
+    engine = services(app).engine
     promise = utcnow().replace(microsecond=0) + timedelta(minutes=5)
     desk, incident_id = _start(app, engine, promise)
     assert _run_scheduler(app, engine, desk, promise - timedelta(seconds=90)) == [2]

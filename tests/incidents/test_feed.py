@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import feedparser
 
+from contacts.core.services import services
 from contacts.incidents.models import Incident, IncidentUpdate
 from tests.vault.fixtures import make_document
 
@@ -64,7 +65,7 @@ def test_the_feed_is_valid_atom_whatever_the_updates_say(app, client, make_token
     assert parsed.bozo == 0, parsed.get("bozo_exception")
     assert parsed.version == "atom10"
     assert parsed.feed.title == _xml(TITLE)
-    page = f"{app.extensions['lifeline.settings'].app_base_url}/status/{incident_id}"
+    page = f"{services(app).settings.app_base_url}/status/{incident_id}"
     assert {link.rel: link.href for link in parsed.feed.links} == {
         "alternate": page, "self": f"{page}/feed.atom"}
     assert parsed.feed.id == page and parsed.feed.updated_parsed is not None

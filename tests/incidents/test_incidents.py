@@ -13,6 +13,7 @@ from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Invalid
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.incidents import cadence, progress, publishing, records
@@ -96,7 +97,7 @@ def test_an_update_reaches_every_contact_of_every_affected_account_once(
         assert update.recipients == 75  # 25 accounts x 3 contacts
         assert (update.accounts_affected, update.sites_affected) == (25, 30)
     mailer = Mailer(host="127.0.0.1", port=port, sender="status@lifeline.test")
-    report = outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+    report = outbox.drain(engine=engine, cipher=services(app).crypto.cipher,
                           mailer=mailer, now=utcnow())
     assert report.sent == 75
     contacts = {contact["email"]: contact for account in deletion_document["accounts"]

@@ -12,6 +12,7 @@ from sqlmodel import select
 from contacts.core.audit import AuditEntry
 from contacts.core.db import session_scope, utcnow
 from contacts.core.ids import new_id
+from contacts.core.services import services
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage
 from contacts.incidents import progress, publishing, records
 from contacts.vault import service as vault_service
@@ -108,7 +109,7 @@ def test_a_drill_runs_an_incident_end_to_end(app, client, engine, make_token, sy
         (1, update["id"], {"queued": 9, "sent": 0, "failed": 0}, False)]
 
     # One email per contact of the three accounts, and none to anyone else.
-    cipher = app.extensions["lifeline.crypto"].cipher
+    cipher = services(app).crypto.cipher
     queued = _outbox(engine)
     assert {row.channel for row in queued} == {"email"}
     addresses = [json.loads(cipher.decrypt(row.payload_encrypted, context=OUTBOX_PAYLOAD))["to"]

@@ -11,6 +11,7 @@ from sqlmodel import col, func, select
 
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.incidents import subscriptions
@@ -41,7 +42,7 @@ def _subscribed_yesterday(engine, desk, email: str, *, confirm: bool, stop: bool
 
 
 def _drain(app, engine, port) -> None:
-    outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+    outbox.drain(engine=engine, cipher=services(app).crypto.cipher,
                  mailer=Mailer(host="127.0.0.1", port=port, sender="status@lifeline.test"),
                  now=utcnow())
 

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.incidents import cadence
+from contacts.incidents.service import CommsDesk
 from tests.vault.fixtures import make_document
 
 # (as the API is given it, as every reader must see it)
@@ -30,7 +32,7 @@ def _update(next_update_at: str) -> dict:
 
 
 def _drain(app, engine, port):
-    outbox.drain(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+    outbox.drain(engine=engine, cipher=services(app).crypto.cipher,
                  mailer=Mailer(host="127.0.0.1", port=port, sender="status@lifeline.test"),
                  now=utcnow())
 
@@ -84,7 +86,7 @@ def test_the_late_warning_states_the_promise_in_utc(app, client, engine, make_to
     assert _call(client, f"/api/v1/incidents/{incident_id}/updates", token,
                  _update(in_new_york.isoformat())).status_code == 201
     with session_scope(engine) as session:
-        desk = app.extensions["lifeline.incidents"]
+        desk = services(app).get(CommsDesk)
         assert cadence.warn_late(session=session, desk=desk, inbox="comms@vendor.example",
                                  now=utcnow())
     _drain(app, engine, port)

@@ -17,6 +17,7 @@ from sqlmodel import select
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Invalid
+from contacts.core.services import services
 from contacts.delivery import outbox, quarantine
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.incidents import publishing
@@ -58,9 +59,9 @@ def app(make_app, receiver):
 
 
 def _drain(app, engine, now):
-    return outbox.drain_webhooks(engine=engine, cipher=app.extensions["lifeline.crypto"].cipher,
+    return outbox.drain_webhooks(engine=engine, cipher=services(app).crypto.cipher,
                                  policy=WebhookPolicy.from_settings(
-                                     app.extensions["lifeline.settings"]), now=now)
+                                     services(app).settings), now=now)
 
 
 def test_an_update_is_posted_signed_and_retried_with_the_same_key(
@@ -157,7 +158,7 @@ def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engi
 
     def mails(purpose):
         with session_scope(engine) as session:
-            return [json.loads(app.extensions["lifeline.crypto"].cipher.decrypt(
+            return [json.loads(services(app).crypto.cipher.decrypt(
                 row.payload_encrypted, context="outbox_message.payload"))
                 for row in session.exec(select(OutboxMessage).where(
                     OutboxMessage.purpose == purpose))]

@@ -9,6 +9,7 @@ import pytest
 
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.intake import references, trust
 from contacts.intake.config import Intake
@@ -29,9 +30,9 @@ class Desk:
     def __init__(self, app, sink):
         self.app = app
         self.sink = sink
-        self.engine = app.extensions["lifeline.engine"]
-        settings = app.extensions["lifeline.settings"]
-        crypto = app.extensions["lifeline.crypto"]
+        self.engine = services(app).engine
+        settings = services(app).settings
+        crypto = services(app).crypto
         self.intake = Intake.from_settings(settings, crypto)
         self.writer = RequestWriter(engine=self.engine, intake=self.intake,
                                     render=message_renderer(app))

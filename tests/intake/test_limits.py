@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from contacts.core import ratelimit
 from tests.helpers import csrf_token_from, require_redis
 
 ADDRESSES = itertools.count(1)
@@ -169,7 +170,7 @@ def test_the_memory_storage_and_the_logs_hold_no_address_or_domain(make_app, cap
     assert any("intake-domain:" in line for line in exceeded)
     for needle in CLEAR:  # ...and no line names what they count
         assert needle not in caplog.text.lower(), needle
-    storage = app.extensions["lifeline.limiter"].storage
+    storage = ratelimit.limiter_of(app).storage
     keys = [str(key) for table in (storage.storage, storage.expirations, storage.events)
             for key in table]
     _assert_no_clear_text(keys)

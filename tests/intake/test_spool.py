@@ -11,8 +11,10 @@ from sqlalchemy.engine import make_url
 from sqlmodel import select
 
 from contacts.core.db import session_scope
+from contacts.core.services import services
 from contacts.delivery.models import OutboxMessage
 from contacts.intake.models import SupportRequest
+from contacts.intake.service import Intake
 from tests.helpers import TcpProxy
 from tests.intake.conftest import UNLIMITED
 
@@ -142,10 +144,10 @@ def test_a_web_process_stores_what_it_spooled_once_the_database_is_back(
     references = [client.post("/api/v1/requests", json={
         "email": f"web{n}@example.org", "message": "down"}).get_json()["reference"]
         for n in range(3)]
-    spool = app.extensions["lifeline.intake"].spool
+    spool = services(app).get(Intake).spool
     assert len(spool.pending()) == 3
     bring_back()  # no restart, no replay call, no further request
-    engine = app.extensions["lifeline.engine"]
+    engine = services(app).engine
     assert _eventually(lambda: not spool.pending())
     assert all(_stored(engine, reference) for reference in references)
 
@@ -160,9 +162,9 @@ def test_the_next_stored_request_replays_the_spool_too(backend, database_url, ma
                                                     "message": "down"}).get_json()["reference"]
     bring_back()
     client.post("/api/v1/requests", json={"email": "x@example.org", "message": "up"})
-    spool = app.extensions["lifeline.intake"].spool
+    spool = services(app).get(Intake).spool
     assert _eventually(lambda: not spool.pending())
-    assert _stored(app.extensions["lifeline.engine"], waiting)
+    assert _stored(services(app).engine, waiting)
 
 
 def test_a_process_with_other_keys_leaves_the_spool_alone_and_healthz_says_so(
@@ -173,7 +175,7 @@ def test_a_process_with_other_keys_leaves_the_spool_alone_and_healthz_says_so(
     from contacts.intake.writer import draft_request
 
     owner = make_app(**UNLIMITED)
-    spool = owner.extensions["lifeline.intake"].spool
+    spool = services(owner).get(Intake).spool
     draft = draft_request(RequestIn(email="kept@example.org", message="x"),
                           locale="en", now=utcnow())
     path = spool.put(draft.reference, draft.as_record())
@@ -193,4 +195,4 @@ def test_a_process_with_other_keys_leaves_the_spool_alone_and_healthz_says_so(
 
     assert owner.test_client().get("/healthz").get_json()["spool"]["ok"] is True
     assert _eventually(lambda: not spool.pending())  # the owner's writer stores it
-    assert _stored(owner.extensions["lifeline.engine"], draft.reference)
+    assert _stored(services(owner).engine, draft.reference)

@@ -9,7 +9,9 @@ import pyotp
 import pytest
 import redis
 
+from contacts.core import ratelimit
 from contacts.core.db import session_scope
+from contacts.core.services import services
 from contacts.staff.models import StaffUser
 from tests.helpers import Auth, csrf_token_from, require_redis
 
@@ -127,7 +129,7 @@ def test_a_burst_of_parallel_guesses_from_many_addresses_cannot_pass_the_account
 def _limiter_keys(app, redis_url=None, prefix=None) -> list[str]:
     if redis_url:
         return [key.decode() for key in redis.Redis.from_url(redis_url).keys(f"*{prefix}*")]
-    return list(app.extensions["lifeline.failure_counter"].storage.storage)
+    return list(ratelimit.failure_counter_of(app).storage.storage)
 
 
 @pytest.mark.parametrize("storage", ["memory", "redis"])
@@ -144,7 +146,7 @@ def test_limiter_keys_and_logs_hold_no_address(make_app, make_staff, caplog, sto
     for n in range(7):
         guess(client_at(app, ATTACKERS[0]), account.email, f"wrong {n}")
     keys = _limiter_keys(app, url, prefix)
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         digest = session.get(StaffUser, account.id).email_index[:16]
     assert any(digest in key for key in keys), keys
     local, domain = account.email.split("@")

@@ -8,6 +8,7 @@ from sqlmodel import select
 
 from contacts.core.audit import AuditEntry
 from contacts.core.db import session_scope
+from contacts.core.services import services
 from tests.helpers import Auth, csrf_token_from, require_redis
 
 
@@ -137,7 +138,7 @@ def test_a_deactivated_account_loses_its_session(client, auth, make_staff, app):
     admin, member = make_staff("admin"), make_staff("support")
     auth.login(member)
     assert client.get("/console/").status_code == 200
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         service.set_active(session=session, actor=Actor("staff", admin.id), staff_id=member.id,
                            active=False)
     assert client.get("/console/").status_code == 302

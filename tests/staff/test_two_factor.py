@@ -13,6 +13,7 @@ from sqlmodel import select
 from contacts.core.audit import Actor, AuditEntry
 from contacts.core.db import session_scope
 from contacts.core.errors import Invalid
+from contacts.core.services import services
 from contacts.staff import twofactor
 from contacts.staff.models import STAFF_TOTP_SECRET, RecoveryCode, StaffUser
 from tests import helpers
@@ -138,7 +139,7 @@ def test_a_secret_copied_from_the_enrolment_page_is_no_second_factor_once_the_ow
 def test_a_secret_stored_unconfirmed_by_an_older_version_is_never_offered(app, client,
                                                                         make_staff, engine):
     admin = make_staff("admin", two_factor=False)
-    crypto = app.extensions["lifeline.crypto"]
+    crypto = services(app).crypto
     stale = pyotp.random_base32()
     with session_scope(engine) as session:
         user = session.get(StaffUser, admin.id)
@@ -155,7 +156,7 @@ def test_a_secret_stored_unconfirmed_by_an_older_version_is_never_offered(app, c
 def test_an_enrolment_code_is_checked_against_this_attempts_secret_only(app, client,
                                                                         make_staff):
     admin, other = make_staff("admin", two_factor=False), make_staff("admin", two_factor=False)
-    crypto = app.extensions["lifeline.crypto"]
+    crypto = services(app).crypto
     password_step(Auth(client), admin)
     # A POST with no secret offered (no visit first) starts over with a fresh one.
     answer = enrol_code(client, "123456")
@@ -213,7 +214,7 @@ def test_of_two_enrolments_confirmed_at_once_one_enrols_and_its_secret_is_kept(a
 
 
 def engine_of(app):
-    return app.extensions["lifeline.engine"]
+    return services(app).engine
 
 
 def test_the_code_that_confirmed_the_enrolment_cannot_sign_in_again(client, make_staff,

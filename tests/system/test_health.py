@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from contacts.core.db import make_engine
 from contacts.core.scheduler import ScheduledJob, SchedulerRunner, record_heartbeat
+from contacts.core.services import services
 
 
 def test_health_reports_the_database_ok(client, backend):
@@ -47,9 +48,9 @@ def wait_for(condition, seconds=10.0):
 
 
 def test_the_running_scheduler_beats_and_health_shows_it(app, client, engine):
-    runner = SchedulerRunner(engine, app.extensions["lifeline.jobs"], app=app)
+    runner = SchedulerRunner(engine, services(app).jobs, app=app)
     runner.start()
-    app.extensions["lifeline.scheduler"] = runner
+    services(app).scheduler = runner
     try:
         assert wait_for(lambda: client.get("/healthz").get_json()["scheduler"]["last_heartbeat"])
         scheduler = client.get("/healthz").get_json()["scheduler"]

@@ -14,9 +14,10 @@ from sqlmodel import select
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Invalid
 from contacts.core.mail import Mailer
+from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
-from contacts.jobs import render_confirmation
+from contacts.jobs import message_renderer
 from contacts.vault import freshness
 from contacts.vault.models import Contact, ContactVersion
 from tests.helpers import csrf_token_from, smtp_server_with
@@ -33,19 +34,19 @@ def age_contacts(engine, days: int = 200) -> None:
 
 def run_job(app, vault, now=None):
     """The freshness job's work: queue the confirmation emails (no SMTP)."""
-    settings = app.extensions["lifeline.settings"]
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    settings = services(app).settings
+    with session_scope(services(app).engine) as session:
         return freshness.request_confirmations(
-            session=session, vault=vault, render=render_confirmation(app),
+            session=session, vault=vault, render=message_renderer(app),
             secret_key=settings.secrets.secret_key, base_url="http://127.0.0.1:8000",
             now=now or utcnow(), after_days=180, link_days=30, limit=200)
 
 
 def drain(app, port, now=None):
     """The outbox drain job, against the SMTP server on `port`."""
-    settings = app.extensions["lifeline.settings"]
-    return outbox.drain(engine=app.extensions["lifeline.engine"],
-                        cipher=app.extensions["lifeline.crypto"].cipher,
+    settings = services(app).settings
+    return outbox.drain(engine=services(app).engine,
+                        cipher=services(app).crypto.cipher,
                         mailer=Mailer("127.0.0.1", port, settings.mail_sender),
                         now=now or utcnow())
 
@@ -56,7 +57,7 @@ def document(app, sync_document):
     document["accounts"][0]["contacts"][0]["locale"] = "fr-FR"
     document["accounts"][0]["contacts"][1]["locale"] = "en"
     sync_document(document)
-    age_contacts(app.extensions["lifeline.engine"])
+    age_contacts(services(app).engine)
     return document
 
 
@@ -109,7 +110,7 @@ def test_a_tampered_or_expired_link_is_refused(app, client, vault, smtp_server, 
     tampered = client.get(path[:-3] + ("aaa" if not path.endswith("aaa") else "bbb"))
     assert tampered.status_code == 400
     assert "This confirmation link is not valid." in tampered.get_data(as_text=True)
-    secret = app.extensions["lifeline.settings"].secrets.secret_key
+    secret = services(app).settings.secrets.secret_key
     contact_id = freshness.contact_of_token(secret, path.rsplit("/", 1)[1], 30)
     with pytest.raises(Invalid, match="has expired"):
         freshness.contact_of_token(secret, path.rsplit("/", 1)[1], -1)

@@ -12,6 +12,7 @@ from contacts.backup.snapshot import prune_snapshots, snapshot_field_keys, snaps
 from contacts.core import keyring
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope
+from contacts.core.services import services
 from contacts.vault import service
 from contacts.vault import sync as vault_sync
 from contacts.vault.models import Account
@@ -26,20 +27,20 @@ def keyed_app(make_app, tmp_path):
 
 
 def vault_of(app):
-    return service.Vault.from_settings(app.extensions["lifeline.settings"],
-                                       app.extensions["lifeline.crypto"])
+    return service.Vault.from_settings(services(app).settings,
+                                       services(app).crypto)
 
 
 def sync(app, document):
     entries = [vault_sync.AccountEntry.from_document(account, index) for index, account
                in enumerate(SyncDocument.model_validate(document).accounts)]
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         vault_sync.sync(session=session, vault=vault_of(app), actor=Actor.system("t"),
                         entries=entries, source="sync")
 
 
 def all_contacts(app):
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         accounts = session.exec(select(Account.id)).all()
         return [contact for account in accounts for contact in
                 service.list_contacts(session=session, vault=vault_of(app), account_id=account)]
@@ -50,7 +51,7 @@ def test_rotation_reencrypts_everything_while_lookups_keep_answering(keyed_app, 
     document = make_document(accounts=100, contacts_per_account=5)
     sync(keyed_app, document)
     before = all_contacts(keyed_app)
-    engine = keyed_app.extensions["lifeline.engine"]
+    engine = services(keyed_app).engine
     target = document["accounts"][42]["contacts"][3]
     answers, failures, stop = [], [], threading.Event()
 
@@ -87,7 +88,7 @@ def test_rotation_reencrypts_everything_while_lookups_keep_answering(keyed_app, 
     assert retired.exit_code == 0, retired.output
     assert (tmp_path / "keys" / "field_keys").read_text().startswith("k2:")
     fresh = make_app(secrets=None, secrets_keys_dir=str(tmp_path / "keys"))
-    assert fresh.extensions["lifeline.crypto"].cipher.key_ids == ("k2",)
+    assert services(fresh).crypto.cipher.key_ids == ("k2",)
     assert all_contacts(fresh) == before
 
 
@@ -97,7 +98,7 @@ def test_a_key_in_use_or_active_cannot_be_retired(keyed_app):
     active = runner.invoke(args=["keys", "retire", "k1"])
     assert active.exit_code == 2
     assert active.output.strip() == "Error: k1 is the active key; rotate to a new key first"
-    keys_file = keyed_app.extensions["lifeline.settings"].secrets_keys_dir + "/field_keys"
+    keys_file = services(keyed_app).settings.secrets_keys_dir + "/field_keys"
     keyring.add_key(Path(keys_file))
     in_use = runner.invoke(args=["keys", "retire", "k1"])
     assert in_use.exit_code == 2
@@ -132,11 +133,11 @@ def test_a_key_a_retained_snapshot_needs_is_kept_until_the_snapshot_is_gone(keye
     assert refused.output.strip() == (f"Error: k1 is still needed to restore 1 snapshot(s): "
                                       f"{before_rotation}; keep it until they are pruned or "
                                       "removed")
-    keys_file = Path(keyed_app.extensions["lifeline.settings"].secrets_keys_dir) / "field_keys"
+    keys_file = Path(services(keyed_app).settings.secrets_keys_dir) / "field_keys"
     assert keys_file.read_text().startswith("k1:")
     assert snapshot_field_keys(
         snapshot_named(backup_dir(keyed_app), before_rotation),
-        keyed_app.extensions["lifeline.settings"].secrets.backup_key) == {"k1"}
+        services(keyed_app).settings.secrets.backup_key) == {"k1"}
 
     after_rotation = snapshot(keyed_app)  # under k2 only: needs nothing from k1
     pruned = prune_snapshots(backup_dir(keyed_app), keep=1)
@@ -167,11 +168,11 @@ def test_a_drill_with_the_key_gone_from_disk_fails_even_while_this_process_holds
     runner = keyed_app.test_cli_runner()
     assert runner.invoke(args=["keys", "rotate"]).exit_code == 0
     # k1 leaves the key file behind the guard's back (an edit, another tool, a lost file)...
-    keys_file = Path(keyed_app.extensions["lifeline.settings"].secrets_keys_dir) / "field_keys"
+    keys_file = Path(services(keyed_app).settings.secrets_keys_dir) / "field_keys"
     keyring._write_atomically(keys_file, "".join(
         line + "\n" for line in keys_file.read_text().splitlines() if not line.startswith("k1:")))
     # ...while the running server still holds it in memory.
-    assert "k1" in keyed_app.extensions["lifeline.crypto"].cipher.key_ids
+    assert "k1" in services(keyed_app).crypto.cipher.key_ids
     client = keyed_app.test_client()
     headers = {"Authorization": f"Bearer {make_token('backups:write')}"}
     answer = client.post("/api/v1/backups/drill", json={"snapshot": older}, headers=headers)
@@ -185,4 +186,4 @@ def test_a_drill_with_the_key_gone_from_disk_fails_even_while_this_process_holds
 
 
 def backup_dir(app) -> Path:
-    return Path(app.extensions["lifeline.settings"].backup_dir)
+    return Path(services(app).settings.backup_dir)

@@ -13,6 +13,7 @@ from sqlmodel import select
 
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
+from contacts.core.services import services
 from contacts.vault import deletions, service
 from contacts.vault import sync as vault_sync
 from contacts.vault.models import Account, BulkDeletion, Contact, Site
@@ -37,11 +38,11 @@ def base(capped):
 
 
 def sync(app, document):
-    vault = service.Vault.from_settings(app.extensions["lifeline.settings"],
-                                        app.extensions["lifeline.crypto"])
+    vault = service.Vault.from_settings(services(app).settings,
+                                        services(app).crypto)
     entries = [vault_sync.AccountEntry.from_document(account, index) for index, account
                in enumerate(SyncDocument.model_validate(document).accounts)]
-    with session_scope(app.extensions["lifeline.engine"]) as session:
+    with session_scope(services(app).engine) as session:
         return vault_sync.sync(session=session, vault=vault, actor=Actor.system("t"),
                                entries=entries, source="sync")
 
@@ -93,7 +94,7 @@ def bearer(token: str) -> dict:
 
 @pytest.mark.parametrize("kind", ["site", "contact"])
 def test_deletions_at_the_cap_are_applied_with_an_undo_record(capped, make_token, base, kind):
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     client = capped.test_client()
     document, doomed = deleting(base, kind, CAP)
     answer = client.post("/api/v1/sync", json=document,
@@ -117,7 +118,7 @@ def test_deletions_at_the_cap_are_applied_with_an_undo_record(capped, make_token
 @pytest.mark.parametrize("kind", ["site", "contact"])
 def test_one_over_the_cap_is_held_and_the_rest_of_the_sync_is_stored(capped, make_token, base,
                                                                     kind):
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     document, doomed = deleting(base, kind, CAP + 1)
     answer = capped.test_client().post("/api/v1/sync", json=document,
                                        headers=bearer(make_token("contacts:write")))
@@ -137,7 +138,7 @@ def test_one_over_the_cap_is_held_and_the_rest_of_the_sync_is_stored(capped, mak
 
 def test_a_held_set_is_applied_only_by_an_admin_with_its_token_and_a_reason(capped, make_token,
                                                                            base):
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     client, runner = capped.test_client(), capped.test_cli_runner()
     headers = bearer(make_token("contacts:write"))
     sites_doc, doomed_sites = deleting(base, "site", 4 * CAP)
@@ -191,7 +192,7 @@ def test_a_held_set_is_applied_only_by_an_admin_with_its_token_and_a_reason(capp
 
 
 def test_sites_and_contacts_of_one_sync_are_guarded_each(capped, base):
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     document, doomed_sites = deleting(base, "site", CAP)
     contacts = [contact for account in document["accounts"]
                 for contact in account["contacts"]][:CAP + 1]
@@ -205,7 +206,7 @@ def test_sites_and_contacts_of_one_sync_are_guarded_each(capped, base):
 
 
 def test_the_cli_import_reports_held_and_applied_deletions(capped, base, tmp_path):
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     document, doomed = deleting(base, "contact", 3 * CAP)
     (tmp_path / "delete.json").write_text(json.dumps(document))
     result = capped.test_cli_runner().invoke(args=["contacts", "import",
@@ -222,7 +223,7 @@ def test_the_cli_import_reports_held_and_applied_deletions(capped, base, tmp_pat
 
 
 def test_the_console_upload_shows_held_deletions_and_deletes_nothing(capped, make_staff, base):
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     client = capped.test_client()
     Auth(client).login(make_staff("admin"))
     token = csrf_token_from(client.get("/console/import").get_data(as_text=True))
@@ -239,11 +240,11 @@ def test_the_console_upload_shows_held_deletions_and_deletes_nothing(capped, mak
 
 def test_a_sync_deletion_below_the_cap_is_undone_like_a_bulk_delete(capped, base):
     """The applied deletion's record is a confirmed bulk deletion: undo restores it once."""
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     document, doomed = deleting(base, "contact", 2)
     [applied] = sync(capped, document).deletions
-    vault = service.Vault.from_settings(capped.extensions["lifeline.settings"],
-                                        capped.extensions["lifeline.crypto"])
+    vault = service.Vault.from_settings(services(capped).settings,
+                                        services(capped).crypto)
     with session_scope(engine) as session:
         assert deletions.undo(session=session, vault=vault, actor=Actor.system("t"),
                               deletion_id=applied.deletion_id) == 2
@@ -268,7 +269,7 @@ def test_an_admin_confirms_a_held_sync_deletion_on_the_console(capped, make_toke
                                                                base):
     from contacts.core.audit import AuditEntry
 
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     client = capped.test_client()
     held, doomed = _held_by_sync(client, make_token, base, "site", 2 * CAP)
     Auth(client).login(make_staff("admin"))
@@ -310,7 +311,7 @@ def test_an_admin_confirms_a_held_sync_deletion_on_the_console(capped, make_toke
 
 def test_support_staff_cannot_see_or_confirm_held_deletions(capped, make_token, make_staff,
                                                            base):
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     client = capped.test_client()
     held, doomed = _held_by_sync(client, make_token, base, "contact", CAP + 1)
     Auth(client).login(make_staff("support"))
@@ -327,7 +328,7 @@ def test_an_expired_or_dismissed_held_deletion_cannot_be_confirmed(capped, make_
                                                                    make_staff, base):
     from datetime import timedelta
 
-    engine = capped.extensions["lifeline.engine"]
+    engine = services(capped).engine
     client = capped.test_client()
     first, doomed_sites = _held_by_sync(client, make_token, base, "site", CAP + 1)
     second, doomed_contacts = _held_by_sync(client, make_token, base, "contact", CAP + 3)
