@@ -38,8 +38,11 @@ lint: install-test
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 
+# The suite in parallel processes (pytest-xdist), each with its own databases; more workers
+# than cores, since many tests wait on sockets and subprocesses. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
 test: install-test browser lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 migration: install
 	$(BIN)/python -m contacts.system.makemigration "$(m)"
