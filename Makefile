@@ -39,10 +39,11 @@ lint: install-test
 	$(BIN)/ruff check .
 
 # The suite in parallel processes (pytest-xdist), each with its own databases; more workers
-# than cores, since many tests wait on sockets and subprocesses. TEST_WORKERS=0: one process.
+# than cores, since many tests wait on sockets and subprocesses; an idle worker takes over
+# tests queued for a busy one (worksteal). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 4
 test: install-test browser lint
-	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 migration: install
 	$(BIN)/python -m contacts.system.makemigration "$(m)"

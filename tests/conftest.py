@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import inspect, table, text
 from werkzeug.serving import make_server
 
@@ -44,6 +45,18 @@ from tests.helpers import (
 
 PG_ADMIN_DSN = os.environ.get("LIFELINE_TEST_PG_DSN",
                               "host=127.0.0.1 port=5432 dbname=test user=postgres")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quick_password_hashing():
+    """Argon2id at its cheapest in the tests' own process: at the shipped setting a hash or
+    a check costs about 0.1 s of CPU, and the suite makes and checks passwords about a
+    thousand times. The processes the tests start (CLI, serve, worker) hash as shipped,
+    and tests/staff/test_cli.py checks what they store."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(staff_service, "hasher",
+                      PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        yield
 
 
 @pytest.fixture(scope="session")

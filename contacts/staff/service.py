@@ -23,7 +23,10 @@ from contacts.core.ids import new_id
 from contacts.staff.models import STAFF_EMAIL, ApiToken, StaffUser
 
 TOKEN_PREFIX = "llt_"  # noqa: S105 (a prefix, not a secret)
-hasher = PasswordHasher()
+# Argon2id at RFC 9106's second recommended setting (3 passes, 64 MiB, 4 lanes), written
+# down so that a library upgrade cannot change it silently.
+PASSWORD_HASHING = {"time_cost": 3, "memory_cost": 65536, "parallelism": 4}
+hasher = PasswordHasher(**PASSWORD_HASHING)
 # Verified against when the email is unknown, so both answers take the same time.
 _UNKNOWN_USER_HASH = hasher.hash(secrets.token_urlsafe(16))
 

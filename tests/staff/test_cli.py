@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import argon2
+from sqlalchemy import text
+
+from contacts.core.db import make_engine
 from contacts.core.settings import PROJECT_ROOT
 from tests.helpers import PASSWORD
 
@@ -73,3 +77,12 @@ def test_the_first_admin_is_bootstrapped_from_the_environment(database_url, tmp_
         assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.strip().splitlines()
     assert len(lines) == 1 and "admin" in lines[0] and "first@example.com" in lines[0]
+    # Hashed by Lifeline as shipped (the tests' own process hashes cheaply): Argon2id, 3
+    # passes over 64 MiB in 4 lanes.
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT password_hash FROM staff_user")).scalar_one()
+    engine.dispose()
+    used = argon2.extract_parameters(stored)
+    assert (used.type, used.time_cost, used.memory_cost, used.parallelism) == (
+        argon2.Type.ID, 3, 65536, 4)
