@@ -27,11 +27,11 @@ from contacts.backup import routes as backup_routes
 from contacts.backup import snapshot as backup_snapshot
 from contacts.backup.api import bp as backup_api
 from contacts.core import access, accesslog, api, clock, db, inputs, ratelimit
-from contacts.core import services as lifeline_services
 from contacts.core.api import API_PREFIX
 from contacts.core.crypto import Crypto
 from contacts.core.errors import ConfigError, Conflict, Invalid, LifelineError, register_http_errors
 from contacts.core.services import Services, services
+from contacts.core.services import init_app as keep_services
 from contacts.core.settings import PROJECT_ROOT, Settings, field_keys_loader, load_settings
 from contacts.drill import cli as drill_cli
 from contacts.escalations import routes as escalations_routes
@@ -94,7 +94,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
                             pool_size=settings.database_pool_size,
                             max_overflow=settings.database_max_overflow)
     db.init_app(app, engine)
-    built = lifeline_services.init_app(app, Services(
+    built = keep_services(app, Services(
         settings=settings, crypto=crypto, engine=engine,
         field_keys_source=field_keys_loader(settings, strict=True),
         snapshots_needing_key=functools.partial(

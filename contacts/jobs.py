@@ -34,9 +34,9 @@ HOUR = 3600
 
 
 def purge_deleted_records() -> None:
-    app = current_app()
-    settings = services(app).settings
-    with session_scope(services(app).engine) as session:
+    built = services(current_app())
+    settings = built.settings
+    with session_scope(built.engine) as session:
         purged = purge.purge_expired(session=session, now=utcnow(),
                                      retention_days=settings.vault_retention_days)
     if purged.total:
@@ -50,9 +50,9 @@ def _backup_dir(settings) -> Path:
 
 def snapshot_and_drill() -> None:
     """A new snapshot, old ones pruned, and the new one drilled at once."""
-    app = current_app()
-    settings = services(app).settings
-    engine = services(app).engine
+    built = services(current_app())
+    settings = built.settings
+    engine = built.engine
     directory = _backup_dir(settings)
     path, manifest = snapshot.create_snapshot(engine=engine,
                                               backup_key=settings.secrets.backup_key,
@@ -66,21 +66,22 @@ def snapshot_and_drill() -> None:
 
 
 def drill_latest_snapshot() -> None:
-    app = current_app()
-    settings = services(app).settings
+    built = services(current_app())
+    settings = built.settings
     result = drills.drill_latest(directory=_backup_dir(settings),
                                  backup_key=settings.secrets.backup_key,
-                                 load_field_keys=services(app).field_keys_source,
-                                 engine=services(app).engine)
+                                 load_field_keys=built.field_keys_source,
+                                 engine=built.engine)
     if not result.ok:
         log.error("backup drill of %s failed: %s", result.snapshot, result.detail)
 
 
 def ask_contacts_to_confirm() -> None:
     app = current_app()
-    settings = services(app).settings
-    vault = services(app).get(Vault)
-    with session_scope(services(app).engine) as session:
+    built = services(app)
+    settings = built.settings
+    vault = built.get(Vault)
+    with session_scope(built.engine) as session:
         flagged = freshness.flag_bounced_confirmations(session=session, now=utcnow())
         queued = freshness.request_confirmations(
             session=session, vault=vault, render=message_renderer(app),
@@ -123,14 +124,14 @@ def message_renderer(app) -> Renderer:
 
 def process_requests() -> None:
     """Store spooled requests, then match new requests to accounts."""
-    app = current_app()
-    intake = services(app).get(Intake)
-    engine = services(app).engine
-    services(app).get(RequestWriter).replay_spool(now=utcnow())
+    built = services(current_app())
+    intake = built.get(Intake)
+    engine = built.engine
+    built.get(RequestWriter).replay_spool(now=utcnow())
     with session_scope(engine) as session:
         matched = intake_service.process_pending(
             session=session, intake=intake,
-            vault=services(app).get(Vault), now=utcnow())
+            vault=built.get(Vault), now=utcnow())
     if matched:
         log.info("matched %d new requests", matched)
 
@@ -139,18 +140,18 @@ def send_scheduled_updates() -> None:
     """Incidents on a cadence get their update; promised updates now late warn the comms
     team (and the public page says so); webhooks that keep failing are quarantined; accounts
     no update email reached fall back to a call by support."""
-    app = current_app()
-    settings = services(app).settings
-    desk = services(app).get(CommsDesk)
-    with session_scope(services(app).engine) as session:
+    built = services(current_app())
+    settings = built.settings
+    desk = built.get(CommsDesk)
+    with session_scope(built.engine) as session:
         published = incidents_service.publish_due(
-            session=session, desk=desk, vault=services(app).get(Vault), now=utcnow())
+            session=session, desk=desk, vault=built.get(Vault), now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
         quarantined = quarantine.quarantine_failing_webhooks(session=session, now=utcnow())
         unreached = incidents_service.follow_up_bounces(session=session, now=utcnow())
         calls = escalations_service.call_unreached(
-            session=session, desk=services(app).get(SupportDesk), unreached=unreached,
+            session=session, desk=built.get(SupportDesk), unreached=unreached,
             now=utcnow())
     for update in published:
         log.info("scheduled update %d of %s queued for %d recipients", update.number,
@@ -168,10 +169,10 @@ def send_scheduled_updates() -> None:
 def watch_slas() -> None:
     """Items whose running SLA target turned at risk or was missed are marked, and their
     owner and region lead warned by email."""
-    app = current_app()
-    with session_scope(services(app).engine) as session:
+    built = services(current_app())
+    with session_scope(built.engine) as session:
         report = escalations_service.check_sla(session=session,
-                                               desk=services(app).get(SupportDesk),
+                                               desk=built.get(SupportDesk),
                                                now=utcnow())
     if report.at_risk or report.breached:
         log.info("SLA: %d items at risk, %d breached", len(report.at_risk), len(report.breached))
@@ -180,9 +181,9 @@ def watch_slas() -> None:
 def follow_work() -> None:
     """New requests become tickets; items of resolved incidents are resolved; at a shift
     change the idle items are handed to the next region."""
-    app = current_app()
-    desk = services(app).get(SupportDesk)
-    with session_scope(services(app).engine) as session:
+    built = services(current_app())
+    desk = built.get(SupportDesk)
+    with session_scope(built.engine) as session:
         tickets = reactions.sync_requests(session=session, desk=desk, now=utcnow())
         resolved = reactions.resolve_for_incidents(session=session, desk=desk, now=utcnow())
         handoff = escalations_service.hand_off(session=session, desk=desk, now=utcnow())
@@ -198,11 +199,11 @@ def background_services(app) -> list:
     """What every `flask worker` process runs besides the (leader-only) scheduler: on
     PostgreSQL, a delivery loop per lane (emails, webhooks), so several workers share the
     outbox and no webhook delays an email."""
-    settings = services(app).settings
-    engine = services(app).engine
+    built = services(app)
+    settings, engine = built.settings, built.engine
     if engine.dialect.name != "postgresql":
         return []
-    cipher = services(app).crypto.cipher
+    cipher = built.crypto.cipher
     lease = timedelta(seconds=settings.delivery_lease_seconds)
     return [outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
                                 mailer=Mailer.from_settings(settings)),

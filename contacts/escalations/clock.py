@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from contacts.core import clock
 from contacts.core.audit import Actor
+from contacts.core.clock import format_utc
 from contacts.core.db import in_chunks
 from contacts.delivery import outbox
 from contacts.escalations import sla
@@ -157,7 +157,7 @@ def _warn(session: Session, desk: SupportDesk, item: WorkItem, state: str, targe
     values = {"item_id": item.id, "state": state.replace("_", " "), "target": target,
               "priority": item.priority, "region": item.region,
               "account_name": account.name if account else "no account",
-              "due": clock.format_utc(item.first_response_due if target == "first response"
+              "due": format_utc(item.first_response_due if target == "first response"
                                       else item.resolution_due),
               "link": f"{desk.base_url}/console/items/{item.id}"}
     subject, text, html = desk.render("sla_warning", "en", values)
