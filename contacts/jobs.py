@@ -17,7 +17,7 @@ from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer, Renderer, render_message
 from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.core.services import services
-from contacts.delivery import outbox, quarantine
+from contacts.delivery import ledger, outbox, quarantine
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.escalations.service import SupportDesk
@@ -42,6 +42,16 @@ def purge_deleted_records() -> None:
     if purged.total:
         log.info("purged %d records deleted more than %d days ago", purged.total,
                  settings.vault_retention_days)
+
+
+def drop_old_payloads() -> None:
+    """Outbox payloads older than `delivery.retention_days` are dropped; the rows stay."""
+    built = services(current_app())
+    dropped = ledger.drop_old_payloads(engine=built.engine, now=utcnow(),
+                                       retention_days=built.settings.delivery_retention_days)
+    if dropped:
+        log.info("dropped the payloads of %d outbox messages older than %d days", dropped,
+                 built.settings.delivery_retention_days)
 
 
 def _backup_dir(settings) -> Path:
@@ -215,6 +225,7 @@ def scheduled_jobs(settings) -> list[ScheduledJob]:
     jobs = [
         ScheduledJob("scheduler-heartbeat", record_heartbeat, settings.scheduler_heartbeat_seconds),
         ScheduledJob("vault-purge", purge_deleted_records, HOUR),
+        ScheduledJob("delivery-retention", drop_old_payloads, HOUR, first_run_after=600),
         ScheduledJob("vault-freshness", ask_contacts_to_confirm, HOUR, first_run_after=300),
         ScheduledJob("delivery-drain", send_queued_messages, settings.delivery_drain_seconds),
         ScheduledJob("delivery-webhooks", send_queued_webhooks, settings.delivery_drain_seconds),

@@ -96,6 +96,9 @@ def load_settings(
         keys_dir, environ, generate=values["app_env"] != "production"
     )
     _check_webhooks(values)
+    if values["delivery_retention_days"] < 1:
+        raise ConfigError("delivery retention_days must be at least 1, got "
+                          f"{values['delivery_retention_days']!r}")
     if values["app_env"] == "production" and not values["server_session_cookie_secure"]:
         raise ConfigError("production serves staff over HTTPS only: set "
                           "LIFELINE_SERVER_SESSION_COOKIE_SECURE=true")

@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from contacts.core import audit
 from contacts.core.audit import Actor
-from contacts.delivery import outbox
+from contacts.delivery import ledger
 from contacts.delivery.models import AccountWebhook
 
 
@@ -21,11 +21,11 @@ def quarantine_failing_webhooks(*, session: Session, now: datetime) -> list[str]
         col(AccountWebhook.quarantined_at).is_(None))))
     if not active:
         return quarantined
-    failed = outbox.failed_since(session=session, channel="webhook",
-                                 since=min(webhook.created_at for webhook in active))
+    failed = ledger.failed_to_webhooks_since(
+        session=session, since=min(webhook.created_at for webhook in active))
     for webhook in active:
-        if any(message.key.endswith(f":{webhook.account_id}:webhook")
-               and message.created_at >= webhook.created_at for message in failed):
+        if any(account_id == webhook.account_id and created_at >= webhook.created_at
+               for account_id, created_at in failed):
             webhook.quarantined_at = now
             session.add(webhook)
             audit.record(session, Actor.system("delivery"), "webhook.quarantined",

@@ -108,6 +108,7 @@ def warn_late(*, session: Session, desk: CommsDesk, inbox: str, now: datetime) -
             outbox.enqueue_email(
                 session=session, cipher=desk.crypto.cipher, purpose="incident_late", now=now,
                 key=f"late:{incident.id}:{incident.next_update_due.isoformat()}",
+                topic=outbox.Topic("incident", incident.id, "inbox"),
                 email=outbox.Email(
                     to=inbox, subject=f"[{incident.title}] The update promised for {due} is late",
                     text=f"The update of {incident.title} promised for {due} has not been "

@@ -264,6 +264,7 @@ def publish(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, ac
             rows.append(outbox.email_row(
                 cipher=desk.crypto.cipher, key=f"update:{update.id}:{account_id}:{contact.id}",
                 purpose="incident_update", now=now,
+                topic=outbox.Topic("update", update.id, "contact", contact.id, account_id),
                 email=outbox.Email(to=contact.email, subject=message.subject,
                                    text=message.text, html=message.html, headers=headers)))
     rows += _webhook_rows(session, desk, incident, update, views, now)
@@ -355,6 +356,8 @@ def _webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update:
         rows.append(outbox.webhook_row(
             cipher=desk.crypto.cipher, key=f"update:{update.id}:{webhook.account_id}:webhook",
             purpose="incident_update", now=now,
+            topic=outbox.Topic("update", update.id, "webhook", webhook.account_id,
+                               webhook.account_id),
             webhook=outbox.Webhook(url=webhook.url, body=body,
                                    signature=outbox.sign(secret, body))))
     return rows
@@ -378,6 +381,7 @@ def _subscriber_rows(session: Session, desk: CommsDesk, base: dict, sources: dic
         rows.append(outbox.email_row(
             cipher=desk.crypto.cipher, key=f"update:{update.id}:public:{subscriber.id}",
             purpose="incident_update", now=now,
+            topic=outbox.Topic("update", update.id, "subscriber", str(subscriber.id)),
             email=outbox.Email(
                 to=desk.crypto.cipher.decrypt(subscriber.email_encrypted,
                                               context=SUBSCRIBER_EMAIL),

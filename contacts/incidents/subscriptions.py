@@ -56,6 +56,7 @@ def subscribe(*, session: Session, desk: CommsDesk, email: str, locale: str,
     outbox.enqueue_email(
         session=session, cipher=desk.crypto.cipher, purpose=purpose, now=now,
         key=f"subscribe:{subscriber_id}:{now.date().isoformat()}",
+        topic=outbox.Topic("subscription", str(subscriber_id), "subscriber", str(subscriber_id)),
         email=outbox.Email(to=email, subject="Incident updates by email", text=text))
 
 
