@@ -154,8 +154,7 @@ def send_scheduled_updates() -> None:
     settings = built.settings
     desk = built.get(CommsDesk)
     with session_scope(built.engine) as session:
-        published = incidents_service.publish_due(
-            session=session, desk=desk, vault=built.get(Vault), now=utcnow())
+        published = incidents_service.publish_due(session=session, desk=desk, now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
         quarantined = quarantine.quarantine_failing_webhooks(session=session, now=utcnow())
@@ -164,8 +163,8 @@ def send_scheduled_updates() -> None:
             session=session, desk=built.get(SupportDesk), unreached=unreached,
             now=utcnow())
     for update in published:
-        log.info("scheduled update %d of %s queued for %d recipients", update.number,
-                 update.incident_id, update.recipients)
+        log.info("scheduled update %d of %s published; its audience is being queued",
+                 update.number, update.incident_id)
     for incident in late:
         log.warning("the update of %s promised for %s is late", incident.id,
                     incident.next_update_due)
@@ -174,6 +173,16 @@ def send_scheduled_updates() -> None:
     if unreached:
         log.warning("%d accounts reached by no update email: support asked to call them (%s)",
                     len(unreached), ", ".join(calls))
+
+
+def queue_update_audiences() -> None:
+    """Published updates get their audience queued in the outbox, a batch per
+    transaction (emails of the first batches leave while later ones are expanded)."""
+    built = services(current_app())
+    queued = incidents_service.queue_update_audiences(
+        engine=built.engine, desk=built.get(CommsDesk), vault=built.get(Vault), clock=utcnow)
+    if queued:
+        log.info("queued %d messages of published updates", queued)
 
 
 def watch_slas() -> None:
@@ -230,6 +239,8 @@ def scheduled_jobs(settings) -> list[ScheduledJob]:
         ScheduledJob("delivery-drain", send_queued_messages, settings.delivery_drain_seconds),
         ScheduledJob("delivery-webhooks", send_queued_webhooks, settings.delivery_drain_seconds),
         ScheduledJob("intake-process", process_requests, settings.intake_process_seconds),
+        ScheduledJob("incidents-fanout", queue_update_audiences,
+                     settings.incidents_fanout_seconds),
         ScheduledJob("incidents-cadence", send_scheduled_updates,
                      settings.incidents_cadence_check_seconds),
         ScheduledJob("escalations-sla", watch_slas, settings.escalations_sla_check_seconds),

@@ -132,11 +132,15 @@ class SiteStage:
     stage_at: datetime
 
 
-def affected_sites(*, session: Session, incident_id: str,
-                   account_id: str | None = None) -> list[SiteStage]:
+def affected_sites(*, session: Session, incident_id: str, account_id: str | None = None,
+                   account_ids: list[str] | None = None) -> list[SiteStage]:
+    """The incident's sites with their names and stages; one account's, or some accounts',
+    if given."""
     query = select(AffectedSite).where(AffectedSite.incident_id == incident_id)
     if account_id is not None:
         query = query.where(AffectedSite.account_id == account_id)
+    if account_ids is not None:
+        query = query.where(col(AffectedSite.account_id).in_(account_ids))
     rows = session.execute(query.with_only_columns(
         AffectedSite.site_id, AffectedSite.account_id, AffectedSite.stage,
         AffectedSite.stage_at)).all()

@@ -27,10 +27,12 @@ from contacts.incidents.models import (
     CONFIDENCE,
     STATES,
     SUBSCRIBER_EMAIL,
+    AffectedSite,
     Incident,
     IncidentUpdate,
     MessageTemplate,
     Subscriber,
+    UpdateFanout,
 )
 from contacts.incidents.progress import SiteStage, affected_sites, computed_scope, progress
 from contacts.incidents.records import CLOSED_STATES, get_incident
@@ -182,13 +184,13 @@ def _build_update(session: Session, desk: CommsDesk, incident: Incident, draft: 
         published_at=now, published_by=actor.id or actor.kind)
 
 
-def _account_views(session: Session, desk: CommsDesk, incident: Incident,
-                   account_id: str | None = None) -> dict[str, dict]:
+def account_views(session: Session, desk: CommsDesk, incident: Incident,
+                  account_ids: list[str] | None = None) -> dict[str, dict]:
     """Each affected account's own part of an update (its sites, their stages, its restore
-    percentage, its private link), for every account in two queries."""
+    percentage, its private link): for the accounts given, else every one, in two queries."""
     by_account: dict[str, list[SiteStage]] = {}
     for site in affected_sites(session=session, incident_id=incident.id,
-                               account_id=account_id):
+                               account_ids=account_ids):
         by_account.setdefault(site.account_id, []).append(site)
     views = {}
     for owner, sites in by_account.items():
@@ -214,7 +216,7 @@ def preview(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, in
     if not contacts:
         raise Conflict("this account has no contact to preview for")
     contact = contacts[0]
-    view = _account_views(session, desk, incident, account.id).get(account.id)
+    view = account_views(session, desk, incident, [account.id]).get(account.id)
     if view is None:
         raise Invalid("preview for an account this incident affects")
     values = {**_values(desk, incident, update), **view}
@@ -228,26 +230,46 @@ def preview(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, in
                    webhook=webhook, template_failures=failures.summary())
 
 
-def publish(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, actor: Actor,
-            incident_id: str, draft: UpdateDraft, now: datetime) -> IncidentUpdate:
-    """Record the update and queue one email per contact of every affected account, in its
-    language, rendered once per account and language; all in the caller's transaction. A
-    saved template that fails for an audience gives way to the default one: the update still
-    goes out, and the failure is recorded on it and in the audit log."""
+def publish(*, session: Session, desk: CommsDesk, actor: Actor, incident_id: str,
+            draft: UpdateDraft, now: datetime) -> IncidentUpdate:
+    """Record the update, and the fan-out that a job runs to queue its audience (each
+    affected account's contacts, rendered once per account and language, their webhooks,
+    the public subscribers), in the caller's transaction: publishing answers at once,
+    whatever the audience (`incidents.fanout`)."""
     incident = get_incident(session=session, incident_id=incident_id)
     update = _build_update(session, desk, incident, draft, actor, now)
+    update.recipients = 0
     session.add(update)
-    views = _account_views(session, desk, incident)
-    contacts = vault_service.recipients_of_accounts(session=session, vault=vault,
-                                                    account_ids=views)
-    base = _values(desk, incident, update)
-    sources = {language: template_sources(session=session, desk=desk, locale=language)
-               for language in messages.LOCALES}
-    failures = messages.TemplateFailures(defaults=messages.default_sources(desk.templates_dir))
+    session.flush()
+    session.add(UpdateFanout(update_id=update.id, incident_id=incident.id, created_at=now))
+    incident.state = update.state
+    incident.last_update_at = now
+    incident.next_update_due = update.next_update_at
+    incident.updated_at = now
+    session.add_all([update, incident])
+    audit.record(session, actor, "incident.update_published", target_kind="incident",
+                 target_id=incident.id, update=update.id)
+    return update
+
+
+def update_headers(incident: Incident) -> dict[str, str]:
+    """The headers every email of an incident's updates carries."""
+    return {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
+
+
+def update_values(desk: CommsDesk, incident: Incident, update: IncidentUpdate) -> dict:
+    return _values(desk, incident, update)
+
+
+def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
+                 views: dict[str, dict], contacts: dict[str, list], sources: dict,
+                 failures: messages.TemplateFailures, now: datetime) -> list[dict]:
+    """One outbox row per address of each account's contacts (an address twice in one
+    account is told once), rendered once per account and language."""
     rows = []
-    headers = {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
+    base, headers = _values(desk, incident, update), update_headers(incident)
     for account_id in sorted(views):
-        if not contacts[account_id]:
+        if not contacts.get(account_id):
             continue
         values = {**base, **views[account_id]}
         rendered: dict[str, messages.Rendered] = {}
@@ -267,23 +289,7 @@ def publish(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, ac
                 topic=outbox.Topic("update", update.id, "contact", contact.id, account_id),
                 email=outbox.Email(to=contact.email, subject=message.subject,
                                    text=message.text, html=message.html, headers=headers)))
-    rows += _webhook_rows(session, desk, incident, update, views, now)
-    rows += _subscriber_rows(session, desk, base, sources, update, headers, now, failures)
-    update.template_failures = failures.summary() or None
-    session.flush()
-    outbox.enqueue_rows(session=session, rows=rows)
-    update.recipients = len(rows)
-    for failure in update.template_failures or ():
-        audit.record(session, actor, "incident.template_failed", target_kind="incident",
-                     target_id=incident.id, update=update.id, **failure)
-    incident.state = update.state
-    incident.last_update_at = now
-    incident.next_update_due = update.next_update_at
-    incident.updated_at = now
-    session.add_all([update, incident])
-    audit.record(session, actor, "incident.update_published", target_kind="incident",
-                 target_id=incident.id, update=update.id, recipients=len(rows))
-    return update
+    return rows
 
 
 def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
@@ -344,11 +350,21 @@ def webhook_body(desk: CommsDesk, incident: Incident, update: IncidentUpdate, ac
     }, sort_keys=True)
 
 
-def _webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update: IncidentUpdate,
-                  views: dict[str, dict], now: datetime) -> list[dict]:
+def webhook_accounts(*, session: Session, incident_id: str) -> list[str]:
+    """The affected accounts with an endpoint not in quarantine."""
+    return list(session.exec(select(AccountWebhook.account_id).where(
+        col(AccountWebhook.quarantined_at).is_(None),
+        col(AccountWebhook.account_id).in_(select(AffectedSite.account_id).where(
+            AffectedSite.incident_id == incident_id)))).all())
+
+
+def webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update: IncidentUpdate,
+                 views: dict[str, dict], now: datetime) -> list[dict]:
+    """A signed webhook for each account of `views` with an endpoint not in quarantine."""
     rows = []
-    for webhook in session.exec(select(AccountWebhook)):  # few: one per account at most
-        if webhook.account_id not in views or webhook.quarantined_at is not None:
+    for webhook in session.exec(select(AccountWebhook).where(
+            col(AccountWebhook.account_id).in_(list(views)))):
+        if webhook.quarantined_at is not None:
             continue
         body = webhook_body(desk, incident, update, webhook.account_id,
                             views[webhook.account_id])
@@ -363,14 +379,16 @@ def _webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update:
     return rows
 
 
-def _subscriber_rows(session: Session, desk: CommsDesk, base: dict, sources: dict, update,
-                     headers: dict, now: datetime,
-                     failures: messages.TemplateFailures) -> list[dict]:
-    """The public audience: confirmed subscribers, rendered once per language."""
+def subscriber_rows(session: Session, desk: CommsDesk, incident: Incident,
+                    update: IncidentUpdate, sources: dict, failures: messages.TemplateFailures,
+                    now: datetime, *, after: int, limit: int) -> list[dict]:
+    """The public audience: confirmed subscribers with an ID above `after` (a keyset),
+    `limit` at most, rendered once per language."""
     rows, rendered = [], {}
+    base, headers = _values(desk, incident, update), update_headers(incident)
     for subscriber in session.exec(select(Subscriber).where(
-            col(Subscriber.confirmed_at).is_not(None),
-            col(Subscriber.unsubscribed_at).is_(None))):
+            col(Subscriber.id) > after, col(Subscriber.confirmed_at).is_not(None),
+            col(Subscriber.unsubscribed_at).is_(None)).order_by(Subscriber.id).limit(limit)):
         language = subscriber.locale if subscriber.locale in messages.LOCALES else "en"
         if language not in rendered:
             rendered[language] = messages.render_update(sources[language], {

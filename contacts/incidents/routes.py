@@ -37,6 +37,7 @@ from contacts.core.forms import form_errors
 from contacts.core.ratelimit import RateLimit, limited
 from contacts.incidents import (
     cadence,
+    fanout,
     feed,
     messages,
     progress,
@@ -161,6 +162,7 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
                                           incident_id=incident.id),
         updates=publishing.updates_of(session=session, incident_id=incident.id),
         delivery_counts=proof.delivery_counts(session=session, incident_id=incident.id),
+        fanouts=fanout.progress_by_update(session=session, incident_id=incident.id),
         fallbacks=proof.fallbacks_by_update(session=session, incident_id=incident.id),
         sites_form=forms.pop("sites_form", None) or SitesForm(), stage_form=stage_form,
         cadence_form=forms.pop("cadence_form", None) or CadenceForm(
@@ -240,9 +242,9 @@ def compose(incident_id: str):
     publish_now = request.form.get("action") == "publish"
     with form_errors(form.what_happened) as refused:
         if publish_now:
-            update = publishing.publish(session=session, desk=desk(), vault=vault(),
-                                        actor=g.actor, incident_id=incident_id,
-                                        draft=form.draft(), now=utcnow())
+            update = publishing.publish(session=session, desk=desk(), actor=g.actor,
+                                        incident_id=incident_id, draft=form.draft(),
+                                        now=utcnow())
         else:
             shown = publishing.preview(session=session, desk=desk(), vault=vault(),
                                        incident_id=incident_id, draft=form.draft(),
@@ -252,7 +254,8 @@ def compose(incident_id: str):
         return _incident_page(incident_id, 400, update_form=form)
     if publish_now:
         return _back_to_incident(
-            incident_id, f"Update {update.number} published to {update.recipients} recipients.")
+            incident_id, f"Update {update.number} published. Its recipients are being queued: "
+                         "the count below grows until every one is.")
     return _incident_page(incident_id, 200, update_form=form, preview=shown)
 
 

@@ -24,7 +24,7 @@ from contacts.delivery.webhook import WebhookPolicy
 from contacts.incidents import publishing
 from contacts.incidents.models import AffectedSite
 from tests.helpers import csrf_token_from
-from tests.incidents.conftest import complete_draft
+from tests.incidents.conftest import complete_draft, publish_queued
 
 ACTOR = Actor.system("test")
 
@@ -73,7 +73,7 @@ def test_an_update_is_posted_signed_and_retried_with_the_same_key(
         secret = publishing.set_webhook(session=session, desk=desk, actor=ACTOR,
                                         account_id=account_id, url=url, now=utcnow())
     with session_scope(engine) as session:
-        update = publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        update = publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                                     incident_id=incident, draft=complete_draft(), now=utcnow())
     state["fail"] = 1
     now = utcnow()
@@ -170,7 +170,7 @@ def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engi
                                                        "email": "Fan@Example.org"})
         assert "Check your inbox" in answer.get_data(as_text=True)
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, draft=complete_draft(), now=utcnow())
     assert not any(m["to"] == "Fan@Example.org" for m in mails("incident_update"))  # not yet
     (confirmation,) = mails("subscription_confirm")
@@ -178,7 +178,7 @@ def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engi
     shown = client.get(link).get_data(as_text=True)
     assert client.post(link, data={"csrf_token": csrf_token_from(shown)}).status_code == 200
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, draft=complete_draft(), now=utcnow())
     (update,) = [m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]
     assert "Expected data loss" in update["text"] and "Your account" not in update["text"]
@@ -186,7 +186,7 @@ def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engi
     shown = client.get(stop).get_data(as_text=True)
     client.post(stop, data={"csrf_token": csrf_token_from(shown)})
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, draft=complete_draft(), now=utcnow())
     assert len([m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]) == 1
 
@@ -220,7 +220,7 @@ def test_a_webhook_that_keeps_failing_is_quarantined_until_saved_again(
         publishing.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
                                url=url, now=utcnow())
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, draft=complete_draft(), now=utcnow())
     state["fail"] = 100
     now = utcnow()
@@ -230,7 +230,7 @@ def test_a_webhook_that_keeps_failing_is_quarantined_until_saved_again(
     with session_scope(engine) as session:
         assert quarantine.quarantine_failing_webhooks(session=session, now=now) == [account_id]
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, draft=complete_draft(), now=now)
         webhook_rows = list(session.exec(select(OutboxMessage).where(
             OutboxMessage.channel == "webhook")))
