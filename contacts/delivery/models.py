@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 from contacts.core.crypto import encrypted_column
@@ -28,8 +28,11 @@ class OutboxMessage(SQLModel, table=True):
         Index("ix_outbox_message_about", "about_kind", "about_id", "state"),
         # An account's messages, for its page and timeline.
         Index("ix_outbox_message_account", "account_id", "about_kind", "about_id"),
-        # Bounces (and other failures) since a time, read by jobs every few seconds.
-        Index("ix_outbox_message_failure", "failure", "created_at"),
+        # Bounces (and other failures) since a time, read by jobs every few seconds; only
+        # failed or deferred rows are in it, so queuing a message costs it nothing.
+        Index("ix_outbox_message_failure", "failure", "created_at",
+              postgresql_where=text("failure IS NOT NULL"),
+              sqlite_where=text("failure IS NOT NULL")),
         # A purged contact's messages lose their sealed copy of its address.
         Index("ix_outbox_message_recipient", "recipient_kind", "recipient_id"),
         # Retention walks the old messages.

@@ -153,6 +153,30 @@ def affected_sites(*, session: Session, incident_id: str, account_id: str | None
     return sorted(found, key=lambda site: (site.account_name, site.name))
 
 
+@dataclass(frozen=True)
+class AccountsPage:
+    """One page of an incident's affected accounts, by account ID."""
+
+    account_ids: list[str]
+    page: int
+    pages: int
+    accounts: int
+
+
+def affected_accounts_page(*, session: Session, incident_id: str, page: int,
+                           per_page: int = 50) -> AccountsPage:
+    """The accounts of one page (an incident may affect 100,000: its page shows a few)."""
+    accounts = session.exec(select(func.count(func.distinct(AffectedSite.account_id)))
+                            .where(AffectedSite.incident_id == incident_id)).one()
+    pages = max(1, -(-accounts // per_page))
+    page = min(max(page, 1), pages)
+    ids = list(session.exec(select(AffectedSite.account_id).distinct()
+                            .where(AffectedSite.incident_id == incident_id)
+                            .order_by(AffectedSite.account_id)
+                            .offset((page - 1) * per_page).limit(per_page)).all())
+    return AccountsPage(ids, page, pages, accounts)
+
+
 def computed_scope(*, session: Session, incident_id: str) -> tuple[int, int, str]:
     accounts, sites = session.exec(
         select(func.count(func.distinct(AffectedSite.account_id)), func.count())

@@ -143,7 +143,10 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
     session = request_session()
     the_desk = desk()
     incident = records.get_incident(session=session, incident_id=incident_id)
-    sites = progress.affected_sites(session=session, incident_id=incident.id)
+    shown = progress.affected_accounts_page(session=session, incident_id=incident.id,
+                                            page=request.args.get("accounts_page", 1, type=int))
+    sites = progress.affected_sites(session=session, incident_id=incident.id,
+                                    account_ids=shown.account_ids)
     stage_form = forms.pop("stage_form", None) or StageForm(prefix="move")
     stage_form.stage.choices = _choices(the_desk.stages)
     update_form = forms.pop("update_form", None) or UpdateForm(
@@ -157,6 +160,7 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
         session=session, incident_id=incident.id)
     return render_template(
         "incidents/incident.html", incident=incident, sites=sites, desk=the_desk,
+        accounts_page=shown,
         progress=progress.progress(session=session, desk=the_desk, incident_id=incident.id),
         history=progress.progress_history(session=session, desk=the_desk,
                                           incident_id=incident.id),

@@ -100,7 +100,10 @@ def upgrade() -> None:
             batch_op.alter_column(name, existing_type=sa.String(16 if 'kind' in name else 64),
                                   nullable=False)
         for name, columns in INDEXES.items():
-            batch_op.create_index(name, columns, unique=False)
+            partial = ({'postgresql_where': sa.text('failure IS NOT NULL'),
+                        'sqlite_where': sa.text('failure IS NOT NULL')}
+                       if name == 'ix_outbox_message_failure' else {})
+            batch_op.create_index(name, columns, unique=False, **partial)
 
 
 def downgrade() -> None:
