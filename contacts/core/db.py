@@ -91,9 +91,15 @@ def _copy(connection: Connection, table: Table, plan: list, rows: list[dict]) ->
     INSERT's parameter would be)."""
     columns = ", ".join(connection.dialect.identifier_preparer.quote(key) for key, _ in plan)
     cursor = connection.connection.driver_connection.cursor()
+    plain = [key for key, convert in plan if convert is _unchanged]
+    if len(plain) == len(plan):  # nothing to convert: the values as they are
+        keys = [key for key, _ in plan]
+        values = ([row[key] for key in keys] for row in rows)
+    else:
+        values = ([convert(row[key]) for key, convert in plan] for row in rows)
     with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(tuple(convert(row[key]) for key, convert in plan))
+        for row_values in values:
+            copy.write_row(row_values)
 
 
 @functools.lru_cache(maxsize=256)
@@ -105,9 +111,13 @@ def _insert_statement(table: Table, keys: tuple[str, ...], dialect) -> tuple[str
     return compiled.string, order
 
 
+def _unchanged(value):
+    return value
+
+
 def _memoized(processor):
     if processor is None:
-        return lambda value: value
+        return _unchanged
     seen: dict = {}
 
     def convert(value):

@@ -105,6 +105,21 @@ def email_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic, emai
     return _row(cipher, key, purpose, topic, "email", dict(email.__dict__), now)
 
 
+def email_rows(*, cipher: FieldCipher, purpose: str, email: Email, now: datetime,
+               recipients: list[tuple[str, Topic, str]]) -> list[dict]:
+    """The rows of one email sent to many (key, topic, address): its parts are serialized
+    once, each row's payload differs only by its address."""
+    shared = json.dumps({name: value for name, value in email.__dict__.items()
+                         if name != "to"})
+    encrypt = cipher.encrypt
+    return [{"key": key, "channel": "email", "purpose": purpose, **topic.__dict__,
+             "payload_encrypted": encrypt(f'{{"to": {json.dumps(to)}, {shared[1:]}',
+                                          context=OUTBOX_PAYLOAD),
+             "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
+             "last_error": None, "failure": None, "created_at": now, "sent_at": None}
+            for key, topic, to in recipients]
+
+
 def webhook_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic,
                 webhook: Webhook, now: datetime) -> dict:
     """An outbox row for a signed webhook, for `enqueue_rows`."""

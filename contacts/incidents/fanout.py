@@ -13,7 +13,10 @@ is skipped. Emails of the first batches leave while later ones are being expande
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,6 +42,9 @@ from contacts.vault import service as vault_service
 log = logging.getLogger(__name__)
 
 ACCOUNTS_PER_BATCH = 500
+# A run's first batch is small, so that the first emails leave at once; each next one
+# doubles, up to ACCOUNTS_PER_BATCH.
+FIRST_BATCH_ACCOUNTS = 25
 SUBSCRIBERS_PER_BATCH = 5000
 LEASE = timedelta(minutes=2)
 PHASES = ("contacts", "webhooks", "subscribers", "done")
@@ -75,6 +81,20 @@ def audience_size(*, session: Session, incident_id: str) -> int:
     return contacts + subscribers + webhooks
 
 
+@dataclass(frozen=True)
+class Cursor:
+    phase: str
+    after: str | None
+
+
+@dataclass
+class Batch:
+    rows: list[dict]
+    then: Cursor  # where the fan-out stands once these rows are queued
+    # The saved templates' failures so far, as the update records them.
+    failures: list[dict] | None = None
+
+
 class Expansion:
     """One job run's work on one update's fan-out: the update and its templates, read
     once, and the saved templates' failures over every batch of the run."""
@@ -89,61 +109,66 @@ class Expansion:
                         for language in messages.LOCALES}
         self.failures = messages.TemplateFailures(
             defaults=messages.default_sources(desk.templates_dir))
+        self.accounts_per_batch = FIRST_BATCH_ACCOUNTS
         for failure in self.update.template_failures or ():
             self.failures.failures[(failure["kind"], failure["locale"])] = dict(failure)
 
-    def step(self, session: Session, fanout: UpdateFanout, now: datetime) -> None:
-        """Queue one batch and move the cursor, in the session's transaction."""
+    def prepare(self, session: Session, at: Cursor, now: datetime) -> Batch:
+        """The next batch's rows and where the cursor goes after it (reads only)."""
+        batch = {"contacts": self._contacts, "webhooks": self._webhooks,
+                 "subscribers": self._subscribers}[at.phase](session, at, now)
+        batch.failures = self.failures.summary() or None
+        return batch
+
+    def commit(self, session: Session, fanout: UpdateFanout, batch: Batch,
+               now: datetime) -> None:
+        """Queue a batch and move the cursor, in the session's transaction."""
         update_row = session.get(IncidentUpdate, self.update.id)
         if fanout.audience is None:
             fanout.audience = audience_size(session=session, incident_id=self.incident.id)
-        rows = {"contacts": self._contacts, "webhooks": self._webhooks,
-                "subscribers": self._subscribers}[fanout.phase](session, fanout, now)
-        outbox.enqueue_rows(session=session, rows=rows)
-        fanout.queued += len(rows)
+        outbox.enqueue_rows(session=session, rows=batch.rows)
+        fanout.phase, fanout.after = batch.then.phase, batch.then.after
+        fanout.queued += len(batch.rows)
         fanout.batches += 1
         update_row.recipients = fanout.queued
-        update_row.template_failures = self.failures.summary() or None
+        update_row.template_failures = batch.failures
         if fanout.phase == "done":
             fanout.finished_at = now
             self._finished(session, update_row)
         session.add_all([fanout, update_row])
 
-    def _contacts(self, session: Session, fanout: UpdateFanout, now: datetime) -> list[dict]:
+    def _contacts(self, session: Session, at: Cursor, now: datetime) -> Batch:
         account_ids = list(session.exec(
             select(AffectedSite.account_id).distinct()
             .where(AffectedSite.incident_id == self.incident.id,
-                   col(AffectedSite.account_id) > (fanout.after or ""))
-            .order_by(AffectedSite.account_id).limit(ACCOUNTS_PER_BATCH)).all())
+                   col(AffectedSite.account_id) > (at.after or ""))
+            .order_by(AffectedSite.account_id)
+            .limit(min(self.accounts_per_batch, ACCOUNTS_PER_BATCH))).all())
+        self.accounts_per_batch *= 2
         if not account_ids:
-            fanout.phase, fanout.after = "webhooks", None
-            return []
+            return Batch([], Cursor("webhooks", None))
         views = publishing.account_views(session, self.desk, self.incident, account_ids)
         contacts = vault_service.recipients_of_accounts(session=session, vault=self.vault,
                                                         account_ids=account_ids)
-        fanout.after = account_ids[-1]
-        return publishing.contact_rows(self.desk, self.incident, self.update, views, contacts,
-                                       self.sources, self.failures, now)
+        return Batch(publishing.contact_rows(self.desk, self.incident, self.update, views,
+                                             contacts, self.sources, self.failures, now),
+                     Cursor("contacts", account_ids[-1]))
 
-    def _webhooks(self, session: Session, fanout: UpdateFanout, now: datetime) -> list[dict]:
-        fanout.phase, fanout.after = "subscribers", None
+    def _webhooks(self, session: Session, at: Cursor, now: datetime) -> Batch:
         accounts = publishing.webhook_accounts(session=session, incident_id=self.incident.id)
-        if not accounts:
-            return []
-        views = publishing.account_views(session, self.desk, self.incident, accounts)
-        return publishing.webhook_rows(session, self.desk, self.incident, self.update, views,
-                                       now)
+        views = publishing.account_views(session, self.desk, self.incident,
+                                         accounts) if accounts else {}
+        return Batch(publishing.webhook_rows(session, self.desk, self.incident, self.update,
+                                             views, now) if accounts else [],
+                     Cursor("subscribers", None))
 
-    def _subscribers(self, session: Session, fanout: UpdateFanout,
-                     now: datetime) -> list[dict]:
+    def _subscribers(self, session: Session, at: Cursor, now: datetime) -> Batch:
         rows = publishing.subscriber_rows(
             session, self.desk, self.incident, self.update, self.sources, self.failures, now,
-            after=int(fanout.after or 0), limit=SUBSCRIBERS_PER_BATCH)
+            after=int(at.after or 0), limit=SUBSCRIBERS_PER_BATCH)
         if len(rows) < SUBSCRIBERS_PER_BATCH:
-            fanout.phase, fanout.after = "done", None
-        else:
-            fanout.after = rows[-1]["recipient_id"]
-        return rows
+            return Batch(rows, Cursor("done", None))
+        return Batch(rows, Cursor("subscribers", rows[-1]["recipient_id"]))
 
     def _finished(self, session: Session, update_row: IncidentUpdate) -> None:
         actor = Actor.system("fanout")
@@ -162,7 +187,8 @@ def expand(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, upd
     fanout = session.get(UpdateFanout, update_id)
     expansion = Expansion(session=session, desk=desk, vault=vault, update_id=update_id)
     while fanout.finished_at is None:
-        expansion.step(session, fanout, now)
+        batch = expansion.prepare(session, Cursor(fanout.phase, fanout.after), now)
+        expansion.commit(session, fanout, batch, now)
     session.flush()
     return fanout.queued
 
@@ -184,6 +210,47 @@ def _claim(engine: Engine, now: datetime, lease: timedelta) -> str | None:
     return update_id
 
 
+@contextmanager
+def _batch_writer(engine: Engine, expansion: Expansion, update_id: str,
+                  clock: Callable[[], datetime],
+                  lease: timedelta) -> Iterator[Callable[[Batch], None]]:
+    """Commits each batch (its rows, the cursor, a renewed lease) in a thread while the
+    next batch is rendered, so the database's work and the renderer's overlap. One batch
+    waits at most; the batches commit in order, so a job that dies leaves the cursor at
+    the last batch committed."""
+    pending: queue.Queue = queue.Queue(maxsize=1)
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        while (batch := pending.get()) is not None:
+            if failures:
+                continue  # drain: the caller stops at its next batch
+            try:
+                with session_scope(engine) as session:
+                    fanout = session.get(UpdateFanout, update_id)
+                    now = clock()
+                    expansion.commit(session, fanout, batch, now)
+                    fanout.lease_until = None if fanout.finished_at else now + lease
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                failures.append(exc)
+
+    writer = threading.Thread(target=write, name="fanout-writer", daemon=True)
+    writer.start()
+
+    def hand(batch: Batch) -> None:
+        if failures:
+            raise failures[0]
+        pending.put(batch)
+
+    try:
+        yield hand
+    finally:
+        pending.put(None)
+        writer.join()
+    if failures:
+        raise failures[0]
+
+
 def run_pending(*, engine: Engine, desk: CommsDesk, vault: vault_service.Vault,
                 clock: Callable[[], datetime], lease: timedelta = LEASE) -> int:
     """Expand every unfinished fan-out, a batch per transaction, each under a lease that
@@ -194,16 +261,16 @@ def run_pending(*, engine: Engine, desk: CommsDesk, vault: vault_service.Vault,
         with session_scope(engine) as session:
             expansion = Expansion(session=session, desk=desk, vault=vault,
                                   update_id=update_id)
-        while True:
-            with session_scope(engine) as session:
-                fanout = session.get(UpdateFanout, update_id)
-                before = fanout.queued
-                now = clock()
-                expansion.step(session, fanout, now)
-                fanout.lease_until = None if fanout.finished_at else now + lease
-                queued += fanout.queued - before
-                finished, total = fanout.finished_at is not None, fanout.queued
-            if finished:
-                log.info("update %s queued for %d recipients", update_id, total)
-                break
+            fanout = session.get(UpdateFanout, update_id)
+            at, before = Cursor(fanout.phase, fanout.after), fanout.queued
+        with _batch_writer(engine, expansion, update_id, clock, lease) as write:
+            while at.phase != "done":
+                with session_scope(engine) as session:
+                    batch = expansion.prepare(session, at, clock())
+                write(batch)
+                at = batch.then
+        with session_scope(engine) as session:
+            total = session.get(UpdateFanout, update_id).queued
+        queued += total - before
+        log.info("update %s queued for %d recipients", update_id, total)
     return queued

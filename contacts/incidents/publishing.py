@@ -272,23 +272,23 @@ def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
         if not contacts.get(account_id):
             continue
         values = {**base, **views[account_id]}
-        rendered: dict[str, messages.Rendered] = {}
+        by_language: dict[str, list[tuple[str, outbox.Topic, str]]] = {}
         seen: set[str] = set()
         for contact in contacts[account_id]:
             if contact.email.lower() in seen:
                 continue
             seen.add(contact.email.lower())
-            language = language_of(contact.locale)
-            if language not in rendered:
-                rendered[language] = messages.render_update(sources[language], values,
-                                                            language, failures)
-            message = rendered[language]
-            rows.append(outbox.email_row(
-                cipher=desk.crypto.cipher, key=f"update:{update.id}:{account_id}:{contact.id}",
-                purpose="incident_update", now=now,
-                topic=outbox.Topic("update", update.id, "contact", contact.id, account_id),
-                email=outbox.Email(to=contact.email, subject=message.subject,
-                                   text=message.text, html=message.html, headers=headers)))
+            by_language.setdefault(language_of(contact.locale), []).append((
+                f"update:{update.id}:{account_id}:{contact.id}",
+                outbox.Topic("update", update.id, "contact", contact.id, account_id),
+                contact.email))
+        for language, recipients in by_language.items():
+            message = messages.render_update(sources[language], values, language, failures)
+            rows += outbox.email_rows(
+                cipher=desk.crypto.cipher, purpose="incident_update", now=now,
+                recipients=recipients,
+                email=outbox.Email(to="", subject=message.subject, text=message.text,
+                                   html=message.html, headers=headers))
     return rows
 
 
