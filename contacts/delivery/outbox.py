@@ -72,9 +72,10 @@ class DrainReport:
     failed: int = 0
 
 
-def message_id_for(key: str) -> str:
-    """The same Message-ID for every attempt at one message."""
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@lifeline>"
+def message_id_for(key: str, domain: str = "lifeline") -> str:
+    """The same Message-ID for every attempt at one message; `domain` is `[mail] domain`
+    (the mailer's), so a later message can name an earlier one in `References`."""
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
 def enqueue_email(*, session: Session, cipher: FieldCipher, key: str, purpose: str,
@@ -168,7 +169,7 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
                 email = Email(**_payload(cipher, message))
                 failure = _attempt(functools.partial(
                     connection.send, to=email.to, subject=email.subject, text=email.text,
-                    html=email.html, message_id=message_id_for(message.key),
+                    html=email.html, message_id=message_id_for(message.key, mailer.domain),
                     headers=email.headers))
                 _settle(message, now, report, record, failure)
                 smtp_down = getattr(failure, "server_down", False)
