@@ -9,6 +9,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
@@ -34,7 +35,7 @@ from contacts.incidents.models import (
 )
 from contacts.incidents.progress import SiteStage, affected_sites, computed_scope, progress
 from contacts.incidents.records import CLOSED_STATES, get_incident
-from contacts.incidents.subscriptions import subscription_link
+from contacts.incidents.subscriptions import unsubscribe_headers, unsubscribe_link
 from contacts.vault import service as vault_service
 
 ACCOUNT_PURPOSE = "incident-account"  # the private status link of an account
@@ -246,6 +247,7 @@ def publish(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, ac
     failures = messages.TemplateFailures(defaults=messages.default_sources(desk.templates_dir))
     rows = []
     headers = {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
+    first = _first_update_id(session, incident.id, update)
     for account_id in sorted(views):
         if not contacts[account_id]:
             continue
@@ -265,9 +267,12 @@ def publish(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, ac
                 cipher=desk.crypto.cipher, key=f"update:{update.id}:{account_id}:{contact.id}",
                 purpose="incident_update", now=now,
                 email=outbox.Email(to=contact.email, subject=message.subject,
-                                   text=message.text, html=message.html, headers=headers)))
+                                   text=message.text, html=message.html, headers={
+                                       **headers, **thread_headers(
+                                           desk, first, update, f"{account_id}:{contact.id}")})))
     rows += _webhook_rows(session, desk, incident, update, views, now)
-    rows += _subscriber_rows(session, desk, base, sources, update, headers, now, failures)
+    rows += _subscriber_rows(session, desk, base, sources, update, headers, now, failures,
+                             first)
     update.template_failures = failures.summary() or None
     session.flush()
     outbox.enqueue_rows(session=session, rows=rows)
@@ -283,6 +288,25 @@ def publish(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, ac
     audit.record(session, actor, "incident.update_published", target_kind="incident",
                  target_id=incident.id, update=update.id, recipients=len(rows))
     return update
+
+
+def _first_update_id(session: Session, incident_id: str, update: IncidentUpdate) -> str:
+    if update.number == 1:
+        return update.id
+    return session.exec(select(IncidentUpdate.id).where(
+        IncidentUpdate.incident_id == incident_id, IncidentUpdate.number == 1)).one()
+
+
+def thread_headers(desk: CommsDesk, first_update_id: str, update: IncidentUpdate,
+                   recipient: str) -> dict[str, str]:
+    """Later updates answer the incident's first email to the same recipient (whose
+    Message-ID comes from its outbox key, as the drain makes it), so mail clients show an
+    incident as one thread; `recipient` is the key's tail (`<account>:<contact>`,
+    `public:<subscriber>`)."""
+    if first_update_id == update.id:
+        return {}
+    first = outbox.message_id_for(f"update:{first_update_id}:{recipient}", desk.mail_domain)
+    return {"In-Reply-To": first, "References": first}
 
 
 def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
@@ -360,10 +384,14 @@ def _webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update:
     return rows
 
 
+STOP_LINE = {"en": "Stop these emails", "fr": "Ne plus recevoir ces e-mails"}
+
+
 def _subscriber_rows(session: Session, desk: CommsDesk, base: dict, sources: dict, update,
-                     headers: dict, now: datetime,
-                     failures: messages.TemplateFailures) -> list[dict]:
-    """The public audience: confirmed subscribers, rendered once per language."""
+                     headers: dict, now: datetime, failures: messages.TemplateFailures,
+                     first_update_id: str) -> list[dict]:
+    """The public audience: confirmed subscribers, rendered once per language; each email
+    with its one-click unsubscribe link, in the headers (RFC 8058) and in both bodies."""
     rows, rendered = [], {}
     for subscriber in session.exec(select(Subscriber).where(
             col(Subscriber.confirmed_at).is_not(None),
@@ -374,13 +402,23 @@ def _subscriber_rows(session: Session, desk: CommsDesk, base: dict, sources: dic
                 **base, "account_name": "", "account_percentage": "", "account_sites": [],
                 "private_link": ""}, language, failures)
         message = rendered[language]
-        stop = subscription_link(desk, subscriber.id, "stop")
+        stop = unsubscribe_link(desk, subscriber.id)
         rows.append(outbox.email_row(
             cipher=desk.crypto.cipher, key=f"update:{update.id}:public:{subscriber.id}",
             purpose="incident_update", now=now,
             email=outbox.Email(
                 to=desk.crypto.cipher.decrypt(subscriber.email_encrypted,
                                               context=SUBSCRIBER_EMAIL),
-                subject=message.subject, text=f"{message.text}\nStop these emails: {stop}\n",
-                html=message.html, headers={**headers, "List-Unsubscribe": f"<{stop}>"})))
+                subject=message.subject,
+                text=f"{message.text}\n{STOP_LINE[language]}: {stop}\n",
+                html=_with_stop_link(message.html, stop, STOP_LINE[language]),
+                headers={**headers, **unsubscribe_headers(stop), **thread_headers(
+                    desk, first_update_id, update, f"public:{subscriber.id}")})))
     return rows
+
+
+def _with_stop_link(html: str, link: str, label: str) -> str:
+    """The HTML body with the stop link as its last paragraph (inside <body> if it has one)."""
+    paragraph = f'<p><a href="{escape(link)}">{escape(label)}</a></p>\n'
+    end = html.lower().rfind("</body>")
+    return html[:end] + paragraph + html[end:] if end >= 0 else html + paragraph
