@@ -85,9 +85,10 @@ class Topic:
     account_id: str | None = None
 
 
-def message_id_for(key: str) -> str:
-    """The same Message-ID for every attempt at one message."""
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@lifeline>"
+def message_id_for(key: str, domain: str = "lifeline") -> str:
+    """The same Message-ID for every attempt at one message; `domain` is `[mail] domain`
+    (the mailer's), so a later message can name an earlier one in `References`."""
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
 def enqueue_email(*, session: Session, cipher: FieldCipher, key: str, purpose: str,
@@ -106,18 +107,23 @@ def email_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic, emai
 
 
 def email_rows(*, cipher: FieldCipher, purpose: str, email: Email, now: datetime,
-               recipients: list[tuple[str, Topic, str]]) -> list[dict]:
-    """The rows of one email sent to many (key, topic, address): its parts are serialized
-    once, each row's payload differs only by its address."""
+               recipients: list[tuple[str, Topic, str, dict[str, str]]]) -> list[dict]:
+    """The rows of one email sent to many (key, topic, address, headers of its own added
+    to the email's): its parts are serialized once, each row's payload differs only by its
+    address and headers."""
     shared = json.dumps({name: value for name, value in email.__dict__.items()
-                         if name != "to"})
+                         if name not in ("to", "headers")})
     encrypt = cipher.encrypt
+
+    def payload(to: str, headers: dict[str, str]) -> str:
+        own = json.dumps({**email.headers, **headers})
+        return f'{{"to": {json.dumps(to)}, "headers": {own}, {shared[1:]}'
+
     return [{"key": key, "channel": "email", "purpose": purpose, **topic.__dict__,
-             "payload_encrypted": encrypt(f'{{"to": {json.dumps(to)}, {shared[1:]}',
-                                          context=OUTBOX_PAYLOAD),
+             "payload_encrypted": encrypt(payload(to, headers), context=OUTBOX_PAYLOAD),
              "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
              "last_error": None, "failure": None, "created_at": now, "sent_at": None}
-            for key, topic, to in recipients]
+            for key, topic, to, headers in recipients]
 
 
 def webhook_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic,
@@ -196,7 +202,7 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
                 email = Email(**_payload(cipher, message))
                 failure = _attempt(functools.partial(
                     connection.send, to=email.to, subject=email.subject, text=email.text,
-                    html=email.html, message_id=message_id_for(message.key),
+                    html=email.html, message_id=message_id_for(message.key, mailer.domain),
                     headers=email.headers))
                 _settle(message, now, report, record, failure)
                 smtp_down = getattr(failure, "server_down", False)

@@ -9,6 +9,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
@@ -36,7 +37,7 @@ from contacts.incidents.models import (
 )
 from contacts.incidents.progress import SiteStage, affected_sites, computed_scope, progress
 from contacts.incidents.records import CLOSED_STATES, get_incident
-from contacts.incidents.subscriptions import subscription_link
+from contacts.incidents.subscriptions import unsubscribe_headers, unsubscribe_link
 from contacts.vault import service as vault_service
 
 ACCOUNT_PURPOSE = "incident-account"  # the private status link of an account
@@ -263,9 +264,11 @@ def update_values(desk: CommsDesk, incident: Incident, update: IncidentUpdate) -
 
 def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
                  views: dict[str, dict], contacts: dict[str, list], sources: dict,
-                 failures: messages.TemplateFailures, now: datetime) -> list[dict]:
+                 failures: messages.TemplateFailures, now: datetime,
+                 first_update_id: str) -> list[dict]:
     """One outbox row per address of each account's contacts (an address twice in one
-    account is told once), rendered once per account and language."""
+    account is told once), rendered once per account and language; later updates thread
+    under the first (`thread_headers`)."""
     rows = []
     base, headers = _values(desk, incident, update), update_headers(incident)
     for account_id in sorted(views):
@@ -281,7 +284,8 @@ def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
             by_language.setdefault(language_of(contact.locale), []).append((
                 f"update:{update.id}:{account_id}:{contact.id}",
                 outbox.Topic("update", update.id, "contact", contact.id, account_id),
-                contact.email))
+                contact.email,
+                thread_headers(desk, first_update_id, update, f"{account_id}:{contact.id}")))
         for language, recipients in by_language.items():
             message = messages.render_update(sources[language], values, language, failures)
             rows += outbox.email_rows(
@@ -290,6 +294,26 @@ def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
                 email=outbox.Email(to="", subject=message.subject, text=message.text,
                                    html=message.html, headers=headers))
     return rows
+
+
+def first_update_of(session: Session, incident_id: str, update: IncidentUpdate) -> str:
+    """The ID of the incident's first update (the one later updates thread under)."""
+    if update.number == 1:
+        return update.id
+    return session.exec(select(IncidentUpdate.id).where(
+        IncidentUpdate.incident_id == incident_id, IncidentUpdate.number == 1)).one()
+
+
+def thread_headers(desk: CommsDesk, first_update_id: str, update: IncidentUpdate,
+                   recipient: str) -> dict[str, str]:
+    """Later updates answer the incident's first email to the same recipient (whose
+    Message-ID comes from its outbox key, as the drain makes it), so mail clients show an
+    incident as one thread; `recipient` is the key's tail (`<account>:<contact>`,
+    `public:<subscriber>`)."""
+    if first_update_id == update.id:
+        return {}
+    first = outbox.message_id_for(f"update:{first_update_id}:{recipient}", desk.mail_domain)
+    return {"In-Reply-To": first, "References": first}
 
 
 def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
@@ -379,11 +403,16 @@ def webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update: 
     return rows
 
 
+STOP_LINE = {"en": "Stop these emails", "fr": "Ne plus recevoir ces e-mails"}
+
+
 def subscriber_rows(session: Session, desk: CommsDesk, incident: Incident,
                     update: IncidentUpdate, sources: dict, failures: messages.TemplateFailures,
-                    now: datetime, *, after: int, limit: int) -> list[dict]:
+                    now: datetime, first_update_id: str, *, after: int,
+                    limit: int) -> list[dict]:
     """The public audience: confirmed subscribers with an ID above `after` (a keyset),
-    `limit` at most, rendered once per language."""
+    `limit` at most, rendered once per language; each email with its one-click
+    unsubscribe link, in the headers (RFC 8058) and in both bodies."""
     rows, rendered = [], {}
     base, headers = _values(desk, incident, update), update_headers(incident)
     for subscriber in session.exec(select(Subscriber).where(
@@ -395,7 +424,7 @@ def subscriber_rows(session: Session, desk: CommsDesk, incident: Incident,
                 **base, "account_name": "", "account_percentage": "", "account_sites": [],
                 "private_link": ""}, language, failures)
         message = rendered[language]
-        stop = subscription_link(desk, subscriber.id, "stop")
+        stop = unsubscribe_link(desk, subscriber.id)
         rows.append(outbox.email_row(
             cipher=desk.crypto.cipher, key=f"update:{update.id}:public:{subscriber.id}",
             purpose="incident_update", now=now,
@@ -403,6 +432,16 @@ def subscriber_rows(session: Session, desk: CommsDesk, incident: Incident,
             email=outbox.Email(
                 to=desk.crypto.cipher.decrypt(subscriber.email_encrypted,
                                               context=SUBSCRIBER_EMAIL),
-                subject=message.subject, text=f"{message.text}\nStop these emails: {stop}\n",
-                html=message.html, headers={**headers, "List-Unsubscribe": f"<{stop}>"})))
+                subject=message.subject,
+                text=f"{message.text}\n{STOP_LINE[language]}: {stop}\n",
+                html=_with_stop_link(message.html, stop, STOP_LINE[language]),
+                headers={**headers, **unsubscribe_headers(stop), **thread_headers(
+                    desk, first_update_id, update, f"public:{subscriber.id}")})))
     return rows
+
+
+def _with_stop_link(html: str, link: str, label: str) -> str:
+    """The HTML body with the stop link as its last paragraph (inside <body> if it has one)."""
+    paragraph = f'<p><a href="{escape(link)}">{escape(label)}</a></p>\n'
+    end = html.lower().rfind("</body>")
+    return html[:end] + paragraph + html[end:] if end >= 0 else html + paragraph

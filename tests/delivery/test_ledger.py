@@ -90,6 +90,8 @@ def test_each_failure_is_recorded_with_its_kind(app, engine):
     from contacts.core.mail import MailFailed
 
     class Refusing:
+        domain = "lifeline.test"
+
         def __init__(self, failure):
             self.failure = failure
 
