@@ -60,9 +60,14 @@ def quick_password_hashing():
 
 
 @pytest.fixture(scope="session")
-def service_secrets(tmp_path_factory):
-    keys_dir = tmp_path_factory.mktemp("keys")
-    return load_secrets(keys_dir, {}, generate=True)
+def service_keys_dir(tmp_path_factory) -> Path:
+    """Where the test apps' keys are: a process of the tests' own loads them from there."""
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="session")
+def service_secrets(service_keys_dir):
+    return load_secrets(service_keys_dir, {}, generate=True)
 
 
 def _pg_admin_connection():
