@@ -36,14 +36,18 @@ def counts_about(*, session: Session, about_kind: str, about_ids: list[str],
     found = {about_id: {state: 0 for state in STATES} for about_id in about_ids}
     if not about_ids:
         return found
-    query = (select(OutboxMessage.about_id, OutboxMessage.state, func.count())
-             .where(OutboxMessage.about_kind == about_kind,
-                    col(OutboxMessage.about_id).in_(about_ids)))
+    query = select(OutboxMessage.about_id, OutboxMessage.state, func.count()).where(
+        OutboxMessage.about_kind == about_kind)
     if account_id is not None:
+        # An account's messages are few: all of its messages of this kind, by the account's
+        # index (SQLite would otherwise walk every message of an update for one account's).
         query = query.where(OutboxMessage.account_id == account_id)
+    else:
+        query = query.where(col(OutboxMessage.about_id).in_(about_ids))
     for about_id, state, number in session.exec(
             query.group_by(OutboxMessage.about_id, OutboxMessage.state)):
-        found[about_id][state] = number
+        if about_id in found:
+            found[about_id][state] = number
     return found
 
 

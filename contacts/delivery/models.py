@@ -27,7 +27,7 @@ class OutboxMessage(SQLModel, table=True):
         # Counts per update, an incident's proof: what a message is about.
         Index("ix_outbox_message_about", "about_kind", "about_id", "state"),
         # An account's messages, for its page and timeline.
-        Index("ix_outbox_message_account", "account_id", "about_kind", "about_id"),
+        Index("ix_outbox_message_account", "account_id", "about_kind", "about_id", "state"),
         # Bounces (and other failures) since a time, read by jobs every few seconds; only
         # failed or deferred rows are in it, so queuing a message costs it nothing.
         Index("ix_outbox_message_failure", "failure", "created_at",

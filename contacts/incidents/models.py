@@ -44,7 +44,9 @@ class AffectedSite(SQLModel, table=True):
 
     __tablename__ = "affected_site"
     __table_args__ = (Index("ix_affected_site_account", "incident_id", "account_id"),
-                      Index("ix_affected_site_by_account", "account_id"))
+                      Index("ix_affected_site_by_account", "account_id"),
+                      # The incident's progress, counted by stage from the index alone.
+                      Index("ix_affected_site_stage", "incident_id", "stage"))
 
     incident_id: str = Field(sa_column=Column(String(40), ForeignKey("incident.id"),
                                               primary_key=True))

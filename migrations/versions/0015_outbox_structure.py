@@ -20,7 +20,7 @@ depends_on = None
 
 INDEXES = {
     'ix_outbox_message_about': ['about_kind', 'about_id', 'state'],
-    'ix_outbox_message_account': ['account_id', 'about_kind', 'about_id'],
+    'ix_outbox_message_account': ['account_id', 'about_kind', 'about_id', 'state'],
     'ix_outbox_message_failure': ['failure', 'created_at'],
     'ix_outbox_message_recipient': ['recipient_kind', 'recipient_id'],
     'ix_outbox_message_created': ['created_at'],

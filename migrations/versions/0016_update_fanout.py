@@ -1,4 +1,5 @@
-"""update fan-out: an update's audience is queued by a job, a batch at a time
+"""update fan-out: an update's audience is queued by a job, a batch at a time; an
+incident's progress counted from an index
 
 Revision ID: 0016
 Revises: 0015
@@ -32,9 +33,11 @@ def upgrade() -> None:
     )
     op.create_index('ix_update_fanout_incident_id', 'update_fanout', ['incident_id'])
     op.create_index('ix_update_fanout_pending', 'update_fanout', ['finished_at', 'lease_until'])
+    op.create_index('ix_affected_site_stage', 'affected_site', ['incident_id', 'stage'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_affected_site_stage', table_name='affected_site')
     op.drop_index('ix_update_fanout_pending', table_name='update_fanout')
     op.drop_index('ix_update_fanout_incident_id', table_name='update_fanout')
     op.drop_table('update_fanout')
