@@ -36,7 +36,7 @@ from contacts.delivery import outcomes
 from contacts.delivery import webhook as transport
 from contacts.delivery.models import OUTBOX_PAYLOAD, STATES, OutboxMessage
 from contacts.delivery.smtp_client import Letter
-from contacts.delivery.smtp_lane import SmtpPool
+from contacts.delivery.smtp_lane import SmtpPool, outcome_backlog
 from contacts.delivery.webhook import WebhookFailed, WebhookPolicy
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,16 @@ def _claim(engine: Engine, now: datetime, limit: int, lease: timedelta = LEASE, 
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         claimed = list(session.exec(query))
+        session.expunge_all()
+        if claimed:  # one statement for the batch, not one UPDATE a row
+            session.execute(update(OutboxMessage)
+                            .where(col(OutboxMessage.id).in_([m.id for m in claimed]))
+                            .values(lease_until=now + lease,
+                                    attempts=OutboxMessage.attempts + 1)
+                            .execution_options(synchronize_session=False))
         for message in claimed:
             message.lease_until = now + lease
             message.attempts += 1
-        session.flush()
-        session.expunge_all()
     return claimed
 
 
@@ -169,7 +174,8 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
     letters = [_letter(cipher, mailer, message) for message in claimed]
     try:
         with (contextlib.nullcontext(pool) if pool else SmtpPool(mailer)) as lane, \
-                outcomes.batched_writer(engine, backlog=lane.connections) as record:
+                outcomes.batched_writer(
+                    engine, backlog=outcome_backlog(lane.connections)) as record:
             handed_back = lane.deliver(letters, lambda letter, failure: _settle(
                 letter.tag, now, report, record, failure))
     finally:

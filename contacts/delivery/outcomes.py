@@ -1,6 +1,7 @@
-"""The email lane's outcomes, committed by a thread while the pool keeps sending: whatever
-outcomes arrived during the last commit go in the next one (the sent ones as one UPDATE),
-so a busy lane commits a few times a round trip instead of once a message.
+"""The email lane's outcomes, committed by a thread while the pool keeps sending: what
+arrived during the last commit, or within `LINGER` of the first outcome waiting, goes in
+the next one (the sent ones as one UPDATE), so a busy lane commits every few messages
+instead of once a message.
 
 The backlog is held to `backlog` outcomes (the caller waits beyond it), so a sender killed
 at any moment leaves at most that many, plus those being written, to be sent again, with
@@ -32,6 +33,8 @@ _EACH = {
 }
 
 Record = Callable[[int, str, dict], None]
+# Seconds the writer waits for more outcomes to commit with the first one waiting.
+LINGER = 0.02
 
 
 @contextmanager
@@ -56,6 +59,10 @@ def batched_writer(engine: Engine, backlog: int) -> Iterator[Record]:
                                 changed.wait()
                             if not waiting:
                                 break
+                            # Let a few more arrive: one statement for several outcomes
+                            # costs the database and us about what one costs.
+                            changed.wait_for(lambda: len(waiting) >= backlog // 2
+                                             or state["closing"], timeout=LINGER)
                             taken = list(waiting)
                         _commit(connection, taken)
                         with changed:
@@ -81,7 +88,8 @@ def batched_writer(engine: Engine, backlog: int) -> Iterator[Record]:
             if state["failure"] is not None:
                 raise state["failure"]
             waiting.append((message_id, name, values))
-            changed.notify_all()
+            if len(waiting) in (1, backlog // 2):  # what the writer waits for; no more
+                changed.notify_all()
 
     try:
         yield record

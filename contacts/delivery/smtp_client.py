@@ -80,7 +80,8 @@ class SmtpSession:
             await session._start(context)
         except (ConnectionLost, RelayUnavailable, OSError, ssl.SSLError) as exc:
             session.abort()
-            reason = exc.args[0] if isinstance(exc, RelayUnavailable) else type(exc).__name__
+            reason = (exc.args[0] if isinstance(exc, RelayUnavailable | ConnectionLost)
+                      else type(exc).__name__)
             raise RelayUnavailable(reason) from None
         return session
 
@@ -131,25 +132,36 @@ class SmtpSession:
 
     async def reply(self) -> tuple[int, list[str]]:
         """One reply, all its lines; a drop, a timeout or a malformed reply is ConnectionLost."""
-        lines: list[str] = []
+        return (await self.replies(1, []))[0]
+
+    async def replies(self, count: int, answers: list) -> list[tuple[int, list[str]]]:
+        """The next `count` replies (a flight's), within one timeout, into `answers`: when
+        the connection is lost mid-way, those read before are there."""
         try:
-            while len(lines) < MAX_REPLY_LINES:
-                raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
-                if not raw.endswith(b"\n"):
-                    raise ConnectionLost("dropped")
-                text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
-                    raise ConnectionLost("not an SMTP reply")
-                lines.append(text[4:])
-                if text[3:4] != "-":
-                    code = int(text[:3])
-                    if code == 421:
-                        raise ConnectionLost("421 closing")
-                    return code, lines
+            async with asyncio.timeout(self.timeout):
+                for _ in range(count):
+                    answers.append(await self._read_reply())
         except (OSError, ValueError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
             raise ConnectionLost("dropped") from None
         except TimeoutError:
             raise ConnectionLost("timed out") from None
+        return answers
+
+    async def _read_reply(self) -> tuple[int, list[str]]:
+        lines: list[str] = []
+        while len(lines) < MAX_REPLY_LINES:
+            raw = await self.reader.readline()
+            if not raw.endswith(b"\n"):
+                raise ConnectionLost("dropped")
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
+                raise ConnectionLost("not an SMTP reply")
+            lines.append(text[4:])
+            if text[3:4] != "-":
+                code = int(text[:3])
+                if code == 421:
+                    raise ConnectionLost("421 closing")
+                return code, lines
         raise ConnectionLost("a reply of too many lines")
 
     async def send(self, take: Callable[[], Awaitable[Letter | None]],
@@ -201,22 +213,27 @@ class SmtpSession:
             flight += [b"RSET\r\n"] if reset else []
             flight += [self._envelope(letter)] if letter is not None else []
             self.writer.write(b"".join(flight))
+            expected = (on_wire is not None) + reset + 3 * (letter is not None)
+            read: list[tuple[int, list[str]]] = []
             try:
-                if on_wire is not None:
-                    code, _ = await self.reply()
-                    finished, on_wire = on_wire, None
-                    outcome(finished, _data_outcome(self.where, code))
-                if reset:
-                    reset = False
-                    if (await self.reply())[0] != 250:
-                        raise ConnectionLost("RSET refused")
-                if letter is None:
-                    continue
-                (mail, _), (rcpt, _), (data, _) = (await self.reply(), await self.reply(),
-                                                   await self.reply())
+                await self.replies(expected, read)
             except ConnectionLost as lost:
+                if on_wire is not None and read:  # its answer came before the loss
+                    outcome(on_wire, _data_outcome(self.where, read[0][0]))
+                    on_wire = None
                 return Dropped(lost.args[0], unknown=[on_wire] if on_wire else [],
                                unsent=[letter] if letter else [])
+            answers = iter(read)
+            if on_wire is not None:
+                finished, on_wire = on_wire, None
+                outcome(finished, _data_outcome(self.where, next(answers)[0]))
+            if reset:
+                reset = False
+                if next(answers)[0] != 250:
+                    return Dropped("RSET refused", unsent=[letter] if letter else [])
+            if letter is None:
+                continue
+            (mail, _), (rcpt, _), (data, _) = answers
             if data == 354 and mail == 250 and rcpt in (250, 251):
                 on_wire = letter
                 continue

@@ -47,11 +47,17 @@ class PoolSettings:
                    rate_per_second=settings.delivery_smtp_rate_per_second)
 
 
+def outcome_backlog(connections: int) -> int:
+    """Outcomes a pool may have waiting for the writer: enough that a commit never holds
+    the sessions up, few enough to bound what a killed worker sends twice."""
+    return connections + 8
+
+
 def in_flight_per_worker(connections: int) -> int:
     """Messages a killed worker may have had accepted by the relay and not yet recorded:
-    one on the wire per session, and the outcome writer's backlog (as long as the pool,
-    those being written included). Each is sent again with the same Message-ID."""
-    return 2 * connections
+    one on the wire per session, and the outcome writer's backlog (those being written
+    included). Each is sent again with the same Message-ID."""
+    return connections + outcome_backlog(connections)
 
 
 class Relay:

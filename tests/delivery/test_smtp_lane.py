@@ -158,6 +158,17 @@ def test_a_dropped_session_sends_again_only_the_message_whose_outcome_was_unknow
     assert relay.sessions == 2
 
 
+def test_an_address_with_a_line_break_is_refused_and_never_written_to_the_relay(app):
+    relay = Relay()
+    smuggled = "victim@example.org>\r\nRCPT TO:<other@example.net"
+    _queue(app, [smuggled, RECIPIENTS[0]])
+    with smtp_server_with(relay) as port:
+        report = _drain(app, port, connections=1)
+    assert (report.sent, report.failed) == (1, 1)
+    assert [to for to, _ in relay.received] == [RECIPIENTS[0]]
+    assert _rows(app)[smuggled].last_error.startswith(outbox.BOUNCED)
+
+
 @contextlib.contextmanager
 def _silent_server():
     """A port that accepts connections (the kernel's backlog) and never says a word."""
