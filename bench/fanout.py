@@ -117,18 +117,14 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL server process (backends and background work)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                name = (entry / "comm").read_text().strip()
-            except OSError:
-                continue
-            if name.startswith("postgres"):
-                total += process_cpu(int(entry.name))
-    return total
+def postgres_cpu(database: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to `database` (the senders' and the
+    bench's own), by process ID: other databases' backends on a shared server are left out,
+    and so is the server's background work (WAL writer, checkpointer)."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        pids = [row[0] for row in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,))]
+    return {pid: process_cpu(pid) for pid in pids}
 
 
 @dataclass
@@ -157,14 +153,16 @@ class Meter:
     """CPU of the sink, and of the database server when the run uses it, from the start of
     a run to its end."""
 
-    def __init__(self, sink: subprocess.Popen, database: bool = True):
-        self.sink = sink
-        self.database = postgres_cpu() if database else None
+    def __init__(self, sink: subprocess.Popen, database: str | None = None):
+        self.sink, self.database_name = sink, database
+        self.database = postgres_cpu(database) if database else None
         self.sink_cpu = process_cpu(sink.pid)
         self.started = time.perf_counter()
 
     def run(self, messages: int, client_cpu: float) -> Run:
-        database = None if self.database is None else postgres_cpu() - self.database
+        database = None if self.database is None else sum(
+            cpu - self.database.get(pid, 0.0)
+            for pid, cpu in postgres_cpu(self.database_name).items())
         return Run(messages=messages, seconds=time.perf_counter() - self.started,
                    client_cpu=client_cpu, database_cpu=database,
                    sink_cpu=process_cpu(self.sink.pid) - self.sink_cpu)
@@ -172,7 +170,7 @@ class Meter:
 
 def smtp_source_run(sink: subprocess.Popen, port: int, sessions: int, messages: int,
                     size: int) -> Run:
-    meter = Meter(sink, database=False)
+    meter = Meter(sink)
     source = subprocess.Popen(["smtp-source", "-d", "-s", str(sessions), "-m", str(messages),
                                "-l", str(size), "-t", "someone@example.net",
                                f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
@@ -228,7 +226,7 @@ def delivery_run(database_url: str, keys_dir: Path, sink: subprocess.Popen, port
         for process in processes:
             if process.stdout.readline().strip() != "ready":
                 raise SystemExit("a sender did not start")
-        meter = Meter(sink)
+        meter = Meter(sink, database=engine.url.database)
         for process in processes:
             process.stdin.write("go\n")
             process.stdin.flush()
