@@ -34,7 +34,7 @@ _EACH = {
 
 Record = Callable[[int, str, dict], None]
 # Seconds the writer waits for more outcomes to commit with the first one waiting.
-LINGER = 0.02
+LINGER = 0.05
 
 
 @contextmanager
