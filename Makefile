@@ -52,7 +52,7 @@ migration: install
 # benchmarks.
 bench: install wrk
 	@found=0; for script in bench/*.py; do [ -e "$$script" ] || continue; \
-	  case $$script in *_app.py|*_data.py) continue;; esac; found=1; \
+	  case $$script in *_app.py|*_data.py|*_proxy.py) continue;; esac; found=1; \
 	  echo "== $$script"; $(BIN)/python $$script || exit 1; done; \
 	[ $$found = 1 ] || echo "no benchmark yet (see docs/BENCHMARKS.md)"
 

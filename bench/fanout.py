@@ -1,9 +1,13 @@
-"""Fan-out benchmark (issue 6): publishing one update to 100,000 recipients, then delivering
-it to Postfix's smtp-sink with 1, 2 and 4 connections, against smtp-source sending messages
-of the same size to the same sink with the same connection counts, in the same run.
+"""Fan-out benchmark (issues 6 and 18): publishing one update to 100,000 recipients, then
+delivering it to Postfix's smtp-sink by one worker process (its pool of SMTP sessions),
+against smtp-source -d sending messages of the same size to the same sink with as many
+sessions, in the same run: on loopback (1, 4 and 20 sessions), then through a relay 50 ms
+away (bench/delay_proxy.py: 25 ms each way, in front of the same sink; 1, 20 and 50
+sessions), and last the whole audience through that relay with 20 sessions.
 
-PostgreSQL (several senders share the outbox only there). `--recipients` sizes the vault,
-`--deliver` how many messages each delivery run sends (the rate is what is compared).
+PostgreSQL. `--recipients` sizes the vault, `--deliver` how many messages each loopback run
+sends, `--wan-per-session` how many each WAN run sends per session (smtp-source a quarter of
+that: it is slower), `--wan-deliver` the last run (0 skips it).
 Postfix's tools come from Debian (`scripts/ensure-postfix-tools.sh`).
 
 Where the time goes: each run also prints the CPU it cost per message, split between the
@@ -30,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +54,7 @@ from contacts.core.services import services  # noqa: E402
 from contacts.core.settings import load_secrets  # noqa: E402
 from contacts.delivery import outbox  # noqa: E402
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage  # noqa: E402
+from contacts.delivery.smtp_lane import PoolSettings, SmtpPool  # noqa: E402
 from contacts.incidents import fanout, progress, publishing, records  # noqa: E402
 from contacts.incidents.desk import CommsDesk  # noqa: E402
 from contacts.vault import service as vault_service  # noqa: E402
@@ -58,7 +64,9 @@ from contacts.vault.schemas import AccountIn  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONTACTS_PER_ACCOUNT = 3
-CONNECTIONS = (1, 2, 4)
+CONNECTIONS = (1, 4, 20)  # on loopback
+WAN_SESSIONS = (1, 20, 50)  # through the relay 50 ms away
+WAN_DELAY_MS = 25.0  # each way
 
 
 def free_port() -> int:
@@ -109,18 +117,14 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL server process (backends and background work)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                name = (entry / "comm").read_text().strip()
-            except OSError:
-                continue
-            if name.startswith("postgres"):
-                total += process_cpu(int(entry.name))
-    return total
+def postgres_cpu(database: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend connected to `database` (the senders' and the
+    bench's own), by process ID: other databases' backends on a shared server are left out,
+    and so is the server's background work (WAL writer, checkpointer)."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        pids = [row[0] for row in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,))]
+    return {pid: process_cpu(pid) for pid in pids}
 
 
 @dataclass
@@ -149,14 +153,16 @@ class Meter:
     """CPU of the sink, and of the database server when the run uses it, from the start of
     a run to its end."""
 
-    def __init__(self, sink: subprocess.Popen, database: bool = True):
-        self.sink = sink
-        self.database = postgres_cpu() if database else None
+    def __init__(self, sink: subprocess.Popen, database: str | None = None):
+        self.sink, self.database_name = sink, database
+        self.database = postgres_cpu(database) if database else None
         self.sink_cpu = process_cpu(sink.pid)
         self.started = time.perf_counter()
 
     def run(self, messages: int, client_cpu: float) -> Run:
-        database = None if self.database is None else postgres_cpu() - self.database
+        database = None if self.database is None else sum(
+            cpu - self.database.get(pid, 0.0)
+            for pid, cpu in postgres_cpu(self.database_name).items())
         return Run(messages=messages, seconds=time.perf_counter() - self.started,
                    client_cpu=client_cpu, database_cpu=database,
                    sink_cpu=process_cpu(self.sink.pid) - self.sink_cpu)
@@ -164,7 +170,7 @@ class Meter:
 
 def smtp_source_run(sink: subprocess.Popen, port: int, sessions: int, messages: int,
                     size: int) -> Run:
-    meter = Meter(sink, database=False)
+    meter = Meter(sink)
     source = subprocess.Popen(["smtp-source", "-d", "-s", str(sessions), "-m", str(messages),
                                "-l", str(size), "-t", "someone@example.net",
                                f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL)
@@ -191,14 +197,27 @@ def queued(engine) -> int:
             "SELECT count(*) FROM outbox_message WHERE state = 'queued'")).scalar_one()
 
 
+def delay_proxy(target_port: int) -> tuple[subprocess.Popen, int]:
+    """The relay 50 ms away: bench/delay_proxy.py in front of `target_port`."""
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, str(ROOT / "bench" / "delay_proxy.py"),
+                              str(port), str(target_port), str(WAN_DELAY_MS)],
+                             stdout=subprocess.PIPE, text=True)
+    if proxy.stdout.readline().strip() != "ready":
+        raise SystemExit("the delay proxy did not start")
+    return proxy, port
+
+
 def delivery_run(database_url: str, keys_dir: Path, sink: subprocess.Popen, port: int,
-                 senders: int, engine, messages: int, profile: Path | None = None) -> Run:
-    """`senders` processes, one SMTP connection each, drain until nothing is queued. The
-    clock starts when every sender has started up (as the delivery loops of running workers
-    have), so Python's start-up is not counted against the senders; each sender reports
-    the CPU it spent from then on."""
+                 connections: int, engine, messages: int, profile: Path | None = None,
+                 senders: int = 1) -> Run:
+    """`senders` processes (one worker's delivery loop each: a pool of `connections` SMTP
+    sessions) drain until nothing is queued. The clock starts when every sender has
+    started up (as the delivery loops of running workers have), so Python's start-up is
+    not counted against the senders; each sender reports the CPU it spent from then on."""
     requeue(engine, messages)
-    command = [sys.executable, __file__, "--sender", database_url, str(keys_dir), str(port)]
+    command = [sys.executable, __file__, "--sender", database_url, str(keys_dir), str(port),
+               str(connections)]
     if profile is not None:
         command += ["--profile-to", str(profile)]
     processes = [subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
@@ -207,7 +226,7 @@ def delivery_run(database_url: str, keys_dir: Path, sink: subprocess.Popen, port
         for process in processes:
             if process.stdout.readline().strip() != "ready":
                 raise SystemExit("a sender did not start")
-        meter = Meter(sink)
+        meter = Meter(sink, database=engine.url.database)
         for process in processes:
             process.stdin.write("go\n")
             process.stdin.flush()
@@ -266,14 +285,17 @@ class ThreadProfiles:
             pstats.Stats(*self.profiles[1:]).dump_stats(f"{path}.outcomes")
 
 
-def sender(database_url: str, keys_dir: str, port: int, profile_to: str | None) -> int:
-    """One sender process: drains the outbox over one SMTP connection until it is empty,
+def sender(database_url: str, keys_dir: str, port: int, connections: int,
+           profile_to: str | None) -> int:
+    """One sender process: drains the outbox as a worker's delivery loop does (a pool of
+    `connections` SMTP sessions, the shipped batch size and recycling) until it is empty,
     then prints the CPU seconds it spent doing so."""
     app = create_app({"database_url": database_url,
                       "secrets": load_secrets(Path(keys_dir), {}, generate=False)})
     engine = services(app).engine
     cipher = services(app).crypto.cipher
     mailer = Mailer(host="127.0.0.1", port=port, sender="status@lifeline.bench")
+    pool = SmtpPool(mailer, PoolSettings(connections=connections))
     with engine.connect() as connection:  # the pool's first connection, opened before "go"
         connection.exec_driver_sql("SELECT 1")
     print("ready", flush=True)
@@ -283,7 +305,8 @@ def sender(database_url: str, keys_dir: str, port: int, profile_to: str | None) 
     with profiles:
         while True:
             report = outbox.drain(engine=engine, cipher=cipher, mailer=mailer, now=utcnow(),
-                                  limit=500, lease=timedelta(minutes=5))
+                                  limit=max(200, 25 * connections),
+                                  lease=timedelta(minutes=5), pool=pool)
             if report.retried or report.failed:
                 print(f"sender: {report.retried} to retry, {report.failed} failed",
                       file=sys.stderr)
@@ -291,6 +314,7 @@ def sender(database_url: str, keys_dir: str, port: int, profile_to: str | None) 
             if not report.sent:
                 break
     print(f"cpu {time.process_time() - started:.3f}", flush=True)
+    pool.close()
     if profile_to:
         profiles.dump(Path(profile_to))
     sys.stdin.readline()  # stay connected until the parent has read the CPU meters
@@ -363,6 +387,37 @@ def average_message_size(engine, cipher) -> int:
     return int(statistics.mean(len(email.text) + len(email.html or "") for email in emails))
 
 
+def compare(database_url: str, keys_dir: Path, sink: subprocess.Popen, port: int, engine,
+            size: int, sessions: tuple[int, ...], ours: Callable[[int], int],
+            theirs: Callable[[int], int]) -> list[tuple[int, Run, Run]]:
+    """For each session count: Lifeline's worker (a pool of that many sessions) sending
+    `ours(n)` messages, then smtp-source -d -s n sending `theirs(n)`, to `port`."""
+    runs = []
+    for count in sessions:
+        print(f"{count} session{'s' if count > 1 else ''}:")
+        lifeline = delivery_run(database_url, keys_dir, sink, port, count, engine, ours(count))
+        print_run("Lifeline", lifeline)
+        source = smtp_source_run(sink, port, count, theirs(count), size)
+        print_run("smtp-source -d", source)
+        runs.append((count, lifeline, source))
+    return runs
+
+
+def print_table(title: str, runs: list[tuple[int, Run, Run]]) -> None:
+    print(f"\n{title:<14}{'sessions':>9}{'lifeline msg/s':>16}{'smtp-source msg/s':>19}"
+          f"{'ratio':>8}{'CPU ms/msg (ours+pg)':>22}")
+    for count, ours, theirs in runs:
+        cpu = ours.per_message_ms(ours.client_cpu + (ours.database_cpu or 0.0))
+        print(f"{'':<14}{count:>9}{ours.rate:>16,.0f}{theirs.rate:>19,.0f}"
+              f"{ours.rate / theirs.rate:>8.2f}{cpu:>22.3f}")
+
+
+def judge(label: str, value: float, target: float, unit: str, at_most: bool = False) -> None:
+    met = value <= target if at_most else value >= target
+    print(f"  {label}: {value:,.2f} {unit} (target {'<=' if at_most else '>='} {target:,.2f}: "
+          f"{'met' if met else 'NOT MET'})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=100_000)
@@ -370,12 +425,17 @@ def main() -> int:
                         help="messages sent per delivery run")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one sender and print where its time goes")
-    parser.add_argument("--sender", nargs=3, metavar=("URL", "KEYS", "PORT"),
+    parser.add_argument("--wan-per-session", type=int, default=150,
+                        help="messages Lifeline sends per session in each WAN run")
+    parser.add_argument("--wan-deliver", type=int, default=100_000,
+                        help="messages of the last run, through the relay with 20 sessions")
+    parser.add_argument("--sender", nargs=4, metavar=("URL", "KEYS", "PORT", "CONNECTIONS"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--profile-to", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sender:
-        return sender(args.sender[0], args.sender[1], int(args.sender[2]), args.profile_to)
+        return sender(args.sender[0], args.sender[1], int(args.sender[2]),
+                      int(args.sender[3]), args.profile_to)
     subprocess.run([str(ROOT / "scripts" / "ensure-postfix-tools.sh")], check=True)
     if not shutil.which("smtp-sink"):
         raise SystemExit("smtp-sink is not installed")
@@ -429,21 +489,42 @@ def main() -> int:
                   f"(target <= 15 s: {'met' if enqueue <= 15 else 'NOT MET'})")
             size = average_message_size(engine, crypto.cipher)
             wait_for_port(port)
-            rates = []
-            for connections in CONNECTIONS:
-                print(f"{connections} connection{'s' if connections > 1 else ''}:")
-                ours = delivery_run(database_url, keys_dir, sink, port, connections, engine,
-                                    args.deliver)
-                print_run("Lifeline", ours)
-                theirs = smtp_source_run(sink, port, connections, args.deliver, size)
-                print_run("smtp-source -d", theirs)
-                rates.append((connections, ours.rate, theirs.rate))
-            print(f"\n{'connections':<12}{'lifeline msg/s':>16}{'smtp-source msg/s':>19}"
-                  f"{'ratio':>8}")
-            for connections, ours, theirs in rates:
-                print(f"{connections:<12}{ours:>16,.0f}{theirs:>19,.0f}{ours / theirs:>8.2f}")
-            print(f"ratio = Lifeline's delivery rate / smtp-source -d's, same sink, same "
-                  f"connection count, messages of about {size:,} bytes (target >= 0.5)")
+            available = update.recipients
+            loopback = compare(database_url, keys_dir, sink, port, engine, size, CONNECTIONS,
+                               lambda _: min(args.deliver, available),
+                               lambda _: min(args.deliver, available))
+            print_table("loopback", loopback)
+            print("target: 1 session >= 0.5 x smtp-source (4 and 20 reported)")
+            judge("loopback, 1 session", loopback[0][1].rate / loopback[0][2].rate, 0.5, "x")
+            proxy, wan_port = delay_proxy(port)
+            try:
+                print(f"\nthrough a relay {2 * WAN_DELAY_MS:.0f} ms away (bench/delay_proxy.py "
+                      f"on 127.0.0.1:{wan_port}, {WAN_DELAY_MS:.0f} ms each way, in front of "
+                      "the same sink):")
+                wan = compare(database_url, keys_dir, sink, wan_port, engine, size, WAN_SESSIONS,
+                              lambda n: min(args.wan_per_session * n, available),
+                              lambda n: max(20, args.wan_per_session * n // 4))
+                print_table("50 ms relay", wan)
+                twenty = next(runs for runs in wan if runs[0] == 20)
+                print("targets, 20 sessions: >= 2.0 x smtp-source -d -s 20, >= 300 msg/s")
+                judge("50 ms relay, 20 sessions", twenty[1].rate / twenty[2].rate, 2.0, "x")
+                judge("50 ms relay, 20 sessions", twenty[1].rate, 300, "msg/s")
+                if args.wan_deliver:
+                    whole = min(args.wan_deliver, available)
+                    print(f"\n{whole:,} recipients through the 50 ms relay, one worker "
+                          "process, 20 sessions:")
+                    run = delivery_run(database_url, keys_dir, sink, wan_port, 20, engine,
+                                       whole)
+                    print_run("Lifeline", run)
+                    judge(f"{whole:,} delivered in", run.seconds, 360 * whole / 100_000, "s",
+                          at_most=True)
+                    print(f"  at that rate 100,000 take {100_000 / run.rate:.0f} s "
+                          "(target <= 360 s)")
+                    cpu = run.per_message_ms(run.client_cpu + (run.database_cpu or 0.0))
+                    judge("CPU a message (sender + PostgreSQL)", cpu, 0.25, "ms",
+                          at_most=True)
+            finally:
+                proxy.kill()
             if args.profile:
                 profile = Path(work) / "sender.prof"
                 delivery_run(database_url, keys_dir, sink, port, 1, engine, args.deliver,

@@ -14,10 +14,11 @@ from contacts.backup import drills, snapshot
 from contacts.core import audit, schema
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
-from contacts.core.mail import Mailer, Renderer, render_message
+from contacts.core.mail import Renderer, render_message
 from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.core.services import services
 from contacts.delivery import ledger, outbox, quarantine
+from contacts.delivery.smtp_lane import SmtpPool
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.escalations.service import SupportDesk
@@ -105,7 +106,9 @@ def ask_contacts_to_confirm() -> None:
 
 def send_queued_messages() -> None:
     settings = services(current_app()).settings
-    _drain("outbox", outbox.drain, mailer=Mailer.from_settings(settings))
+    with SmtpPool.from_settings(settings) as pool:
+        _drain("outbox", outbox.drain, mailer=pool.primary, pool=pool,
+               limit=max(200, 25 * pool.connections))
 
 
 def send_queued_webhooks() -> None:
@@ -224,8 +227,9 @@ def background_services(app) -> list:
         return []
     cipher = built.crypto.cipher
     lease = timedelta(seconds=settings.delivery_lease_seconds)
+    pool = SmtpPool.from_settings(settings)
     return [outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
-                                mailer=Mailer.from_settings(settings)),
+                                mailer=pool.primary, pool=pool),
             outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
                                 policy=WebhookPolicy.from_settings(settings))]
 

@@ -46,6 +46,7 @@ class Secrets:
     blind_index_key: bytes
     backup_key: bytes
     mail_password: str | None = None  # optional: only when the SMTP server asks for one
+    mail_fallback_password: str | None = None  # the same, for [mail] fallback_host
 
 
 class Settings:
@@ -103,6 +104,7 @@ def load_settings(
         raise ConfigError("delivery retention_days must be at least 1, got "
                           f"{values['delivery_retention_days']!r}")
     values["mail_domain"] = _mail_domain(values)
+    _check_delivery(values)
     if values["app_env"] == "production" and not values["server_session_cookie_secure"]:
         raise ConfigError("production serves staff over HTTPS only: set "
                           "LIFELINE_SERVER_SESSION_COOKIE_SECURE=true")
@@ -134,6 +136,38 @@ def _mail_domain(values: dict[str, Any]) -> str:
         raise ConfigError(f"{origin} {domain!r} is not a host name for Message-IDs: set "
                           "[mail] domain (LIFELINE_MAIL_DOMAIN), such as "
                           "status.example.com") from None
+
+
+SECURITIES = ("none", "starttls", "tls")
+
+
+def _check_delivery(values: dict[str, Any]) -> None:
+    """The SMTP pool's sizes and the relays' settings, refused when they cannot work."""
+    connections = values["delivery_smtp_connections"]
+    if not 1 <= connections <= 500:
+        raise ConfigError(f"delivery smtp_connections must be 1 to 500, got {connections!r}")
+    per_connection = values["delivery_smtp_messages_per_connection"]
+    if per_connection < 1:
+        raise ConfigError("delivery smtp_messages_per_connection must be 1 or more, got "
+                          f"{per_connection!r}")
+    rate = values["delivery_smtp_rate_per_second"]
+    if not rate >= 0 or rate == float("inf"):
+        raise ConfigError(f"delivery smtp_rate_per_second must be 0 (no cap) or a positive "
+                          f"number, got {rate!r}")
+    for prefix in ("mail_", "mail_fallback_"):
+        if values[f"{prefix}security"] not in SECURITIES:
+            raise ConfigError(f"mail {prefix.removeprefix('mail_')}security must be one of "
+                              f"{', '.join(SECURITIES)}, got {values[f'{prefix}security']!r}")
+        if not 0 < values[f"{prefix}port"] < 65536:
+            raise ConfigError(f"mail {prefix.removeprefix('mail_')}port must be 1 to 65535, "
+                              f"got {values[f'{prefix}port']!r}")
+    host = values["mail_fallback_host"].strip()
+    if host and any(mark in host for mark in " /\r\n"):
+        raise ConfigError(f"mail fallback_host must be a host name or address, got {host!r}")
+    if host and (host, values["mail_fallback_port"]) == (values["mail_host"],
+                                                         values["mail_port"]):
+        raise ConfigError("mail fallback_host and fallback_port name the first relay again")
+    values["mail_fallback_host"] = host
 
 
 def _host_port(entry: Any) -> str:
@@ -279,8 +313,10 @@ def load_secrets(keys_dir: Path, environ: Mapping[str, str], *, generate: bool) 
             f"(set {hints}, a *_FILE path, or key files in {keys_dir})"
         )
     mail_password = _read_secret("mail_password", keys_dir, environ)
+    fallback_password = _read_secret("mail_fallback_password", keys_dir, environ)
     return Secrets(
         mail_password=mail_password.strip() if mail_password else None,
+        mail_fallback_password=fallback_password.strip() if fallback_password else None,
         secret_key=_parse_secret_key(raw["secret_key"]),
         field_keys=parse_keyring(raw["field_keys"]),
         blind_index_key=_parse_key("blind_index_key", raw["blind_index_key"]),

@@ -10,6 +10,7 @@ as failed (and counted on /healthz-like pages, never silently dropped).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -31,8 +32,11 @@ from sqlmodel import Session, col, select
 from contacts.core.crypto import FieldCipher
 from contacts.core.db import UTCDateTime, bulk_insert, session_scope
 from contacts.core.mail import Mailer, MailFailed
+from contacts.delivery import outcomes
 from contacts.delivery import webhook as transport
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage
+from contacts.delivery.smtp_client import Letter
+from contacts.delivery.smtp_lane import SmtpPool, outcome_backlog
 from contacts.delivery.webhook import WebhookFailed, WebhookPolicy
 
 log = logging.getLogger(__name__)
@@ -175,40 +179,49 @@ def _claim(engine: Engine, now: datetime, limit: int, lease: timedelta = LEASE, 
         if engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         claimed = list(session.exec(query))
+        session.expunge_all()
+        if claimed:  # one statement for the batch, not one UPDATE a row
+            session.execute(update(OutboxMessage)
+                            .where(col(OutboxMessage.id).in_([m.id for m in claimed]))
+                            .values(lease_until=now + lease,
+                                    attempts=OutboxMessage.attempts + 1)
+                            .execution_options(synchronize_session=False))
         for message in claimed:
             message.lease_until = now + lease
             message.attempts += 1
-        session.flush()
-        session.expunge_all()
     return claimed
 
 
 def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
-          limit: int = 200, lease: timedelta = LEASE) -> DrainReport:
-    """The email lane: send the emails that are due over one SMTP connection, each outcome
-    committed as soon as it is known. When the SMTP server is down, the batch's other emails
-    are handed back untouched (one refused connection says the same of every message)."""
+          limit: int = 200, lease: timedelta = LEASE, pool: SmtpPool | None = None
+          ) -> DrainReport:
+    """The email lane: send the emails that are due through `pool` (a pool of sessions to
+    `mailer` and its fallback; one made for this call when none is given), each outcome
+    committed as soon as it is known (`smtp_lane`, `outcomes`). When no relay can be
+    reached, the batch's first email is retried later and the others are handed back
+    untouched (one refused connection says the same of every message)."""
     report = DrainReport()
-    smtp_down, handed_back = False, []
     claimed = _claim(engine, now, limit, lease, channel="email")
     if not claimed:
         return report
+    handed_back: list[Letter] = []
+    letters = [_letter(cipher, mailer, message) for message in claimed]
     try:
-        with mailer.connection() as connection, _outcome_writer(engine) as record:
-            for message in claimed:
-                if smtp_down:
-                    handed_back.append(message.id)
-                    continue
-                email = Email(**_payload(cipher, message))
-                failure = _attempt(functools.partial(
-                    connection.send, to=email.to, subject=email.subject, text=email.text,
-                    html=email.html, message_id=message_id_for(message.key, mailer.domain),
-                    headers=email.headers))
-                _settle(message, now, report, record, failure)
-                smtp_down = getattr(failure, "server_down", False)
+        with (contextlib.nullcontext(pool) if pool else SmtpPool(mailer)) as lane, \
+                outcomes.batched_writer(
+                    engine, backlog=outcome_backlog(lane.connections)) as record:
+            handed_back = lane.deliver(letters, lambda letter, failure: _settle(
+                letter.tag, now, report, record, failure))
     finally:
-        _release(engine, handed_back)
+        _release(engine, [letter.tag.id for letter in handed_back])
     return report
+
+
+def _letter(cipher: FieldCipher, mailer: Mailer, message: OutboxMessage) -> Letter:
+    email = Email(**_payload(cipher, message))
+    return Letter(to=email.to, tag=message, data=mailer.message_bytes(
+        to=email.to, subject=email.subject, text=email.text, html=email.html,
+        message_id=message_id_for(message.key, mailer.domain), headers=email.headers))
 
 
 def drain_webhooks(*, engine: Engine, cipher: FieldCipher, policy: WebhookPolicy,
@@ -351,15 +364,17 @@ class DeliveryLoop:
     """Drains one lane of the outbox continuously in a thread of a worker process: emails,
     or webhooks (a worker runs one loop of each). On PostgreSQL every worker runs them
     (`FOR UPDATE SKIP LOCKED` shares the rows); on SQLite the scheduler's drain jobs are the
-    senders."""
+    senders. The email loop keeps its pool of SMTP sessions open from batch to batch and
+    claims 25 emails per session at a time."""
 
     def __init__(self, *, engine: Engine, cipher: FieldCipher, mailer: Mailer | None = None,
                  policy: WebhookPolicy | None = None, lease: timedelta = LEASE,
-                 idle_seconds: float = 1.0):
+                 idle_seconds: float = 1.0, pool: SmtpPool | None = None):
         if (mailer is None) == (policy is None):
             raise ValueError("a delivery loop drains emails (mailer) or webhooks (policy)")
         self.engine, self.cipher, self.mailer, self.policy = engine, cipher, mailer, policy
         self.lease, self.idle_seconds = lease, idle_seconds
+        self.pool = pool or (SmtpPool(mailer) if mailer is not None else None)
         self.lane = "email" if mailer is not None else "webhook"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"delivery-{self.lane}",
@@ -371,12 +386,15 @@ class DeliveryLoop:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self.pool is not None:
+            self.pool.close()
 
     def drain_once(self) -> DrainReport:
         now = datetime.now(UTC)
         if self.mailer is not None:
             return drain(engine=self.engine, cipher=self.cipher, mailer=self.mailer, now=now,
-                         lease=self.lease)
+                         lease=self.lease, pool=self.pool,
+                         limit=max(200, 25 * self.pool.connections))
         return drain_webhooks(engine=self.engine, cipher=self.cipher, policy=self.policy,
                               now=now, lease=self.lease)
 

@@ -85,47 +85,40 @@ def test_bounces_are_found_by_their_failure_kind_and_topic(app, engine):
 
 
 def test_each_failure_is_recorded_with_its_kind(app, engine):
-    """A refused recipient bounces; a server that never answers makes messages deferred,
-    then expired when their attempts run out."""
-    from contacts.core.mail import MailFailed
+    """A refused recipient bounces; a relay that cannot be reached makes a message
+    deferred, then expired when its attempts run out (real SMTP, a real closed port)."""
+    import socket
+
+    from contacts.core.mail import Mailer
+    from tests.helpers import smtp_server_with
 
     class Refusing:
-        domain = "lifeline.test"
+        async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802
+            return "550 5.1.1 no such mailbox"
 
-        def __init__(self, failure):
-            self.failure = failure
-
-        def connection(self):
-            return self
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *_):
-            return None
-
-        def send(self, **_):
-            raise self.failure
+    def drain(port: int, now) -> None:
+        outbox.drain(engine=engine, cipher=services(app).crypto.cipher, now=now,
+                     mailer=Mailer(host="127.0.0.1", port=port, sender="s@lifeline.test",
+                                   timeout=2))
 
     now = utcnow()
     _queue(app, "k-bounce", outbox.Topic("request", "LL-1", "requester"), now)
-    bounce = MailFailed("550 no such user", permanent=True, bounced=True)
-    outbox.drain(engine=engine, cipher=services(app).crypto.cipher,
-                 mailer=Refusing(bounce), now=now)
+    with smtp_server_with(Refusing()) as port:
+        drain(port, now)
     assert (_row(engine, "k-bounce").state, _row(engine, "k-bounce").failure) == (
         "failed", "bounced")
 
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
     _queue(app, "k-down", outbox.Topic("request", "LL-2", "requester"), now)
-    down = MailFailed("connection refused", server_down=True)
-    outbox.drain(engine=engine, cipher=services(app).crypto.cipher, mailer=Refusing(down),
-                 now=now)
+    drain(closed, now)
     assert (_row(engine, "k-down").state, _row(engine, "k-down").failure) == (
         "queued", "deferred")
     later = now
     for _ in range(outbox.MAX_ATTEMPTS):
         later += timedelta(hours=2)
-        outbox.drain(engine=engine, cipher=services(app).crypto.cipher,
-                     mailer=Refusing(down), now=later)
+        drain(closed, later)
     assert (_row(engine, "k-down").state, _row(engine, "k-down").failure) == (
         "failed", "expired")
 

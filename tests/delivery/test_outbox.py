@@ -3,6 +3,8 @@ with the same Message-ID, given up only after its attempts, never sent twice."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import socket
 from datetime import timedelta
 
@@ -13,7 +15,8 @@ from contacts.core.mail import Mailer
 from contacts.core.services import services
 from contacts.delivery import ledger, outbox
 from contacts.delivery.models import OutboxMessage
-from tests.helpers import stored_bytes
+from contacts.delivery.smtp_lane import PoolSettings, SmtpPool
+from tests.helpers import smtp_server_with, stored_bytes
 
 
 def _queue(app, key: str, to: str = "someone@example.org", now=None) -> None:
@@ -97,17 +100,34 @@ def test_the_recipient_and_the_body_are_stored_sealed(app):
     assert b"sealed.recipient@example.org" not in stored and b"Body text 4471" not in stored
 
 
-def test_one_smtp_connection_carries_a_whole_batch(app, smtp_server, monkeypatch):
-    port, sink = smtp_server
-    for n in range(5):
+class CountingSink:
+    """Counts the SMTP sessions opened to it (one EHLO each) and keeps what it received."""
+
+    def __init__(self):
+        self.messages, self.sessions = [], 0
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        self.messages.append(email.message_from_bytes(envelope.content,
+                                                      policy=email.policy.default))
+        return "250 OK"
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
+
+
+def test_a_pool_of_two_sessions_carries_a_whole_batch(app):
+    sink = CountingSink()
+    for n in range(12):
         _queue(app, f"batch-{n}", to=f"r{n}@example.org")
-    connections = []
-    original = Mailer._connect
-
-    def counting(self):
-        connections.append(1)
-        return original(self)
-
-    monkeypatch.setattr(Mailer, "_connect", counting)
-    assert _drain(app, port).sent == 5
-    assert len(connections) == 1 and len(sink.messages) == 5
+    with smtp_server_with(sink) as port:
+        mailer = Mailer(host="127.0.0.1", port=port, sender="l@localhost", timeout=2)
+        with SmtpPool(mailer, PoolSettings(connections=2)) as pool:
+            report = outbox.drain(engine=services(app).engine,
+                                  cipher=services(app).crypto.cipher, mailer=mailer,
+                                  now=utcnow(), pool=pool)
+    assert report.sent == 12 and len(sink.messages) == 12
+    assert sink.sessions == 2  # several messages a session, two sessions at most
+    assert sorted(message["To"] for message in sink.messages) == sorted(
+        f"r{n}@example.org" for n in range(12))
