@@ -17,7 +17,7 @@ from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer, Renderer, render_message
 from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.core.services import services
-from contacts.delivery import outbox, quarantine
+from contacts.delivery import outbox, quarantine, webhook_lane
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.escalations.service import SupportDesk
@@ -102,7 +102,8 @@ def send_queued_webhooks() -> None:
     """The webhook lane, a job of its own: a slow endpoint holds this job, never the
     emails' (the scheduler runs jobs in separate threads)."""
     settings = services(current_app()).settings
-    _drain("webhooks", outbox.drain_webhooks, policy=WebhookPolicy.from_settings(settings))
+    _drain("webhooks", webhook_lane.drain_webhooks, policy=WebhookPolicy.from_settings(settings),
+           concurrency=settings.delivery_webhook_concurrency)
 
 
 def _drain(lane: str, drain, **transport) -> None:
@@ -207,8 +208,9 @@ def background_services(app) -> list:
     lease = timedelta(seconds=settings.delivery_lease_seconds)
     return [outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
                                 mailer=Mailer.from_settings(settings)),
-            outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
-                                policy=WebhookPolicy.from_settings(settings))]
+            webhook_lane.WebhookLoop(engine=engine, cipher=cipher, lease=lease,
+                                     policy=WebhookPolicy.from_settings(settings),
+                                     concurrency=settings.delivery_webhook_concurrency)]
 
 
 def scheduled_jobs(settings) -> list[ScheduledJob]:
