@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -20,7 +20,8 @@ class Delivery:
     body: bytes
     verified: bool  # with the secret the receiver held when it arrived
     error: str | None
-    arrived: float = field(default_factory=time.monotonic)
+    # Whether a call to a hanging path was being held when this one arrived.
+    hang_held: bool = False
 
     @property
     def event(self) -> dict:
@@ -30,7 +31,8 @@ class Delivery:
 class StandardReceiver:
     """`secrets[path]` is the secret an endpoint's path is checked with (or `secret` for any
     path); `fail[path]` calls to that path answer 503 first; a path in `hang` is never
-    answered (held until the test ends); `delay` seconds pass before each answer."""
+    answered (held until the caller hangs up: `released` is then set); `delay` seconds pass
+before each answer. `most_at_once` is the most calls it held at the same time."""
 
     def __init__(self, secret: str | None = None, delay: float = 0.0):
         self.secret, self.delay = secret, delay
@@ -38,6 +40,8 @@ class StandardReceiver:
         self.fail: dict[str, int] = {}
         self.hang: set[str] = set()
         self.deliveries: list[Delivery] = []
+        self.held, self.released = threading.Event(), threading.Event()
+        self.in_flight = self.most_at_once = 0
         self.lock = threading.Lock()
         self._stop = threading.Event()
         receiver = self
@@ -47,10 +51,15 @@ class StandardReceiver:
 
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = receiver._receive(self.path, dict(self.headers), body)
-                if status is None:
-                    receiver._stop.wait(60)
-                    return
+                try:
+                    status = receiver._receive(self.path, dict(self.headers), body)
+                    if status is None:
+                        receiver._hold(self.connection)
+                        self.close_connection = True
+                        return
+                finally:
+                    with receiver.lock:
+                        receiver.in_flight -= 1
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -77,7 +86,10 @@ class StandardReceiver:
             except WebhookVerificationError as exc:
                 error = str(exc)
         with self.lock:
-            self.deliveries.append(Delivery(path, headers, body, verified, error))
+            self.in_flight += 1
+            self.most_at_once = max(self.most_at_once, self.in_flight)
+            held = self.held.is_set() and not self.released.is_set()
+            self.deliveries.append(Delivery(path, headers, body, verified, error, held))
             failing = self.fail.get(path, 0) > 0
             if failing:
                 self.fail[path] -= 1
@@ -86,6 +98,20 @@ class StandardReceiver:
         if self.delay:
             time.sleep(self.delay)
         return 503 if failing else 204
+
+    def _hold(self, connection) -> None:
+        """Answer nothing until the caller closes its end (or the test ends)."""
+        self.held.set()
+        connection.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                if connection.recv(1) == b"":
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        self.released.set()
 
     def to(self, path: str) -> list[Delivery]:
         with self.lock:
