@@ -11,6 +11,7 @@ it: per-read timeouts alone would let a byte a second go on for ever.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import select
 import socket
 import ssl
@@ -40,6 +41,11 @@ KEEP_ALIVE_CONNECTIONS = 200
 KEEP_ALIVE_SECONDS = 30.0
 # Clients kept, one per policy (a process has one; tests make many).
 _CLIENTS_KEPT = 8
+
+# httpx logs every request's URL at INFO: an endpoint's URL may carry the customer's own
+# token in its query, and our logs hold no such thing. What we log, the outbox says.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 _calls = threading.local()
 

@@ -191,10 +191,13 @@ def _round(engine: Engine, cipher: FieldCipher, client: WebhookClient,
     """Claim and post until nothing more is claimable; the number of messages settled."""
     in_flight: dict[Future, OutboxMessage] = {}
     settled, more = 0, True
+    # Slots are refilled a tenth of them at a time (or when none is busy): one claim per
+    # freed slot would make the claims, not the endpoints, the lane's pace.
+    refill = max(1, concurrency // 10)
     with _outcome_writer(engine) as record:
         while True:
             free = concurrency - len(in_flight)
-            if more and free > 0 and not (stop and stop.is_set()):
+            if more and (free >= refill or not in_flight) and not (stop and stop.is_set()):
                 claimed = claim_heads(engine, clock(), free, lease)
                 more = len(claimed) == free
                 payloads = {message.id: _payload(cipher, message) for message in claimed}
