@@ -131,7 +131,9 @@ def test_a_hanging_endpoint_holds_one_slot_while_the_others_are_delivered(
     report = _drain(app, utcnow(), concurrency=2)
     assert (report.sent, report.retried) == (4, 1)
     assert _numbers(receiver, "/e1") == [0, 1, 2, 3]
-    assert all(delivery.hang_held for delivery in receiver.to("/e1"))  # all while held
+    # Every one after the first (which may beat the hanging call to the server) arrived
+    # while that call was held.
+    assert all(delivery.hang_held for delivery in receiver.to("/e1")[1:])
     assert receiver.released.wait(10)  # the lane hung up on it at the deadline
     assert len(receiver.to("/hang")) == 1  # its next message waits behind the first
     with session_scope(services(app).engine) as session:
