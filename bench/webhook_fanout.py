@@ -142,9 +142,11 @@ def enqueue(engine, cipher, run: str, endpoint_ids: list[str], port: int,
                                            body=BODY, signature="sha256=00")
         else:
             webhook = outbox.Webhook(endpoint=endpoint_id, body=BODY)
-        rows.append(outbox.webhook_row(cipher=cipher, key=f"{run}:{endpoint_id}",
-                                       purpose="bench", webhook=webhook, now=now))
+        rows.append(outbox.webhook_row(
+            cipher=cipher, key=f"{run}:{endpoint_id}", purpose="bench", webhook=webhook,
+            now=now, topic=outbox.Topic("update", run, "webhook", endpoint_id)))
     rows.append(outbox.email_row(cipher=cipher, key=f"{run}:email", purpose="bench", now=now,
+                                 topic=outbox.Topic("request", run, "requester"),
                                  email=outbox.Email(to="admin@customer.example",
                                                     subject="Your code", text="123456")))
     with session_scope(engine) as session:

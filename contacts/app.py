@@ -39,6 +39,7 @@ from contacts.escalations import service as escalations_service
 from contacts.escalations.api import bp as escalations_api
 from contacts.incidents import routes as incidents_routes
 from contacts.incidents import service as incidents_service
+from contacts.incidents import unsubscribe_routes
 from contacts.incidents.api import bp as incidents_api
 from contacts.incidents.endpoints_api import bp as webhooks_api
 from contacts.intake import routes as intake_routes
@@ -116,7 +117,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,
                       vault_api, backup_routes.bp, backup_api, intake_routes.bp, intake_api,
-                      incidents_routes.bp, incidents_api, webhooks_api,
+                      incidents_routes.bp, unsubscribe_routes.bp, incidents_api, webhooks_api,
                       escalations_routes.bp, escalations_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
@@ -179,7 +180,8 @@ def _escalations_neighbours(crypto: Crypto, intake: intake_service.Intake,
 
 def _init_csrf(app: Flask) -> None:
     """CSRF on every form. The JSON API is exempt: it authenticates with bearer tokens, not
-    cookies, and only accepts application/json, which no cross-site form can send."""
+    cookies, and only accepts application/json, which no cross-site form can send; so is a
+    view declared `access.without_csrf` (a one-click unsubscribe: its signed URL is proof)."""
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf = CSRFProtect(app)
 
@@ -188,7 +190,8 @@ def _init_csrf(app: Flask) -> None:
         rule = access.rule_for(app, request.endpoint)
         api_call = request.path.startswith(API_PREFIX + "/") and (rule is None
                                                                    or rule.kind != "staff")
-        if not api_call:
+        exempt = getattr(app.view_functions.get(request.endpoint), "csrf_exempt", False)
+        if not (api_call or exempt):
             csrf.protect()
 
 

@@ -17,7 +17,7 @@ from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer, Renderer, render_message
 from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.core.services import services
-from contacts.delivery import outbox, quarantine, webhook_lane
+from contacts.delivery import ledger, outbox, quarantine, webhook_lane
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.escalations.service import SupportDesk
@@ -42,6 +42,16 @@ def purge_deleted_records() -> None:
     if purged.total:
         log.info("purged %d records deleted more than %d days ago", purged.total,
                  settings.vault_retention_days)
+
+
+def drop_old_payloads() -> None:
+    """Outbox payloads older than `delivery.retention_days` are dropped; the rows stay."""
+    built = services(current_app())
+    dropped = ledger.drop_old_payloads(engine=built.engine, now=utcnow(),
+                                       retention_days=built.settings.delivery_retention_days)
+    if dropped:
+        log.info("dropped the payloads of %d outbox messages older than %d days", dropped,
+                 built.settings.delivery_retention_days)
 
 
 def _backup_dir(settings) -> Path:
@@ -145,8 +155,7 @@ def send_scheduled_updates() -> None:
     settings = built.settings
     desk = built.get(CommsDesk)
     with session_scope(built.engine) as session:
-        published = incidents_service.publish_due(
-            session=session, desk=desk, vault=built.get(Vault), now=utcnow())
+        published = incidents_service.publish_due(session=session, desk=desk, now=utcnow())
         late = incidents_service.warn_late(session=session, desk=desk,
                                            inbox=settings.incidents_comms_inbox, now=utcnow())
         quarantined = quarantine.quarantine_failing_webhooks(session=session, now=utcnow())
@@ -155,8 +164,8 @@ def send_scheduled_updates() -> None:
             session=session, desk=built.get(SupportDesk), unreached=unreached,
             now=utcnow())
     for update in published:
-        log.info("scheduled update %d of %s queued for %d recipients", update.number,
-                 update.incident_id, update.recipients)
+        log.info("scheduled update %d of %s published; its audience is being queued",
+                 update.number, update.incident_id)
     for incident in late:
         log.warning("the update of %s promised for %s is late", incident.id,
                     incident.next_update_due)
@@ -165,6 +174,16 @@ def send_scheduled_updates() -> None:
     if unreached:
         log.warning("%d accounts reached by no update email: support asked to call them (%s)",
                     len(unreached), ", ".join(calls))
+
+
+def queue_update_audiences() -> None:
+    """Published updates get their audience queued in the outbox, a batch per
+    transaction (emails of the first batches leave while later ones are expanded)."""
+    built = services(current_app())
+    queued = incidents_service.queue_update_audiences(
+        engine=built.engine, desk=built.get(CommsDesk), vault=built.get(Vault), clock=utcnow)
+    if queued:
+        log.info("queued %d messages of published updates", queued)
 
 
 def watch_slas() -> None:
@@ -217,10 +236,13 @@ def scheduled_jobs(settings) -> list[ScheduledJob]:
     jobs = [
         ScheduledJob("scheduler-heartbeat", record_heartbeat, settings.scheduler_heartbeat_seconds),
         ScheduledJob("vault-purge", purge_deleted_records, HOUR),
+        ScheduledJob("delivery-retention", drop_old_payloads, HOUR, first_run_after=600),
         ScheduledJob("vault-freshness", ask_contacts_to_confirm, HOUR, first_run_after=300),
         ScheduledJob("delivery-drain", send_queued_messages, settings.delivery_drain_seconds),
         ScheduledJob("delivery-webhooks", send_queued_webhooks, settings.delivery_drain_seconds),
         ScheduledJob("intake-process", process_requests, settings.intake_process_seconds),
+        ScheduledJob("incidents-fanout", queue_update_audiences,
+                     settings.incidents_fanout_seconds),
         ScheduledJob("incidents-cadence", send_scheduled_updates,
                      settings.incidents_cadence_check_seconds),
         ScheduledJob("escalations-sla", watch_slas, settings.escalations_sla_check_seconds),

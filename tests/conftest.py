@@ -276,12 +276,14 @@ def sync_document(engine, vault):
 
 
 class MailSink:
-    """What a real SMTP server on 127.0.0.1 received, parsed."""
+    """What a real SMTP server on 127.0.0.1 received, parsed (and each message's bytes)."""
 
     def __init__(self):
         self.messages = []
+        self.received: list[bytes] = []
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        self.received.append(envelope.content)
         self.messages.append(email.message_from_bytes(envelope.content,
                                                       policy=email.policy.default))
         return "250 OK"
@@ -289,7 +291,23 @@ class MailSink:
 
 @pytest.fixture
 def smtp_server():
-    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1; yields (port, sink)."""
+    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1; yields (port, sink).
+    Every message it received in the test must read as a strict client reads it, and say
+    it was written by a program (RFC 3834), whatever kind of email it was."""
     sink = MailSink()
     with smtp_server_with(sink) as port:
         yield port, sink
+    for raw in sink.received:
+        message = read_strictly(raw)
+        assert message["Auto-Submitted"] == "auto-generated", message["Subject"]
+
+
+def read_strictly(raw: bytes) -> email.message.EmailMessage:
+    """A message as a mail client reads it (policy.default), with every defect an error:
+    in the structure (raise_on_defect), in a header's value, in a part."""
+    message = email.message_from_bytes(raw, policy=email.policy.strict)
+    for part in message.walk():
+        assert not part.defects, (message["Subject"], part.defects)
+        for name, value in part.items():
+            assert not getattr(value, "defects", ()), (name, value.defects)
+    return message

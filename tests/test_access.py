@@ -19,14 +19,17 @@ PUBLIC_ENDPOINTS = {"static", "openapi", "staff.login", "staff.index", "system.h
                     # status pages: the incident, and an account's signed private link
                     "incidents.status_index", "incidents.status_page",
                     "incidents.account_status", "incidents.status_feed",
-                    "incidents.subscribe", "incidents.subscription"}
+                    "incidents.subscribe", "incidents.subscription",
+                    # the one-click unsubscribe of subscribers' emails (RFC 8058)
+                    "unsubscribe.one_click"}
 PLACEHOLDERS = {"staff_id": lambda: new_id("stf"), "token_id": lambda: new_id("tok"),
                 "account_id": lambda: new_id("acc"), "deletion_id": lambda: new_id("del"),
                 "contact_id": lambda: new_id("ctc"), "token": lambda: "not-a-token",
                 "filename": lambda: "lifeline.css", "request_id": lambda: new_id("req"),
                 "reference": lambda: "LL-7KQ2-9XHD", "incident_id": lambda: new_id("inc"),
                 "action": lambda: "confirm", "item_id": lambda: new_id("itm"),
-                "view_id": lambda: 1, "endpoint_id": lambda: new_id("whk")}
+                "view_id": lambda: 1, "subscriber_id": lambda: 1,
+                "endpoint_id": lambda: new_id("whk")}
 
 
 def walk(app):
@@ -47,6 +50,12 @@ def test_every_route_declares_who_may_use_it(app):
 def test_public_routes_are_exactly_the_ones_meant_to_be(app):
     public = {endpoint for endpoint, _, _, rule in walk(app) if rule.kind == "public"}
     assert public == PUBLIC_ENDPOINTS
+
+
+def test_only_the_one_click_unsubscribe_goes_without_a_csrf_token(app):
+    exempt = {endpoint for endpoint, view in app.view_functions.items()
+              if getattr(view, "csrf_exempt", False)}
+    assert exempt == {"unsubscribe.one_click"}
 
 
 def test_every_staff_route_sends_an_anonymous_visitor_to_sign_in(app, client):

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from contacts.core.mail import Mailer, MailFailed, build_message
+from contacts.core.mail import Mailer, MailFailed, build_message, message_domain
 from tests.helpers import smtp_server_with
 
 REFUSED = "nobody@refused.example"
@@ -87,6 +87,44 @@ def test_a_header_value_cannot_add_a_header():
                          message_id="<m@x>")
     parsed = email.message_from_bytes(data, policy=email.policy.default)
     assert parsed["Bcc"] is None and parsed["Subject"] == "Hello Bcc: victim@x.example"
+
+
+def test_a_message_is_auto_generated_dated_in_utc_and_its_ids_use_the_mail_domain(server):
+    mailer, recorder = server
+    mailer = Mailer(host=mailer.host, port=mailer.port, sender=mailer.sender,
+                    domain="status.example.com")
+    given = mailer.send(to="ada@acme.example", subject="s", text="t")  # no Message-ID given
+    assert given.endswith("@status.example.com>")
+    received = recorder.received[-1][2]
+    assert received["Message-ID"] == given
+    assert received["Auto-Submitted"] == "auto-generated"
+    assert received["Date"].datetime.utcoffset().total_seconds() == 0
+    # A reply a person wrote would say so; the header is not doubled.
+    data = build_message(sender="s@x.example", to="t@x.example", subject="s", text="t",
+                         html=None, message_id="<m@x>", headers={"auto-submitted": "no"})
+    assert data.lower().count(b"auto-submitted:") == 1
+    assert email.message_from_bytes(data, policy=email.policy.strict)["Auto-Submitted"] == "no"
+
+
+def test_the_date_is_utc_as_a_numeric_zone():
+    data = build_message(sender="s@x.example", to="t@x.example", subject="s", text="t",
+                         html=None, message_id="<m@x>")
+    (date,) = [line for line in data.split(b"\r\n") if line.startswith(b"Date: ")]
+    assert date.endswith(b" +0000") and b"GMT" not in date
+
+
+@pytest.mark.parametrize(("given", "domain"), [
+    ("Status.Example.COM", "status.example.com"), ("localhost", "localhost"),
+    ("bücher.example", "xn--bcher-kva.example")])
+def test_a_message_id_domain_is_a_lower_case_ascii_host_name(given, domain):
+    assert message_domain(given) == domain
+
+
+@pytest.mark.parametrize("given", ["", ".", "a..b", "a b", "_x.example", "x-.example",
+                                   "a@b", "<a>", "x" * 64])
+def test_anything_else_is_no_message_id_domain(given):
+    with pytest.raises(ValueError, match="not a host name"):
+        message_domain(given)
 
 
 def test_an_unreachable_server_says_it_is_down():

@@ -69,6 +69,25 @@ def test_restore_stages_are_a_list_and_the_restored_one_must_be_among_them(tmp_p
                       environ={"LIFELINE_INCIDENTS_RESTORED_STAGE": "done"})
 
 
+def test_the_message_id_domain_is_given_or_derived_and_must_be_a_host_name(tmp_path):
+    def domain(**values) -> str:
+        return load_settings({"secrets_keys_dir": str(tmp_path), **values},
+                             environ={}).mail_domain
+
+    assert domain() == "localhost"  # the shipped sender's
+    assert domain(mail_sender="Ops <ops@Status.Example.COM>") == "status.example.com"
+    assert domain(mail_sender="", app_base_url="https://Lifeline.example:8443/x") == \
+        "lifeline.example"
+    assert domain(mail_domain="Mail.Example.org.") == "mail.example.org"
+    assert domain(mail_domain="état.example") == "xn--tat-9la.example"
+    for bad in ("a..b", "two words.example", "-dash.example", "x" * 64 + ".example",
+                "<x>@y", "a.example>\r\nBcc: b"):
+        with pytest.raises(ConfigError, match="not a host name for Message-IDs"):
+            domain(mail_domain=bad)
+    with pytest.raises(ConfigError, match="the domain of mail sender"):
+        domain(mail_sender="Ops <ops@bad_host>")
+
+
 def test_an_unknown_override_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting 'server_prot'"):
         load_settings({"secrets_keys_dir": str(tmp_path), "server_prot": 1}, environ={})

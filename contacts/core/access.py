@@ -49,6 +49,13 @@ def public(view: Callable) -> Callable:
     return view
 
 
+def without_csrf(view: Callable) -> Callable:
+    """A POST whose signed URL is its proof (RFC 8058 one-click unsubscribe: the mailbox
+    provider posts with no cookie and no form token): the app checks no CSRF token on it."""
+    view.csrf_exempt = True
+    return view
+
+
 def staff(*roles: str) -> Callable[[Callable], Callable]:
     """Any signed-in staff member, or only the given roles (admin may always)."""
     unknown = set(roles) - set(ROLES)

@@ -72,11 +72,34 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict]) -> None:
     converters = [_memoized(table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
                   for key in order]
     plan = list(zip(order, converters, strict=True))
+    if dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+        _copy(connection, table, plan, rows)
+        return
     if dialect.positional:
         parameters = [tuple(convert(row[key]) for key, convert in plan) for row in rows]
     else:
         parameters = [{key: convert(row[key]) for key, convert in plan} for row in rows]
     connection.exec_driver_sql(sql, parameters)
+
+
+# From this many rows, PostgreSQL gets them by COPY: one stream, no statement per row.
+COPY_FROM = 1000
+
+
+def _copy(connection: Connection, table: Table, plan: list, rows: list[dict]) -> None:
+    """The rows through `COPY ... FROM STDIN` (psycopg's copy adapts each value as an
+    INSERT's parameter would be)."""
+    columns = ", ".join(connection.dialect.identifier_preparer.quote(key) for key, _ in plan)
+    cursor = connection.connection.driver_connection.cursor()
+    plain = [key for key, convert in plan if convert is _unchanged]
+    if len(plain) == len(plan):  # nothing to convert: the values as they are
+        keys = [key for key, _ in plan]
+        values = ([row[key] for key in keys] for row in rows)
+    else:
+        values = ([convert(row[key]) for key, convert in plan] for row in rows)
+    with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+        for row_values in values:
+            copy.write_row(row_values)
 
 
 @functools.lru_cache(maxsize=256)
@@ -88,9 +111,13 @@ def _insert_statement(table: Table, keys: tuple[str, ...], dialect) -> tuple[str
     return compiled.string, order
 
 
+def _unchanged(value):
+    return value
+
+
 def _memoized(processor):
     if processor is None:
-        return lambda value: value
+        return _unchanged
     seen: dict = {}
 
     def convert(value):

@@ -17,10 +17,13 @@ import secrets as random_source
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from contacts.core.errors import ConfigError
+from contacts.core.mail import message_domain
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,10 @@ def load_settings(
         keys_dir, environ, generate=values["app_env"] != "production"
     )
     _check_webhooks(values)
+    if values["delivery_retention_days"] < 1:
+        raise ConfigError("delivery retention_days must be at least 1, got "
+                          f"{values['delivery_retention_days']!r}")
+    values["mail_domain"] = _mail_domain(values)
     if values["app_env"] == "production" and not values["server_session_cookie_secure"]:
         raise ConfigError("production serves staff over HTTPS only: set "
                           "LIFELINE_SERVER_SESSION_COOKIE_SECURE=true")
@@ -117,6 +124,20 @@ def _check_webhooks(values: dict[str, Any]) -> None:
     if type(concurrency) is not int or not 1 <= concurrency <= 1000:
         raise ConfigError("delivery webhook_concurrency must be a whole number from 1 to 1000, "
                           f"got {concurrency!r}")
+
+
+def _mail_domain(values: dict[str, Any]) -> str:
+    """`[mail] domain`, else the sender address's domain, else the host of the base URL."""
+    given = values["mail_domain"].strip()
+    sender = parseaddr(values["mail_sender"])[1].rpartition("@")[2]
+    domain = given or sender or urlsplit(values["app_base_url"]).hostname or ""
+    try:
+        return message_domain(domain)
+    except ValueError:
+        origin = "mail domain" if given else "the domain of mail sender (or app base_url)"
+        raise ConfigError(f"{origin} {domain!r} is not a host name for Message-IDs: set "
+                          "[mail] domain (LIFELINE_MAIL_DOMAIN), such as "
+                          "status.example.com") from None
 
 
 def _host_port(entry: Any) -> str:

@@ -6,22 +6,41 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 from contacts.core.crypto import encrypted_column
 from contacts.core.db import utc_column
 
 STATES = ("queued", "sent", "failed")
+# Why a message is not (yet) sent: its recipient's address was refused for good (`bounced`),
+# the message or endpoint was refused for good (`refused`), it waits for a retry after a
+# temporary failure (`deferred`), or it ran out of attempts or time (`expired`).
+FAILURES = ("bounced", "refused", "deferred", "expired")
 
 
 class OutboxMessage(SQLModel, table=True):
     __tablename__ = "outbox_message"
     # Each delivery lane claims its own channel's due messages through this index.
-    __table_args__ = (Index("ix_outbox_message_due", "state", "channel", "next_attempt_at"),
-                      # The webhook lane sends an endpoint's messages one at a time, in order:
-                      # it asks whether an earlier one of the same endpoint is still queued.
-                      Index("ix_outbox_message_endpoint", "endpoint_id", "state", "id"))
+    __table_args__ = (
+        Index("ix_outbox_message_due", "state", "channel", "next_attempt_at"),
+        # The webhook lane sends an endpoint's messages one at a time, in order: it asks
+        # whether an earlier one of the same endpoint is still queued.
+        Index("ix_outbox_message_endpoint", "endpoint_id", "state", "id"),
+        # Counts per update, an incident's proof: what a message is about.
+        Index("ix_outbox_message_about", "about_kind", "about_id", "state"),
+        # An account's messages, for its page and timeline.
+        Index("ix_outbox_message_account", "account_id", "about_kind", "about_id"),
+        # Bounces (and other failures) since a time, read by jobs every few seconds; only
+        # failed or deferred rows are in it, so queuing a message costs it nothing.
+        Index("ix_outbox_message_failure", "failure", "created_at",
+              postgresql_where=text("failure IS NOT NULL"),
+              sqlite_where=text("failure IS NOT NULL")),
+        # A purged contact's messages lose their sealed copy of its address.
+        Index("ix_outbox_message_recipient", "recipient_kind", "recipient_id"),
+        # Retention walks the old messages.
+        Index("ix_outbox_message_created", "created_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     # Idempotency: the same key is enqueued once, whatever retries the caller makes.
@@ -31,8 +50,19 @@ class OutboxMessage(SQLModel, table=True):
     endpoint_id: str | None = Field(default=None, max_length=40)
     # What the message is for, for the console and the logs; never personal data.
     purpose: str = Field(max_length=64)
+    # What the message is about (update, request, item, incident, confirmation,
+    # subscription, handoff) and its ID; and for whom: the account, if any, and the kind of
+    # recipient (contact, subscriber, webhook, requester, staff, inbox) with its ID. IDs
+    # only: never an address.
+    about_kind: str = Field(max_length=16)
+    about_id: str = Field(max_length=64)
+    account_id: str | None = Field(default=None, max_length=40)
+    recipient_kind: str = Field(max_length=16)
+    recipient_id: str | None = Field(default=None, max_length=64)
     # The recipient and the whole message, sealed: they hold addresses and one-time codes.
-    payload_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    # Dropped (NULL) after the retention, or when the vault purges the recipient: what is
+    # left says who, by ID, was told what and when.
+    payload_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     state: str = Field(default="queued", max_length=16)
     attempts: int = Field(default=0)
     next_attempt_at: datetime = Field(sa_column=utc_column())
@@ -41,6 +71,7 @@ class OutboxMessage(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None,
                                          sa_column=utc_column(nullable=True))
     last_error: str | None = Field(default=None, max_length=500)
+    failure: str | None = Field(default=None, max_length=16)  # one of FAILURES
     created_at: datetime = Field(sa_column=utc_column())
     sent_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 

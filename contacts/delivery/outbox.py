@@ -22,14 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, func, or_, text, update
+from sqlalchemy import bindparam, or_, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from contacts.core.crypto import FieldCipher
 from contacts.core.db import UTCDateTime, bulk_insert, session_scope
 from contacts.core.mail import Mailer, MailFailed
-from contacts.delivery.models import OUTBOX_PAYLOAD, STATES, OutboxMessage
+from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage
 from contacts.delivery.webhook import WebhookFailed
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Webhook:
 
 @dataclass(frozen=True)
 class SignedWebhook:
-    """A webhook queued before endpoints were named (migration 0015_webhooks): sent as it was
+    """A webhook queued before endpoints were named (migration 0017_webhooks): sent as it was
     signed, `X-Lifeline-Signature: sha256=<hex HMAC of the body>`, to the URL it names."""
 
     url: str
@@ -75,39 +75,75 @@ class DrainReport:
     failed: int = 0
 
 
-def message_id_for(key: str) -> str:
-    """The same Message-ID for every attempt at one message."""
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@lifeline>"
+@dataclass(frozen=True)
+class Topic:
+    """What a message is about and for whom, stored as columns that pages and jobs query
+    (IDs only, never an address): `Topic("update", "upd_...", "contact", "ctc_...",
+    account_id="acc_...")`."""
+
+    about_kind: str  # update, request, item, incident, confirmation, subscription, handoff
+    about_id: str
+    recipient_kind: str  # contact, subscriber, webhook, requester, staff, inbox
+    recipient_id: str | None = None
+    account_id: str | None = None
+
+
+def message_id_for(key: str, domain: str = "lifeline") -> str:
+    """The same Message-ID for every attempt at one message; `domain` is `[mail] domain`
+    (the mailer's), so a later message can name an earlier one in `References`."""
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
 def enqueue_email(*, session: Session, cipher: FieldCipher, key: str, purpose: str,
-                  email: Email, now: datetime) -> None:
+                  topic: Topic, email: Email, now: datetime) -> None:
     """Queue an email in the session's transaction; a key already queued is left alone."""
     if session.exec(select(OutboxMessage.id).where(OutboxMessage.key == key)).first():
         return
     session.add(OutboxMessage(**email_row(cipher=cipher, key=key, purpose=purpose,
-                                          email=email, now=now)))
+                                          topic=topic, email=email, now=now)))
 
 
-def email_row(*, cipher: FieldCipher, key: str, purpose: str, email: Email,
+def email_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic, email: Email,
               now: datetime) -> dict:
     """An outbox row for `enqueue_rows`, for callers that write many in one statement."""
-    return _row(cipher, key, purpose, "email", dict(email.__dict__), now)
+    return _row(cipher, key, purpose, topic, "email", dict(email.__dict__), now)
 
 
-def webhook_row(*, cipher: FieldCipher, key: str, purpose: str,
+def email_rows(*, cipher: FieldCipher, purpose: str, email: Email, now: datetime,
+               recipients: list[tuple[str, Topic, str, dict[str, str]]]) -> list[dict]:
+    """The rows of one email sent to many (key, topic, address, headers of its own added
+    to the email's): its parts are serialized once, each row's payload differs only by its
+    address and headers."""
+    shared = json.dumps({name: value for name, value in email.__dict__.items()
+                         if name not in ("to", "headers")})
+    encrypt = cipher.encrypt
+
+    def payload(to: str, headers: dict[str, str]) -> str:
+        own = json.dumps({**email.headers, **headers})
+        return f'{{"to": {json.dumps(to)}, "headers": {own}, {shared[1:]}'
+
+    return [{"key": key, "channel": "email", "purpose": purpose, "endpoint_id": None,
+             **topic.__dict__,
+             "payload_encrypted": encrypt(payload(to, headers), context=OUTBOX_PAYLOAD),
+             "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
+             "last_error": None, "failure": None, "created_at": now, "sent_at": None}
+            for key, topic, to, headers in recipients]
+
+
+def webhook_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic,
                 webhook: Webhook | SignedWebhook, now: datetime) -> dict:
     """An outbox row for a webhook, for `enqueue_rows`; an endpoint's rows go in key order."""
-    return _row(cipher, key, purpose, "webhook", dict(webhook.__dict__), now) | {
+    return _row(cipher, key, purpose, topic, "webhook", dict(webhook.__dict__), now) | {
         "endpoint_id": getattr(webhook, "endpoint", None)}
 
 
-def _row(cipher: FieldCipher, key: str, purpose: str, channel: str, payload: dict,
-         now: datetime) -> dict:
+def _row(cipher: FieldCipher, key: str, purpose: str, topic: Topic, channel: str,
+         payload: dict, now: datetime) -> dict:
     return {"key": key, "channel": channel, "purpose": purpose, "endpoint_id": None,
+            **topic.__dict__,
             "payload_encrypted": cipher.encrypt(json.dumps(payload), context=OUTBOX_PAYLOAD),
             "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
-            "last_error": None, "created_at": now, "sent_at": None}
+            "last_error": None, "failure": None, "created_at": now, "sent_at": None}
 
 
 def enqueue_rows(*, session: Session, rows: list[dict]) -> None:
@@ -161,7 +197,7 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
                 email = Email(**_payload(cipher, message))
                 failure = _attempt(functools.partial(
                     connection.send, to=email.to, subject=email.subject, text=email.text,
-                    html=email.html, message_id=message_id_for(message.key),
+                    html=email.html, message_id=message_id_for(message.key, mailer.domain),
                     headers=email.headers))
                 _settle(message, now, report, record, failure)
                 smtp_down = getattr(failure, "server_down", False)
@@ -187,11 +223,11 @@ def _payload(cipher: FieldCipher, message: OutboxMessage) -> dict:
 _AT = bindparam("at", type_=UTCDateTime)
 _OUTCOMES = {
     "sent": text("UPDATE outbox_message SET state = 'sent', sent_at = :at, last_error = NULL, "
-                 "lease_until = NULL WHERE id = :id").bindparams(_AT),
+                 "failure = NULL, lease_until = NULL WHERE id = :id").bindparams(_AT),
     "retry": text("UPDATE outbox_message SET next_attempt_at = :at, last_error = :error, "
-                  "lease_until = NULL WHERE id = :id").bindparams(_AT),
+                  "failure = 'deferred', lease_until = NULL WHERE id = :id").bindparams(_AT),
     "failed": text("UPDATE outbox_message SET state = 'failed', last_error = :error, "
-                   "lease_until = NULL WHERE id = :id"),
+                   "failure = :failure, lease_until = NULL WHERE id = :id"),
 }
 
 
@@ -266,7 +302,7 @@ def _settle(message: OutboxMessage, now: datetime, report: DrainReport,
         report.sent += 1
     elif message.attempts >= MAX_ATTEMPTS or getattr(failure, "permanent", False):
         error = (BOUNCED if getattr(failure, "bounced", False) else "") + failure.message
-        outcome, values = "failed", {"error": error[:500]}
+        outcome, values = "failed", {"error": error[:500], "failure": failure_kind(failure)}
         report.failed += 1
         log.warning("outbox message %d (%s) failed for good after %d attempts: %s",
                     message.id, message.purpose, message.attempts, failure.message)
@@ -275,6 +311,14 @@ def _settle(message: OutboxMessage, now: datetime, report: DrainReport,
         values = {"at": now + _backoff(message.attempts), "error": failure.message[:500]}
         report.retried += 1
     record(message.id, outcome, values)
+
+
+def failure_kind(failure: MailFailed | WebhookFailed) -> str:
+    """Why a message was given up: its recipient refused for good, the message or endpoint
+    refused for good, or its attempts ran out."""
+    if getattr(failure, "bounced", False):
+        return "bounced"
+    return "refused" if getattr(failure, "permanent", False) else "expired"
 
 
 class DeliveryLoop:
@@ -312,49 +356,3 @@ class DeliveryLoop:
                 report = DrainReport()
             if not (report.sent or report.retried or report.failed):
                 self._stop.wait(self.idle_seconds)
-
-
-def messages_with_prefix(*, session: Session, prefix: str) -> list[OutboxMessage]:
-    """Messages whose key starts with `prefix` (keys are how callers name their messages)."""
-    return list(session.exec(select(OutboxMessage).where(
-        col(OutboxMessage.key).startswith(prefix, autoescape=True))
-        .order_by(OutboxMessage.key)))
-
-
-def counts_by_prefix(*, session: Session, prefix: str) -> dict[str, int]:
-    """Messages by state among those whose key starts with `prefix`, counted in SQL."""
-    rows = session.exec(select(OutboxMessage.state, func.count()).where(
-        col(OutboxMessage.key).startswith(prefix, autoescape=True))
-        .group_by(OutboxMessage.state))
-    return {state: 0 for state in STATES} | dict(rows.all())
-
-
-def failed_since(*, session: Session, channel: str, since: datetime) -> list[OutboxMessage]:
-    """Messages of a channel given up since a time (their keys say whose they were)."""
-    return list(session.exec(select(OutboxMessage).where(
-        OutboxMessage.channel == channel, OutboxMessage.state == "failed",
-        col(OutboxMessage.created_at) >= since)))
-
-
-def bounced_keys_since(*, session: Session, since: datetime) -> list[tuple[str, datetime]]:
-    """(key, created_at) of the emails given up since a time because their recipient's
-    address was refused; only the two columns, as a job reads them every few seconds."""
-    return list(session.exec(
-        select(OutboxMessage.key, OutboxMessage.created_at).where(
-            OutboxMessage.channel == "email", OutboxMessage.state == "failed",
-            col(OutboxMessage.created_at) >= since,
-            col(OutboxMessage.last_error).startswith(BOUNCED))).all())
-
-
-def keys_in_states(*, session: Session, prefix: str, states: tuple[str, ...]) -> list[str]:
-    """The keys starting with `prefix` of the messages in one of `states`."""
-    return list(session.exec(select(OutboxMessage.key).where(
-        col(OutboxMessage.key).startswith(prefix, autoescape=True),
-        col(OutboxMessage.state).in_(states))).all())
-
-
-def counts(*, session: Session) -> dict[str, int]:
-    """Messages by state, for the console and health checks."""
-    rows = session.exec(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state))
-    return {state: 0 for state in STATES} | dict(rows.all())
-

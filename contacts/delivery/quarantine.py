@@ -9,8 +9,7 @@ from sqlmodel import Session, col, select
 
 from contacts.core import audit
 from contacts.core.audit import Actor
-from contacts.delivery import outbox
-from contacts.delivery.models import WebhookEndpoint
+from contacts.delivery.models import OutboxMessage, WebhookEndpoint
 
 
 def quarantine_failing_webhooks(*, session: Session, now: datetime) -> list[str]:
@@ -21,11 +20,12 @@ def quarantine_failing_webhooks(*, session: Session, now: datetime) -> list[str]
         col(WebhookEndpoint.quarantined_at).is_(None))))
     if not active:
         return quarantined
-    failed = outbox.failed_since(session=session, channel="webhook",
-                                 since=min(endpoint.created_at for endpoint in active))
+    failed = session.exec(select(OutboxMessage.endpoint_id, OutboxMessage.created_at).where(
+        OutboxMessage.channel == "webhook", OutboxMessage.state == "failed",
+        col(OutboxMessage.created_at) >= min(endpoint.created_at for endpoint in active))).all()
     for endpoint in active:
-        if any(message.endpoint_id == endpoint.id and message.created_at >= endpoint.created_at
-               for message in failed):
+        if any(endpoint_id == endpoint.id and created_at >= endpoint.created_at
+               for endpoint_id, created_at in failed):
             endpoint.quarantined_at = now
             session.add(endpoint)
             audit.record(session, Actor.system("delivery"), "webhook.quarantined",

@@ -16,7 +16,9 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,9 +35,9 @@ from contacts.delivery.models import WEBHOOK_SECRET, OutboxMessage, WebhookEndpo
 # The queue's own steps, shared with the email lane: the outcome of each attempt is settled
 # (sent, retried with backoff, failed for good) and committed the same way in both lanes.
 from contacts.delivery.outbox import (
+    _OUTCOMES,
     LEASE,
     DrainReport,
-    _outcome_writer,
     _payload,
     _settle,
     message_id_for,
@@ -160,14 +162,33 @@ def claim_heads(engine: Engine, now: datetime, limit: int,
     return claimed
 
 
+@contextmanager
+def _outcomes(engine: Engine) -> Iterator[Callable[[int, str, dict], None]]:
+    """Each outcome committed before the next claim (one autocommitted UPDATE), so the
+    message after a settled one is claimable at once, never a hanging call later. On
+    PostgreSQL without waiting for the WAL flush, as the email lane's writer does."""
+    postgresql = engine.dialect.name == "postgresql"
+    with engine.connect() as held:
+        connection = held.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if postgresql:
+                connection.exec_driver_sql("SET synchronous_commit TO off")
+            yield lambda message_id, name, values: connection.execute(
+                _OUTCOMES[name], {"id": message_id, **values})
+            if postgresql:
+                connection.exec_driver_sql("RESET synchronous_commit")
+        except BaseException:
+            held.invalidate()  # never back to the pool with its settings changed
+            raise
+
+
 def drain_webhooks(*, engine: Engine, cipher: FieldCipher, policy: WebhookPolicy,
                    now: datetime, lease: timedelta = LEASE,
                    concurrency: int = DEFAULT_CONCURRENCY,
                    stop: threading.Event | None = None) -> DrainReport:
-    """Post the webhooks that are due, `concurrency` calls in flight at all times (a slot
-    freed is filled at once), until none is due. Each round ends with its outcomes
-    committed, so the next round finds the endpoints whose previous message is settled.
-    `now` is the time the drain starts at (tests give a later one); it runs on from there."""
+    """Post the webhooks that are due, `concurrency` calls in flight at all times (freed
+    slots are filled at once), until none is due. `now` is the time the drain starts at
+    (tests give a later one); it runs on from there."""
     report = DrainReport()
     lease = max(lease, timedelta(seconds=2 * policy.deadline_seconds))
     started = time.monotonic()
@@ -188,13 +209,14 @@ def drain_webhooks(*, engine: Engine, cipher: FieldCipher, policy: WebhookPolicy
 def _round(engine: Engine, cipher: FieldCipher, client: WebhookClient,
            pool: ThreadPoolExecutor, clock, lease: timedelta, concurrency: int,
            report: DrainReport, stop: threading.Event | None) -> int:
-    """Claim and post until nothing more is claimable; the number of messages settled."""
+    """Claim and post until nothing is in flight and nothing more is claimable; the number
+    of messages settled."""
     in_flight: dict[Future, OutboxMessage] = {}
     settled, more = 0, True
     # Slots are refilled a tenth of them at a time (or when none is busy): one claim per
     # freed slot would make the claims, not the endpoints, the lane's pace.
     refill = max(1, concurrency // 10)
-    with _outcome_writer(engine) as record:
+    with _outcomes(engine) as record:
         while True:
             free = concurrency - len(in_flight)
             if more and (free >= refill or not in_flight) and not (stop and stop.is_set()):
@@ -211,11 +233,13 @@ def _round(engine: Engine, cipher: FieldCipher, client: WebhookClient,
                                           targets.get(payload.get("endpoint", "")))] = message
             if not in_flight:
                 return settled
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            # A second at most: webhooks queued meanwhile are claimed, even while every
+            # call in flight hangs.
+            done, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
             for future in done:
                 _settle(in_flight.pop(future), clock(), report, record, future.result())
                 settled += 1
-            more = True  # a freed slot: claim again (another endpoint's message may be due)
+            more = True  # a freed slot, or a message after a settled one, may be due
 
 
 class WebhookLoop:

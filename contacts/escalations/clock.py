@@ -165,5 +165,6 @@ def _warn(session: Session, desk: SupportDesk, item: WorkItem, state: str, targe
     for who, address in recipients:
         outbox.enqueue_email(session=session, cipher=desk.crypto.cipher,
                              key=f"sla:{item.id}:{slug}:{state}:{who}", purpose="sla_warning",
+                             topic=outbox.Topic("item", item.id, "staff", who, item.account_id),
                              now=now, email=outbox.Email(to=address, subject=subject,
                                                          text=text, html=html))

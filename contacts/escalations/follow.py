@@ -228,6 +228,7 @@ def hand_off(*, session: Session, desk: SupportDesk, now: datetime) -> ShiftHand
             "note": note, "link": f"{desk.base_url}/console/items?region={incoming.name}"})
         outbox.enqueue_email(session=session, cipher=desk.crypto.cipher,
                              key=f"handoff:{incoming.name}:{now:%Y%m%dT%H%M%S}",
+                             topic=outbox.Topic("handoff", incoming.name, "staff"),
                              purpose="shift_handoff", now=now,
                              email=outbox.Email(to=incoming.lead, subject=subject, text=text,
                                                 html=html))

@@ -411,6 +411,8 @@ def _tell_requester(session: Session, desk: SupportDesk, actor: Actor, item: Wor
         "contact_link": f"{desk.base_url}/contact"})
     outbox.enqueue_email(session=session, cipher=desk.crypto.cipher,
                          key=f"item-reply:{item.id}:{uuid.uuid4().hex}", purpose="item_reply",
+                         topic=outbox.Topic("item", item.id, "contact", contact.id,
+                                            item.account_id),
                          now=now,
                          email=outbox.Email(to=view.email, subject=subject, text=text,
                                             html=html, headers={"List-Id": SUPPORT_LIST_ID}))

@@ -14,9 +14,9 @@ from contacts.core.api import API_PREFIX, Moment, Text, ValidationFailed, from_r
 from contacts.core.db import request_session, utcnow
 from contacts.core.errors import WrongKind
 from contacts.core.ids import kind_of, parse_id
-from contacts.incidents import cadence, progress, proof, publishing, records
+from contacts.incidents import cadence, fanout, progress, proof, publishing, records
 from contacts.incidents.models import IncidentUpdate
-from contacts.incidents.web import desk, vault
+from contacts.incidents.web import desk
 
 bp = Blueprint("incidents_api", __name__, url_prefix=API_PREFIX)
 
@@ -198,9 +198,12 @@ class UpdateOut(BaseModel):
     data_loss: str
     confidence: ConfidenceOut
     support: str
-    recipients: int = Field(description="Messages queued when it was published: an email per "
-                                        "contact of the affected accounts, a webhook per "
-                                        "account endpoint, an email per subscriber.")
+    recipients: int = Field(description="Messages queued for it so far: an email per contact "
+                                        "of the affected accounts, a webhook per account "
+                                        "endpoint, an email per subscriber. A job queues them "
+                                        "after publishing, in batches: see `audience_queued`.")
+    audience_queued: bool = Field(description="Every recipient is queued: `recipients` is "
+                                              "final.")
     messages: dict[str, int] = Field(description="Those messages by state now: queued, sent, "
                                                  "failed.")
     accounts_unreached: int = Field(description="Accounts none of whose contacts an email "
@@ -218,7 +221,10 @@ def _updates_out(session, incident_id: str, updates: list[IncidentUpdate]) -> li
     counts = proof.delivery_counts(session=session, incident_id=incident_id)
     unreached = proof.fallbacks_by_update(session=session, incident_id=incident_id)
     late = cadence.late_updates(updates, utcnow())
+    queuing = fanout.progress_by_update(session=session, incident_id=incident_id)
     return [from_row(UpdateOut, update, late=late[update.number],
+                     audience_queued=queuing[update.number].done
+                     if update.number in queuing else True,
                      confidence=ConfidenceOut(**update.confidence),
                      messages=counts.get(update.number, {}),
                      accounts_unreached=unreached.get(update.number, 0),
@@ -229,9 +235,11 @@ def _updates_out(session, incident_id: str, updates: list[IncidentUpdate]) -> li
 @operation(scope="incidents:write", response=UpdatePublished, status=201, body=UpdateIn,
            errors=(409,), tags=("incidents",))
 def publish_update(incident_id: str, json: UpdateIn):
-    """Publish an update exactly as the console does: recorded, and an email per contact of
-    every affected account (and a webhook per endpoint) queued in the outbox. A draft missing
-    required fields is refused 422, naming each; an incident with no sites is 409."""
+    """Publish an update exactly as the console does: recorded at once; then a job queues
+    an email per contact of every affected account (and a webhook per endpoint, an email
+    per subscriber) in the outbox, in batches (`recipients` grows until `audience_queued`).
+    A draft missing required fields is refused 422, naming each; an incident with no sites
+    is 409."""
     draft = json.draft()
     missing = publishing.missing_fields(draft)
     if missing:
@@ -241,7 +249,7 @@ def publish_update(incident_id: str, json: UpdateIn):
             details=[{"field": name, "message": f"required: {publishing.FIELD_NAMES[name]}",
                       "type": "missing"} for name in missing])
     session = request_session()
-    update = publishing.publish(session=session, desk=desk(), vault=vault(), actor=g.actor,
+    update = publishing.publish(session=session, desk=desk(), actor=g.actor,
                                 incident_id=incident_id, draft=draft, now=utcnow())
     incident = records.get_incident(session=session, incident_id=update.incident_id)
     if "cadence_hours" in json.model_fields_set:

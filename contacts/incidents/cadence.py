@@ -15,7 +15,6 @@ from contacts.incidents.desk import CommsDesk
 from contacts.incidents.models import Incident, IncidentUpdate
 from contacts.incidents.publishing import UpdateDraft, format_time, publish
 from contacts.incidents.records import CLOSED_STATES, get_incident
-from contacts.vault import service as vault_service
 
 
 def is_late(incident: Incident, now: datetime) -> bool:
@@ -50,8 +49,7 @@ def set_cadence(*, session: Session, actor: Actor, incident_id: str,
     return incident
 
 
-def publish_due(*, session: Session, desk: CommsDesk, vault: vault_service.Vault,
-                now: datetime) -> list[IncidentUpdate]:
+def publish_due(*, session: Session, desk: CommsDesk, now: datetime) -> list[IncidentUpdate]:
     """Send the scheduled update of every incident whose cadence is due: the latest update
     again, with the scope, the restore percentage and each account's progress as they now
     stand, and the next update one cadence after the time promised (or after now, when that
@@ -82,9 +80,8 @@ def publish_due(*, session: Session, desk: CommsDesk, vault: vault_service.Vault
             confidence_timeline=latest.confidence["timeline"],
             confidence_restore=latest.confidence["restore"],
             confidence_data_loss=latest.confidence["data_loss"])
-        published.append(publish(session=session, desk=desk, vault=vault,
-                                 actor=Actor.system("cadence"), incident_id=incident.id,
-                                 draft=draft, now=now))
+        published.append(publish(session=session, desk=desk, actor=Actor.system("cadence"),
+                                 incident_id=incident.id, draft=draft, now=now))
     return published
 
 
@@ -108,6 +105,7 @@ def warn_late(*, session: Session, desk: CommsDesk, inbox: str, now: datetime) -
             outbox.enqueue_email(
                 session=session, cipher=desk.crypto.cipher, purpose="incident_late", now=now,
                 key=f"late:{incident.id}:{incident.next_update_due.isoformat()}",
+                topic=outbox.Topic("incident", incident.id, "inbox"),
                 email=outbox.Email(
                     to=inbox, subject=f"[{incident.title}] The update promised for {due} is late",
                     text=f"The update of {incident.title} promised for {due} has not been "

@@ -27,6 +27,8 @@ class CommsDesk:
     # A scheduled update goes out this long before the time it promised (never more than
     # half a cadence), so that the scheduler's run makes it on time.
     cadence_lead: timedelta = timedelta(seconds=60)
+    # `[mail] domain`: the Message-IDs an update's `References` name are the mailer's.
+    mail_domain: str = "lifeline"
 
     @classmethod
     def from_settings(cls, settings, crypto: Crypto, templates_dir: Path) -> CommsDesk:
@@ -37,7 +39,7 @@ class CommsDesk:
                    base_url=settings.app_base_url.rstrip("/"),
                    secret_key=settings.secrets.secret_key,
                    default_cadence_hours=settings.incidents_default_cadence_hours,
-                   templates_dir=templates_dir, crypto=crypto,
+                   templates_dir=templates_dir, crypto=crypto, mail_domain=settings.mail_domain,
                    cadence_lead=timedelta(
                        seconds=max(0, settings.incidents_cadence_lead_seconds)))
 

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from contacts.core import audit
 from contacts.core.audit import Actor
+from contacts.core.db import in_chunks
 from contacts.core.errors import NotFound
 from contacts.core.ids import new_id, parse_id
 from contacts.delivery import webhook_client, webhook_lane
@@ -112,7 +113,18 @@ def ping(*, session: Session, desk: CommsDesk, actor: Actor, account_id: str,
     return Ping(delivered=True, error=None)
 
 
-def active_endpoints(*, session: Session) -> list[WebhookEndpoint]:
-    """The endpoints updates go to (not quarantined): few, one or two per account."""
-    return list(session.exec(select(WebhookEndpoint).where(
-        col(WebhookEndpoint.quarantined_at).is_(None)).order_by(WebhookEndpoint.id)))
+def active_endpoints(*, session: Session, account_ids: list[str]) -> list[WebhookEndpoint]:
+    """The endpoints of these accounts updates go to (not quarantined), in order."""
+    found = []
+    for chunk in in_chunks(account_ids):
+        found += session.exec(select(WebhookEndpoint).where(
+            col(WebhookEndpoint.account_id).in_(chunk),
+            col(WebhookEndpoint.quarantined_at).is_(None)))
+    return sorted(found, key=lambda endpoint: endpoint.id)
+
+
+def accounts_with_endpoints(*, session: Session, accounts) -> list[str]:
+    """Of the accounts a query selects, those with an endpoint not in quarantine."""
+    return list(session.exec(select(WebhookEndpoint.account_id).distinct().where(
+        col(WebhookEndpoint.quarantined_at).is_(None),
+        col(WebhookEndpoint.account_id).in_(accounts))).all())

@@ -130,6 +130,29 @@ class UpdateFallback(SQLModel, table=True):
     at: datetime = Field(sa_column=utc_column())
 
 
+class UpdateFanout(SQLModel, table=True):
+    """An update's audience, queued in the outbox a batch at a time by a job after the
+    update is published: where it stands. Each batch and its cursor commit together, so a
+    crash resumes where it stopped, queuing no recipient twice and skipping none."""
+
+    __tablename__ = "update_fanout"
+    __table_args__ = (Index("ix_update_fanout_pending", "finished_at", "lease_until"),)
+
+    update_id: str = Field(sa_column=Column(String(40), ForeignKey("incident_update.id"),
+                                            primary_key=True))
+    incident_id: str = Field(max_length=40, index=True)
+    # contacts (the affected accounts', an account per step of the keyset), webhooks,
+    # subscribers (by ID), done.
+    phase: str = Field(default="contacts", max_length=16)
+    after: str | None = Field(default=None, max_length=40)  # the last account or subscriber
+    audience: int | None = None  # counted by the job's first batch
+    queued: int = 0
+    batches: int = 0
+    lease_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    finished_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+
+
 class Subscriber(SQLModel, table=True):
     """Someone who asked for updates by email on the public page (double opt-in)."""
 

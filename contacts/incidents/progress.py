@@ -132,11 +132,15 @@ class SiteStage:
     stage_at: datetime
 
 
-def affected_sites(*, session: Session, incident_id: str,
-                   account_id: str | None = None) -> list[SiteStage]:
+def affected_sites(*, session: Session, incident_id: str, account_id: str | None = None,
+                   account_ids: list[str] | None = None) -> list[SiteStage]:
+    """The incident's sites with their names and stages; one account's, or some accounts',
+    if given."""
     query = select(AffectedSite).where(AffectedSite.incident_id == incident_id)
     if account_id is not None:
         query = query.where(AffectedSite.account_id == account_id)
+    if account_ids is not None:
+        query = query.where(col(AffectedSite.account_id).in_(account_ids))
     rows = session.execute(query.with_only_columns(
         AffectedSite.site_id, AffectedSite.account_id, AffectedSite.stage,
         AffectedSite.stage_at)).all()
@@ -147,6 +151,30 @@ def affected_sites(*, session: Session, incident_id: str,
                        accounts.get(row.account_id, row.account_id), row.stage, row.stage_at)
              for row in rows]
     return sorted(found, key=lambda site: (site.account_name, site.name))
+
+
+@dataclass(frozen=True)
+class AccountsPage:
+    """One page of an incident's affected accounts, by account ID."""
+
+    account_ids: list[str]
+    page: int
+    pages: int
+    accounts: int
+
+
+def affected_accounts_page(*, session: Session, incident_id: str, page: int,
+                           per_page: int = 50) -> AccountsPage:
+    """The accounts of one page (an incident may affect 100,000: its page shows a few)."""
+    accounts = session.exec(select(func.count(func.distinct(AffectedSite.account_id)))
+                            .where(AffectedSite.incident_id == incident_id)).one()
+    pages = max(1, -(-accounts // per_page))
+    page = min(max(page, 1), pages)
+    ids = list(session.exec(select(AffectedSite.account_id).distinct()
+                            .where(AffectedSite.incident_id == incident_id)
+                            .order_by(AffectedSite.account_id)
+                            .offset((page - 1) * per_page).limit(per_page)).all())
+    return AccountsPage(ids, page, pages, accounts)
 
 
 def computed_scope(*, session: Session, incident_id: str) -> tuple[int, int, str]:

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, func, select
 
 from contacts.core import audit
 from contacts.core.audit import Actor
-from contacts.delivery import outbox
+from contacts.delivery import ledger
 from contacts.incidents.models import AffectedSite, Incident, IncidentUpdate, UpdateFallback
 from contacts.incidents.publishing import updates_of
 from contacts.incidents.records import incident_titles
@@ -36,21 +36,22 @@ def deliveries(*, session: Session, incident_id: str,
     updates = {update.id: update for update in updates_of(session=session,
                                                           incident_id=incident_id)}
     found = []
-    for update_id, update in updates.items():
-        prefix = f"update:{update_id}:" + (f"{account_id}:" if account_id else "")
-        for row in outbox.messages_with_prefix(session=session, prefix=prefix):
-            _, _, account, recipient = row.key.split(":", 3)
-            found.append(Delivery(update.number, update.published_at, account, recipient,
-                                  row.channel, row.state, row.attempts, row.sent_at))
+    for row in ledger.messages_about(session=session, about_kind="update",
+                                     about_ids=list(updates), account_id=account_id):
+        update = updates[row.about_id]
+        recipient = "webhook" if row.recipient_kind == "webhook" else row.recipient_id or ""
+        found.append(Delivery(update.number, update.published_at, row.account_id or "public",
+                              recipient, row.channel, row.state, row.attempts, row.sent_at))
     return sorted(found, key=lambda d: (d.update_number, d.account_id, d.recipient))
 
 
 def delivery_counts(*, session: Session, incident_id: str) -> dict[int, dict[str, int]]:
     """Per update number: messages queued, sent and failed (counted in the database, not
     read: an update may have 100,000)."""
-    return {update.number: outbox.counts_by_prefix(session=session,
-                                                   prefix=f"update:{update.id}:")
-            for update in updates_of(session=session, incident_id=incident_id)}
+    updates = updates_of(session=session, incident_id=incident_id)
+    found = ledger.counts_about(session=session, about_kind="update",
+                                about_ids=[update.id for update in updates])
+    return {update.number: found[update.id] for update in updates}
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,15 @@ def updates_to_account(*, session: Session, account_id: str,
                                      .where(AffectedSite.account_id == account_id).distinct()))
     if not incident_ids:
         return []
-    rows = session.exec(select(IncidentUpdate, Incident.title)
-                        .join(Incident, col(Incident.id) == IncidentUpdate.incident_id)
-                        .where(col(IncidentUpdate.incident_id).in_(incident_ids))
-                        .order_by(col(IncidentUpdate.published_at).desc()).limit(limit))
+    rows = list(session.exec(select(IncidentUpdate, Incident.title)
+                             .join(Incident, col(Incident.id) == IncidentUpdate.incident_id)
+                             .where(col(IncidentUpdate.incident_id).in_(incident_ids))
+                             .order_by(col(IncidentUpdate.published_at).desc()).limit(limit)))
+    found = ledger.counts_about(session=session, about_kind="update",
+                                about_ids=[update.id for update, _ in rows],
+                                account_id=account_id)
     return [AccountUpdate(update.incident_id, title, update.number, update.published_at,
-                          outbox.counts_by_prefix(session=session,
-                                                  prefix=f"update:{update.id}:{account_id}:"))
+                          found[update.id])
             for update, title in rows]
 
 
@@ -102,12 +105,12 @@ def follow_up_bounces(*, session: Session, now: datetime) -> list[Unreached]:
     queries, and the writes come last, so SQLite's write lock is held only for them."""
     failed: dict[tuple[str, str], list[str]] = {}
     bounced_at: dict[str, datetime] = {}
-    for key, created_at in outbox.bounced_keys_since(session=session,
-                                                     since=now - FALLBACK_WINDOW):
-        parts = key.split(":")
-        if len(parts) == 4 and parts[0] == "update" and parts[3].startswith("ctc_"):
-            failed.setdefault((parts[1], parts[2]), []).append(parts[3])
-            bounced_at[parts[3]] = max(bounced_at.get(parts[3], created_at), created_at)
+    for bounce in ledger.bounced_since(session=session, since=now - FALLBACK_WINDOW,
+                                       about_kind="update"):
+        if bounce.recipient_kind == "contact" and bounce.account_id and bounce.recipient_id:
+            contact, at = bounce.recipient_id, bounce.created_at
+            failed.setdefault((bounce.about_id, bounce.account_id), []).append(contact)
+            bounced_at[contact] = max(bounced_at.get(contact, at), at)
     if not failed:
         return []
     update_ids = list({update_id for update_id, _ in failed})
@@ -117,13 +120,10 @@ def follow_up_bounces(*, session: Session, now: datetime) -> list[Unreached]:
         select(IncidentUpdate).where(col(IncidentUpdate.id).in_(update_ids)))}
     pending = {pair: contacts for pair, contacts in sorted(failed.items())
                if pair not in known and pair[0] in updates}
-    reached = set()  # (update, account): another contact was reached, or may still be
-    for update_id in {update_id for update_id, _ in pending}:
-        for key in outbox.keys_in_states(session=session, prefix=f"update:{update_id}:",
-                                         states=("sent", "queued")):
-            parts = key.split(":")
-            if len(parts) == 4 and parts[3].startswith("ctc_"):
-                reached.add((update_id, parts[2]))
+    # (update, account): another contact was reached, or may still be
+    reached = ledger.accounts_reached(session=session,
+                                      update_ids=list({update_id for update_id, _ in pending}),
+                                      recipient_kind="contact", states=("sent", "queued"))
     titles = incident_titles(session=session,
                              ids=list({update.incident_id for update in updates.values()}))
     unreached = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
@@ -24,14 +25,16 @@ from contacts.incidents.models import (
     CONFIDENCE,
     STATES,
     SUBSCRIBER_EMAIL,
+    AffectedSite,
     Incident,
     IncidentUpdate,
     MessageTemplate,
     Subscriber,
+    UpdateFanout,
 )
 from contacts.incidents.progress import SiteStage, affected_sites, computed_scope, progress
 from contacts.incidents.records import CLOSED_STATES, get_incident
-from contacts.incidents.subscriptions import subscription_link
+from contacts.incidents.subscriptions import unsubscribe_headers, unsubscribe_link
 from contacts.vault import service as vault_service
 
 ACCOUNT_PURPOSE = "incident-account"  # the private status link of an account
@@ -179,13 +182,13 @@ def _build_update(session: Session, desk: CommsDesk, incident: Incident, draft: 
         published_at=now, published_by=actor.id or actor.kind)
 
 
-def _account_views(session: Session, desk: CommsDesk, incident: Incident,
-                   account_id: str | None = None) -> dict[str, dict]:
+def account_views(session: Session, desk: CommsDesk, incident: Incident,
+                  account_ids: list[str] | None = None) -> dict[str, dict]:
     """Each affected account's own part of an update (its sites, their stages, its restore
-    percentage, its private link), for every account in two queries."""
+    percentage, its private link): for the accounts given, else every one, in two queries."""
     by_account: dict[str, list[SiteStage]] = {}
     for site in affected_sites(session=session, incident_id=incident.id,
-                               account_id=account_id):
+                               account_ids=account_ids):
         by_account.setdefault(site.account_id, []).append(site)
     views = {}
     for owner, sites in by_account.items():
@@ -213,7 +216,7 @@ def preview(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, in
     if not contacts:
         raise Conflict("this account has no contact to preview for")
     contact = contacts[0]
-    view = _account_views(session, desk, incident, account.id).get(account.id)
+    view = account_views(session, desk, incident, [account.id]).get(account.id)
     if view is None:
         raise Invalid("preview for an account this incident affects")
     values = {**_values(desk, incident, update), **view}
@@ -227,61 +230,89 @@ def preview(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, in
                    webhook=webhook, template_failures=failures.summary())
 
 
-def publish(*, session: Session, desk: CommsDesk, vault: vault_service.Vault, actor: Actor,
-            incident_id: str, draft: UpdateDraft, now: datetime) -> IncidentUpdate:
-    """Record the update and queue one email per contact of every affected account, in its
-    language, rendered once per account and language; all in the caller's transaction. A
-    saved template that fails for an audience gives way to the default one: the update still
-    goes out, and the failure is recorded on it and in the audit log."""
+def publish(*, session: Session, desk: CommsDesk, actor: Actor, incident_id: str,
+            draft: UpdateDraft, now: datetime) -> IncidentUpdate:
+    """Record the update, and the fan-out that a job runs to queue its audience (each
+    affected account's contacts, rendered once per account and language, their webhooks,
+    the public subscribers), in the caller's transaction: publishing answers at once,
+    whatever the audience (`incidents.fanout`)."""
     incident = get_incident(session=session, incident_id=incident_id)
     update = _build_update(session, desk, incident, draft, actor, now)
+    update.recipients = 0
     session.add(update)
-    views = _account_views(session, desk, incident)
-    contacts = vault_service.recipients_of_accounts(session=session, vault=vault,
-                                                    account_ids=views)
-    base = _values(desk, incident, update)
-    sources = {language: template_sources(session=session, desk=desk, locale=language)
-               for language in messages.LOCALES}
-    failures = messages.TemplateFailures(defaults=messages.default_sources(desk.templates_dir))
-    rows = []
-    headers = {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
-    for account_id in sorted(views):
-        if not contacts[account_id]:
-            continue
-        values = {**base, **views[account_id]}
-        rendered: dict[str, messages.Rendered] = {}
-        seen: set[str] = set()
-        for contact in contacts[account_id]:
-            if contact.email.lower() in seen:
-                continue
-            seen.add(contact.email.lower())
-            language = language_of(contact.locale)
-            if language not in rendered:
-                rendered[language] = messages.render_update(sources[language], values,
-                                                            language, failures)
-            message = rendered[language]
-            rows.append(outbox.email_row(
-                cipher=desk.crypto.cipher, key=f"update:{update.id}:{account_id}:{contact.id}",
-                purpose="incident_update", now=now,
-                email=outbox.Email(to=contact.email, subject=message.subject,
-                                   text=message.text, html=message.html, headers=headers)))
-    rows += _webhook_rows(session, desk, incident, update, views, now)
-    rows += _subscriber_rows(session, desk, base, sources, update, headers, now, failures)
-    update.template_failures = failures.summary() or None
     session.flush()
-    outbox.enqueue_rows(session=session, rows=rows)
-    update.recipients = len(rows)
-    for failure in update.template_failures or ():
-        audit.record(session, actor, "incident.template_failed", target_kind="incident",
-                     target_id=incident.id, update=update.id, **failure)
+    session.add(UpdateFanout(update_id=update.id, incident_id=incident.id, created_at=now))
     incident.state = update.state
     incident.last_update_at = now
     incident.next_update_due = update.next_update_at
     incident.updated_at = now
     session.add_all([update, incident])
     audit.record(session, actor, "incident.update_published", target_kind="incident",
-                 target_id=incident.id, update=update.id, recipients=len(rows))
+                 target_id=incident.id, update=update.id)
     return update
+
+
+def update_headers(incident: Incident) -> dict[str, str]:
+    """The headers every email of an incident's updates carries."""
+    return {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
+
+
+def update_values(desk: CommsDesk, incident: Incident, update: IncidentUpdate) -> dict:
+    return _values(desk, incident, update)
+
+
+def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
+                 views: dict[str, dict], contacts: dict[str, list], sources: dict,
+                 failures: messages.TemplateFailures, now: datetime,
+                 first_update_id: str) -> list[dict]:
+    """One outbox row per address of each account's contacts (an address twice in one
+    account is told once), rendered once per account and language; later updates thread
+    under the first (`thread_headers`)."""
+    rows = []
+    base, headers = _values(desk, incident, update), update_headers(incident)
+    for account_id in sorted(views):
+        if not contacts.get(account_id):
+            continue
+        values = {**base, **views[account_id]}
+        by_language: dict[str, list[tuple[str, outbox.Topic, str]]] = {}
+        seen: set[str] = set()
+        for contact in contacts[account_id]:
+            if contact.email.lower() in seen:
+                continue
+            seen.add(contact.email.lower())
+            by_language.setdefault(language_of(contact.locale), []).append((
+                f"update:{update.id}:{account_id}:{contact.id}",
+                outbox.Topic("update", update.id, "contact", contact.id, account_id),
+                contact.email,
+                thread_headers(desk, first_update_id, update, f"{account_id}:{contact.id}")))
+        for language, recipients in by_language.items():
+            message = messages.render_update(sources[language], values, language, failures)
+            rows += outbox.email_rows(
+                cipher=desk.crypto.cipher, purpose="incident_update", now=now,
+                recipients=recipients,
+                email=outbox.Email(to="", subject=message.subject, text=message.text,
+                                   html=message.html, headers=headers))
+    return rows
+
+
+def first_update_of(session: Session, incident_id: str, update: IncidentUpdate) -> str:
+    """The ID of the incident's first update (the one later updates thread under)."""
+    if update.number == 1:
+        return update.id
+    return session.exec(select(IncidentUpdate.id).where(
+        IncidentUpdate.incident_id == incident_id, IncidentUpdate.number == 1)).one()
+
+
+def thread_headers(desk: CommsDesk, first_update_id: str, update: IncidentUpdate,
+                   recipient: str) -> dict[str, str]:
+    """Later updates answer the incident's first email to the same recipient (whose
+    Message-ID comes from its outbox key, as the drain makes it), so mail clients show an
+    incident as one thread; `recipient` is the key's tail (`<account>:<contact>`,
+    `public:<subscriber>`)."""
+    if first_update_id == update.id:
+        return {}
+    first = outbox.message_id_for(f"update:{first_update_id}:{recipient}", desk.mail_domain)
+    return {"In-Reply-To": first, "References": first}
 
 
 def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
@@ -317,12 +348,19 @@ def webhook_body(desk: CommsDesk, incident: Incident, update: IncidentUpdate, ac
     }, sort_keys=True)
 
 
-def _webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update: IncidentUpdate,
-                  views: dict[str, dict], now: datetime) -> list[dict]:
-    """One row per endpoint of each affected account, naming the endpoint: the lane signs
-    each attempt when it sends it, with the endpoint's secret and URL of that moment."""
+def webhook_accounts(*, session: Session, incident_id: str) -> list[str]:
+    """The affected accounts with an endpoint not in quarantine."""
+    return endpoints.accounts_with_endpoints(session=session, accounts=select(
+        AffectedSite.account_id).where(AffectedSite.incident_id == incident_id))
+
+
+def webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update: IncidentUpdate,
+                 views: dict[str, dict], now: datetime) -> list[dict]:
+    """One row per endpoint (not in quarantine) of each account of `views`, naming the
+    endpoint: the lane signs each attempt when it sends it, with the endpoint's secret and
+    URL of that moment."""
     rows, bodies = [], {}
-    for endpoint in endpoints.active_endpoints(session=session):
+    for endpoint in endpoints.active_endpoints(session=session, account_ids=list(views)):
         if endpoint.account_id not in views:
             continue
         if endpoint.account_id not in bodies:
@@ -332,31 +370,51 @@ def _webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update:
         key = f"update:{update.id}:{endpoint.account_id}:webhook:{endpoint.id}"
         rows.append(outbox.webhook_row(
             cipher=desk.crypto.cipher, key=key, purpose="incident_update", now=now,
+            topic=outbox.Topic("update", update.id, "webhook", endpoint.id,
+                               endpoint.account_id),
             webhook=outbox.Webhook(endpoint=endpoint.id, body=bodies[endpoint.account_id])))
     return rows
 
 
-def _subscriber_rows(session: Session, desk: CommsDesk, base: dict, sources: dict, update,
-                     headers: dict, now: datetime,
-                     failures: messages.TemplateFailures) -> list[dict]:
-    """The public audience: confirmed subscribers, rendered once per language."""
+STOP_LINE = {"en": "Stop these emails", "fr": "Ne plus recevoir ces e-mails"}
+
+
+def subscriber_rows(session: Session, desk: CommsDesk, incident: Incident,
+                    update: IncidentUpdate, sources: dict, failures: messages.TemplateFailures,
+                    now: datetime, first_update_id: str, *, after: int,
+                    limit: int) -> list[dict]:
+    """The public audience: confirmed subscribers with an ID above `after` (a keyset),
+    `limit` at most, rendered once per language; each email with its one-click
+    unsubscribe link, in the headers (RFC 8058) and in both bodies."""
     rows, rendered = [], {}
+    base, headers = _values(desk, incident, update), update_headers(incident)
     for subscriber in session.exec(select(Subscriber).where(
-            col(Subscriber.confirmed_at).is_not(None),
-            col(Subscriber.unsubscribed_at).is_(None))):
+            col(Subscriber.id) > after, col(Subscriber.confirmed_at).is_not(None),
+            col(Subscriber.unsubscribed_at).is_(None)).order_by(Subscriber.id).limit(limit)):
         language = subscriber.locale if subscriber.locale in messages.LOCALES else "en"
         if language not in rendered:
             rendered[language] = messages.render_update(sources[language], {
                 **base, "account_name": "", "account_percentage": "", "account_sites": [],
                 "private_link": ""}, language, failures)
         message = rendered[language]
-        stop = subscription_link(desk, subscriber.id, "stop")
+        stop = unsubscribe_link(desk, subscriber.id)
         rows.append(outbox.email_row(
             cipher=desk.crypto.cipher, key=f"update:{update.id}:public:{subscriber.id}",
             purpose="incident_update", now=now,
+            topic=outbox.Topic("update", update.id, "subscriber", str(subscriber.id)),
             email=outbox.Email(
                 to=desk.crypto.cipher.decrypt(subscriber.email_encrypted,
                                               context=SUBSCRIBER_EMAIL),
-                subject=message.subject, text=f"{message.text}\nStop these emails: {stop}\n",
-                html=message.html, headers={**headers, "List-Unsubscribe": f"<{stop}>"})))
+                subject=message.subject,
+                text=f"{message.text}\n{STOP_LINE[language]}: {stop}\n",
+                html=_with_stop_link(message.html, stop, STOP_LINE[language]),
+                headers={**headers, **unsubscribe_headers(stop), **thread_headers(
+                    desk, first_update_id, update, f"public:{subscriber.id}")})))
     return rows
+
+
+def _with_stop_link(html: str, link: str, label: str) -> str:
+    """The HTML body with the stop link as its last paragraph (inside <body> if it has one)."""
+    paragraph = f'<p><a href="{escape(link)}">{escape(label)}</a></p>\n'
+    end = html.lower().rfind("</body>")
+    return html[:end] + paragraph + html[end:] if end >= 0 else html + paragraph

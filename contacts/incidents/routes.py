@@ -38,6 +38,7 @@ from contacts.core.ratelimit import RateLimit, limited
 from contacts.incidents import (
     cadence,
     endpoints,
+    fanout,
     feed,
     messages,
     progress,
@@ -143,7 +144,10 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
     session = request_session()
     the_desk = desk()
     incident = records.get_incident(session=session, incident_id=incident_id)
-    sites = progress.affected_sites(session=session, incident_id=incident.id)
+    shown = progress.affected_accounts_page(session=session, incident_id=incident.id,
+                                            page=request.args.get("accounts_page", 1, type=int))
+    sites = progress.affected_sites(session=session, incident_id=incident.id,
+                                    account_ids=shown.account_ids)
     stage_form = forms.pop("stage_form", None) or StageForm(prefix="move")
     stage_form.stage.choices = _choices(the_desk.stages)
     update_form = forms.pop("update_form", None) or UpdateForm(
@@ -157,11 +161,13 @@ def _incident_page(incident_id: str, status: int = 200, **forms):
         session=session, incident_id=incident.id)
     return render_template(
         "incidents/incident.html", incident=incident, sites=sites, desk=the_desk,
+        accounts_page=shown,
         progress=progress.progress(session=session, desk=the_desk, incident_id=incident.id),
         history=progress.progress_history(session=session, desk=the_desk,
                                           incident_id=incident.id),
         updates=publishing.updates_of(session=session, incident_id=incident.id),
         delivery_counts=proof.delivery_counts(session=session, incident_id=incident.id),
+        fanouts=fanout.progress_by_update(session=session, incident_id=incident.id),
         fallbacks=proof.fallbacks_by_update(session=session, incident_id=incident.id),
         sites_form=forms.pop("sites_form", None) or SitesForm(), stage_form=stage_form,
         cadence_form=forms.pop("cadence_form", None) or CadenceForm(
@@ -241,9 +247,9 @@ def compose(incident_id: str):
     publish_now = request.form.get("action") == "publish"
     with form_errors(form.what_happened) as refused:
         if publish_now:
-            update = publishing.publish(session=session, desk=desk(), vault=vault(),
-                                        actor=g.actor, incident_id=incident_id,
-                                        draft=form.draft(), now=utcnow())
+            update = publishing.publish(session=session, desk=desk(), actor=g.actor,
+                                        incident_id=incident_id, draft=form.draft(),
+                                        now=utcnow())
         else:
             shown = publishing.preview(session=session, desk=desk(), vault=vault(),
                                        incident_id=incident_id, draft=form.draft(),
@@ -253,7 +259,8 @@ def compose(incident_id: str):
         return _incident_page(incident_id, 400, update_form=form)
     if publish_now:
         return _back_to_incident(
-            incident_id, f"Update {update.number} published to {update.recipients} recipients.")
+            incident_id, f"Update {update.number} published. Its recipients are being queued: "
+                         "the count below grows until every one is.")
     return _incident_page(incident_id, 200, update_form=form, preview=shown)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from contacts.incidents.cadence import publish_due, warn_late
 from contacts.incidents.desk import CommsDesk
+from contacts.incidents.fanout import run_pending as queue_update_audiences
 from contacts.incidents.proof import Unreached, follow_up_bounces, updates_to_account
 from contacts.incidents.records import get_incident, incident_titles, resolved_incidents
 
 __all__ = ["CommsDesk", "Unreached", "follow_up_bounces", "get_incident", "incident_titles",
-           "publish_due", "resolved_incidents", "updates_to_account", "warn_late"]
+           "publish_due", "queue_update_audiences", "resolved_incidents",
+           "updates_to_account", "warn_late"]

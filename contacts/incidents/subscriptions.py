@@ -1,5 +1,6 @@
 """Email subscriptions from the public status page (double opt-in): the signed confirm and
-stop links, subscribing, and following a link."""
+stop links, subscribing, and following a link; the one-click unsubscribe link (RFC 8058) of
+the emails a subscriber receives, and its headers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from contacts.incidents.messages import language_of
 from contacts.incidents.models import SUBSCRIBER_EMAIL, Subscriber
 
 SUBSCRIPTION_DAYS = 7
+# A one-click unsubscribe link works this long after its email was queued: longer than
+# anyone keeps acting on an old update, short enough that a leaked link dies.
+UNSUBSCRIBE_DAYS = 365
+UNSUBSCRIBE_PURPOSE = "status-one-click-unsubscribe"
 
 
 ACTIONS = ("confirm", "stop")
@@ -31,6 +36,42 @@ def subscription_link(desk: CommsDesk, subscriber_id: int, action: str) -> str:
     return f"{desk.base_url}/status/subscription/{action}/{token}"
 
 
+def unsubscribe_link(desk: CommsDesk, subscriber_id: int) -> str:
+    """The URL of `List-Unsubscribe` and of the stop link in the bodies: a GET shows a
+    button, a POST (the mailbox provider's, or the button's) unsubscribes."""
+    token = links.seal(desk.secret_key, UNSUBSCRIBE_PURPOSE, subscriber_id)
+    return f"{desk.base_url}/status/unsubscribe/{subscriber_id}/{token}"
+
+
+def unsubscribe_headers(link: str) -> dict[str, str]:
+    """RFC 8058 one-click: the https link only. No mailto: nothing reads mail sent to us."""
+    return {"List-Unsubscribe": f"<{link}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def check_unsubscribe_token(desk: CommsDesk, subscriber_id: int, token: str) -> None:
+    """Invalid unless `token` is this subscriber's one-click token and not too old."""
+    sealed_for = links.unseal(
+        desk.secret_key, UNSUBSCRIBE_PURPOSE, token, max_age=timedelta(days=UNSUBSCRIBE_DAYS),
+        expired="This link has expired. Use the link of a recent email, or subscribe "
+                "and stop again from the status page.",
+        invalid="This link is not valid.")
+    if sealed_for != subscriber_id:
+        raise Invalid("This link is not valid.")
+
+
+def unsubscribe_in_one_click(*, session: Session, desk: CommsDesk, subscriber_id: int,
+                             token: str, now: datetime) -> None:
+    """Stop the subscription the token was made for; again is a no-op (providers retry)."""
+    check_unsubscribe_token(desk, subscriber_id, token)
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise Invalid("This subscription no longer exists.")
+    if subscriber.unsubscribed_at is None:
+        subscriber.unsubscribed_at = now
+        session.add(subscriber)
+
+
 def subscribe(*, session: Session, desk: CommsDesk, email: str, locale: str,
               now: datetime) -> None:
     """Email the address once a day at most: a confirmation link for a new, pending or
@@ -41,11 +82,14 @@ def subscribe(*, session: Session, desk: CommsDesk, email: str, locale: str,
     subscriber_id, confirmed_at, unsubscribed_at = _touch_subscriber(
         session, desk, email=email, locale=locale, now=now)
     subscribed = confirmed_at is not None and unsubscribed_at is None
+    headers = {}
     if subscribed:
+        stop = unsubscribe_link(desk, subscriber_id)
+        headers = unsubscribe_headers(stop)
         purpose, text = "subscription_reminder", (
             "Someone (we hope you) asked to receive incident updates at this address. It "
             "already receives them: nothing changes.\n"
-            f"To stop them: {subscription_link(desk, subscriber_id, 'stop')}\n\n"
+            f"To stop them: {stop}\n\n"
             "If it was not you, ignore this email.\n")
     else:
         purpose, text = "subscription_confirm", (
@@ -56,7 +100,9 @@ def subscribe(*, session: Session, desk: CommsDesk, email: str, locale: str,
     outbox.enqueue_email(
         session=session, cipher=desk.crypto.cipher, purpose=purpose, now=now,
         key=f"subscribe:{subscriber_id}:{now.date().isoformat()}",
-        email=outbox.Email(to=email, subject="Incident updates by email", text=text))
+        topic=outbox.Topic("subscription", str(subscriber_id), "subscriber", str(subscriber_id)),
+        email=outbox.Email(to=email, subject="Incident updates by email", text=text,
+                           headers=headers))
 
 
 def _touch_subscriber(session: Session, desk: CommsDesk, *, email: str, locale: str,

@@ -81,6 +81,8 @@ def reply_as_staff(*, session: Session, intake: Intake, actor: Actor, request_id
         "status_link": status_link(intake, request.reference)})
     outbox.enqueue_email(session=session, cipher=intake.crypto.cipher,
                          key=f"request-reply:{message.id}", purpose="request_reply", now=now,
+                         topic=outbox.Topic("request", request.reference, "requester",
+                                            request.reference, request.account_id),
                          email=outbox.Email(to=email, subject=subject, text=text, html=html,
                                             headers={"List-Id": SUPPORT_LIST_ID}))
     audit.record(session, actor, "request.replied", target_kind="request", target_id=request.id)

@@ -96,6 +96,7 @@ def code_email_row(intake: Intake, *, reference: str, code_digest: str, locale: 
               "severity": SEVERITIES[severity]}
     subject, text, html = render(kind, locale, values)
     return outbox.email_row(cipher=intake.crypto.cipher, key=key, purpose=kind, now=now,
+                            topic=outbox.Topic("request", reference, "requester", reference),
                             email=outbox.Email(to=email, subject=subject, text=text, html=html,
                                                headers={"List-Id": SUPPORT_LIST_ID}))
 

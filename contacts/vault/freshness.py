@@ -17,7 +17,7 @@ from contacts.core import audit, links
 from contacts.core.audit import Actor
 from contacts.core.errors import Invalid
 from contacts.core.mail import Renderer
-from contacts.delivery import outbox
+from contacts.delivery import ledger, outbox
 from contacts.vault import fields, service
 from contacts.vault.models import Contact
 
@@ -25,6 +25,7 @@ SALT = "contact-confirmation"
 PURPOSE = "contact_confirmation"
 # Outbox keys of confirmation emails: confirm:<contact id>:<when asked>.
 KEY_PREFIX = "confirm:"
+ABOUT = "confirmation"  # what its outbox messages are about
 LIST_ID = "Lifeline contact confirmation <confirm.lifeline>"
 
 
@@ -87,6 +88,7 @@ def request_confirmations(*, session: Session, vault: service.Vault, render: Ren
         outbox.enqueue_email(
             session=session, cipher=vault.crypto.cipher, purpose=PURPOSE, now=now,
             key=f"{KEY_PREFIX}{contact.id}:{now:%Y%m%dT%H%M%S}",
+            topic=outbox.Topic(ABOUT, contact.id, "contact", contact.id, contact.account_id),
             email=outbox.Email(to=view.email, subject=subject, text=text, html=html,
                                headers={"List-Id": LIST_ID}))
         contact.confirmation_requested_at = now
@@ -101,10 +103,10 @@ def flag_bounced_confirmations(*, session: Session, now: datetime,
     """Contacts whose confirmation email was refused for good are flagged undeliverable
     (shown as stale until their details change or they confirm); returns those flagged."""
     bounced_at: dict[str, datetime] = {}
-    for key, created_at in outbox.bounced_keys_since(session=session, since=now - since):
-        if key.startswith(KEY_PREFIX):
-            contact_id = key.removeprefix(KEY_PREFIX).partition(":")[0]
-            bounced_at[contact_id] = max(bounced_at.get(contact_id, created_at), created_at)
+    for bounce in ledger.bounced_since(session=session, since=now - since,
+                                       about_kind=ABOUT):
+        contact_id, at = bounce.about_id, bounce.created_at
+        bounced_at[contact_id] = max(bounced_at.get(contact_id, at), at)
     if not bounced_at:
         return []
     return service.flag_undeliverable(session=session, actor=Actor.system("freshness"),

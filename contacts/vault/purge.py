@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.db import in_chunks
+from contacts.delivery import ledger
 from contacts.vault.models import Account, App, Contact, ContactSite, ContactVersion, Site
 
 
@@ -54,6 +55,8 @@ def purge_expired(*, session: Session, now: datetime, retention_days: int) -> Pu
     _delete(session, ContactSite, col(ContactSite.contact_id), contacts)
     _delete(session, ContactVersion, col(ContactVersion.contact_id), contacts)
     _delete(session, Contact, col(Contact.id), contacts)
+    # The outbox keeps who was told what, by ID; no sealed copy of a purged address.
+    ledger.forget_recipients(session=session, recipient_kind="contact", recipient_ids=contacts)
     _delete(session, App, col(App.id), apps)
     _delete(session, ContactSite, col(ContactSite.site_id), sites)
     _delete(session, Site, col(Site.id), sites)

@@ -365,6 +365,12 @@ def recipients_of_accounts(*, session: Session, vault: Vault,
     return found
 
 
+def count_live_contacts(*, session: Session, account_ids) -> int:
+    """The live contacts of the accounts that `account_ids` (a subquery) selects, counted."""
+    return session.exec(select(func.count()).select_from(Contact).where(
+        col(Contact.account_id).in_(account_ids), col(Contact.deleted_at).is_(None))).one()
+
+
 def account_names(*, session: Session, ids: Iterable[str]) -> dict[str, str]:
     return {account_id: name for chunk in in_chunks(set(ids))
             for account_id, name in session.execute(

@@ -87,6 +87,7 @@ def test_a_fan_out_survives_killed_workers_and_a_stopped_smtp_server(backend, da
         outbox.enqueue_rows(session=session, rows=[outbox.email_row(
             cipher=cipher, key=f"update:upd_fault:acc_fault:ctc_{n:05d}",
             purpose="incident_update", now=now,
+            topic=outbox.Topic("update", "upd_fault", "contact", f"ctc_{n:05d}", "acc_fault"),
             email=outbox.Email(to=f"r{n:05d}@example.org", subject="Update 1",
                                text="Sites restored: 40%")) for n in range(RECIPIENTS)])
     sink, port = Sink(), _free_port()

@@ -11,7 +11,7 @@ from sqlmodel import select
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
 from contacts.core.services import services
-from contacts.delivery import outbox
+from contacts.delivery import ledger, outbox
 from contacts.delivery.models import OutboxMessage
 from tests.helpers import stored_bytes
 
@@ -20,6 +20,7 @@ def _queue(app, key: str, to: str = "someone@example.org", now=None) -> None:
     with session_scope(services(app).engine) as session:
         outbox.enqueue_email(session=session, cipher=services(app).crypto.cipher,
                              key=key, purpose="test", now=now or utcnow(),
+                             topic=outbox.Topic("request", "LL-TEST", "requester"),
                              email=outbox.Email(to=to, subject="Hello", text="Body text 4471",
                                                 html="<p>Body</p>",
                                                 headers={"List-Id": "Test <t.lifeline>"}))
@@ -72,7 +73,7 @@ def test_a_message_is_given_up_after_its_attempts_and_counted(app):
         now += timedelta(hours=2)
         _drain(app, dead, now=now)
     with session_scope(services(app).engine) as session:
-        assert outbox.counts(session=session) == {"queued": 0, "sent": 0, "failed": 1}
+        assert ledger.counts(session=session) == {"queued": 0, "sent": 0, "failed": 1}
         stored = session.exec(select(OutboxMessage)).one()
         assert stored.attempts == outbox.MAX_ATTEMPTS
         assert "ConnectionRefusedError" in stored.last_error

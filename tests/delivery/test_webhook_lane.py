@@ -124,7 +124,9 @@ def _queue_webhook(app) -> None:
     with session_scope(services(app).engine) as session:
         outbox.enqueue_rows(session=session, rows=[outbox.webhook_row(
             cipher=services(app).crypto.cipher, key="update:upd_1:acc_1:webhook",
-            purpose="incident_update", now=utcnow(), webhook=outbox.SignedWebhook(
+            purpose="incident_update", now=utcnow(),
+            topic=outbox.Topic("update", "upd_1", "webhook", "acc_1", "acc_1"),
+            webhook=outbox.SignedWebhook(
                 url=f"{endpoint_url}/hooks", body='{"type": "incident.update"}',
                 signature="sha256=00"))])
 

@@ -71,6 +71,7 @@ def _queue(app, endpoint_ids: dict[str, str], count: int) -> None:
     rows = [outbox.webhook_row(
         cipher=services(app).crypto.cipher, key=f"test:{endpoint_id}:{n:02d}",
         purpose="test", now=utcnow(),
+        topic=outbox.Topic("update", f"upd_{n}", "webhook", endpoint_id),
         webhook=outbox.Webhook(endpoint=endpoint_id, body=json.dumps({"n": n})))
         for n in range(count) for endpoint_id in endpoint_ids.values()]
     with session_scope(services(app).engine) as session:
@@ -106,14 +107,18 @@ def test_each_endpoint_gets_its_messages_in_order_while_endpoints_go_together(
     assert all(delivery.verified for delivery in receiver.deliveries)
 
 
-def test_two_senders_draining_together_keep_each_endpoint_in_order(app, register, receiver):
-    """What two workers do on PostgreSQL (SKIP LOCKED), and two scheduler runs on SQLite."""
+def test_two_senders_draining_together_keep_each_endpoint_in_order(app, register, receiver,
+                                                                   backend):
+    """What two workers do on PostgreSQL (SKIP LOCKED shares the endpoints' heads). SQLite
+    has one sender, the scheduler's webhook job (one run at a time), and no row locks: there
+    it is one sender draining twice in a row."""
     ids = register(["/e0", "/e1", "/e2"])
     _queue(app, ids, MESSAGES)
     now = utcnow()
     reports: list[outbox.DrainReport] = []
+    together = 2 if backend == "postgresql" else 1
     senders = [threading.Thread(target=lambda: reports.append(_drain(app, now, 3)))
-               for _ in range(2)]
+               for _ in range(together)]
     for sender in senders:
         sender.start()
     for sender in senders:
@@ -131,9 +136,9 @@ def test_a_hanging_endpoint_holds_one_slot_while_the_others_are_delivered(
     report = _drain(app, utcnow(), concurrency=2)
     assert (report.sent, report.retried) == (4, 1)
     assert _numbers(receiver, "/e1") == [0, 1, 2, 3]
-    # Every one after the first (which may beat the hanging call to the server) arrived
-    # while that call was held.
-    assert all(delivery.hang_held for delivery in receiver.to("/e1")[1:])
+    # The last of them arrived while the hanging call was still held (the first ones may
+    # beat it to the server on a busy machine).
+    assert receiver.to("/e1")[-1].hang_held
     assert receiver.released.wait(10)  # the lane hung up on it at the deadline
     assert len(receiver.to("/hang")) == 1  # its next message waits behind the first
     with session_scope(services(app).engine) as session:

@@ -250,9 +250,9 @@ def test_the_allowance_takes_exact_address_and_port_pairs(tmp_path):
 def _queue_webhook(app, key: str, url: str) -> None:
     with session_scope(services(app).engine) as session:
         outbox.enqueue_rows(session=session, rows=[outbox.webhook_row(
-            cipher=services(app).crypto.cipher, key=key, purpose="test",
-            now=utcnow(), webhook=outbox.SignedWebhook(url=url, body='{"n": 1}',
-                                                 signature="sha256=00"))])
+            cipher=services(app).crypto.cipher, key=key, purpose="test", now=utcnow(),
+            topic=outbox.Topic("update", "upd_1", "webhook", "acc_1", "acc_1"),
+            webhook=outbox.SignedWebhook(url=url, body='{"n": 1}', signature="sha256=00"))])
 
 
 def _send(app, policy: WebhookPolicy, now=None) -> outbox.DrainReport:

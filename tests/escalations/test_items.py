@@ -17,6 +17,7 @@ from contacts.escalations import queues, service
 from contacts.escalations.models import PAUSED
 from contacts.incidents.service import CommsDesk
 from tests.escalations.conftest import MONDAY_10
+from tests.incidents.conftest import publish_queued
 
 
 def test_an_escalation_by_phone_is_logged_under_its_account_with_an_sla(work, accounts, actor):
@@ -234,7 +235,7 @@ def test_only_an_admin_deletes_and_a_deleted_item_is_kept_but_hidden(work, accou
 
 def test_resolving_the_incident_resolves_its_linked_items_with_a_note(work, accounts, actor,
                                                                       work_app):
-    from contacts.incidents import progress, publishing, records
+    from contacts.incidents import progress, records
     from tests.incidents.conftest import complete_draft
 
     account_id, contacts = accounts["A-1"]
@@ -249,7 +250,7 @@ def test_resolving_the_incident_resolves_its_linked_items_with_a_note(work, acco
     unrelated = work.create(actor, account_id=account_id)
     assert work.run(reactions.resolve_for_incidents, now=utcnow()) == 0  # still open
     with work_app.app_context(), session_scope(work.engine) as session:
-        publishing.publish(session=session, desk=services(work_app).get(CommsDesk),
+        publish_queued(session=session, desk=services(work_app).get(CommsDesk),
                            vault=work.desk.vault, actor=actor, incident_id=incident.id,
                            draft=complete_draft(state="resolved"), now=utcnow())
     assert work.run(reactions.resolve_for_incidents, now=utcnow()) == 3

@@ -10,7 +10,7 @@ import pytest
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.services import services
-from contacts.incidents import progress, publishing, records
+from contacts.incidents import fanout, progress, publishing, records
 from contacts.incidents.desk import CommsDesk
 from tests.vault.fixtures import make_document
 
@@ -60,3 +60,21 @@ def complete_draft(**changes) -> publishing.UpdateDraft:
                   confidence_data_loss="high")
     values.update(changes)
     return publishing.UpdateDraft(**values)
+
+
+def publish_queued(*, session, desk, vault, **arguments):
+    """Publish an update and queue its audience at once in the same session, as the
+    fan-out job does a batch at a time."""
+    update = publishing.publish(session=session, desk=desk, **arguments)
+    fanout.expand(session=session, desk=desk, vault=vault, update_id=update.id,
+                  now=arguments["now"])
+    return update
+
+
+def run_fanout(app) -> int:
+    """What the fan-out job does: queue every published update's audience."""
+    from contacts.vault.service import Vault
+
+    built = services(app)
+    return fanout.run_pending(engine=built.engine, desk=built.get(CommsDesk),
+                              vault=built.get(Vault), clock=utcnow)

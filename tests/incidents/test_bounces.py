@@ -17,13 +17,13 @@ from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.escalations.models import WorkItem
 from contacts.escalations.service import SupportDesk
-from contacts.incidents import progress, proof, publishing, records
+from contacts.incidents import progress, proof, records
 from contacts.incidents.service import CommsDesk
 from contacts.vault import freshness
 from contacts.vault.models import Contact
 from tests.escalations.conftest import ACCOUNTS
 from tests.helpers import Auth, smtp_server_with
-from tests.incidents.conftest import complete_draft
+from tests.incidents.conftest import complete_draft, publish_queued
 
 GONE = {"ada@acme.example.com", "bob@acme.example.com"}  # every contact of Acme Gardens
 
@@ -68,7 +68,7 @@ def test_an_account_no_update_email_reached_falls_back_to_a_call(make_app, refus
         progress.add_sites(session=session, desk=desk, actor=actor, incident_id=incident.id,
                            refs=["S-1", "S-2"], now=utcnow())
         vault = services(app).get(SupportDesk).vault
-        publishing.publish(session=session, desk=desk, vault=vault, actor=actor,
+        publish_queued(session=session, desk=desk, vault=vault, actor=actor,
                            incident_id=incident.id, draft=complete_draft(), now=utcnow())
     report = outbox.drain(engine=engine, cipher=services(app).crypto.cipher,
                           mailer=Mailer.from_settings(services(app).settings),

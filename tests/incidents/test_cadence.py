@@ -19,12 +19,12 @@ from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.services import services
 from contacts.core.settings import load_secrets
-from contacts.incidents import cadence, progress, publishing, records
+from contacts.incidents import cadence, progress, records
 from contacts.incidents.desk import CommsDesk
 from contacts.incidents.models import IncidentUpdate
 from contacts.vault import service as vault_service
 from contacts.vault import sync as vault_sync
-from tests.incidents.conftest import complete_draft
+from tests.incidents.conftest import complete_draft, publish_queued
 from tests.vault.fixtures import make_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_a_cadence_fires_after_a_restart_and_a_miss_is_shown_late(database_url, 
         progress.add_sites(session=session, desk=desk, actor=actor, incident_id=incident.id,
                            refs=[a["sites"][0]["external_id"] for a in document["accounts"]],
                            now=utcnow())
-        publishing.publish(session=session, desk=desk, vault=vault, actor=actor,
+        publish_queued(session=session, desk=desk, vault=vault, actor=actor,
                            incident_id=incident.id, now=utcnow(), draft=complete_draft(
                                next_update_at=utcnow() + timedelta(seconds=3)))
         cadence.set_cadence(session=session, actor=actor, incident_id=incident.id,

@@ -13,7 +13,7 @@ from contacts.core.services import services
 from contacts.incidents import cadence, progress, publishing, records
 from contacts.incidents.desk import CommsDesk
 from contacts.vault import service as vault_service
-from tests.incidents.conftest import complete_draft
+from tests.incidents.conftest import complete_draft, publish_queued
 from tests.vault.fixtures import make_document
 
 ACTOR = Actor.system("test")
@@ -32,7 +32,7 @@ def _start(app, engine, promise, cadence_hours: float = 1.0) -> tuple[CommsDesk,
                                            now=utcnow())
         progress.add_sites(session=session, desk=desk, actor=ACTOR, incident_id=incident.id,
                            refs=["S00000-0", "S00001-0"], now=utcnow())
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident.id, now=utcnow(),
                            draft=complete_draft(next_update_at=promise))
         cadence.set_cadence(session=session, actor=ACTOR, incident_id=incident.id,
@@ -42,10 +42,8 @@ def _start(app, engine, promise, cadence_hours: float = 1.0) -> tuple[CommsDesk,
 
 def _run_scheduler(app, engine, desk, at) -> list[int]:
     """What `jobs.send_scheduled_updates` does, at a chosen time."""
-    vault = vault_service.Vault.from_settings(services(app).settings,
-                                              services(app).crypto)
     with session_scope(engine) as session:
-        published = cadence.publish_due(session=session, desk=desk, vault=vault, now=at)
+        published = cadence.publish_due(session=session, desk=desk, now=at)
         cadence.warn_late(session=session, desk=desk, inbox="comms@vendor.example", now=at)
         return [update.number for update in published]
 

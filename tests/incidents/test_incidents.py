@@ -19,7 +19,7 @@ from contacts.delivery.models import OutboxMessage
 from contacts.incidents import cadence, progress, publishing, records
 from contacts.incidents.models import AffectedSite
 from contacts.vault import service as vault_service
-from tests.incidents.conftest import complete_draft, thirty_sites
+from tests.incidents.conftest import complete_draft, publish_queued, thirty_sites
 
 ACTOR = Actor.system("test")
 
@@ -55,7 +55,7 @@ def test_the_restore_percentage_follows_the_stages(engine, desk, incident, delet
 def test_an_update_missing_fields_is_refused_with_their_names(engine, desk, vault, incident):
     with session_scope(engine) as session:
         with pytest.raises(Invalid) as refused:
-            publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+            publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                                incident_id=incident, now=utcnow(),
                                draft=publishing.UpdateDraft(state="identified", what_happened="x"))
     assert refused.value.details["missing"] == [
@@ -65,7 +65,7 @@ def test_an_update_missing_fields_is_refused_with_their_names(engine, desk, vaul
     overridden = complete_draft(restore_percentage=55.0)
     with session_scope(engine) as session:
         with pytest.raises(Invalid, match="a note on the overridden restore percentage"):
-            publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+            publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                                incident_id=incident, draft=overridden, now=utcnow())
         assert publishing.updates_of(session=session, incident_id=incident) == []
 
@@ -92,7 +92,7 @@ def test_an_update_reaches_every_contact_of_every_affected_account_once(
         app, engine, desk, vault, incident, deletion_document, smtp_server):
     port, sink = smtp_server
     with session_scope(engine) as session:
-        update = publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        update = publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                                     incident_id=incident, draft=complete_draft(), now=utcnow())
         assert update.recipients == 75  # 25 accounts x 3 contacts
         assert (update.accounts_affected, update.sites_affected) == (25, 30)
@@ -142,7 +142,7 @@ def test_a_saved_template_is_used_for_the_next_update(app, engine, desk, vault, 
 
 def test_a_late_update_warns_the_comms_inbox_once(engine, desk, vault, incident):
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, now=utcnow(), draft=complete_draft(
                                next_update_at=utcnow() - timedelta(minutes=1)))
     for _ in range(2):
@@ -164,7 +164,7 @@ def test_long_id_lists_are_queried_in_chunks(engine, desk, vault, incident, monk
 
     monkeypatch.setattr(contacts.core.db, "IN_LIST_SIZE", 7)
     with session_scope(engine) as session:
-        update = publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        update = publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                                     incident_id=incident, draft=complete_draft(), now=utcnow())
     assert update.recipients == 75
 
@@ -193,14 +193,14 @@ def test_the_status_page_keeps_a_resolved_incident_for_two_weeks(client, engine,
         return answer.get_data(as_text=True)
 
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, now=utcnow(), draft=complete_draft())
     ongoing = status()
     assert "Sites deleted by a maintenance script" in ongoing
     assert "Resolved in the last" not in ongoing
 
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, now=utcnow(),
                            draft=complete_draft(state="resolved", next_update_at=None))
     resolved = status()

@@ -16,6 +16,7 @@ from contacts.core.services import services
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage
 from contacts.incidents import progress, publishing, records
 from contacts.vault import service as vault_service
+from tests.incidents.conftest import run_fanout
 from tests.vault.fixtures import make_document
 
 COMPLETE = {"state": "identified",
@@ -91,9 +92,11 @@ def test_a_drill_runs_an_incident_end_to_end(app, client, engine, make_token, sy
     assert update["restore_percentage"] == 50.0 and update["restore_note"] is None
     assert update["confidence"] == {"timeline": "medium", "restore": "high",
                                     "data_loss": "high"}
-    assert update["recipients"] == 9  # 3 accounts x 3 contacts
-    assert update["messages"] == {"queued": 9, "sent": 0, "failed": 0}
+    # Publishing answers at once; a job queues the audience after it.
+    assert (update["recipients"], update["audience_queued"]) == (0, False)
     assert update["cadence_hours"] == 0.5 and update["late"] is False
+    assert run_fanout(app) == 9  # 3 accounts x 3 contacts
+    assert run_fanout(app) == 0  # nothing twice
 
     shown = _call(client, "GET", f"/api/v1/incidents/{incident_id}", reader)
     assert shown.status_code == 200, shown.get_json()
@@ -105,8 +108,9 @@ def test_a_drill_runs_an_incident_end_to_end(app, client, engine, make_token, sy
             detail["accounts"]) == (50.0, 4, 2, 3)
     assert detail["by_stage"] == {"queued": 2, "data_restored": 0, "identity_restored": 0,
                                   "validated_by_us": 2, "validated_by_customer": 0}
-    assert [(u["number"], u["id"], u["messages"], u["late"]) for u in detail["updates"]] == [
-        (1, update["id"], {"queued": 9, "sent": 0, "failed": 0}, False)]
+    assert [(u["number"], u["id"], u["messages"], u["late"], u["recipients"],
+             u["audience_queued"]) for u in detail["updates"]] == [
+        (1, update["id"], {"queued": 9, "sent": 0, "failed": 0}, False, 9, True)]
 
     # One email per contact of the three accounts, and none to anyone else.
     cipher = services(app).crypto.cipher
@@ -124,10 +128,13 @@ def test_a_drill_runs_an_incident_end_to_end(app, client, engine, make_token, sy
             AuditEntry.target_id == incident_id).order_by(AuditEntry.id)))
     assert [entry.action for entry in entries] == [
         "incident.created", "incident.sites_added", "incident.sites_added",
-        "incident.update_published", "incident.cadence_set"]
-    assert {(entry.actor_kind, entry.actor_id[:4]) for entry in entries} == {("token", "tok_")}
-    assert len({entry.actor_id for entry in entries}) == 1
-    assert entries[3].detail == {"update": update["id"], "recipients": 9}
+        "incident.update_published", "incident.cadence_set", "incident.update_queued"]
+    assert {(entry.actor_kind, entry.actor_id[:4]) for entry in entries[:5]} == {
+        ("token", "tok_")}
+    assert len({entry.actor_id for entry in entries[:5]}) == 1
+    assert entries[3].detail == {"update": update["id"]}
+    assert (entries[5].actor_kind, entries[5].actor_id) == ("system", "fanout")
+    assert entries[5].detail == {"update": update["id"], "recipients": 9}
 
 
 def test_an_incomplete_update_is_refused_422_naming_every_missing_field(
@@ -244,7 +251,7 @@ def test_an_incident_is_opened_with_its_start_time_and_checked_fields(client, ma
         assert named in refused.get_json()["error"]["message"], body
 
 
-def test_a_missed_promise_shows_late_until_resolved(client, make_token, incident):
+def test_a_missed_promise_shows_late_until_resolved(app, client, make_token, incident):
     writer, reader = make_token("incidents:write"), make_token("read")
     missed = utcnow().replace(microsecond=0) - timedelta(minutes=1)
     first = _call(client, "POST", f"/api/v1/incidents/{incident}/updates", writer,
@@ -260,6 +267,7 @@ def test_a_missed_promise_shows_late_until_resolved(client, make_token, incident
     assert resolved.status_code == 201, resolved.get_json()
     assert resolved.get_json()["number"] == 2 and resolved.get_json()["next_update_at"] is None
     assert resolved.get_json()["cadence_hours"] is None
+    assert run_fanout(app) == 2 * 75
     detail = _call(client, "GET", f"/api/v1/incidents/{incident}", reader).get_json()
     assert detail["state"] == "resolved" and detail["next_update_due"] is None
     assert detail["late"] is False and detail["cadence_hours"] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contacts.core.db import session_scope
 from contacts.incidents import progress, publishing, records
 from contacts.vault import service as vault_service
-from tests.incidents.conftest import thirty_sites
+from tests.incidents.conftest import publish_queued, thirty_sites
 
 
 def _report(client, token, incident, sites):
@@ -76,7 +76,7 @@ def test_the_public_page_and_the_private_link_show_the_right_percentages(
                             incident_id=incident,
                             stages=[(ref, "validated_by_customer") for ref in refs[:6]],
                             now=utcnow())
-        publishing.publish(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
+        publish_queued(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
                            incident_id=incident, draft=complete_draft(), now=utcnow())
         first = vault_service.live_sites(session=session, refs=refs[:1])[refs[0]]
     page = client.get(f"/status/{incident}").get_data(as_text=True)
@@ -102,7 +102,7 @@ def test_the_feed_and_the_delivery_export_list_each_update(client, engine, desk,
     from tests.incidents.conftest import complete_draft
 
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
+        publish_queued(session=session, desk=desk, vault=vault, actor=Actor.system("t"),
                            incident_id=incident, draft=complete_draft(), now=utcnow())
     feed = client.get(f"/status/{incident}/feed.atom")
     assert feed.mimetype == "application/atom+xml"

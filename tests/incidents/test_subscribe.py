@@ -88,7 +88,7 @@ def test_known_and_unknown_addresses_get_the_same_answer_and_one_email_each(
         assert re.search(r"/status/subscription/confirm/\S+", text), email
     known = received["confirmed@example.org"].get_body(("plain",)).get_content()
     assert "already receives them" in known
-    assert re.search(r"/status/subscription/stop/\S+", known)
+    assert re.search(r"/status/unsubscribe/\d+/\S+", known)
     assert "/subscription/confirm/" not in known
 
 

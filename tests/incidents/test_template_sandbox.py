@@ -20,6 +20,7 @@ from contacts.incidents import sandbox
 from contacts.incidents.models import IncidentUpdate, MessageTemplate
 from contacts.incidents.sandbox_bounds import RENDER_SECONDS
 from tests.helpers import csrf_token_from
+from tests.incidents.conftest import run_fanout
 
 REQUIRED_TEXT = ("{{ what_happened }} {{ scope }} {{ timeline }} {{ next_update }} "
                  "{{ restore_percentage }} {{ data_loss }} {{ confidence_timeline }} "
@@ -213,10 +214,27 @@ def _languages(accounts: list[dict]) -> list[str]:
         "fr" if contact["locale"].startswith("fr") else "en" for contact in account["contacts"]}]
 
 
+class _Published:
+    """The update as the API shows it once the fan-out job has queued its audience."""
+
+    def __init__(self, body: dict):
+        self.status_code, self.body = 201, body
+
+    def get_json(self) -> dict:
+        return self.body
+
+
 def _publish(client, token, incident_id, **changes):
-    return client.post(f"/api/v1/incidents/{incident_id}/updates",
-                       json={**COMPLETE, **changes},
-                       headers={"Authorization": f"Bearer {token}"})
+    headers = {"Authorization": f"Bearer {token}"}
+    answer = client.post(f"/api/v1/incidents/{incident_id}/updates",
+                         json={**COMPLETE, **changes}, headers=headers)
+    if answer.status_code != 201:
+        return answer
+    assert answer.get_json()["audience_queued"] is False  # publishing answers at once
+    run_fanout(client.application)
+    updates = client.get(f"/api/v1/incidents/{incident_id}", headers=headers).get_json()
+    return _Published(next(update for update in updates["updates"]
+                           if update["id"] == answer.get_json()["id"]))
 
 
 def _received(app, engine, smtp_server) -> list:
@@ -239,7 +257,7 @@ def test_a_template_failing_for_some_accounts_at_publish_gives_them_the_default(
     custom = "CUSTOM {{ 12 // (account_sites | length - 2) }} " + REQUIRED_TEXT
     for locale in ("en", "fr"):
         assert _save(client, page, custom, locale=locale).status_code == 303
-    answer = _publish(client, make_token("incidents:write"), incident)
+    answer = _publish(client, make_token("incidents:write", "read"), incident)
     assert answer.status_code == 201, answer.get_json()
     published = answer.get_json()
     assert published["recipients"] == 75
@@ -275,7 +293,7 @@ def test_a_template_saved_before_the_checks_cannot_lose_an_update(
                            ("subject", "{{ 10 ** 10000000 }}")):
             session.add(MessageTemplate(kind=kind, locale="en", version=1, body=body,
                                         created_by="stf_old", created_at=utcnow()))
-    token = make_token("incidents:write")
+    token = make_token("incidents:write", "read")
     assert _publish(client, token, incident).status_code == 201
     second = _publish(client, token, incident)
     assert second.status_code == 201, second.get_json()
@@ -306,7 +324,7 @@ def test_a_template_too_costly_at_publish_gives_every_account_the_default(
               "{% endif %}" + REQUIRED_TEXT)
     for locale in ("en", "fr"):
         assert _save(client, page, costly, locale=locale).status_code == 303
-    answer = _publish(client, make_token("incidents:write"), incident)
+    answer = _publish(client, make_token("incidents:write", "read"), incident)
     assert answer.status_code == 201
     failures = answer.get_json()["template_failures"]
     languages = _languages(deletion_document["accounts"])

@@ -12,6 +12,7 @@ from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.incidents import cadence
 from contacts.incidents.service import CommsDesk
+from tests.incidents.conftest import run_fanout
 from tests.vault.fixtures import make_document
 
 # (as the API is given it, as every reader must see it)
@@ -32,6 +33,7 @@ def _update(next_update_at: str) -> dict:
 
 
 def _drain(app, engine, port):
+    run_fanout(app)
     outbox.drain(engine=engine, cipher=services(app).crypto.cipher,
                  mailer=Mailer(host="127.0.0.1", port=port, sender="status@lifeline.test"),
                  now=utcnow())

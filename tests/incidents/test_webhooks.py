@@ -17,13 +17,14 @@ from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Invalid
 from contacts.core.services import services
 from contacts.delivery import outbox, quarantine, webhook_lane
+from contacts.delivery.models import OutboxMessage
 from contacts.delivery.webhook import WebhookPolicy
-from contacts.incidents import endpoints, progress, publishing
+from contacts.incidents import endpoints, progress
 from contacts.incidents.events import IncidentUpdateEvent
 from contacts.incidents.models import AffectedSite
 from tests.delivery.receivers import StandardReceiver
 from tests.helpers import csrf_token_from
-from tests.incidents.conftest import complete_draft
+from tests.incidents.conftest import complete_draft, publish_queued
 
 ACTOR = Actor.system("test")
 
@@ -57,9 +58,9 @@ def _register(engine, desk, receiver, path="/hooks/lifeline"):
 
 def _publish(engine, desk, vault, incident, now=None):
     with session_scope(engine) as session:
-        return publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
-                                  incident_id=incident, draft=complete_draft(),
-                                  now=now or utcnow())
+        return publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
+                              incident_id=incident, draft=complete_draft(),
+                              now=now or utcnow())
 
 
 def test_an_update_is_posted_signed_and_retried_with_the_same_id(
@@ -237,7 +238,7 @@ def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engi
                                                        "email": "Fan@Example.org"})
         assert "Check your inbox" in answer.get_data(as_text=True)
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, draft=complete_draft(), now=utcnow())
     assert not any(m["to"] == "Fan@Example.org" for m in mails("incident_update"))  # not yet
     (confirmation,) = mails("subscription_confirm")
@@ -245,15 +246,15 @@ def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engi
     shown = client.get(link).get_data(as_text=True)
     assert client.post(link, data={"csrf_token": csrf_token_from(shown)}).status_code == 200
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, draft=complete_draft(), now=utcnow())
     (update,) = [m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]
     assert "Expected data loss" in update["text"] and "Your account" not in update["text"]
-    stop = re.search(r"(/status/subscription/stop/\S+)", update["text"]).group(1)
-    shown = client.get(stop).get_data(as_text=True)
-    client.post(stop, data={"csrf_token": csrf_token_from(shown)})
+    stop = re.search(r"(/status/unsubscribe/\S+)", update["text"]).group(1)
+    assert "Stop sending me updates" in client.get(stop).get_data(as_text=True)  # a button
+    assert client.post(stop, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     with session_scope(engine) as session:
-        publishing.publish(session=session, desk=desk, vault=vault, actor=ACTOR,
+        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
                            incident_id=incident, draft=complete_draft(), now=utcnow())
     assert len([m for m in mails("incident_update") if m["to"] == "Fan@Example.org"]) == 1
 
@@ -293,9 +294,8 @@ def test_a_webhook_that_keeps_failing_is_quarantined_until_saved_again(
         assert quarantine.quarantine_failing_webhooks(session=session, now=now) == [account_id]
     _publish(engine, desk, vault, incident, now=now)
     with session_scope(engine) as session:
-        webhook_rows = [row for row in outbox.messages_with_prefix(session=session,
-                                                                   prefix="update:")
-                        if row.channel == "webhook"]
+        webhook_rows = list(session.exec(select(OutboxMessage).where(
+            OutboxMessage.channel == "webhook")))
     assert len(webhook_rows) == 1  # the quarantined endpoint got nothing new
     _register(engine, desk, receiver)  # saved again
     with session_scope(engine) as session:

@@ -95,7 +95,7 @@ def test_the_form_and_the_api_share_one_budget_per_domain(make_app):
 
 
 def test_the_form_and_the_api_share_one_budget_per_client_address(make_app):
-    client = _app(make_app, intake_rate_limit_per_ip="3 per minute").test_client()
+    client = _app(make_app, intake_rate_limit_per_ip="3 per hour").test_client()
     ip = "10.8.0.1"
     assert [_api(client, "a@one.example", ip), _form(client, "b@two.example", ip),
             _api(client, "c@three.example", ip)] == [202, 303, 202]

@@ -1,8 +1,8 @@
 """webhook endpoints: several per account, each with an ID, its secret's rotation time, and
 the outbox's webhooks naming their endpoint (signed when sent, sent in order)
 
-Revision ID: 0015_webhooks
-Revises: 0014
+Revision ID: 0017_webhooks
+Revises: 0016
 Create Date: 2026-12-03 17:00:00.000000
 """
 
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from contacts.core.ids import new_id
 
 
-revision = '0015_webhooks'
-down_revision = '0014'
+revision = '0017_webhooks'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 
