@@ -41,6 +41,7 @@ from contacts.incidents import routes as incidents_routes
 from contacts.incidents import service as incidents_service
 from contacts.incidents import unsubscribe_routes
 from contacts.incidents.api import bp as incidents_api
+from contacts.incidents.endpoints_api import bp as webhooks_api
 from contacts.intake import routes as intake_routes
 from contacts.intake import service as intake_service
 from contacts.intake.api import bp as intake_api
@@ -116,7 +117,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,
                       vault_api, backup_routes.bp, backup_api, intake_routes.bp, intake_api,
-                      incidents_routes.bp, unsubscribe_routes.bp, incidents_api,
+                      incidents_routes.bp, unsubscribe_routes.bp, incidents_api, webhooks_api,
                       escalations_routes.bp, escalations_api):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,

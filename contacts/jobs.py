@@ -17,7 +17,7 @@ from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Renderer, render_message
 from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
 from contacts.core.services import services
-from contacts.delivery import ledger, outbox, quarantine
+from contacts.delivery import ledger, outbox, quarantine, webhook_lane
 from contacts.delivery.smtp_lane import SmtpPool
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
@@ -115,7 +115,8 @@ def send_queued_webhooks() -> None:
     """The webhook lane, a job of its own: a slow endpoint holds this job, never the
     emails' (the scheduler runs jobs in separate threads)."""
     settings = services(current_app()).settings
-    _drain("webhooks", outbox.drain_webhooks, policy=WebhookPolicy.from_settings(settings))
+    _drain("webhooks", webhook_lane.drain_webhooks, policy=WebhookPolicy.from_settings(settings),
+           concurrency=settings.delivery_webhook_concurrency)
 
 
 def _drain(lane: str, drain, **transport) -> None:
@@ -230,8 +231,9 @@ def background_services(app) -> list:
     pool = SmtpPool.from_settings(settings)
     return [outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
                                 mailer=pool.primary, pool=pool),
-            outbox.DeliveryLoop(engine=engine, cipher=cipher, lease=lease,
-                                policy=WebhookPolicy.from_settings(settings))]
+            webhook_lane.WebhookLoop(engine=engine, cipher=cipher, lease=lease,
+                                     policy=WebhookPolicy.from_settings(settings),
+                                     concurrency=settings.delivery_webhook_concurrency)]
 
 
 def scheduled_jobs(settings) -> list[ScheduledJob]:

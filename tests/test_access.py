@@ -28,7 +28,8 @@ PLACEHOLDERS = {"staff_id": lambda: new_id("stf"), "token_id": lambda: new_id("t
                 "filename": lambda: "lifeline.css", "request_id": lambda: new_id("req"),
                 "reference": lambda: "LL-7KQ2-9XHD", "incident_id": lambda: new_id("inc"),
                 "action": lambda: "confirm", "item_id": lambda: new_id("itm"),
-                "view_id": lambda: 1, "subscriber_id": lambda: 1}
+                "view_id": lambda: 1, "subscriber_id": lambda: 1,
+                "endpoint_id": lambda: new_id("whk")}
 
 
 def walk(app):

@@ -39,7 +39,7 @@ GENEROUS_INTAKE_LIMITS = {"intake_rate_limit_per_ip": "100000 per minute",
 # Well-formed values naming nothing, for each path parameter of the API.
 NOTHING = {"account_id": lambda: new_id("acc"), "item_id": lambda: new_id("itm"),
            "incident_id": lambda: new_id("inc"), "deletion_id": lambda: new_id("del"),
-           "reference": lambda: "LL-7KQ2-9XHD"}
+           "endpoint_id": lambda: new_id("whk"), "reference": lambda: "LL-7KQ2-9XHD"}
 
 
 STATEFUL_SCENARIOS = 40
@@ -48,6 +48,27 @@ STATEFUL_SCENARIOS = 40
 @pytest.fixture
 def app(make_app):
     return make_app(**GENEROUS_INTAKE_LIMITS)
+
+
+@pytest.fixture(autouse=True)
+def _no_traffic_beyond_loopback(monkeypatch):
+    """Generated webhook URLs are checked (names looked up) and pinged: here no name
+    resolves and no connection leaves 127.0.0.1, so the fuzzer reaches nobody."""
+    import socket
+
+    def no_lookup(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "the contract gate resolves no name")
+
+    real = socket.socket.connect
+
+    def loopback_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in (
+                "127.0.0.1", "::1"):
+            raise ConnectionRefusedError("the contract gate sends nothing off this machine")
+        return real(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
 
 
 @pytest.fixture

@@ -158,3 +158,19 @@ def test_the_service_refuses_to_start_in_production_without_keys(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("lifeline: missing secrets: secret_key, field_keys")
+
+
+def test_the_webhook_lanes_concurrency_is_a_bounded_whole_number(tmp_path):
+    assert load_settings({"secrets_keys_dir": str(tmp_path)},
+                         environ={}).delivery_webhook_concurrency == 50
+    settings = load_settings({"secrets_keys_dir": str(tmp_path)},
+                             environ={"LIFELINE_DELIVERY_WEBHOOK_CONCURRENCY": "120"})
+    assert settings.delivery_webhook_concurrency == 120
+    for bad in (0, -3, 1001):
+        with pytest.raises(ConfigError, match="delivery webhook_concurrency must be a whole"):
+            load_settings({"secrets_keys_dir": str(tmp_path),
+                           "delivery_webhook_concurrency": bad}, environ={})
+    for environ in ({"LIFELINE_DELIVERY_WEBHOOK_CONCURRENCY": "many"},
+                    {"LIFELINE_DELIVERY_WEBHOOK_CONCURRENCY": "2.5"}):
+        with pytest.raises(ConfigError, match="DELIVERY_WEBHOOK_CONCURRENCY"):
+            load_settings({"secrets_keys_dir": str(tmp_path)}, environ=environ)

@@ -24,6 +24,7 @@ SCOPES = {
     "escalations:write": "log and triage work items (tickets, escalations, tasks)",
     "audit:read": "read the audit log",
     "backups:write": "take backups and run restore drills",
+    "webhooks:write": "register, list, ping and rotate accounts' webhook endpoints",
 }
 
 

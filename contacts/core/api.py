@@ -7,6 +7,7 @@ the same way. Validation failures and malformed JSON answer our one error shape.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import re
@@ -157,6 +158,40 @@ def _with_path_patterns(document: dict) -> dict:
     return document
 
 
+_WEBHOOKS: dict[str, tuple[type[BaseModel], str]] = {}
+_SIGNATURE_HEADERS = (
+    ("webhook-id", "The message's ID, the same on every attempt (msg_...)."),
+    ("webhook-timestamp", "When this attempt was signed, in seconds since 1970."),
+    ("webhook-signature", "`v1,<base64 signature>`, one or more, separated by spaces."))
+
+
+def webhook_event(name: str, model: type[BaseModel], description: str) -> None:
+    """Document an event POSTed to customers' endpoints, in the document's `webhooks`."""
+    _WEBHOOKS[name] = (model, description)
+
+
+def _with_webhooks(document: dict) -> dict:
+    """OpenAPI 3.1's `webhooks`: what we POST to endpoints, their models in the components."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    webhooks = {}
+    for name, (model, description) in sorted(_WEBHOOKS.items()):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        webhooks[name] = {"post": {
+            "summary": (model.__doc__ or name).strip().splitlines()[0],
+            "description": description, "operationId": f"webhook_{name.replace('.', '_')}",
+            "parameters": [{"name": header, "in": "header", "required": True,
+                            "description": text, "schema": {"type": "string"}}
+                           for header, text in _SIGNATURE_HEADERS],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}},
+            "responses": {"2XX": {"description": "Received; anything else is retried."}}}}
+    if webhooks:
+        document["webhooks"] = webhooks
+    return document
+
+
 def init_app(app) -> None:
     from flask import jsonify, request
 
@@ -165,7 +200,7 @@ def init_app(app) -> None:
     @app.get(API_PREFIX + "/openapi.json", endpoint="openapi")
     @public
     def openapi_document():
-        return jsonify(_with_path_patterns(spec.spec))
+        return jsonify(_with_webhooks(_with_path_patterns(copy.deepcopy(spec.spec))))
 
     @app.before_request
     def parse_json_body():

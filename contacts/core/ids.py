@@ -29,6 +29,7 @@ KINDS = {
     "inc": "incident",
     "upd": "incident update",
     "itm": "work item",
+    "whk": "webhook endpoint",
 }
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -72,7 +73,8 @@ PATH_PARAMETER_PATTERNS = {"account_id": id_pattern("acc"), "site_id": id_patter
                            "staff_id": id_pattern("stf"), "token_id": id_pattern("tok"),
                            "deletion_id": id_pattern("del"), "request_id": id_pattern("req"),
                            "incident_id": id_pattern("inc"), "update_id": id_pattern("upd"),
-                           "item_id": id_pattern("itm"), "reference": REFERENCE_PATTERN}
+                           "item_id": id_pattern("itm"), "endpoint_id": id_pattern("whk"),
+                           "reference": REFERENCE_PATTERN}
 
 
 # Every 10-bit group as two characters: 13 lookups make an ID (imports make many of them).

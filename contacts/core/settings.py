@@ -122,6 +122,10 @@ def _check_webhooks(values: dict[str, Any]) -> None:
     deadline = values["webhooks_deadline_seconds"]
     if not deadline > 0:
         raise ConfigError(f"webhooks deadline_seconds must be above 0, got {deadline!r}")
+    concurrency = values["delivery_webhook_concurrency"]
+    if type(concurrency) is not int or not 1 <= concurrency <= 1000:
+        raise ConfigError("delivery webhook_concurrency must be a whole number from 1 to 1000, "
+                          f"got {concurrency!r}")
 
 
 def _mail_domain(values: dict[str, Any]) -> str:

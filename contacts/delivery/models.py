@@ -1,6 +1,6 @@
 """The outbox: one row per message to send, written in the same transaction as the change
 that calls for it, so a message is neither lost with a rollback nor sent for a change that
-never happened; and each account's webhook endpoint, with its secret and its quarantine."""
+never happened; and the accounts' webhook endpoints, with their secrets and quarantine."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ class OutboxMessage(SQLModel, table=True):
     # Each delivery lane claims its own channel's due messages through this index.
     __table_args__ = (
         Index("ix_outbox_message_due", "state", "channel", "next_attempt_at"),
+        # The webhook lane sends an endpoint's messages one at a time, in order: it asks
+        # whether an earlier one of the same endpoint is still queued.
+        Index("ix_outbox_message_endpoint", "endpoint_id", "state", "id"),
         # Counts per update, an incident's proof: what a message is about.
         Index("ix_outbox_message_about", "about_kind", "about_id", "state"),
         # An account's messages, for its page and timeline.
@@ -43,6 +46,8 @@ class OutboxMessage(SQLModel, table=True):
     # Idempotency: the same key is enqueued once, whatever retries the caller makes.
     key: str = Field(max_length=120, unique=True)
     channel: str = Field(max_length=16)  # email or webhook: the lane that sends it
+    # A webhook's endpoint (whk_...): its URL and current secret are read when it is sent.
+    endpoint_id: str | None = Field(default=None, max_length=40)
     # What the message is for, for the console and the logs; never personal data.
     purpose: str = Field(max_length=64)
     # What the message is about (update, request, item, incident, confirmation,
@@ -75,19 +80,26 @@ OUTBOX_PAYLOAD = encrypted_column(OutboxMessage.__table__, "payload_encrypted",
                                   "outbox_message.payload")
 
 
-class AccountWebhook(SQLModel, table=True):
-    """Where an account's systems receive its updates: a signed POST per update."""
+class WebhookEndpoint(SQLModel, table=True):
+    """Where an account's systems receive its updates: a POST per update, signed when sent
+    (Standard Webhooks) with the endpoint's current secret. An account may have several."""
 
-    __tablename__ = "account_webhook"
+    __tablename__ = "webhook_endpoint"
 
-    account_id: str = Field(primary_key=True, max_length=40)
+    id: str = Field(primary_key=True, max_length=40)  # whk_...
+    account_id: str = Field(max_length=40, index=True)
     url: str = Field(max_length=2048)
+    # "whsec_<base64 of 32 random bytes>"; an endpoint saved before Standard Webhooks holds
+    # its older secret (no prefix) until it is rotated, and is also sent the old header.
     secret_encrypted: str = Field(max_length=512)
     created_by: str = Field(max_length=40)
     created_at: datetime = Field(sa_column=utc_column())
+    rotated_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     # Set when a message to it failed for good; updates skip it until it is saved again.
     quarantined_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
-WEBHOOK_SECRET = encrypted_column(AccountWebhook.__table__, "secret_encrypted",
+# The context of the column it was first sealed in: the migration moved the sealed secrets
+# here as they were (it holds no key to seal them again).
+WEBHOOK_SECRET = encrypted_column(WebhookEndpoint.__table__, "secret_encrypted",
                                   "account_webhook.secret")

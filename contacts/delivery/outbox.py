@@ -1,6 +1,6 @@
 """Enqueue messages in the caller's transaction; drain them from jobs, in two lanes: emails
-over SMTP (`drain`) and webhooks over HTTP (`drain_webhooks`), each claiming only its own
-channel, so that no webhook, however slow its endpoint, delays an email.
+over SMTP (`drain`) and webhooks over HTTP (`webhook_lane.drain_webhooks`), each claiming
+only its own channel, so that no webhook, however slow its endpoint, delays an email.
 
 A message is claimed with a lease before it is sent and marked sent after; a sender that
 dies in between leaves the lease to run out and the message to be sent again, with the same
@@ -11,16 +11,13 @@ as failed (and counted on /healthz-like pages, never silently dropped).
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import hmac
 import json
 import logging
 import queue
 import random
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,11 +30,10 @@ from contacts.core.crypto import FieldCipher
 from contacts.core.db import UTCDateTime, bulk_insert, session_scope
 from contacts.core.mail import Mailer, MailFailed
 from contacts.delivery import outcomes
-from contacts.delivery import webhook as transport
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage
 from contacts.delivery.smtp_client import Letter
 from contacts.delivery.smtp_lane import SmtpPool, outcome_backlog
-from contacts.delivery.webhook import WebhookFailed, WebhookPolicy
+from contacts.delivery.webhook import WebhookFailed
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +41,6 @@ MAX_ATTEMPTS = 8
 # How a message whose recipient's address was refused for good starts its `last_error`.
 BOUNCED = "bounced: "
 LEASE = timedelta(minutes=2)
-# Webhooks posted at once by one webhook lane, and so claimed per batch: a batch lasts one
-# deadline at most, far inside its lease.
-WEBHOOK_SENDERS = 8
 
 
 @dataclass(frozen=True)
@@ -61,8 +54,17 @@ class Email:
 
 @dataclass(frozen=True)
 class Webhook:
-    """A signed POST: the body is sent as is; `X-Lifeline-Signature` is
-    `sha256=<hex HMAC of the body with the endpoint's secret>`, computed when queued."""
+    """A POST of `body` to an endpoint (whk_...), signed when it is sent with the endpoint's
+    secret of that moment (webhook_lane.py), at the endpoint's URL of that moment."""
+
+    endpoint: str
+    body: str
+
+
+@dataclass(frozen=True)
+class SignedWebhook:
+    """A webhook queued before endpoints were named (migration 0017_webhooks): sent as it was
+    signed, `X-Lifeline-Signature: sha256=<hex HMAC of the body>`, to the URL it names."""
 
     url: str
     body: str
@@ -123,7 +125,8 @@ def email_rows(*, cipher: FieldCipher, purpose: str, email: Email, now: datetime
         own = json.dumps({**email.headers, **headers})
         return f'{{"to": {json.dumps(to)}, "headers": {own}, {shared[1:]}'
 
-    return [{"key": key, "channel": "email", "purpose": purpose, **topic.__dict__,
+    return [{"key": key, "channel": "email", "purpose": purpose, "endpoint_id": None,
+             **topic.__dict__,
              "payload_encrypted": encrypt(payload(to, headers), context=OUTBOX_PAYLOAD),
              "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
              "last_error": None, "failure": None, "created_at": now, "sent_at": None}
@@ -131,28 +134,19 @@ def email_rows(*, cipher: FieldCipher, purpose: str, email: Email, now: datetime
 
 
 def webhook_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic,
-                webhook: Webhook, now: datetime) -> dict:
-    """An outbox row for a signed webhook, for `enqueue_rows`."""
-    return _row(cipher, key, purpose, topic, "webhook", dict(webhook.__dict__), now)
+                webhook: Webhook | SignedWebhook, now: datetime) -> dict:
+    """An outbox row for a webhook, for `enqueue_rows`; an endpoint's rows go in key order."""
+    return _row(cipher, key, purpose, topic, "webhook", dict(webhook.__dict__), now) | {
+        "endpoint_id": getattr(webhook, "endpoint", None)}
 
 
 def _row(cipher: FieldCipher, key: str, purpose: str, topic: Topic, channel: str,
          payload: dict, now: datetime) -> dict:
-    return {"key": key, "channel": channel, "purpose": purpose, **topic.__dict__,
+    return {"key": key, "channel": channel, "purpose": purpose, "endpoint_id": None,
+            **topic.__dict__,
             "payload_encrypted": cipher.encrypt(json.dumps(payload), context=OUTBOX_PAYLOAD),
             "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
             "last_error": None, "failure": None, "created_at": now, "sent_at": None}
-
-
-def sign(secret: str, body: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body.encode(), hashlib.sha256).hexdigest()
-
-
-def _post(webhook: Webhook, key: str, policy: WebhookPolicy) -> None:
-    transport.post(url=webhook.url, body=webhook.body.encode(), policy=policy, headers={
-        "Content-Type": "application/json", "User-Agent": "Lifeline webhooks",
-        "X-Lifeline-Signature": webhook.signature,
-        "Idempotency-Key": message_id_for(key)[1:33]})
 
 
 def enqueue_rows(*, session: Session, rows: list[dict]) -> None:
@@ -222,27 +216,6 @@ def _letter(cipher: FieldCipher, mailer: Mailer, message: OutboxMessage) -> Lett
     return Letter(to=email.to, tag=message, data=mailer.message_bytes(
         to=email.to, subject=email.subject, text=email.text, html=email.html,
         message_id=message_id_for(message.key, mailer.domain), headers=email.headers))
-
-
-def drain_webhooks(*, engine: Engine, cipher: FieldCipher, policy: WebhookPolicy,
-                   now: datetime, lease: timedelta = LEASE,
-                   senders: int = WEBHOOK_SENDERS) -> DrainReport:
-    """The webhook lane: post the webhooks that are due, `senders` at once, each within the
-    policy's deadline (so a batch takes one deadline at most) and to a checked address.
-    The lease is at least two deadlines, so no other sender takes a batch still on the wire."""
-    report = DrainReport()
-    lease = max(lease, timedelta(seconds=2 * policy.deadline_seconds))
-    claimed = _claim(engine, now, senders, lease, channel="webhook")
-    if not claimed:
-        return report
-    with _outcome_writer(engine) as record, ThreadPoolExecutor(
-            len(claimed), thread_name_prefix="webhook") as pool:
-        posted = {pool.submit(_attempt, functools.partial(
-            _post, Webhook(**_payload(cipher, message)), message.key, policy)): message
-            for message in claimed}
-        for done in as_completed(posted):
-            _settle(posted[done], now, report, record, done.result())
-    return report
 
 
 def _attempt(send: Callable[[], None]) -> MailFailed | WebhookFailed | None:
@@ -361,21 +334,19 @@ def failure_kind(failure: MailFailed | WebhookFailed) -> str:
 
 
 class DeliveryLoop:
-    """Drains one lane of the outbox continuously in a thread of a worker process: emails,
-    or webhooks (a worker runs one loop of each). On PostgreSQL every worker runs them
+    """Drains the email lane continuously in a thread of a worker process (the webhook
+    lane's loop is `webhook_lane.WebhookLoop`). On PostgreSQL every worker runs them
     (`FOR UPDATE SKIP LOCKED` shares the rows); on SQLite the scheduler's drain jobs are the
     senders. The email loop keeps its pool of SMTP sessions open from batch to batch and
     claims 25 emails per session at a time."""
 
-    def __init__(self, *, engine: Engine, cipher: FieldCipher, mailer: Mailer | None = None,
-                 policy: WebhookPolicy | None = None, lease: timedelta = LEASE,
-                 idle_seconds: float = 1.0, pool: SmtpPool | None = None):
-        if (mailer is None) == (policy is None):
-            raise ValueError("a delivery loop drains emails (mailer) or webhooks (policy)")
-        self.engine, self.cipher, self.mailer, self.policy = engine, cipher, mailer, policy
+    def __init__(self, *, engine: Engine, cipher: FieldCipher, mailer: Mailer,
+                 lease: timedelta = LEASE, idle_seconds: float = 1.0,
+                 pool: SmtpPool | None = None):
+        self.engine, self.cipher, self.mailer = engine, cipher, mailer
         self.lease, self.idle_seconds = lease, idle_seconds
-        self.pool = pool or (SmtpPool(mailer) if mailer is not None else None)
-        self.lane = "email" if mailer is not None else "webhook"
+        self.pool = pool or SmtpPool(mailer)
+        self.lane = "email"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"delivery-{self.lane}",
                                         daemon=True)
@@ -390,13 +361,9 @@ class DeliveryLoop:
             self.pool.close()
 
     def drain_once(self) -> DrainReport:
-        now = datetime.now(UTC)
-        if self.mailer is not None:
-            return drain(engine=self.engine, cipher=self.cipher, mailer=self.mailer, now=now,
-                         lease=self.lease, pool=self.pool,
-                         limit=max(200, 25 * self.pool.connections))
-        return drain_webhooks(engine=self.engine, cipher=self.cipher, policy=self.policy,
-                              now=now, lease=self.lease)
+        return drain(engine=self.engine, cipher=self.cipher, mailer=self.mailer,
+                     now=datetime.now(UTC), lease=self.lease, pool=self.pool,
+                     limit=max(200, 25 * self.pool.connections))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -9,26 +9,27 @@ from sqlmodel import Session, col, select
 
 from contacts.core import audit
 from contacts.core.audit import Actor
-from contacts.delivery import ledger
-from contacts.delivery.models import AccountWebhook
+from contacts.delivery.models import OutboxMessage, WebhookEndpoint
 
 
 def quarantine_failing_webhooks(*, session: Session, now: datetime) -> list[str]:
-    """Endpoints a message failed for good to (after every retry) stop receiving updates
-    until staff save them again; returns their account IDs."""
+    """Endpoints a message failed for good to (after every retry) since they were saved stop
+    receiving updates until staff save them again; returns their account IDs."""
     quarantined = []
-    active = list(session.exec(select(AccountWebhook).where(
-        col(AccountWebhook.quarantined_at).is_(None))))
+    active = list(session.exec(select(WebhookEndpoint).where(
+        col(WebhookEndpoint.quarantined_at).is_(None))))
     if not active:
         return quarantined
-    failed = ledger.failed_to_webhooks_since(
-        session=session, since=min(webhook.created_at for webhook in active))
-    for webhook in active:
-        if any(account_id == webhook.account_id and created_at >= webhook.created_at
-               for account_id, created_at in failed):
-            webhook.quarantined_at = now
-            session.add(webhook)
+    failed = session.exec(select(OutboxMessage.endpoint_id, OutboxMessage.created_at).where(
+        OutboxMessage.channel == "webhook", OutboxMessage.state == "failed",
+        col(OutboxMessage.created_at) >= min(endpoint.created_at for endpoint in active))).all()
+    for endpoint in active:
+        if any(endpoint_id == endpoint.id and created_at >= endpoint.created_at
+               for endpoint_id, created_at in failed):
+            endpoint.quarantined_at = now
+            session.add(endpoint)
             audit.record(session, Actor.system("delivery"), "webhook.quarantined",
-                         target_kind="account", target_id=webhook.account_id)
-            quarantined.append(webhook.account_id)
+                         target_kind="account", target_id=endpoint.account_id,
+                         endpoint=endpoint.id)
+            quarantined.append(endpoint.account_id)
     return quarantined

@@ -1,16 +1,10 @@
-"""Webhook transport: which endpoints may be called (public internet addresses only, checked
-when an endpoint is saved and again, after one lookup, when it is called) and the signed POST
-itself, to the checked address, bounded by one deadline and never redirected.
-
-http.client rather than urllib or httpx: it lets us open the socket ourselves, to the
-address we checked (the Host header and the TLS name check still use the host name), and
-shut it down when the deadline passes whatever phase the call is in. urllib and httpx only
-know timeouts per read, which a byte a second never trips, and would resolve the name again.
+"""Which webhook endpoints may be called: public internet addresses only, checked when an
+endpoint is saved and again, after one lookup, when a connection to it is made
+(`webhook_client.py` makes that connection, to the checked address, within one deadline).
 """
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import re
 import socket
@@ -176,13 +170,10 @@ def check_endpoint(url: str, policy: WebhookPolicy) -> Endpoint:
             raise RefusedEndpoint(f"the webhook URL's address is {_kind(endpoint.literal)}, "
                                   "not a public internet address")
         return endpoint
-    deadline = _Deadline(policy.deadline_seconds)
     try:
-        addresses = resolve(endpoint, deadline=deadline)
+        addresses = resolve(endpoint, deadline=Deadline(policy.deadline_seconds))
     except OSError:
         addresses = []
-    finally:
-        deadline.close()
     if not addresses or not all(policy.allows(address, endpoint.port)
                                 for address in addresses):
         raise RefusedEndpoint("the webhook URL's host must resolve to public internet "
@@ -204,7 +195,7 @@ def _kind(address: Address) -> str:
     return "private" if address.is_private else "reserved"
 
 
-def resolve(endpoint: Endpoint, *, deadline: _Deadline) -> list[Address]:
+def resolve(endpoint: Endpoint, *, deadline: Deadline) -> list[Address]:
     """The endpoint's addresses, looked up once (in a thread, so the deadline bounds a slow
     resolver too)."""
     if endpoint.literal is not None:
@@ -234,129 +225,23 @@ def resolve(endpoint: Endpoint, *, deadline: _Deadline) -> list[Address]:
 
 
 class WebhookFailed(Exception):
-    def __init__(self, message: str):
+    """A call that failed; `permanent` when no retry could succeed (the endpoint is gone)."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
         super().__init__(message)
-        self.message = message
+        self.message, self.permanent = message, permanent
 
 
-def post(*, url: str, body: bytes, headers: dict[str, str], policy: WebhookPolicy) -> None:
-    """POST `body` to the endpoint: one lookup, every address checked, the connection made
-    to a checked address, all of it within the policy's deadline; a 3xx is a failure (the
-    signature never goes anywhere else). Raises WebhookFailed."""
-    try:
-        endpoint = endpoint_for(url, policy)
-    except RefusedEndpoint as exc:
-        raise WebhookFailed(exc.message) from None
-    deadline = _Deadline(policy.deadline_seconds)
-    try:
-        addresses = resolve(endpoint, deadline=deadline)
-        if not addresses or not all(policy.allows(a, endpoint.port) for a in addresses):
-            raise WebhookFailed(UNREACHABLE)  # refused reads as unreachable: nothing mapped
-        status = _send(endpoint, addresses, body, headers, policy, deadline)
-    except (OSError, http.client.HTTPException, ValueError):
-        raise WebhookFailed(UNREACHABLE) from None
-    finally:
-        deadline.close()
-    if 300 <= status < 400:
-        raise WebhookFailed(f"the endpoint answered {status}; redirects are not followed")
-    if not 200 <= status < 300:
-        raise WebhookFailed(f"the endpoint answered {status}")
-
-
-def _send(endpoint: Endpoint, addresses: list[Address], body: bytes, headers: dict[str, str],
-          policy: WebhookPolicy, deadline: _Deadline) -> int:
-    error: OSError = OSError("no address")
-    for address in addresses:
-        connection = _PinnedConnection(endpoint, address, deadline, policy.tls)
-        try:
-            try:
-                connection.connect()
-            except OSError as exc:  # the next checked address, if there is time
-                error = exc
-                continue
-            connection.request("POST", endpoint.target, body=body, headers=headers)
-            answer = connection.getresponse()
-            answer.read(ANSWER_BYTES)
-            deadline.check()  # a socket shut down by the deadline may read as a short answer
-            return answer.status
-        finally:
-            connection.close()
-    raise error
-
-
-class _PinnedConnection(http.client.HTTPConnection):
-    """An HTTP(S) connection to an address already checked, never to what the host name
-    resolves to now; the Host header, SNI and the certificate check use the host name."""
-
-    def __init__(self, endpoint: Endpoint, address: Address, deadline: _Deadline,
-                 tls: ssl.SSLContext | None):
-        super().__init__(endpoint.host, endpoint.port, timeout=deadline.remaining())
-        self.address, self.deadline = address, deadline
-        self.tls = (tls or ssl.create_default_context()) if endpoint.scheme == "https" else None
-        self.default_port = 443 if self.tls else 80  # the Host header names other ports
-
-    def connect(self) -> None:
-        family = socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.deadline.watch(sock)
-            sock.settimeout(self.deadline.remaining())
-            sock.connect((str(self.address), self.port))
-            if self.tls is not None:
-                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _Deadline:
-    """One delivery's time in all. When it passes, the connection's socket is shut down,
-    whatever the call is doing (connecting, the TLS handshake, sending, reading an answer
-    that trickles in): timeouts per read alone let a byte a second go on for ever."""
+class Deadline:
+    """One delivery's time in all: every step (the lookup, the connection, TLS, each read and
+    write) is given what is left of it, and none starts once it has passed, so an endpoint
+    that trickles a byte a second cannot stretch the call."""
 
     def __init__(self, seconds: float):
         self._end = time.monotonic() + seconds
-        self._lock = threading.Lock()
-        self._watched: socket.socket | None = None
-        self.expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
 
     def remaining(self) -> float:
         left = self._end - time.monotonic()
         if left <= 0:
             raise TimeoutError("the webhook deadline passed")
         return left
-
-    def check(self) -> None:
-        if self.expired:
-            raise TimeoutError("the webhook deadline passed")
-
-    def watch(self, sock: socket.socket) -> None:
-        """Shut this socket down at the deadline (a duplicate of it: the same connection,
-        still reachable once TLS has wrapped the original)."""
-        with self._lock:
-            self.check()
-            self._forget()
-            self._watched = sock.dup()
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            if self._watched is not None:
-                try:
-                    self._watched.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def _forget(self) -> None:
-        if self._watched is not None:
-            self._watched.close()
-            self._watched = None
-
-    def close(self) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._forget()

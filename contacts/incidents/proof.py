@@ -23,7 +23,7 @@ class Delivery:
     update_number: int
     published_at: datetime
     account_id: str
-    recipient: str  # a contact ID, or "webhook"
+    recipient: str  # a contact ID, or "webhook:<whk_...>" (an endpoint)
     channel: str
     state: str
     attempts: int

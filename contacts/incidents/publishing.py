@@ -1,12 +1,11 @@
 """Publishing an update: the fields it must state, the templates it is rendered with, and
 its audiences (each affected account's contacts, rendered once per account and language,
-the account's webhook, the public subscribers), queued in the outbox in the caller's
+the account's webhook endpoints, the public subscribers), queued in the outbox in the caller's
 transaction; the preview and each account's private link."""
 
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -19,9 +18,7 @@ from contacts.core.audit import Actor
 from contacts.core.errors import Conflict, Invalid
 from contacts.core.ids import new_id
 from contacts.delivery import outbox
-from contacts.delivery.models import WEBHOOK_SECRET, AccountWebhook
-from contacts.delivery.webhook import check_endpoint
-from contacts.incidents import messages
+from contacts.incidents import endpoints, messages
 from contacts.incidents.desk import CommsDesk
 from contacts.incidents.messages import language_of
 from contacts.incidents.models import (
@@ -201,6 +198,8 @@ def account_views(session: Session, desk: CommsDesk, incident: Incident,
             "account_percentage": f"{round(100 * restored / len(sites), 1):g}%",
             "account_sites": [{"name": site.name, "stage": site.stage.replace("_", " ")}
                               for site in sites],
+            # Webhooks carry the stage keys (`validated_by_us`): programs compare them.
+            "webhook_sites": [{"name": site.name, "stage": site.stage} for site in sites],
             "private_link": account_link(desk, incident.id, owner)}
     return views
 
@@ -324,31 +323,6 @@ def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
 # -- webhooks ----------------------------------------------------------------------------------
 
 
-def set_webhook(*, session: Session, desk: CommsDesk, actor: Actor, account_id: str,
-                url: str, now: datetime) -> str:
-    """Register (or replace) an account's endpoint; returns its signing secret, shown once.
-    An endpoint that is not on the public internet is refused (RefusedEndpoint, an Invalid
-    naming why); the outbox checks it again each time it calls."""
-    url = url.strip()
-    check_endpoint(url, desk.webhooks)
-    account = vault_service.get_account(session=session, account_id=account_id)
-    secret = secrets.token_urlsafe(32)
-    existing = session.get(AccountWebhook, account.id)
-    webhook = existing or AccountWebhook(account_id=account.id, url=url, secret_encrypted="",
-                                         created_by=actor.id or actor.kind, created_at=now)
-    webhook.url = url
-    webhook.secret_encrypted = desk.crypto.cipher.encrypt(secret, context=WEBHOOK_SECRET)
-    webhook.created_by, webhook.created_at = actor.id or actor.kind, now
-    webhook.quarantined_at = None
-    session.add(webhook)
-    audit.record(session, actor, "webhook.set", target_kind="account", target_id=account.id)
-    return secret
-
-
-def webhooks(*, session: Session) -> list[AccountWebhook]:
-    return list(session.exec(select(AccountWebhook).order_by(AccountWebhook.account_id)))
-
-
 def webhook_body(desk: CommsDesk, incident: Incident, update: IncidentUpdate, account_id: str,
                  account_values: dict) -> str:
     """The JSON an account's endpoint receives: the update's typed fields, and its own sites."""
@@ -369,37 +343,36 @@ def webhook_body(desk: CommsDesk, incident: Incident, update: IncidentUpdate, ac
                    "confidence": update.confidence, "support": update.support},
         "account": {"id": account_id, "name": account_values["account_name"],
                     "restore_percentage": float(account_values["account_percentage"][:-1]),
-                    "sites": account_values["account_sites"],
+                    "sites": account_values["webhook_sites"],
                     "private_status_page": account_values["private_link"]},
     }, sort_keys=True)
 
 
 def webhook_accounts(*, session: Session, incident_id: str) -> list[str]:
     """The affected accounts with an endpoint not in quarantine."""
-    return list(session.exec(select(AccountWebhook.account_id).where(
-        col(AccountWebhook.quarantined_at).is_(None),
-        col(AccountWebhook.account_id).in_(select(AffectedSite.account_id).where(
-            AffectedSite.incident_id == incident_id)))).all())
+    return endpoints.accounts_with_endpoints(session=session, accounts=select(
+        AffectedSite.account_id).where(AffectedSite.incident_id == incident_id))
 
 
 def webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update: IncidentUpdate,
                  views: dict[str, dict], now: datetime) -> list[dict]:
-    """A signed webhook for each account of `views` with an endpoint not in quarantine."""
-    rows = []
-    for webhook in session.exec(select(AccountWebhook).where(
-            col(AccountWebhook.account_id).in_(list(views)))):
-        if webhook.quarantined_at is not None:
+    """One row per endpoint (not in quarantine) of each account of `views`, naming the
+    endpoint: the lane signs each attempt when it sends it, with the endpoint's secret and
+    URL of that moment."""
+    rows, bodies = [], {}
+    for endpoint in endpoints.active_endpoints(session=session, account_ids=list(views)):
+        if endpoint.account_id not in views:
             continue
-        body = webhook_body(desk, incident, update, webhook.account_id,
-                            views[webhook.account_id])
-        secret = desk.crypto.cipher.decrypt(webhook.secret_encrypted, context=WEBHOOK_SECRET)
+        if endpoint.account_id not in bodies:
+            bodies[endpoint.account_id] = webhook_body(desk, incident, update,
+                                                       endpoint.account_id,
+                                                       views[endpoint.account_id])
+        key = f"update:{update.id}:{endpoint.account_id}:webhook:{endpoint.id}"
         rows.append(outbox.webhook_row(
-            cipher=desk.crypto.cipher, key=f"update:{update.id}:{webhook.account_id}:webhook",
-            purpose="incident_update", now=now,
-            topic=outbox.Topic("update", update.id, "webhook", webhook.account_id,
-                               webhook.account_id),
-            webhook=outbox.Webhook(url=webhook.url, body=body,
-                                   signature=outbox.sign(secret, body))))
+            cipher=desk.crypto.cipher, key=key, purpose="incident_update", now=now,
+            topic=outbox.Topic("update", update.id, "webhook", endpoint.id,
+                               endpoint.account_id),
+            webhook=outbox.Webhook(endpoint=endpoint.id, body=bodies[endpoint.account_id])))
     return rows
 
 

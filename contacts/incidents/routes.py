@@ -37,6 +37,7 @@ from contacts.core.forms import form_errors
 from contacts.core.ratelimit import RateLimit, limited
 from contacts.incidents import (
     cadence,
+    endpoints,
     fanout,
     feed,
     messages,
@@ -330,17 +331,17 @@ def webhooks():
         status = 400
         if form.validate():
             with form_errors(form.url) as refused:
-                secret = publishing.set_webhook(session=request_session(), desk=desk(),
-                                                actor=g.actor, account_id=form.account_id.data,
-                                                url=form.url.data, now=utcnow())
+                _, secret = endpoints.register_endpoint(
+                    session=request_session(), desk=desk(), actor=g.actor,
+                    account_id=form.account_id.data, url=form.url.data, now=utcnow())
             if not refused:
                 status = 200
     session = request_session()
-    endpoints = publishing.webhooks(session=session)
+    saved = endpoints.endpoints(session=session)
     names = vault_service.accounts_by_id(session=session,
-                                         ids=[hook.account_id for hook in endpoints])
+                                         ids=[hook.account_id for hook in saved])
     return render_template("incidents/webhooks.html", form=form, secret=secret,
-                           endpoints=endpoints, names=names), status
+                           endpoints=saved, names=names), status
 
 
 # -- public ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Mailer
 from contacts.core.scheduler import SchedulerRunner
 from contacts.core.services import services
-from contacts.delivery import outbox
+from contacts.delivery import outbox, webhook_lane
 from contacts.delivery.models import OutboxMessage
 from contacts.delivery.webhook import UNREACHABLE, WebhookPolicy
 from tests.helpers import smtp_server_with
@@ -126,7 +126,7 @@ def _queue_webhook(app) -> None:
             cipher=services(app).crypto.cipher, key="update:upd_1:acc_1:webhook",
             purpose="incident_update", now=utcnow(),
             topic=outbox.Topic("update", "upd_1", "webhook", "acc_1", "acc_1"),
-            webhook=outbox.Webhook(
+            webhook=outbox.SignedWebhook(
                 url=f"{endpoint_url}/hooks", body='{"type": "incident.update"}',
                 signature="sha256=00"))])
 
@@ -161,11 +161,11 @@ def _retried_later(app, endpoint: StallingEndpoint) -> None:
     assert (row.state, row.attempts, row.last_error) == ("queued", 1, UNREACHABLE)
     assert row.lease_until is None and row.next_attempt_at > row.created_at
     endpoint.prompt = True
-    report = outbox.drain_webhooks(engine=services(app).engine,
-                                   cipher=services(app).crypto.cipher,
-                                   policy=WebhookPolicy.from_settings(
-                                       services(app).settings),
-                                   now=row.next_attempt_at + timedelta(seconds=1))
+    report = webhook_lane.drain_webhooks(engine=services(app).engine,
+                                         cipher=services(app).crypto.cipher,
+                                         policy=WebhookPolicy.from_settings(
+                                             services(app).settings),
+                                         now=row.next_attempt_at + timedelta(seconds=1))
     assert report.sent == 1 and len(endpoint.calls) == 2
 
 
@@ -202,8 +202,8 @@ def test_the_delivery_loops_send_a_code_email_while_a_webhook_is_held(make_app, 
     engine, cipher = services(app).engine, services(app).crypto.cipher
     loops = [outbox.DeliveryLoop(engine=engine, cipher=cipher, idle_seconds=0.2,
                                  mailer=Mailer.from_settings(settings)),
-             outbox.DeliveryLoop(engine=engine, cipher=cipher, idle_seconds=0.2,
-                                 policy=WebhookPolicy.from_settings(settings))]
+             webhook_lane.WebhookLoop(engine=engine, cipher=cipher, idle_seconds=0.2,
+                                      policy=WebhookPolicy.from_settings(settings))]
     _queue_webhook(app)
     for loop in loops:
         loop.start()
@@ -227,10 +227,10 @@ def test_a_webhook_call_ends_at_its_deadline_whatever_the_endpoint_does(endpoint
     failed = threading.Event()
 
     def call() -> None:
-        from contacts.delivery import webhook
+        from contacts.delivery import webhook, webhook_client
 
         try:
-            webhook.post(url=url, body=b"{}", headers={}, policy=policy)
+            webhook_client.post(url=url, body=b"{}", headers={}, policy=policy)
         except webhook.WebhookFailed as exc:
             assert exc.message == UNREACHABLE
             failed.set()

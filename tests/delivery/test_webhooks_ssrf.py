@@ -22,7 +22,7 @@ from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import ConfigError
 from contacts.core.services import services
 from contacts.core.settings import load_secrets, load_settings
-from contacts.delivery import outbox
+from contacts.delivery import outbox, webhook_lane
 from contacts.delivery.models import OutboxMessage
 from contacts.delivery.webhook import (
     UNREACHABLE,
@@ -252,13 +252,13 @@ def _queue_webhook(app, key: str, url: str) -> None:
         outbox.enqueue_rows(session=session, rows=[outbox.webhook_row(
             cipher=services(app).crypto.cipher, key=key, purpose="test", now=utcnow(),
             topic=outbox.Topic("update", "upd_1", "webhook", "acc_1", "acc_1"),
-            webhook=outbox.Webhook(url=url, body='{"n": 1}', signature="sha256=00"))])
+            webhook=outbox.SignedWebhook(url=url, body='{"n": 1}', signature="sha256=00"))])
 
 
 def _send(app, policy: WebhookPolicy, now=None) -> outbox.DrainReport:
-    return outbox.drain_webhooks(engine=services(app).engine,
-                                 cipher=services(app).crypto.cipher,
-                                 policy=policy, now=now or utcnow())
+    return webhook_lane.drain_webhooks(engine=services(app).engine,
+                                       cipher=services(app).crypto.cipher,
+                                       policy=policy, now=now or utcnow())
 
 
 def _errors(app) -> dict[str, str]:
@@ -364,7 +364,7 @@ def test_https_names_the_host_to_the_server_and_checks_its_certificate(tmp_path,
     certificate of the name in the URL: another name on the same address is refused."""
     import ssl
 
-    from contacts.delivery import webhook
+    from contacts.delivery import webhook, webhook_client
 
     authority, certificate, key = _authority_and_certificate(tmp_path, "hooks.customer.example")
     receiver = receivers()
@@ -378,12 +378,12 @@ def test_https_names_the_host_to_the_server_and_checks_its_certificate(tmp_path,
     policy = WebhookPolicy(allow_private=frozenset({receiver.host_port}),
                            https_only=True, deadline_seconds=5,
                            tls=ssl.create_default_context(cafile=str(authority)))
-    webhook.post(url=f"https://hooks.customer.example:{receiver.port}/h", body=b"{}",
+    webhook_client.post(url=f"https://hooks.customer.example:{receiver.port}/h", body=b"{}",
                  headers={"X-Lifeline-Signature": "sha256=00"}, policy=policy)
     assert asked_for == ["hooks.customer.example"]
     assert receiver.calls[0]["Host"] == f"hooks.customer.example:{receiver.port}"
     with pytest.raises(webhook.WebhookFailed, match=UNREACHABLE):
-        webhook.post(url=f"https://other.customer.example:{receiver.port}/h", body=b"{}",
+        webhook_client.post(url=f"https://other.customer.example:{receiver.port}/h", body=b"{}",
                      headers={}, policy=policy)
     assert len(receiver.calls) == 1  # the wrong certificate got no request
     assert loopback_only == []

@@ -1,28 +1,28 @@
-"""Signed webhooks per account: a real HTTP server on 127.0.0.1 receives each update, checks
-the signature, and sees the same idempotency key on a retry."""
+"""Signed webhooks per account endpoint: a receiver built on the `standardwebhooks` package
+(a real HTTP server on 127.0.0.1) verifies every delivery of an update, retries and a retry
+after a secret rotation included, and sees the same webhook-id on each attempt."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import socket
-import threading
-from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import select
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.errors import Invalid
 from contacts.core.services import services
-from contacts.delivery import outbox, quarantine
+from contacts.delivery import outbox, quarantine, webhook_lane
 from contacts.delivery.models import OutboxMessage
 from contacts.delivery.webhook import WebhookPolicy
-from contacts.incidents import publishing
+from contacts.incidents import endpoints, progress
+from contacts.incidents.events import IncidentUpdateEvent
 from contacts.incidents.models import AffectedSite
+from tests.delivery.receivers import StandardReceiver
 from tests.helpers import csrf_token_from
 from tests.incidents.conftest import complete_draft, publish_queued
 
@@ -31,66 +31,134 @@ ACTOR = Actor.system("test")
 
 @pytest.fixture
 def receiver():
-    """An HTTP endpoint on 127.0.0.1 that fails its first `fail` calls with 503 (the app
-    below allows this one private address; webhooks reach public addresses only)."""
-    state = {"fail": 0, "calls": []}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state["calls"].append((dict(self.headers), body))
-            failing = state["fail"] > 0
-            state["fail"] -= 1
-            self.send_response(503 if failing else 204)
-            self.end_headers()
-
-        def log_message(self, *_):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/lifeline", state
-    server.shutdown()
+    made = StandardReceiver()
+    yield made
+    made.close()
 
 
 @pytest.fixture
 def app(make_app, receiver):
-    url, _state = receiver
-    return make_app(webhooks_allow_private_hosts=[url.split("/")[2]])
+    return make_app(webhooks_allow_private_hosts=[receiver.host_port])
 
 
 def _drain(app, engine, now):
-    return outbox.drain_webhooks(engine=engine, cipher=services(app).crypto.cipher,
-                                 policy=WebhookPolicy.from_settings(
-                                     services(app).settings), now=now)
+    return webhook_lane.drain_webhooks(engine=engine, cipher=services(app).crypto.cipher,
+                                       policy=WebhookPolicy.from_settings(
+                                           services(app).settings), now=now)
 
 
-def test_an_update_is_posted_signed_and_retried_with_the_same_key(
-        app, engine, desk, vault, incident, receiver):
-    url, state = receiver
+def _register(engine, desk, receiver, path="/hooks/lifeline"):
     with session_scope(engine) as session:
         account_id = session.exec(select(AffectedSite.account_id)).first()
-        secret = publishing.set_webhook(session=session, desk=desk, actor=ACTOR,
-                                        account_id=account_id, url=url, now=utcnow())
+        endpoint, secret = endpoints.register_endpoint(
+            session=session, desk=desk, actor=ACTOR, account_id=account_id,
+            url=receiver.url(path), now=utcnow())
+        return account_id, endpoint.id, secret
+
+
+def _publish(engine, desk, vault, incident, now=None):
     with session_scope(engine) as session:
-        update = publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
-                                    incident_id=incident, draft=complete_draft(), now=utcnow())
-    state["fail"] = 1
+        return publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
+                              incident_id=incident, draft=complete_draft(),
+                              now=now or utcnow())
+
+
+def test_an_update_is_posted_signed_and_retried_with_the_same_id(
+        app, engine, desk, vault, incident, receiver):
+    account_id, _, secret = _register(engine, desk, receiver)
+    receiver.secret = secret
+    with session_scope(engine) as session:
+        site_ids = list(session.exec(select(AffectedSite.site_id).where(
+            AffectedSite.account_id == account_id)))
+        progress.set_stages(session=session, desk=desk, actor=ACTOR, incident_id=incident,
+                            stages=[(site_ids[0], "validated_by_us")], now=utcnow())
+    update = _publish(engine, desk, vault, incident)
+    receiver.fail["/hooks/lifeline"] = 1
     now = utcnow()
-    _drain(app, engine, now)  # the 503 is retried later...
-    _drain(app, engine, now + timedelta(seconds=34))  # ...and then delivered
-    assert len(state["calls"]) == 2
-    (first_headers, first_body), (headers, body) = state["calls"]
-    assert first_body == body
-    assert first_headers["Idempotency-Key"] == headers["Idempotency-Key"]
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["X-Lifeline-Signature"], expected)
-    document = json.loads(body)
-    assert document["update"]["id"] == update.id
-    assert document["account"]["id"] == account_id
+    assert _drain(app, engine, now).retried == 1  # the 503 is retried later...
+    assert _drain(app, engine, now + timedelta(seconds=34)).sent == 1  # ...then delivered
+    first, retry = receiver.deliveries
+    assert first.verified and retry.verified, (first.error, retry.error)
+    assert first.body == retry.body
+    assert first.headers["webhook-id"] == retry.headers["webhook-id"]
+    assert first.headers["webhook-id"].startswith("msg_")
+    assert "X-Lifeline-Signature" not in retry.headers  # a whsec_ secret: the standard only
+    document = IncidentUpdateEvent.model_validate_json(retry.body)  # as the document says
+    assert document.update.id == update.id and document.account.id == account_id
+    assert "validated_by_us" in {site.stage for site in document.account.sites}  # keys
+    assert {site.stage for site in document.account.sites} <= set(desk.stages)
+    raw = json.loads(retry.body)
     for field in ("what_happened", "scope", "timeline", "next_update_at", "restore_percentage",
                   "data_loss", "confidence", "support"):
-        assert document["update"][field] not in (None, ""), field
+        assert raw["update"][field] not in (None, ""), field
+
+
+def test_a_retry_after_a_rotation_is_signed_with_the_new_secret(
+        app, engine, desk, vault, incident, receiver, client, make_token):
+    """The acceptance point: the receiver, on `standardwebhooks`, verifies the first
+    attempt with the old secret and the retry with the rotated one, which the old secret
+    no longer verifies; the secret is rotated through the API."""
+    account_id, endpoint_id, old = _register(engine, desk, receiver)
+    receiver.secret = old
+    _publish(engine, desk, vault, incident)
+    receiver.fail["/hooks/lifeline"] = 1
+    now = utcnow()
+    _drain(app, engine, now)
+    answer = client.post(f"/api/v1/accounts/{account_id}/webhooks/{endpoint_id}/rotate",
+                         headers={"Authorization": f"Bearer {make_token('webhooks:write')}"})
+    assert answer.status_code == 200, answer.get_json()
+    new = answer.get_json()["secret"]
+    assert new.startswith("whsec_") and new != old
+    receiver.secret = new
+    assert _drain(app, engine, now + timedelta(hours=1)).sent == 1
+    first, retry = receiver.deliveries
+    assert first.verified and retry.verified, (first.error, retry.error)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(retry.body, retry.headers)
+    assert first.headers["webhook-id"] == retry.headers["webhook-id"]
+
+
+def test_a_replayed_delivery_is_refused_after_five_minutes(
+        app, engine, desk, vault, incident, receiver, monkeypatch):
+    """Each attempt carries the time it was signed: a receiver refuses a copy replayed
+    later, and an attacker cannot sign a fresh time without the secret."""
+    _, _, secret = _register(engine, desk, receiver)
+    receiver.secret = secret
+    _publish(engine, desk, vault, incident)
+    _drain(app, engine, utcnow())
+    (delivery,) = receiver.deliveries
+    assert delivery.verified
+    import standardwebhooks.webhooks as library
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz or UTC) + timedelta(minutes=6)
+
+    monkeypatch.setattr(library, "datetime", Later)
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(secret).verify(delivery.body, delivery.headers)
+    forged = dict(delivery.headers, **{"webhook-timestamp": str(int(Later.now().timestamp()))})
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(secret).verify(delivery.body, forged)
+
+
+def test_an_endpoint_saved_before_standard_webhooks_also_gets_the_old_header():
+    """The migration window: a secret without `whsec_` (endpoints saved before) signs both
+    ways until it is rotated; receivers of either kind verify."""
+    import hashlib
+    import hmac
+    from base64 import b64encode
+
+    legacy = "kXq3-old-urlsafe-secret"
+    body = '{"type": "incident.update"}'
+    headers = webhook_lane.signed_headers(secret=legacy, message_id="msg_1", body=body)
+    expected = "sha256=" + hmac.new(legacy.encode(), body.encode(), hashlib.sha256).hexdigest()
+    assert headers["X-Lifeline-Signature"] == expected
+    Webhook("whsec_" + b64encode(legacy.encode()).decode()).verify(body, headers)
+    fresh = webhook_lane.signed_headers(secret=webhook_lane.new_secret(), message_id="msg_1",
+                                        body=body)
+    assert "X-Lifeline-Signature" not in fresh and "Idempotency-Key" not in fresh
 
 
 def test_a_webhook_url_that_is_not_http_is_refused(engine, desk, incident, auth, make_staff,
@@ -99,8 +167,8 @@ def test_a_webhook_url_that_is_not_http_is_refused(engine, desk, incident, auth,
         account_id = session.exec(select(AffectedSite.account_id)).first()
         for bad in ("ftp://example.com/x", "file:///etc/passwd", "javascript:alert(1)", "x"):
             with pytest.raises(Invalid, match="http:// or https://"):
-                publishing.set_webhook(session=session, desk=desk, actor=ACTOR,
-                                       account_id=account_id, url=bad, now=utcnow())
+                endpoints.register_endpoint(session=session, desk=desk, actor=ACTOR,
+                                            account_id=account_id, url=bad, now=utcnow())
     auth.login(make_staff("comms"))
     page = client.get("/console/webhooks").get_data(as_text=True)
     answer = client.post("/console/webhooks", data={
@@ -109,7 +177,7 @@ def test_a_webhook_url_that_is_not_http_is_refused(engine, desk, incident, auth,
     assert answer.status_code == 400
     assert "must be an http:// or https:// address" in answer.get_data(as_text=True)
     with session_scope(engine) as session:
-        assert publishing.webhooks(session=session) == []
+        assert endpoints.endpoints(session=session) == []
 
 
 def test_the_console_refuses_inside_endpoints_with_a_form_message(
@@ -148,7 +216,7 @@ def test_the_console_refuses_inside_endpoints_with_a_form_message(
         assert reason in text, url
         assert "10.0.0.1" not in text
     with session_scope(engine) as session:
-        assert publishing.webhooks(session=session) == []
+        assert endpoints.endpoints(session=session) == []
 
 
 def test_the_public_subscribes_with_double_opt_in_and_can_stop(app, client, engine, desk,
@@ -214,28 +282,22 @@ def test_comms_save_a_template_from_the_console_and_see_what_is_missing(client, 
 
 def test_a_webhook_that_keeps_failing_is_quarantined_until_saved_again(
         app, engine, desk, vault, incident, receiver):
-    url, state = receiver
-    with session_scope(engine) as session:
-        account_id = session.exec(select(AffectedSite.account_id)).first()
-        publishing.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
-                               url=url, now=utcnow())
-    with session_scope(engine) as session:
-        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
-                           incident_id=incident, draft=complete_draft(), now=utcnow())
-    state["fail"] = 100
+    account_id, _, secret = _register(engine, desk, receiver)
+    receiver.secret = secret
+    _publish(engine, desk, vault, incident)
+    receiver.fail["/hooks/lifeline"] = 100
     now = utcnow()
     for _ in range(outbox.MAX_ATTEMPTS):  # every retry fails
         now += timedelta(hours=2)
         _drain(app, engine, now)
     with session_scope(engine) as session:
         assert quarantine.quarantine_failing_webhooks(session=session, now=now) == [account_id]
+    _publish(engine, desk, vault, incident, now=now)
     with session_scope(engine) as session:
-        publish_queued(session=session, desk=desk, vault=vault, actor=ACTOR,
-                           incident_id=incident, draft=complete_draft(), now=now)
         webhook_rows = list(session.exec(select(OutboxMessage).where(
             OutboxMessage.channel == "webhook")))
     assert len(webhook_rows) == 1  # the quarantined endpoint got nothing new
+    _register(engine, desk, receiver)  # saved again
     with session_scope(engine) as session:
-        publishing.set_webhook(session=session, desk=desk, actor=ACTOR, account_id=account_id,
-                               url=url, now=now)
-        assert publishing.webhooks(session=session)[0].quarantined_at is None
+        (saved,) = endpoints.endpoints(session=session)
+        assert saved.quarantined_at is None
