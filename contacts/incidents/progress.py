@@ -155,7 +155,7 @@ def affected_sites(*, session: Session, incident_id: str, account_id: str | None
 
 @dataclass(frozen=True)
 class AccountsPage:
-    """One page of an incident's affected accounts, by account ID."""
+    """One page of an incident's affected accounts, by name."""
 
     account_ids: list[str]
     page: int
@@ -165,15 +165,16 @@ class AccountsPage:
 
 def affected_accounts_page(*, session: Session, incident_id: str, page: int,
                            per_page: int = 50) -> AccountsPage:
-    """The accounts of one page (an incident may affect 100,000: its page shows a few)."""
+    """The accounts of one page, by name (an incident may affect 100,000: its page shows a
+    few)."""
     accounts = session.exec(select(func.count(func.distinct(AffectedSite.account_id)))
                             .where(AffectedSite.incident_id == incident_id)).one()
     pages = max(1, -(-accounts // per_page))
     page = min(max(page, 1), pages)
-    ids = list(session.exec(select(AffectedSite.account_id).distinct()
-                            .where(AffectedSite.incident_id == incident_id)
-                            .order_by(AffectedSite.account_id)
-                            .offset((page - 1) * per_page).limit(per_page)).all())
+    ids = vault_service.account_ids_by_name(
+        session=session, among=select(AffectedSite.account_id).where(
+            AffectedSite.incident_id == incident_id),
+        offset=(page - 1) * per_page, limit=per_page)
     return AccountsPage(ids, page, pages, accounts)
 
 

@@ -365,6 +365,14 @@ def recipients_of_accounts(*, session: Session, vault: Vault,
     return found
 
 
+def account_ids_by_name(*, session: Session, among, offset: int, limit: int) -> list[str]:
+    """The IDs of the accounts that `among` (a subquery of account IDs) selects, ordered by
+    name, one page of them."""
+    return list(session.exec(select(Account.id).where(col(Account.id).in_(among))
+                             .order_by(Account.name, Account.id)
+                             .offset(offset).limit(limit)).all())
+
+
 def count_live_contacts(*, session: Session, account_ids) -> int:
     """The live contacts of the accounts that `account_ids` (a subquery) selects, counted."""
     return session.exec(select(func.count()).select_from(Contact).where(

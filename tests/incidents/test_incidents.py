@@ -216,3 +216,20 @@ def test_the_status_page_keeps_a_resolved_incident_for_two_weeks(client, engine,
     later = status()
     assert "No ongoing incident." in later
     assert "Resolved in the last" not in later and incident not in later
+
+
+def test_the_affected_accounts_are_paged_by_name(engine, client, auth, make_staff, incident):
+    from contacts.vault import service as vault_service
+
+    with session_scope(engine) as session:
+        pages = [progress.affected_accounts_page(session=session, incident_id=incident,
+                                                 page=page, per_page=10)
+                 for page in (0, 1, 2, 3, 99)]
+        names = vault_service.account_names(session=session,
+                                            ids=[i for p in pages[1:4] for i in p.account_ids])
+    assert [(p.page, p.pages, p.accounts, len(p.account_ids)) for p in pages] == [
+        (1, 3, 25, 10), (1, 3, 25, 10), (2, 3, 25, 10), (3, 3, 25, 5), (3, 3, 25, 5)]
+    ordered = [names[i] for p in pages[1:4] for i in p.account_ids]
+    assert ordered == sorted(ordered) and len(set(ordered)) == 25  # every account once
+    auth.login(make_staff("comms"))
+    assert client.get(f"/console/incidents/{incident}?accounts_page=x").status_code == 200
