@@ -12,7 +12,7 @@ from contacts.core.mail import Mailer
 from contacts.core.services import services
 from contacts.delivery import outbox
 from tests.helpers import give_second_factor
-from tests.incidents.conftest import thirty_sites
+from tests.incidents.conftest import run_fanout, thirty_sites
 from tests.vault.fixtures import make_document
 
 pytestmark = pytest.mark.browser
@@ -64,7 +64,12 @@ def test_comms_publish_an_update_that_reaches_every_affected_contact(
     assert '"type": "incident.update"' in webhook.inner_text()
     screenshot("preview")
     page.get_by_role("button", name="Publish to every affected account").click()
-    assert page.get_by_text("Update 1 published to 75 recipients.").is_visible()
+    assert page.get_by_text("Update 1 published. Its recipients are being queued").is_visible()
+    assert page.get_by_text("Queuing recipients: 0 so far").is_visible()
+    assert run_fanout(app) == 75  # what the scheduler's fan-out job does
+    page.reload()
+    assert page.get_by_text("75 recipients: 0 sent, 75 queued, 0 failed").is_visible()
+    assert not page.get_by_text("Queuing recipients").is_visible()
     screenshot("published")
 
     port, sink = smtp_server
