@@ -14,11 +14,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import queue
 import random
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -243,61 +241,6 @@ _OUTCOMES = {
 }
 
 
-@contextmanager
-def _outcome_writer(engine: Engine) -> Iterator[Callable[[int, str, dict], None]]:
-    """Commits each message's outcome in a thread while the next message is on the wire.
-
-    At most one outcome waits for the thread (the sender blocks otherwise), so a sender
-    killed at any moment leaves at most the message on the wire, one outcome waiting and one
-    being written to go again, with the same Message-ID. Each UPDATE is its own
-    transaction. On PostgreSQL these commits do not wait for the WAL flush
-    (`synchronous_commit = off`): a killed sender loses nothing the server has, and only a
-    crash of the database server itself could forget the last fraction of a second of
-    outcomes. Waiting for the disk on every message made it the sender's bottleneck.
-    """
-    pending: queue.Queue = queue.Queue(maxsize=1)
-    failures: list[BaseException] = []
-
-    def write() -> None:
-        postgresql = engine.dialect.name == "postgresql"
-        stopped = False
-        try:
-            with engine.connect() as held:
-                connection = held.execution_options(isolation_level="AUTOCOMMIT")
-                try:
-                    if postgresql:
-                        connection.exec_driver_sql("SET synchronous_commit TO off")
-                    while (outcome := pending.get()) is not None:
-                        message_id, name, values = outcome
-                        connection.execute(_OUTCOMES[name], {"id": message_id, **values})
-                    stopped = True
-                    if postgresql:
-                        connection.exec_driver_sql("RESET synchronous_commit")
-                except BaseException:
-                    held.invalidate()  # never back to the pool with its settings changed
-                    raise
-        except BaseException as exc:  # noqa: BLE001 - handed to the sender, which raises it
-            failures.append(exc)
-            while not stopped and pending.get() is not None:  # let the sender finish
-                pass
-
-    writer = threading.Thread(target=write, name="outbox-outcomes", daemon=True)
-    writer.start()
-
-    def record(message_id: int, name: str, values: dict) -> None:
-        if failures:
-            raise failures[0]
-        pending.put((message_id, name, values))
-
-    try:
-        yield record
-    finally:
-        pending.put(None)
-        writer.join()
-    if failures:
-        raise failures[0]
-
-
 def _release(engine: Engine, ids: list[int]) -> None:
     if ids:
         with session_scope(engine) as session:
@@ -333,20 +276,18 @@ def failure_kind(failure: MailFailed | WebhookFailed) -> str:
     return "refused" if getattr(failure, "permanent", False) else "expired"
 
 
-class DeliveryLoop:
-    """Drains the email lane continuously in a thread of a worker process (the webhook
-    lane's loop is `webhook_lane.WebhookLoop`). On PostgreSQL every worker runs them
-    (`FOR UPDATE SKIP LOCKED` shares the rows); on SQLite the scheduler's drain jobs are the
-    senders. The email loop keeps its pool of SMTP sessions open from batch to batch and
-    claims 25 emails per session at a time."""
+class LaneLoop:
+    """Drains one lane continuously in a thread of a worker process, resting
+    `idle_seconds` when a round found nothing to send. On PostgreSQL every worker runs one
+    per lane (`FOR UPDATE SKIP LOCKED` shares the rows); on SQLite the scheduler's drain
+    jobs are the senders. A subclass says how one round drains (`drain_once`)."""
 
-    def __init__(self, *, engine: Engine, cipher: FieldCipher, mailer: Mailer,
-                 lease: timedelta = LEASE, idle_seconds: float = 1.0,
-                 pool: SmtpPool | None = None):
-        self.engine, self.cipher, self.mailer = engine, cipher, mailer
+    lane = "lane"
+
+    def __init__(self, *, engine: Engine, cipher: FieldCipher, lease: timedelta = LEASE,
+                 idle_seconds: float = 1.0):
+        self.engine, self.cipher = engine, cipher
         self.lease, self.idle_seconds = lease, idle_seconds
-        self.pool = pool or SmtpPool(mailer)
-        self.lane = "email"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"delivery-{self.lane}",
                                         daemon=True)
@@ -357,13 +298,13 @@ class DeliveryLoop:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-        if self.pool is not None:
-            self.pool.close()
+        self.close()
+
+    def close(self) -> None:
+        """What the loop holds beyond its thread, let go once it has stopped."""
 
     def drain_once(self) -> DrainReport:
-        return drain(engine=self.engine, cipher=self.cipher, mailer=self.mailer,
-                     now=datetime.now(UTC), lease=self.lease, pool=self.pool,
-                     limit=max(200, 25 * self.pool.connections))
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -374,3 +315,26 @@ class DeliveryLoop:
                 report = DrainReport()
             if not (report.sent or report.retried or report.failed):
                 self._stop.wait(self.idle_seconds)
+
+
+class DeliveryLoop(LaneLoop):
+    """The email lane's loop (the webhook lane's is `webhook_lane.WebhookLoop`): it keeps
+    its pool of SMTP sessions open from batch to batch and claims 25 emails per session at
+    a time."""
+
+    lane = "email"
+
+    def __init__(self, *, engine: Engine, cipher: FieldCipher, mailer: Mailer,
+                 lease: timedelta = LEASE, idle_seconds: float = 1.0,
+                 pool: SmtpPool | None = None):
+        super().__init__(engine=engine, cipher=cipher, lease=lease, idle_seconds=idle_seconds)
+        self.mailer = mailer
+        self.pool = pool or SmtpPool(mailer)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def drain_once(self) -> DrainReport:
+        return drain(engine=self.engine, cipher=self.cipher, mailer=self.mailer,
+                     now=datetime.now(UTC), lease=self.lease, pool=self.pool,
+                     limit=max(200, 25 * self.pool.connections))

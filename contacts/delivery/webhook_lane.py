@@ -38,6 +38,7 @@ from contacts.delivery.outbox import (
     _OUTCOMES,
     LEASE,
     DrainReport,
+    LaneLoop,
     _payload,
     _settle,
     message_id_for,
@@ -242,39 +243,19 @@ def _round(engine: Engine, cipher: FieldCipher, client: WebhookClient,
             more = True  # a freed slot, or a message after a settled one, may be due
 
 
-class WebhookLoop:
+class WebhookLoop(LaneLoop):
     """Runs the webhook lane continuously in a thread of a worker process (PostgreSQL: every
     worker runs one; SKIP LOCKED shares the rows, the claim keeps each endpoint in order)."""
+
+    lane = "webhook"
 
     def __init__(self, *, engine: Engine, cipher: FieldCipher, policy: WebhookPolicy,
                  lease: timedelta = LEASE, concurrency: int = DEFAULT_CONCURRENCY,
                  idle_seconds: float = 1.0):
-        self.engine, self.cipher, self.policy = engine, cipher, policy
-        self.lease, self.concurrency, self.idle_seconds = lease, concurrency, idle_seconds
-        self.lane = "webhook"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="delivery-webhook",
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+        super().__init__(engine=engine, cipher=cipher, lease=lease, idle_seconds=idle_seconds)
+        self.policy, self.concurrency = policy, concurrency
 
     def drain_once(self) -> DrainReport:
         return drain_webhooks(engine=self.engine, cipher=self.cipher, policy=self.policy,
                               now=datetime.now(UTC), lease=self.lease,
                               concurrency=self.concurrency, stop=self._stop)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                report = self.drain_once()
-            except Exception:  # noqa: BLE001 - a database blip must not end the loop
-                log.exception("the webhook lane failed; retrying")
-                report = DrainReport()
-            if not (report.sent or report.retried or report.failed):
-                self._stop.wait(self.idle_seconds)
-
