@@ -87,11 +87,13 @@ def accounts_reached(*, session: Session, update_ids: list[str], recipient_kind:
         col(OutboxMessage.state).in_(states)).distinct()).all())
 
 
-def failed_to_webhooks_since(*, session: Session, since: datetime) -> list[tuple[str, datetime]]:
-    """(account, queued at) of the webhook messages given up since a time."""
-    return list(session.exec(select(OutboxMessage.account_id, OutboxMessage.created_at).where(
-        OutboxMessage.channel == "webhook", OutboxMessage.state == "failed",
-        col(OutboxMessage.created_at) >= since)).all())
+def last_webhook_failures(*, session: Session, since: datetime) -> dict[str, datetime]:
+    """Per endpoint: when its latest webhook message given up since a time was queued."""
+    return dict(session.exec(
+        select(OutboxMessage.endpoint_id, func.max(OutboxMessage.created_at)).where(
+            OutboxMessage.channel == "webhook", OutboxMessage.state == "failed",
+            col(OutboxMessage.created_at) >= since)
+        .group_by(OutboxMessage.endpoint_id)).all())
 
 
 def counts(*, session: Session) -> dict[str, int]:

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, or_, text, update
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from contacts.core.crypto import FieldCipher
-from contacts.core.db import UTCDateTime, bulk_insert, session_scope
+from contacts.core.db import bulk_insert, session_scope
 from contacts.core.mail import Mailer, MailFailed
 from contacts.delivery import outcomes
 from contacts.delivery.models import OUTBOX_PAYLOAD, OutboxMessage
@@ -107,7 +107,7 @@ def enqueue_email(*, session: Session, cipher: FieldCipher, key: str, purpose: s
 def email_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic, email: Email,
               now: datetime) -> dict:
     """An outbox row for `enqueue_rows`, for callers that write many in one statement."""
-    return _row(cipher, key, purpose, topic, "email", dict(email.__dict__), now)
+    return _row(cipher, key, purpose, topic, "email", json.dumps(email.__dict__), now)
 
 
 def email_rows(*, cipher: FieldCipher, purpose: str, email: Email, now: datetime,
@@ -117,32 +117,28 @@ def email_rows(*, cipher: FieldCipher, purpose: str, email: Email, now: datetime
     address and headers."""
     shared = json.dumps({name: value for name, value in email.__dict__.items()
                          if name not in ("to", "headers")})
-    encrypt = cipher.encrypt
 
     def payload(to: str, headers: dict[str, str]) -> str:
         own = json.dumps({**email.headers, **headers})
         return f'{{"to": {json.dumps(to)}, "headers": {own}, {shared[1:]}'
 
-    return [{"key": key, "channel": "email", "purpose": purpose, "endpoint_id": None,
-             **topic.__dict__,
-             "payload_encrypted": encrypt(payload(to, headers), context=OUTBOX_PAYLOAD),
-             "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
-             "last_error": None, "failure": None, "created_at": now, "sent_at": None}
+    return [_row(cipher, key, purpose, topic, "email", payload(to, headers), now)
             for key, topic, to, headers in recipients]
 
 
 def webhook_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic,
                 webhook: Webhook | SignedWebhook, now: datetime) -> dict:
     """An outbox row for a webhook, for `enqueue_rows`; an endpoint's rows go in key order."""
-    return _row(cipher, key, purpose, topic, "webhook", dict(webhook.__dict__), now) | {
-        "endpoint_id": getattr(webhook, "endpoint", None)}
+    return _row(cipher, key, purpose, topic, "webhook", json.dumps(webhook.__dict__), now,
+                endpoint_id=getattr(webhook, "endpoint", None))
 
 
 def _row(cipher: FieldCipher, key: str, purpose: str, topic: Topic, channel: str,
-         payload: dict, now: datetime) -> dict:
-    return {"key": key, "channel": channel, "purpose": purpose, "endpoint_id": None,
+         payload: str, now: datetime, endpoint_id: str | None = None) -> dict:
+    """A queued row; `payload` is the message as JSON, sealed here."""
+    return {"key": key, "channel": channel, "purpose": purpose, "endpoint_id": endpoint_id,
             **topic.__dict__,
-            "payload_encrypted": cipher.encrypt(json.dumps(payload), context=OUTBOX_PAYLOAD),
+            "payload_encrypted": cipher.encrypt(payload, context=OUTBOX_PAYLOAD),
             "state": "queued", "attempts": 0, "next_attempt_at": now, "lease_until": None,
             "last_error": None, "failure": None, "created_at": now, "sent_at": None}
 
@@ -216,29 +212,8 @@ def _letter(cipher: FieldCipher, mailer: Mailer, message: OutboxMessage) -> Lett
         message_id=message_id_for(message.key, mailer.domain), headers=email.headers))
 
 
-def _attempt(send: Callable[[], None]) -> MailFailed | WebhookFailed | None:
-    """Send one message; what went wrong, if anything."""
-    try:
-        send()
-    except (MailFailed, WebhookFailed) as exc:
-        return exc
-    return None
-
-
 def _payload(cipher: FieldCipher, message: OutboxMessage) -> dict:
     return json.loads(cipher.decrypt(message.payload_encrypted, context=OUTBOX_PAYLOAD))
-
-
-# Each outcome in one statement, committed on its own (autocommit: one round trip).
-_AT = bindparam("at", type_=UTCDateTime)
-_OUTCOMES = {
-    "sent": text("UPDATE outbox_message SET state = 'sent', sent_at = :at, last_error = NULL, "
-                 "failure = NULL, lease_until = NULL WHERE id = :id").bindparams(_AT),
-    "retry": text("UPDATE outbox_message SET next_attempt_at = :at, last_error = :error, "
-                  "failure = 'deferred', lease_until = NULL WHERE id = :id").bindparams(_AT),
-    "failed": text("UPDATE outbox_message SET state = 'failed', last_error = :error, "
-                   "failure = :failure, lease_until = NULL WHERE id = :id"),
-}
 
 
 def _release(engine: Engine, ids: list[int]) -> None:

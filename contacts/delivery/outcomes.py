@@ -21,16 +21,39 @@ from sqlalchemy.engine import Connection, Engine
 
 from contacts.core.db import UTCDateTime, in_chunks
 
-_SENT = text("UPDATE outbox_message SET state = 'sent', sent_at = :at, last_error = NULL, "
-             "failure = NULL, lease_until = NULL WHERE id IN :ids").bindparams(
-    bindparam("at", type_=UTCDateTime), bindparam("ids", expanding=True))
-_EACH = {
+_AT = bindparam("at", type_=UTCDateTime)
+# Each outcome of one message, in one statement (both lanes).
+STATEMENTS = {
+    "sent": text("UPDATE outbox_message SET state = 'sent', sent_at = :at, last_error = NULL, "
+                 "failure = NULL, lease_until = NULL WHERE id = :id").bindparams(_AT),
     "retry": text("UPDATE outbox_message SET next_attempt_at = :at, last_error = :error, "
-                  "failure = 'deferred', lease_until = NULL WHERE id = :id").bindparams(
-        bindparam("at", type_=UTCDateTime)),
+                  "failure = 'deferred', lease_until = NULL WHERE id = :id").bindparams(_AT),
     "failed": text("UPDATE outbox_message SET state = 'failed', last_error = :error, "
                    "failure = :failure, lease_until = NULL WHERE id = :id"),
 }
+# The sent ones of one moment, in one statement (the email lane).
+_SENT_MANY = text("UPDATE outbox_message SET state = 'sent', sent_at = :at, last_error = NULL, "
+                  "failure = NULL, lease_until = NULL WHERE id IN :ids").bindparams(
+    _AT, bindparam("ids", expanding=True))
+
+
+@contextmanager
+def outcome_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection of its own for outcomes, each statement its own transaction; on
+    PostgreSQL without waiting for the WAL flush (a killed sender loses nothing the server
+    has). Never back to the pool with its settings changed."""
+    postgresql = engine.dialect.name == "postgresql"
+    with engine.connect() as held:
+        connection = held.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if postgresql:
+                connection.exec_driver_sql("SET synchronous_commit TO off")
+            yield connection
+            if postgresql:
+                connection.exec_driver_sql("RESET synchronous_commit")
+        except BaseException:
+            held.invalidate()
+            raise
 
 Record = Callable[[int, str, dict], None]
 # Seconds the writer waits for more outcomes to commit with the first one waiting.
@@ -47,32 +70,22 @@ def batched_writer(engine: Engine, backlog: int) -> Iterator[Record]:
 
     def write() -> None:
         try:
-            with engine.connect() as held:
-                connection = held.execution_options(isolation_level="AUTOCOMMIT")
-                postgresql = engine.dialect.name == "postgresql"
-                try:
-                    if postgresql:
-                        connection.exec_driver_sql("SET synchronous_commit TO off")
-                    while True:
-                        with changed:
-                            while not waiting and not state["closing"]:
-                                changed.wait()
-                            if not waiting:
-                                break
-                            # Let a few more arrive: one statement for several outcomes
-                            # costs the database and us about what one costs.
-                            changed.wait_for(lambda: len(waiting) >= backlog // 2
-                                             or state["closing"], timeout=LINGER)
-                            taken = list(waiting)
-                        _commit(connection, taken)
-                        with changed:
-                            del waiting[:len(taken)]
-                            changed.notify_all()
-                    if postgresql:
-                        connection.exec_driver_sql("RESET synchronous_commit")
-                except BaseException:
-                    held.invalidate()  # never back to the pool with its settings changed
-                    raise
+            with outcome_connection(engine) as connection:
+                while True:
+                    with changed:
+                        while not waiting and not state["closing"]:
+                            changed.wait()
+                        if not waiting:
+                            break
+                        # Let a few more arrive: one statement for several outcomes
+                        # costs the database and us about what one costs.
+                        changed.wait_for(lambda: len(waiting) >= backlog // 2
+                                         or state["closing"], timeout=LINGER)
+                        taken = list(waiting)
+                    _commit(connection, taken)
+                    with changed:
+                        del waiting[:len(taken)]
+                        changed.notify_all()
         except BaseException as exc:  # noqa: BLE001 - handed to the sender, which raises it
             with changed:
                 state["failure"] = exc
@@ -110,7 +123,7 @@ def _commit(connection: Connection, outcomes: list[tuple[int, str, dict]]) -> No
         if name == "sent":
             sent.setdefault(values["at"], []).append(message_id)
         else:
-            connection.execute(_EACH[name], {"id": message_id, **values})
+            connection.execute(STATEMENTS[name], {"id": message_id, **values})
     for at, ids in sent.items():
         for chunk in in_chunks(ids):
-            connection.execute(_SENT, {"at": at, "ids": list(chunk)})
+            connection.execute(_SENT_MANY, {"at": at, "ids": list(chunk)})

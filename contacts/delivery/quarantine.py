@@ -9,7 +9,8 @@ from sqlmodel import Session, col, select
 
 from contacts.core import audit
 from contacts.core.audit import Actor
-from contacts.delivery.models import OutboxMessage, WebhookEndpoint
+from contacts.delivery import ledger
+from contacts.delivery.models import WebhookEndpoint
 
 
 def quarantine_failing_webhooks(*, session: Session, now: datetime) -> list[str]:
@@ -20,12 +21,10 @@ def quarantine_failing_webhooks(*, session: Session, now: datetime) -> list[str]
         col(WebhookEndpoint.quarantined_at).is_(None))))
     if not active:
         return quarantined
-    failed = session.exec(select(OutboxMessage.endpoint_id, OutboxMessage.created_at).where(
-        OutboxMessage.channel == "webhook", OutboxMessage.state == "failed",
-        col(OutboxMessage.created_at) >= min(endpoint.created_at for endpoint in active))).all()
+    failed = ledger.last_webhook_failures(
+        session=session, since=min(endpoint.created_at for endpoint in active))
     for endpoint in active:
-        if any(endpoint_id == endpoint.id and created_at >= endpoint.created_at
-               for endpoint_id, created_at in failed):
+        if endpoint.id in failed and failed[endpoint.id] >= endpoint.created_at:
             endpoint.quarantined_at = now
             session.add(endpoint)
             audit.record(session, Actor.system("delivery"), "webhook.quarantined",

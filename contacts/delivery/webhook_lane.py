@@ -29,13 +29,12 @@ from sqlmodel import Session, col, select
 
 from contacts.core.crypto import FieldCipher
 from contacts.core.db import session_scope
-from contacts.delivery import webhook_client
+from contacts.delivery import outcomes, webhook_client
 from contacts.delivery.models import WEBHOOK_SECRET, OutboxMessage, WebhookEndpoint
 
 # The queue's own steps, shared with the email lane: the outcome of each attempt is settled
 # (sent, retried with backoff, failed for good) and committed the same way in both lanes.
 from contacts.delivery.outbox import (
-    _OUTCOMES,
     LEASE,
     DrainReport,
     LaneLoop,
@@ -168,19 +167,9 @@ def _outcomes(engine: Engine) -> Iterator[Callable[[int, str, dict], None]]:
     """Each outcome committed before the next claim (one autocommitted UPDATE), so the
     message after a settled one is claimable at once, never a hanging call later. On
     PostgreSQL without waiting for the WAL flush, as the email lane's writer does."""
-    postgresql = engine.dialect.name == "postgresql"
-    with engine.connect() as held:
-        connection = held.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            if postgresql:
-                connection.exec_driver_sql("SET synchronous_commit TO off")
-            yield lambda message_id, name, values: connection.execute(
-                _OUTCOMES[name], {"id": message_id, **values})
-            if postgresql:
-                connection.exec_driver_sql("RESET synchronous_commit")
-        except BaseException:
-            held.invalidate()  # never back to the pool with its settings changed
-            raise
+    with outcomes.outcome_connection(engine) as connection:
+        yield lambda message_id, name, values: connection.execute(
+            outcomes.STATEMENTS[name], {"id": message_id, **values})
 
 
 def drain_webhooks(*, engine: Engine, cipher: FieldCipher, policy: WebhookPolicy,

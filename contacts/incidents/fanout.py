@@ -47,14 +47,12 @@ ACCOUNTS_PER_BATCH = 500
 FIRST_BATCH_ACCOUNTS = 25
 SUBSCRIBERS_PER_BATCH = 5000
 LEASE = timedelta(minutes=2)
-PHASES = ("contacts", "webhooks", "subscribers", "done")
 
 
 @dataclass(frozen=True)
 class Progress:
     """How far an update's fan-out has come, for the incident page."""
 
-    phase: str
     queued: int
     audience: int | None
     done: bool
@@ -64,7 +62,7 @@ def progress_by_update(*, session: Session, incident_id: str) -> dict[int, Progr
     rows = session.exec(select(IncidentUpdate.number, UpdateFanout)
                         .join(UpdateFanout, col(UpdateFanout.update_id) == IncidentUpdate.id)
                         .where(UpdateFanout.incident_id == incident_id))
-    return {number: Progress(fanout.phase, fanout.queued, fanout.audience,
+    return {number: Progress(fanout.queued, fanout.audience,
                              fanout.finished_at is not None) for number, fanout in rows}
 
 

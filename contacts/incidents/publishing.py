@@ -257,10 +257,6 @@ def update_headers(incident: Incident) -> dict[str, str]:
     return {"List-Id": f"Lifeline incident {incident.id} <{incident.id}.incidents.lifeline>"}
 
 
-def update_values(desk: CommsDesk, incident: Incident, update: IncidentUpdate) -> dict:
-    return _values(desk, incident, update)
-
-
 def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
                  views: dict[str, dict], contacts: dict[str, list], sources: dict,
                  failures: messages.TemplateFailures, now: datetime,
@@ -361,8 +357,6 @@ def webhook_rows(session: Session, desk: CommsDesk, incident: Incident, update: 
     URL of that moment."""
     rows, bodies = [], {}
     for endpoint in endpoints.active_endpoints(session=session, account_ids=list(views)):
-        if endpoint.account_id not in views:
-            continue
         if endpoint.account_id not in bodies:
             bodies[endpoint.account_id] = webhook_body(desk, incident, update,
                                                        endpoint.account_id,
