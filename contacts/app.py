@@ -11,6 +11,7 @@ import functools
 import logging
 import sys
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from contacts.drill import cli as drill_cli
 from contacts.escalations import routes as escalations_routes
 from contacts.escalations import service as escalations_service
 from contacts.escalations.api import bp as escalations_api
+from contacts.inbound import routes as inbound_routes
+from contacts.inbound.routing import Addresses
 from contacts.incidents import routes as incidents_routes
 from contacts.incidents import service as incidents_service
 from contacts.incidents import unsubscribe_routes
@@ -46,6 +49,7 @@ from contacts.intake import routes as intake_routes
 from contacts.intake import service as intake_service
 from contacts.intake.api import bp as intake_api
 from contacts.jobs import background_services, message_renderer, scheduled_jobs
+from contacts.mailroom import Mailroom
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
 from contacts.staff import service as staff_service
@@ -118,7 +122,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     for blueprint in (staff_routes.bp, staff_api, system_routes.bp, system_api, vault_routes,
                       vault_api, backup_routes.bp, backup_api, intake_routes.bp, intake_api,
                       incidents_routes.bp, unsubscribe_routes.bp, incidents_api, webhooks_api,
-                      escalations_routes.bp, escalations_api):
+                      escalations_routes.bp, escalations_api, inbound_routes.bp):
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
                   system_cli.keys_group, vault_cli.contacts_group, backup_cli.backup_group,
@@ -146,10 +150,28 @@ def _build_areas(app: Flask, built: Services) -> None:
     built.add(escalations_service.SupportDesk.from_settings(
         settings, crypto, vault=vault, render=render,
         neighbours=_escalations_neighbours(crypto, intake, render)))
+    built.add(_mailroom(built, intake, render, vault))
     built.health_probes |= {
         "backups": functools.partial(backup_drills.drill_health,
                                      max_age_hours=settings.backup_drill_max_age_hours),
         "spool": functools.partial(intake_service.spool_health, spool=intake.spool)}
+
+
+def _mailroom(built: Services, intake: intake_service.Intake, render,
+              vault: vault_service.Vault) -> Mailroom:
+    """What acts on inbound email (contacts/mailroom.py), with the addresses outgoing mail
+    names for answers and bounces."""
+    settings = built.settings
+    sender = parseaddr(settings.mail_sender)[1]
+    return Mailroom(
+        intake=intake, writer=built.get(intake_service.RequestWriter),
+        desk=built.get(escalations_service.SupportDesk), vault=vault,
+        addresses=Addresses(reply_to=settings.mail_reply_to or sender,
+                            return_path=settings.mail_return_path or sender,
+                            secret=settings.secrets.secret_key),
+        domain=settings.mail_domain,
+        trusted_authserv_ids=tuple(settings.inbound_trusted_authserv_ids),
+        attachment_max_bytes=settings.inbound_attachment_max_bytes)
 
 
 def _escalations_neighbours(crypto: Crypto, intake: intake_service.Intake,

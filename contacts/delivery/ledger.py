@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, update
+from sqlalchemy import case, func, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -73,6 +73,62 @@ def bounced_since(*, session: Session, since: datetime,
     if about_kind is not None:
         query = query.where(OutboxMessage.about_kind == about_kind)
     return [Bounce(*row) for row in session.exec(query).all()]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An email as a later report about it needs it: what it was about, for whom, and how
+    it stands; never its payload."""
+
+    id: int
+    key: str
+    about_kind: str
+    about_id: str
+    account_id: str | None
+    recipient_kind: str
+    recipient_id: str | None
+    state: str
+    created_at: datetime
+
+
+_SENT = (OutboxMessage.id, OutboxMessage.key, OutboxMessage.about_kind, OutboxMessage.about_id,
+         OutboxMessage.account_id, OutboxMessage.recipient_kind, OutboxMessage.recipient_id,
+         OutboxMessage.state, OutboxMessage.created_at)
+
+
+def email_by_id(*, session: Session, message_id: int) -> Sent | None:
+    """An email by its row ID (what its return path names), None for anything else."""
+    row = session.exec(select(*_SENT).where(OutboxMessage.id == message_id,
+                                            OutboxMessage.channel == "email")).first()
+    return Sent(*row) if row else None
+
+
+def emails_to(*, session: Session, recipient_kind: str, recipient_ids: list[str],
+              limit: int = 500) -> list[Sent]:
+    """The latest emails to these recipients (by the recipient index), newest first: where
+    a reply or a report that lost its token finds the message it answers, by Message-ID."""
+    if not recipient_ids:
+        return []
+    return [Sent(*row) for row in session.exec(
+        select(*_SENT).where(OutboxMessage.recipient_kind == recipient_kind,
+                             col(OutboxMessage.recipient_id).in_(recipient_ids),
+                             OutboxMessage.channel == "email")
+        .order_by(col(OutboxMessage.id).desc()).limit(limit)).all()]
+
+
+def bounce_reported(*, session: Session, message_id: int, reason: str) -> bool:
+    """An email the relay took but whose recipient's server refused later (a delivery
+    status notification): given up as `bounced`, as if refused at RCPT, so the proof, the
+    fall-back and the vault's freshness read it as they read a synchronous 5xx. False when
+    it was already given up as bounced (a second report of the same)."""
+    changed = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.channel == "email",
+               or_(col(OutboxMessage.failure).is_(None), OutboxMessage.failure != "bounced"))
+        .values(state="failed", failure="bounced", lease_until=None,
+                last_error=f"bounced: reported later: {reason}"[:500])
+        .execution_options(synchronize_session=False))
+    return bool(changed.rowcount)
 
 
 def accounts_reached(*, session: Session, update_ids: list[str], recipient_kind: str,

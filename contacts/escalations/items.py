@@ -233,14 +233,15 @@ def change_status(*, session: Session, desk: SupportDesk, actor: Actor, item_id:
                        f"{item.status} it can go to {allowed}.",
                        details={"from": item.status, "to": status,
                                 "allowed": list(TRANSITIONS[item.status])})
-    _move(session, desk, item, actor, status, now, note)
+    move(session, desk, item, actor, status, now, note)
     if status == "resolved":
         _resolve_children(session, desk, item, actor, now)
     return item
 
 
-def _move(session: Session, desk: SupportDesk, item: WorkItem, actor: Actor, status: str,
-          now: datetime, note: str | None) -> None:
+def move(session: Session, desk: SupportDesk, item: WorkItem, actor: Actor, status: str,
+         now: datetime, note: str | None) -> None:
+    """Move an item to a status the workflow allows from its own (checked by the caller)."""
     before = item.status
     item.status = status
     item.is_open = status in OPEN_STATUSES
@@ -280,7 +281,7 @@ def resolve_with_note(*, session: Session, desk: SupportDesk, actor: Actor, item
                       note: str, now: datetime) -> None:
     """Resolve from any open status (a parent or an incident drives its items) and tell the
     requester."""
-    _move(session, desk, item, actor, "resolved", now, note)
+    move(session, desk, item, actor, "resolved", now, note)
     if item.request_id or item.requester_contact_id:
         _tell_requester(session, desk, actor, item, _resolution_message(item), now)
     _resolve_children(session, desk, item, actor, now)

@@ -50,10 +50,17 @@ from contacts.escalations.queues import (
     saved_views,
 )
 from contacts.escalations.relations import bulk, link, merge
+from contacts.escalations.replies import (
+    Written,
+    customer_wrote,
+    item_for_update_reply,
+    ticket_of_request,
+)
 
 __all__ = [
     "AccountPicture", "Dashboard", "ItemView", "Neighbours", "NewItem", "Person", "Queue",
     "QueueFilter", "QueueRow", "Renderer", "SlaReport", "SupportDesk", "TimelineEntry",
+    "Written", "customer_wrote", "item_for_update_reply", "ticket_of_request",
     "account_picture",
     "assign", "assignable_staff", "bulk", "call_unreached", "change_status", "check_filter",
     "check_sla", "comment", "create_item", "dashboard", "delete_item", "delete_view",

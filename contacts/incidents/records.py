@@ -12,7 +12,7 @@ from contacts.core.audit import Actor
 from contacts.core.db import get_or_404, in_chunks
 from contacts.core.errors import Invalid
 from contacts.core.ids import new_id
-from contacts.incidents.models import SEVERITIES, Incident
+from contacts.incidents.models import SEVERITIES, Incident, IncidentUpdate
 
 # States in which an incident is over: no more updates are promised.
 CLOSED_STATES = ("resolved", "post_incident_review")
@@ -67,3 +67,9 @@ def resolved_incidents(*, session: Session, ids: list[str]) -> set[str]:
 def incident_titles(*, session: Session, ids: list[str]) -> dict[str, str]:
     return dict(session.exec(select(Incident.id, Incident.title)
                              .where(col(Incident.id).in_(list(ids)))).all()) if ids else {}
+
+
+def incident_of_update(*, session: Session, update_id: str) -> str | None:
+    """The incident an update belongs to (an email answering it is about that incident)."""
+    update = session.get(IncidentUpdate, update_id)
+    return update.incident_id if update else None

@@ -72,6 +72,17 @@ def unsubscribe_in_one_click(*, session: Session, desk: CommsDesk, subscriber_id
         session.add(subscriber)
 
 
+def stop_after_complaint(*, session: Session, subscriber_id: int, now: datetime) -> bool:
+    """A subscriber whose mailbox provider reported our email as abuse (an ARF report) is
+    sent nothing more, as after a one-click unsubscribe. True when it was still subscribed."""
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None or subscriber.unsubscribed_at is not None:
+        return False
+    subscriber.unsubscribed_at = now
+    session.add(subscriber)
+    return True
+
+
 def subscribe(*, session: Session, desk: CommsDesk, email: str, locale: str,
               now: datetime) -> None:
     """Email the address once a day at most: a confirmation link for a new, pending or

@@ -31,9 +31,11 @@ from contacts.intake.references import get_by_reference, get_request
 
 @dataclass(frozen=True)
 class Entry:
-    author: str
+    author: str  # customer, staff, other (not the requester), auto (an automatic reply)
     at: datetime
     body: str
+    channel: str = "web"  # web, email
+    inbound_id: str | None = None  # the email it came in, shown whole on its own page
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,11 @@ def request_view(*, session: Session, intake: Intake, request: SupportRequest) -
         return cipher.decrypt(value, context=context) if value else None
 
     conversation = [Entry("customer", request.received_at,
-                          cipher.decrypt(request.message_encrypted, context=REQUEST_MESSAGE))]
+                          cipher.decrypt(request.message_encrypted, context=REQUEST_MESSAGE),
+                          request.channel)]
     conversation += [Entry(message.author, message.at,
-                           cipher.decrypt(message.body_encrypted, context=MESSAGE_BODY))
+                           cipher.decrypt(message.body_encrypted, context=MESSAGE_BODY),
+                           message.channel, message.inbound_id)
                      for message in session.exec(select(RequestMessage)
                                                  .where(RequestMessage.request_id == request.id)
                                                  .order_by(RequestMessage.at,
@@ -98,12 +102,28 @@ def reply_as_customer(*, session: Session, intake: Intake, reference: str, body:
     return _add_message(session, intake, request, "customer", body, now)
 
 
+def emailed_by_customer(*, session: Session, intake: Intake, request_id: str, body: str,
+                        author: str, inbound_id: str, now: datetime) -> RequestMessage:
+    """An email on a request's thread: from its requester (`customer`: reopens a closed
+    request), from someone else (`other`) or automatic (`auto`): both kept, acting on
+    nothing. The request's change time moves, so its ticket hears of it."""
+    request = get_request(session=session, request_id=request_id)
+    if author == "customer" and request.status == "closed":
+        request.status = "open"
+    request.changed_at = now
+    session.add(request)
+    return _add_message(session, intake, request, author, body or "(no text)", now,
+                        channel="email", inbound_id=inbound_id)
+
+
 def _add_message(session: Session, intake: Intake, request: SupportRequest, author: str,
-                 body: str, now: datetime, staff_id: str | None = None) -> RequestMessage:
+                 body: str, now: datetime, staff_id: str | None = None, channel: str = "web",
+                 inbound_id: str | None = None) -> RequestMessage:
     body = body.strip()
     if not body:
         raise Invalid("Write a message first.")
     message = RequestMessage(request_id=request.id, author=author, staff_id=staff_id, at=now,
+                             channel=channel, inbound_id=inbound_id,
                              body_encrypted=intake.crypto.cipher.encrypt(body,
                                                                          context=MESSAGE_BODY))
     session.add(message)

@@ -37,6 +37,9 @@ class SupportRequest(SQLModel, table=True):
     received_at: datetime = Field(sa_column=utc_column())  # when the customer sent it
     stored_at: datetime = Field(sa_column=utc_column())  # later when it waited in the spool
     locale: str = Field(max_length=8)
+    # How it came: "web" (the form and the API) or "email" (a message to a support address).
+    channel: str = Field(default="web", max_length=16,
+                         sa_column_kwargs={"server_default": "web"})
     severity: str = Field(max_length=16)
     email_encrypted: str = Field(max_length=1024)
     email_index: str = Field(max_length=64, index=True)
@@ -94,8 +97,14 @@ class RequestMessage(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     request_id: str = Field(sa_column=Column(String(40), ForeignKey("support_request.id"),
                                              nullable=False, index=True))
-    author: str = Field(max_length=16)  # customer, staff
+    # customer (the requester), staff, other (someone else wrote on the thread: kept, marked,
+    # acts as nobody), auto (an automatic reply: out of office...)
+    author: str = Field(max_length=16)
     staff_id: str | None = Field(default=None, max_length=40)
+    channel: str = Field(default="web", max_length=16,  # web, email
+                         sa_column_kwargs={"server_default": "web"})
+    # The inbound email it came in (inm_...), whose page shows it whole with its attachments.
+    inbound_id: str | None = Field(default=None, max_length=40)
     body_encrypted: str = Field(sa_column=Column(Text, nullable=False))
     at: datetime = Field(sa_column=utc_column())
 

@@ -16,9 +16,11 @@ from datetime import datetime
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
+from contacts.core.crypto import normalize_email
 from contacts.core.db import in_chunks
 from contacts.intake.config import Intake
-from contacts.intake.conversation import reply_as_staff
+from contacts.intake.conversation import emailed_by_customer, reply_as_staff
+from contacts.intake.mailed import receive_email
 from contacts.intake.models import RequestCandidate, RequestMessage, SupportRequest
 from contacts.intake.references import get_by_reference
 from contacts.intake.spool import spool_health
@@ -27,10 +29,11 @@ from contacts.intake.writer import RequestWriter
 
 __all__ = [
     # defined elsewhere in the intake, published here
-    "Intake", "RequestWriter", "process_pending", "reply_as_staff",
-    "spool_health",
+    "Intake", "RequestWriter", "emailed_by_customer", "process_pending", "receive_email",
+    "reply_as_staff", "spool_health",
     # defined here
-    "Exchange", "RequestState", "RequestSummary", "exchanges_of_account", "request_state",
+    "Exchange", "RequestParty", "RequestState", "RequestSummary", "address_index",
+    "exchanges_of_account", "request_party", "request_state", "requests_by_address",
     "requests_by_id", "requests_changed_since",
 ]
 
@@ -87,8 +90,10 @@ class Exchange:
 
     request_id: str
     reference: str
-    kind: str  # received (the request itself), customer (wrote again), staff (a reply)
+    kind: str  # received (the request itself), customer (wrote again), staff (a reply),
+    # other (someone else wrote on its thread), auto (an automatic reply)
     at: datetime
+    channel: str = "web"  # web, email
 
 
 def exchanges_of_account(*, session: Session, account_id: str,
@@ -99,11 +104,12 @@ def exchanges_of_account(*, session: Session, account_id: str,
                                  .order_by(col(SupportRequest.received_at).desc())
                                  .limit(limit)))
     by_id = {request.id: request for request in requests}
-    found = [Exchange(request.id, request.reference, "received", request.received_at)
+    found = [Exchange(request.id, request.reference, "received", request.received_at,
+                      request.channel)
              for request in requests]
     if by_id:
         found += [Exchange(message.request_id, by_id[message.request_id].reference,
-                           message.author, message.at)
+                           message.author, message.at, message.channel)
                   for message in session.exec(
                       select(RequestMessage)
                       .where(col(RequestMessage.request_id).in_(list(by_id)))
@@ -127,3 +133,43 @@ def request_state(*, session: Session, reference: str) -> RequestState:
                                    .order_by(col(RequestCandidate.score).desc(),
                                              RequestCandidate.account_id)))
     return RequestState(request, candidates)
+
+
+@dataclass(frozen=True)
+class RequestParty:
+    """Who a request's thread is with, as an inbound email is checked against it: IDs and
+    the keyed digest of the requester's address, nothing in clear."""
+
+    id: str
+    reference: str
+    account_id: str | None
+    contact_id: str | None
+    email_index: str
+    locale: str
+
+
+def request_party(*, session: Session, request_id: str | None = None,
+                  reference: str | None = None) -> RequestParty | None:
+    """A request's party by its ID or its reference; None when there is no such request."""
+    if request_id is not None:
+        request = session.get(SupportRequest, request_id)
+    else:
+        request = session.exec(select(SupportRequest)
+                               .where(SupportRequest.reference == reference)).first()
+    if request is None:
+        return None
+    return RequestParty(request.id, request.reference, request.account_id, request.contact_id,
+                        request.email_index, request.locale)
+
+
+def requests_by_address(*, session: Session, intake: Intake, address: str,
+                        limit: int = 50) -> list[str]:
+    """The references of the latest requests from an address (by its keyed digest)."""
+    return list(session.exec(select(SupportRequest.reference)
+                             .where(SupportRequest.email_index == address_index(intake, address))
+                             .order_by(col(SupportRequest.received_at).desc()).limit(limit)))
+
+
+def address_index(intake: Intake, address: str) -> str:
+    """The keyed digest requests are found by, for an address in any spelling."""
+    return intake.crypto.index.digest("email", normalize_email(address))

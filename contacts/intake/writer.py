@@ -83,7 +83,7 @@ class Prepared:
 
     draft: Draft
     request: dict
-    email: dict
+    email: dict | None  # the receipt with its code; None: not sent (see intake/mailed.py)
 
 
 def code_email_row(intake: Intake, *, reference: str, code_digest: str, locale: str,
@@ -182,7 +182,8 @@ class RequestWriter:
         if written:
             bulk_insert(session.connection(), SupportRequest.__table__,
                         [item.request for item in written])
-            outbox.enqueue_rows(session=session, rows=[item.email for item in written])
+            outbox.enqueue_rows(session=session,
+                                rows=[item.email for item in written if item.email])
         return written
 
     def _request_row(self, draft: Draft, now: datetime) -> dict:
@@ -204,7 +205,7 @@ class RequestWriter:
             "company_encrypted": sealed(draft.company, REQUEST_COMPANY),
             "site_encrypted": sealed(draft.site, REQUEST_SITE),
             "message_encrypted": cipher.encrypt(draft.message, context=REQUEST_MESSAGE),
-            "status": "open", "verification": "unverified", "trust_rank": 2,
+            "channel": "web", "status": "open", "verification": "unverified", "trust_rank": 2,
             "priority": SEVERITY_PRIORITY[draft.severity], "verified_at": None,
             "code_digest": codes.code_digest(intake, draft.id, draft.code),
             "code_expires_at": now + timedelta(minutes=intake.code_minutes),
