@@ -204,4 +204,14 @@ def _failed_recipients(message: Message, sender_address: str | None) -> ReadRepo
                 entries.append(Report(action="failed", recipient=address))
     if not entries:
         return ReadReport()
-    return ReadReport("delivery-status", tuple(entries), None)
+    return ReadReport("delivery-status", tuple(entries), _returned_message_id(message))
+
+
+def _returned_message_id(message: Message) -> str | None:
+    """The Message-ID line of the returned message quoted in a plain-text bounce."""
+    for part, _ in mime.walk(message, into_messages=True):
+        if mime.content_type(part) in ("text/plain", "message/rfc822", "text/rfc822-headers"):
+            match = _MESSAGE_ID_LINE.search(_as_text(part))
+            if match:
+                return match.group(1)
+    return None
