@@ -4,6 +4,7 @@ them is read for its headers and text only, and every value is best effort."""
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import re
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from email.utils import parsedate_to_datetime
 from contacts.inbound import authentication, autoreplies, content, mime, quoting, reports
 from contacts.inbound.message import Attachment, Inbound, Sender
 
+_log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 1_000_000
 # Past these many boundary-like lines or attached messages, the structure is not parsed:
 # the standard parser would build every part (and recurse into every level) first.
@@ -28,7 +30,19 @@ _REPORT_PARTS = {"message/delivery-status", "message/global-delivery-status",
 
 def parse(raw: bytes, *, trusted_authserv_ids: tuple[str, ...],
           attachment_max_bytes: int) -> Inbound:
-    message, notes = _message_of(bytes(raw or b""))
+    try:
+        return _parse(bytes(raw or b""), trusted_authserv_ids, attachment_max_bytes)
+    except Exception:  # a bug of ours: the message still reaches the router, unverified
+        _log.exception("inbound message read as bytes only after a parsing error")
+        text = bytes(raw or b"")[:MAX_TEXT_CHARS].decode("utf-8", errors="replace")
+        return Inbound(message_id=None, sender=Sender(address=None, name=None, verified=False),
+                       recipients=(), subject="", date=None, in_reply_to=(), references=(),
+                       text=text, shown=text, html=None, extra={"unparsed": "error"})
+
+
+def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
+           attachment_max_bytes: int) -> Inbound:
+    message, notes = _message_of(raw)
     from_addresses, from_name = _from(message)
     sender_address = from_addresses[0] if from_addresses else None
     domains = [address.rpartition("@")[2] for address in from_addresses]

@@ -222,3 +222,13 @@ def test_mutated_real_messages_never_make_parse_raise(source, mutations, keep):
         else:
             del raw[at:at + len(data) * 10]
     _check(parsed(bytes(raw[: max(1, int(len(raw) * keep))])))
+
+
+def test_a_bug_in_a_reader_still_gives_the_router_a_message(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("contacts.inbound.reports.read_report", broken)
+    message = parsed(eml("reply_thunderbird_en"))
+    assert message.extra == {"unparsed": "error"}
+    assert message.sender.verified is False and "Hello" in message.text
