@@ -39,8 +39,6 @@ def why_automatic(message: Message, subject: str) -> str | None:
     suppress = (_value(message, "x-auto-response-suppress") or "").lower()
     if suppress and any(word in suppress for word in ("all", "oof", "autoreply")):
         return "x-auto-response-suppress"
-    if _value(message, "x-ms-exchange-inbox-rules-loop") is not None:
-        return "x-ms-exchange-inbox-rules-loop"
     if (_value(message, "x-apple-action") or "").lower() == "vacation":
         return "x-apple-action: vacation"
     if mime.content_type(message) == "multipart/report" \
