@@ -8,7 +8,8 @@ received):
 - Reading down from the top, the receiving side's headers end at the first `Received:`
   stamped by a host other than a trusted authserv-id *below* the topmost `Received:` stamped
   by a trusted one (that is where the message came from outside). Without any `Received:`
-  by a trusted host, nothing counts.
+  by a trusted host, nothing counts. A server that stamps its results above its own
+  `Received:` (a milter inserting at the top) is read only above it.
 - Within them, only A-R headers with a trusted authserv-id count, and for each method only
   the first such header that reports it: a copy the sender placed right below the server's
   own is never read. This assumes, as opendkim/opendmarc, rspamd, Gmail and Microsoft 365
@@ -73,6 +74,8 @@ def _receiving_side_results(message: Message,
         if name == "received":
             host = _stamped_by(str(value))
             if host in trusted:
+                if found and not entered:
+                    return found  # stamped above its own Received: below it is outside
                 entered = True
             elif entered:
                 break

@@ -184,8 +184,9 @@ def _as_text(part: Message) -> str:
     source = inner[0] if inner else part
     try:
         if inner:
+            body = source.get_payload()
             return "\n".join(f"{key}: {value}" for key, value in source.raw_items()) \
-                + "\n" + str(source.get_payload())[:200_000]
+                + "\n" + (body[:200_000] if isinstance(body, str) else "")
         return mime.text_of(part, 200_000)
     except Exception:
         return ""

@@ -85,6 +85,13 @@ def test_a_copy_placed_right_below_our_servers_own_result_does_not_verify():
     assert verdict(ours, forged, OUR_HOP) == (False, None)
 
 
+def test_a_server_stamping_above_its_own_trace_is_read_above_it_only():
+    ours = "Authentication-Results: mx.lifeline.test; spf=pass smtp.mailfrom=mailgun.org"
+    forged = "Authentication-Results: mx.lifeline.test; dmarc=pass header.from=xxx.mailgun.org"
+    assert verdict(ours, OUR_HOP, forged, THEIR_HOP) == (False, None)
+    assert verdict(forged, OUR_HOP, THEIR_HOP) == (True, "dmarc")
+
+
 def test_no_trace_of_our_server_means_no_trusted_result():
     claimed = "Authentication-Results: mx.lifeline.test; dmarc=pass header.from=xxx.mailgun.org"
     assert verdict(claimed) == (False, None)
