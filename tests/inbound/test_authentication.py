@@ -4,7 +4,7 @@ own headers reads as unverified."""
 
 from __future__ import annotations
 
-from tests.inbound.conftest import eml, parsed, with_headers
+from tests.inbound.samples import eml, parsed, with_headers
 
 # bob@xxx.mailgun.org, a Thunderbird reply; its organizational domain is mailgun.org.
 REPLY = eml("reply_thunderbird_en")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.inbound.conftest import eml, parsed, with_headers, without_headers
+from tests.inbound.samples import eml, parsed, with_headers, without_headers
 
 REPLY = eml("reply_thunderbird_en")  # a person's reply, Subject: Re: Test
 

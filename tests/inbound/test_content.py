@@ -4,7 +4,7 @@ themselves, and not one remote resource; and the text of an HTML-only body."""
 from __future__ import annotations
 
 from contacts.inbound.content import sanitized_html, text_of_html
-from tests.inbound.conftest import eml, parsed
+from tests.inbound.samples import eml, parsed
 
 
 def test_scripts_styles_and_event_handlers_are_removed_with_their_content():

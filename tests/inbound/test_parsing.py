@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from contacts.inbound import mime
 from contacts.inbound.message import Inbound
-from tests.inbound.conftest import FIXTURES, eml, parsed, with_headers, without_headers
+from tests.inbound.samples import FIXTURES, eml, parsed, with_headers, without_headers
 
 
 def test_a_thunderbird_reply_reads_as_its_headers_say():

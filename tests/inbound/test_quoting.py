@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contacts.inbound.quoting import shown
-from tests.inbound.conftest import eml, parsed
+from tests.inbound.samples import eml, parsed
 
 
 @pytest.mark.parametrize(("fixture", "expected"), [

@@ -4,7 +4,7 @@ happened, and which message of ours it is about."""
 from __future__ import annotations
 
 from contacts.inbound.message import Report
-from tests.inbound.conftest import eml, parsed
+from tests.inbound.samples import eml, parsed
 
 
 def test_a_postfix_bounce_names_the_failed_recipient_and_the_returned_message():

@@ -1,11 +1,9 @@
-"""Helpers of the inbound parsing tests: real messages from fixtures/, read as bytes and
-parsed as the reader will."""
+"""The inbound parsing tests' messages: real ones from fixtures/, read as bytes and parsed
+as the reader will, and the edits a server (or an attacker) makes to their headers."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from contacts.inbound.message import Inbound
 from contacts.inbound.parsing import parse
@@ -34,8 +32,3 @@ def without_headers(raw: bytes, *names: str) -> bytes:
     kept = [line for line in head.split(b"\n")
             if not any(line.lower().startswith(name.lower().encode() + b":") for name in names)]
     return b"\n".join(kept) + separator + body
-
-
-@pytest.fixture
-def fixture_names() -> list[str]:
-    return sorted(path.stem for path in FIXTURES.glob("*.eml"))
