@@ -41,19 +41,27 @@ def sender_verified(message: Message, from_domains: list[str],
     (False, None) otherwise, and always for none or several From addresses."""
     if len(from_domains) != 1 or not trusted_authserv_ids:
         return False, None
-    domain = _ascii(from_domains[0])
+    try:
+        return _verdict(message, _ascii(from_domains[0]), trusted_authserv_ids)
+    except Exception:  # results we cannot read vouch for nobody
+        return False, None
+
+
+def _verdict(message: Message, domain: str,
+             trusted_authserv_ids: tuple[str, ...]) -> tuple[bool, str | None]:
     trusted = {_ascii(name) for name in trusted_authserv_ids}
     first_by_method: dict[str, list[authres.core.AuthenticationResult]] = {}
     for header in _receiving_side_results(message, trusted):
-        methods = {result.method.lower() for result in header.results}
+        methods = {(result.method or "").lower() for result in header.results}
         for method in methods - first_by_method.keys():
             first_by_method[method] = [result for result in header.results
-                                       if result.method.lower() == method]
+                                       if (result.method or "").lower() == method]
     for result in first_by_method.get("dmarc", []):
-        if result.result.lower() == "pass" and _property(result, "header", "from") == domain:
+        if (result.result or "").lower() == "pass" \
+                and _property(result, "header", "from") == domain:
             return True, "dmarc"
     for result in first_by_method.get("dkim", []):
-        if result.result.lower() != "pass":
+        if (result.result or "").lower() != "pass":
             continue
         signer = _property(result, "header", "d") or _property(result, "header", "i")
         if signer and _aligned(signer.rpartition("@")[2], domain):

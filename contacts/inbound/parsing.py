@@ -51,8 +51,9 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
     verified, how = authentication.sender_verified(message, domains, trusted_authserv_ids)
     subject = mime.decoded_text("subject", mime.raw_header(message, "subject"))
     body = _Body(message, attachment_max_bytes, structured="unparsed" not in notes)
-    report = reports.read_report(message, sender_address)
-    automatic = None if report.report_type else autoreplies.why_automatic(message, subject)
+    report = _or(reports.ReadReport(), reports.read_report, message, sender_address)
+    automatic = None if report.report_type else _or(
+        None, autoreplies.why_automatic, message, subject)
     if body.truncated:
         notes["truncated"] = "parts"
     return Inbound(
@@ -64,7 +65,7 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
         in_reply_to=mime.message_ids(mime.raw_header(message, "in-reply-to")),
         references=mime.message_ids(" ".join(mime.raw_headers(message, "references"))),
         text=body.text,
-        shown=quoting.shown(body.text),
+        shown=_or(body.text, quoting.shown, body.text),
         html=body.html,
         attachments=tuple(body.attachments),
         automatic=automatic,
@@ -73,6 +74,16 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
         reported_message_id=report.reported_message_id,
         extra=notes,
     )
+
+
+def _or(default, read, *args):
+    """What `read` makes of `args`, or `default` (logged) when it fails: one reader's bug
+    costs that value only."""
+    try:
+        return read(*args)
+    except Exception:
+        _log.exception("inbound message: %s failed", getattr(read, "__qualname__", "a reader"))
+        return default
 
 
 def _message_of(raw: bytes) -> tuple[Message, dict[str, str]]:

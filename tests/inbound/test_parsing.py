@@ -224,11 +224,20 @@ def test_mutated_real_messages_never_make_parse_raise(source, mutations, keep):
     _check(parsed(bytes(raw[: max(1, int(len(raw) * keep))])))
 
 
-def test_a_bug_in_a_reader_still_gives_the_router_a_message(monkeypatch):
-    def broken(*args, **kwargs):
-        raise ValueError("a bug")
+def _broken(*args, **kwargs):
+    raise ValueError("a bug")
 
-    monkeypatch.setattr("contacts.inbound.reports.read_report", broken)
+
+def test_a_bug_in_one_reader_costs_only_its_value(monkeypatch):
+    monkeypatch.setattr("contacts.inbound.reports.read_report", _broken)
+    monkeypatch.setattr("contacts.inbound.quoting.shown", _broken)
+    message = parsed(eml("dsn_postfix_failed"))
+    assert (message.report_type, message.reports) == (None, ())
+    assert message.shown == message.text and message.message_id is not None
+
+
+def test_a_bug_anywhere_else_still_gives_the_router_a_message(monkeypatch):
+    monkeypatch.setattr("contacts.inbound.mime.first_message_id", _broken)
     message = parsed(eml("reply_thunderbird_en"))
     assert message.extra == {"unparsed": "error"}
     assert message.sender.verified is False and "Hello" in message.text
