@@ -171,7 +171,31 @@ def text_of(part: Message, limit: int) -> str:
         text = data.decode(charset_of(part), errors="replace")
     except Exception:
         text = data.decode("utf-8", errors="replace")
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")[:limit]
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")[:limit]
+    if content_type(part) == "text/plain" and param(part, "format") == "flowed":
+        return unflowed(text, delete_space=param(part, "delsp") == "yes")
+    return text
+
+
+def unflowed(text: str, *, delete_space: bool = False) -> str:
+    """format=flowed text (RFC 3676) as its paragraphs: a line ending in a space goes on in
+    the next line of the same quote depth; space-stuffing removed; `-- ` stays a line."""
+    lines: list[str] = []
+    open_depth = None  # quote depth of a paragraph still flowing, if any
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        content = line[depth:]
+        if content.startswith(" "):
+            content = content[1:]
+        if open_depth == depth and lines:
+            lines[-1] += content
+        else:
+            lines.append(">" * depth + (" " if depth and content else "") + content)
+        flowing = content.endswith(" ") and content != "-- "
+        if flowing and delete_space:
+            lines[-1] = lines[-1][:-1]
+        open_depth = depth if flowing else None
+    return "\n".join(lines)
 
 
 def subparts(part: Message) -> list[Message]:

@@ -241,3 +241,15 @@ def test_a_bug_anywhere_else_still_gives_the_router_a_message(monkeypatch):
     message = parsed(eml("reply_thunderbird_en"))
     assert message.extra == {"unparsed": "error"}
     assert message.sender.verified is False and "Hello" in message.text
+
+
+def test_thunderbirds_flowed_lines_are_read_as_the_paragraphs_they_are():
+    head = eml("reply_thunderbird_en").partition(b"\n\n")[0]
+    body = (b"The service came back at 9:00 and the dashboards \nlook normal again.\n\n"
+            b"On 04/02/2012 06:26 PM, Megan One wrote:\n> We restarted the \n> gateway.\n"
+            b"\n-- \nBob")
+    message = parsed(head + b"\n\n" + body)
+    assert message.text.splitlines()[0] == (
+        "The service came back at 9:00 and the dashboards look normal again.")
+    assert "> We restarted the gateway." in message.text
+    assert message.shown == "The service came back at 9:00 and the dashboards look normal again."
