@@ -181,20 +181,26 @@ def unflowed(text: str, *, delete_space: bool = False) -> str:
     """format=flowed text (RFC 3676) as its paragraphs: a line ending in a space goes on in
     the next line of the same quote depth; space-stuffing removed; `-- ` stays a line."""
     lines: list[str] = []
-    open_depth = None  # quote depth of a paragraph still flowing, if any
+    pieces: list[str] = []  # the paragraph still flowing
+    open_depth = None  # its quote depth
     for line in text.split("\n"):
         depth = len(line) - len(line.lstrip(">"))
         content = line[depth:]
         if content.startswith(" "):
             content = content[1:]
-        if open_depth == depth and lines:
-            lines[-1] += content
-        else:
-            lines.append(">" * depth + (" " if depth and content else "") + content)
+        if open_depth != depth and pieces:
+            lines.append("".join(pieces))
+            pieces = []
+        if not pieces:
+            pieces.append(">" * depth + (" " if depth and content else ""))
         flowing = content.endswith(" ") and content != "-- "
-        if flowing and delete_space:
-            lines[-1] = lines[-1][:-1]
+        pieces.append(content[:-1] if flowing and delete_space else content)
         open_depth = depth if flowing else None
+        if not flowing:
+            lines.append("".join(pieces))
+            pieces = []
+    if pieces:
+        lines.append("".join(pieces))
     return "\n".join(lines)
 
 
