@@ -5,8 +5,9 @@ Layers, from the mailbox inwards:
   router, then move it to `Lifeline/Done` or `Lifeline/Failed`; idempotent on the
   mailbox's UID and the Message-ID, so a crash between the read and the commit processes
   nothing twice.
-- `parsing.py` (with `reports.py`, `authentication.py`, `autoreplies.py`, `quoting.py`):
-  pure functions from RFC 5322 bytes to `message.Inbound`; no database.
+- `parsing.py` (with `reports.py`, `authentication.py`, `autoreplies.py`, `quoting.py`,
+  `content.py`, over `mime.py`): pure functions from RFC 5322 bytes to `message.Inbound`;
+  no database.
 - `tokens.py`: the signed tokens of reply addresses (`support+<token>@`) and of the VERP
   return path (`bounces+<token>@`).
 - `routing.py` / `service.py`: what a parsed message does: a reply joins its thread, a new
