@@ -50,7 +50,7 @@ from contacts.escalations.queues import (
     saved_views,
 )
 from contacts.escalations.relations import bulk, link, merge
-from contacts.escalations.replies import (
+from contacts.escalations.answers import (
     Written,
     customer_wrote,
     item_for_update_reply,
