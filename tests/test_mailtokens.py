@@ -3,13 +3,16 @@ in any letter case; anything an attacker can send reads as nothing, and no input
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from contacts.core import mailtokens
 from contacts.core.errors import ConfigError
-from contacts.core.ids import new_id
+from contacts.core.ids import ALPHABET, new_id
 from contacts.core.settings import load_settings
 
 SECRET = "s" * 48
@@ -165,3 +168,21 @@ def test_the_mailboxes_default_to_the_senders_address(service_secrets):
                                 "secrets": service_secrets}, environ={})
     assert (given_ones.mail_reply_to, given_ones.mail_return_path) == (
         "help@example.com", "bounces@example.com")
+
+
+@pytest.mark.parametrize("secret", ["k" * 32, "k" * 64, "k" * 65, "ключ" * 20])
+def test_a_signature_is_80_bits_of_hmac_sha256_with_its_own_purpose(secret):
+    """The fan-out's fast path (the key's pads hashed once) signs exactly as HMAC does."""
+    thread = new_id("ctc")
+    body = thread.removeprefix("ctc_")
+    digest = hmac.digest(secret.encode(), f"{mailtokens.REPLY_PURPOSE}\0contact\0{body}".encode(),
+                         hashlib.sha256)
+    value = int.from_bytes(digest[:10])
+    expected = "".join(ALPHABET[(value >> shift) & 31] for shift in range(75, -5, -5))
+    address = mailtokens.reply_address(SUPPORT, secret, "contact", thread)
+    assert address == f"support+c{body}.{expected}@example.com"
+    returned = hmac.digest(secret.encode(), f"{mailtokens.RETURN_PURPOSE}\x0099".encode(),
+                           hashlib.sha256)
+    assert mailtokens.return_path(BOUNCES, secret, 99).split(".")[1].startswith(
+        "".join(ALPHABET[(int.from_bytes(returned[:10]) >> shift) & 31]
+                for shift in range(75, -5, -5)))

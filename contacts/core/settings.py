@@ -147,10 +147,10 @@ def _mail_domain(values: dict[str, Any]) -> str:
 
 
 def _token_base(values: dict[str, Any], name: str, token_length: int) -> str:
-    """`[mail] reply_to` or `return_path` (else the sender's address), lower-cased, once
-    it is known to take a +token."""
+    """`[mail] reply_to` or `return_path` (else the sender's address, else lifeline@ the
+    Message-ID domain), lower-cased, once it is known to take a +token."""
     given = values[f"mail_{name}"].strip()
-    address = given or parseaddr(values["mail_sender"])[1]
+    address = given or parseaddr(values["mail_sender"])[1] or f"lifeline@{values['mail_domain']}"
     try:
         local, domain = mailtokens.check_base(address, token_length)
     except ValueError as exc:
