@@ -50,6 +50,7 @@ from contacts.escalations.queues import (
     saved_views,
 )
 from contacts.escalations.relations import bulk, link, merge
+from contacts.escalations.replies import thread_message_ids as item_message_ids
 
 __all__ = [
     "AccountPicture", "Dashboard", "ItemView", "Neighbours", "NewItem", "Person", "Queue",
@@ -57,7 +58,8 @@ __all__ = [
     "account_picture",
     "assign", "assignable_staff", "bulk", "call_unreached", "change_status", "check_filter",
     "check_sla", "comment", "create_item", "dashboard", "delete_item", "delete_view",
-    "follow_requests", "get_item", "hand_off", "incidents_of_open_items", "item_view",
+    "follow_requests", "get_item", "hand_off", "incidents_of_open_items", "item_message_ids",
+    "item_view",
     "items_api", "link", "merge", "queue", "recent_handoffs", "reply", "requests_seen_since",
     "resolve_with_incidents", "save_view", "saved_views", "set_priority", "set_profile",
     "set_region", "sla_state", "time_left",

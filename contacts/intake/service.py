@@ -20,8 +20,9 @@ from contacts.core.db import in_chunks
 from contacts.intake.config import Intake
 from contacts.intake.conversation import reply_as_staff
 from contacts.intake.models import RequestCandidate, RequestMessage, SupportRequest
-from contacts.intake.references import get_by_reference
+from contacts.intake.references import get_by_reference, get_request
 from contacts.intake.spool import spool_health
+from contacts.intake.threads import thread_message_ids
 from contacts.intake.trust import process_pending
 from contacts.intake.writer import RequestWriter
 
@@ -31,7 +32,7 @@ __all__ = [
     "spool_health",
     # defined here
     "Exchange", "RequestState", "RequestSummary", "exchanges_of_account", "request_state",
-    "requests_by_id", "requests_changed_since",
+    "requests_by_id", "requests_changed_since", "request_message_ids",
 ]
 
 
@@ -127,3 +128,10 @@ def request_state(*, session: Session, reference: str) -> RequestState:
                                    .order_by(col(RequestCandidate.score).desc(),
                                              RequestCandidate.account_id)))
     return RequestState(request, candidates)
+
+
+def request_message_ids(*, session: Session, intake: Intake, request_id: str) -> set[str]:
+    """The Message-IDs of every email Lifeline sent about a request (receipt, codes, staff
+    replies): an inbound message naming one in In-Reply-To or References answers it."""
+    return thread_message_ids(session=session, intake=intake,
+                              request=get_request(session=session, request_id=request_id))

@@ -5,7 +5,7 @@ name the item's earlier emails, whose Message-IDs the escalations can tell."""
 from __future__ import annotations
 
 from contacts.core.db import session_scope, utcnow
-from contacts.escalations import items, replies, service
+from contacts.escalations import items, service
 from tests.conftest import read_strictly
 
 
@@ -48,7 +48,7 @@ def test_item_replies_and_the_resolution_carry_the_item_thread(work, accounts, a
     assert str(resolution["In-Reply-To"]) == second["Message-ID"]
 
     with session_scope(work.engine) as session:
-        made = replies.thread_message_ids(session=session, desk=work.desk,
-                                          item=service.get_item(session=session,
-                                                                item_id=item.id))
+        made = service.item_message_ids(session=session, desk=work.desk,
+                                        item=service.get_item(session=session,
+                                                              item_id=item.id))
     assert made == {first["Message-ID"], second["Message-ID"], resolution["Message-ID"]}

@@ -7,8 +7,8 @@ from __future__ import annotations
 from contacts.core import mailtokens
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
-from contacts.intake import conversation, threads
-from contacts.intake.references import get_by_reference
+from contacts.intake import conversation
+from contacts.intake import service as intake_service
 from contacts.intake.verification import resend_code
 from contacts.jobs import message_renderer
 from tests.conftest import read_strictly
@@ -63,9 +63,8 @@ def test_receipt_code_and_staff_replies_carry_the_request_thread(desk, desk_clie
 
     # What the router asks: every Message-ID Lifeline made for this request's emails.
     with session_scope(desk.engine) as session:
-        made = threads.thread_message_ids(
-            session=session, intake=desk.intake,
-            request=get_by_reference(session=session, reference=reference))
+        made = intake_service.request_message_ids(session=session, intake=desk.intake,
+                                                  request_id=request.id)
     assert made == {str(message["Message-ID"]) for message in raw}
 
 
