@@ -9,10 +9,11 @@ import re
 import smtplib
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, make_msgid, parseaddr
 
+from contacts.core import mailtokens
 from contacts.core.errors import LifelineError
 
 
@@ -45,19 +46,36 @@ class Mailer:
     timeout: float = 10.0
     # The right-hand side of every Message-ID (`[mail] domain`, checked by the settings).
     domain: str = "lifeline"
+    # The bounce mailbox (`[mail] return_path`) and the key its VERP tokens are signed
+    # with; no key: every envelope sender is the sender's address.
+    return_path: str = ""
+    secret: str = field(default="", repr=False)
 
     @classmethod
     def from_settings(cls, settings) -> Mailer:
         return cls(host=settings.mail_host, port=settings.mail_port, sender=settings.mail_sender,
                    security=settings.mail_security, username=settings.mail_username,
                    password=settings.secrets.mail_password,
-                   timeout=settings.mail_timeout_seconds, domain=settings.mail_domain)
+                   timeout=settings.mail_timeout_seconds, domain=settings.mail_domain,
+                   return_path=settings.mail_return_path,
+                   secret=settings.secrets.secret_key)
+
+    def envelope_sender(self, outbox_id: int | None = None) -> str:
+        """MAIL FROM of a message: the return path naming its outbox row (VERP), so a late
+        bounce says which message it reports; the sender's address when there is no row
+        or no key."""
+        if outbox_id and self.secret:
+            return mailtokens.return_path(self.return_path or parseaddr(self.sender)[1],
+                                          self.secret, outbox_id)
+        return self.sender
 
     def send(self, *, to: str, subject: str, text: str, html: str | None = None,
-             message_id: str | None = None, headers: dict[str, str] | None = None) -> str:
+             message_id: str | None = None, headers: dict[str, str] | None = None,
+             envelope_sender: str | None = None) -> str:
         with self.connection() as connection:
             return connection.send(to=to, subject=subject, text=text, html=html,
-                                   message_id=message_id, headers=headers)
+                                   message_id=message_id, headers=headers,
+                                   envelope_sender=envelope_sender)
 
     def connection(self) -> MailConnection:
         """One SMTP connection for many messages (opened on the first, reopened after a
@@ -92,28 +110,31 @@ class MailConnection:
         self.close()
 
     def send(self, *, to: str, subject: str, text: str, html: str | None = None,
-             message_id: str | None = None, headers: dict[str, str] | None = None) -> str:
+             message_id: str | None = None, headers: dict[str, str] | None = None,
+             envelope_sender: str | None = None) -> str:
         message_id = message_id or make_msgid(domain=self.mailer.domain)
         self.send_bytes(to=to, data=self.mailer.message_bytes(
             to=to, subject=subject, text=text, html=html, message_id=message_id,
-            headers=headers))
+            headers=headers), envelope_sender=envelope_sender)
         return message_id
 
-    def send_bytes(self, *, to: str, data: bytes) -> None:
-        """Send a built message. Where the server offers PIPELINING (RFC 2920) the envelope
-        and DATA go in one write: two round trips per message instead of four."""
+    def send_bytes(self, *, to: str, data: bytes, envelope_sender: str | None = None) -> None:
+        """Send a built message, from `envelope_sender` (MAIL FROM: a return path,
+        `Mailer.envelope_sender`; else the sender). Where the server offers PIPELINING
+        (RFC 2920) the envelope and DATA go in one write: two round trips per message
+        instead of four."""
         where = f"{self.mailer.host}:{self.mailer.port}"
+        sender = envelope_sender or self.mailer.sender
         try:
             smtp = self._open()
-            utf8 = not (to.isascii() and self.mailer.sender.isascii())
+            utf8 = not (to.isascii() and sender.isascii())
             if utf8 and not (smtp.does_esmtp and smtp.has_extn("smtputf8")):
                 raise MailFailed(f"{where} does not offer SMTPUTF8, which this address needs",
                                  permanent=True, bounced=True)
             if smtp.does_esmtp and smtp.has_extn("pipelining"):
-                _pipelined(smtp, self.mailer.sender, to, data, utf8)
+                _pipelined(smtp, sender, to, data, utf8)
             else:
-                smtp.sendmail(self.mailer.sender, [to], data,
-                              mail_options=["SMTPUTF8"] if utf8 else [])
+                smtp.sendmail(sender, [to], data, mail_options=["SMTPUTF8"] if utf8 else [])
         except smtplib.SMTPRecipientsRefused as exc:  # the connection is still good (RSET)
             code = _reply_code(exc)
             raise MailFailed(f"{where} refused the recipient: {code}", permanent=code >= 500,

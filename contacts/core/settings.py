@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from contacts.core import mailtokens
 from contacts.core.errors import ConfigError
 from contacts.core.mail import message_domain
 
@@ -104,6 +105,9 @@ def load_settings(
         raise ConfigError("delivery retention_days must be at least 1, got "
                           f"{values['delivery_retention_days']!r}")
     values["mail_domain"] = _mail_domain(values)
+    values["mail_reply_to"] = _token_base(values, "reply_to", mailtokens.REPLY_TOKEN_LENGTH)
+    values["mail_return_path"] = _token_base(values, "return_path",
+                                             mailtokens.RETURN_TOKEN_LENGTH)
     _check_delivery(values)
     if values["app_env"] == "production" and not values["server_session_cookie_secure"]:
         raise ConfigError("production serves staff over HTTPS only: set "
@@ -140,6 +144,19 @@ def _mail_domain(values: dict[str, Any]) -> str:
         raise ConfigError(f"{origin} {domain!r} is not a host name for Message-IDs: set "
                           "[mail] domain (LIFELINE_MAIL_DOMAIN), such as "
                           "status.example.com") from None
+
+
+def _token_base(values: dict[str, Any], name: str, token_length: int) -> str:
+    """`[mail] reply_to` or `return_path` (else the sender's address, else lifeline@ the
+    Message-ID domain), lower-cased, once it is known to take a +token."""
+    given = values[f"mail_{name}"].strip()
+    address = given or parseaddr(values["mail_sender"])[1] or f"lifeline@{values['mail_domain']}"
+    try:
+        local, domain = mailtokens.check_base(address, token_length)
+    except ValueError as exc:
+        origin = f"mail {name}" if given else f"mail sender (taken as mail {name})"
+        raise ConfigError(f"{origin}: {exc}") from None
+    return f"{local}@{domain}"
 
 
 SECURITIES = ("none", "starttls", "tls")

@@ -207,9 +207,11 @@ def drain(*, engine: Engine, cipher: FieldCipher, mailer: Mailer, now: datetime,
 
 def _letter(cipher: FieldCipher, mailer: Mailer, message: OutboxMessage) -> Letter:
     email = Email(**_payload(cipher, message))
-    return Letter(to=email.to, tag=message, data=mailer.message_bytes(
-        to=email.to, subject=email.subject, text=email.text, html=email.html,
-        message_id=message_id_for(message.key, mailer.domain), headers=email.headers))
+    return Letter(to=email.to, tag=message, sender=mailer.envelope_sender(message.id),
+                  data=mailer.message_bytes(
+                      to=email.to, subject=email.subject, text=email.text, html=email.html,
+                      message_id=message_id_for(message.key, mailer.domain),
+                      headers=email.headers))
 
 
 def _payload(cipher: FieldCipher, message: OutboxMessage) -> dict:

@@ -36,11 +36,13 @@ class ConnectionLost(Exception):  # noqa: N818
 
 @dataclass
 class Letter:
-    """One message to send: its envelope recipient and its bytes (not yet dot-stuffed)."""
+    """One message to send: its envelope recipient and its bytes (not yet dot-stuffed), and
+    its own envelope sender (a VERP return path naming it; empty: the relay's sender)."""
 
     to: str
     data: bytes
     tag: object = None  # the caller's, handed back with the outcome
+    sender: str = ""
 
 
 @dataclass
@@ -174,19 +176,23 @@ class SmtpSession:
 
     def _refusal(self, letter: Letter) -> MailFailed | None:
         """What the relay would refuse before anything is sent for this letter."""
-        utf8 = not (letter.to.isascii() and self.relay.sender.isascii())
-        if any(mark in address for address in (self.relay.sender, letter.to)
-               for mark in "\r\n"):
+        sender = letter.sender or self.relay.sender
+        if any(mark in address for address in (sender, letter.to) for mark in "\r\n"):
             return _recipient_refused(self.where, 501)
-        if utf8 and "SMTPUTF8" not in self.extensions:
+        if not (letter.to.isascii() and sender.isascii()) and "SMTPUTF8" not in self.extensions:
             return MailFailed(f"{self.where} does not offer SMTPUTF8, which this address "
                               "needs", permanent=True, bounced=True)
         return None
 
+    def _mail_from(self, letter: Letter) -> str:
+        """The letter's MAIL FROM command, SMTPUTF8 when its sender or recipient needs it."""
+        sender = letter.sender or self.relay.sender
+        utf8 = not (letter.to.isascii() and sender.isascii())
+        return f"MAIL FROM:{envelope(sender)}{' SMTPUTF8' if utf8 else ''}"
+
     def _envelope(self, letter: Letter) -> bytes:
-        utf8 = not (letter.to.isascii() and self.relay.sender.isascii())
-        return (f"MAIL FROM:{envelope(self.relay.sender)}{' SMTPUTF8' if utf8 else ''}\r\n"
-                f"RCPT TO:{envelope(letter.to)}\r\nDATA\r\n").encode()
+        return (f"{self._mail_from(letter)}\r\nRCPT TO:{envelope(letter.to)}\r\n"
+                "DATA\r\n").encode()
 
     async def _next(self, take: Callable[[], Awaitable[Letter | None]], outcome: Outcome,
                     limit: int) -> Letter | None:
@@ -271,9 +277,7 @@ class SmtpSession:
         return None
 
     async def _lockstep_envelope(self, letter: Letter) -> tuple[int, int, int]:
-        utf8 = not (letter.to.isascii() and self.relay.sender.isascii())
-        mail, _ = await self.command(
-            f"MAIL FROM:{envelope(self.relay.sender)}{' SMTPUTF8' if utf8 else ''}")
+        mail, _ = await self.command(self._mail_from(letter))
         if mail != 250:
             return mail, 0, 0
         rcpt, _ = await self.command(f"RCPT TO:{envelope(letter.to)}")

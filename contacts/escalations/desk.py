@@ -12,6 +12,7 @@ from contacts.core.audit import Actor
 from contacts.core.crypto import Crypto
 from contacts.core.errors import ConfigError, Invalid
 from contacts.core.mail import Renderer
+from contacts.core.mailtokens import MailTokens
 from contacts.escalations import sla
 from contacts.escalations.models import EVENT_BODY, ItemEvent, WorkItem
 from contacts.escalations.neighbours import Neighbours
@@ -34,6 +35,9 @@ class SupportDesk:
     rota: Rota
     handoff_idle: timedelta
     base_url: str
+    # Reply-To tokens naming an item; `[mail] domain`, of the Message-IDs its emails name.
+    mail: MailTokens
+    mail_domain: str
 
     @classmethod
     def from_settings(cls, settings, crypto: Crypto, *, vault: vault_service.Vault,
@@ -52,7 +56,8 @@ class SupportDesk:
                    rota=Rota.parse(settings.escalations_regions,
                                    settings.escalations_region_leads),
                    handoff_idle=timedelta(minutes=settings.escalations_handoff_idle_minutes),
-                   base_url=settings.app_base_url.rstrip("/"))
+                   base_url=settings.app_base_url.rstrip("/"),
+                   mail=MailTokens.from_settings(settings), mail_domain=settings.mail_domain)
 
     def seal(self, value: str, context: str) -> str:
         return self.crypto.cipher.encrypt(value, context=context)
@@ -62,10 +67,12 @@ class SupportDesk:
 
 
 def record_event(session: Session, desk: SupportDesk, item: WorkItem, actor: Actor, kind: str,
-                 now: datetime, detail: str = "", body: str | None = None) -> None:
-    session.add(ItemEvent(item_id=item.id, at=now, actor=actor.id or actor.kind, kind=kind,
-                          detail=detail[:500],
-                          body_encrypted=desk.seal(body, EVENT_BODY) if body else None))
+                 now: datetime, detail: str = "", body: str | None = None) -> ItemEvent:
+    event = ItemEvent(item_id=item.id, at=now, actor=actor.id or actor.kind, kind=kind,
+                      detail=detail[:500],
+                      body_encrypted=desk.seal(body, EVENT_BODY) if body else None)
+    session.add(event)
+    return event
 
 
 def worked(item: WorkItem, actor: Actor, now: datetime) -> None:

@@ -4,7 +4,6 @@ the requester."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -13,10 +12,8 @@ from sqlmodel import Session, col, select
 from contacts.core import audit
 from contacts.core.audit import Actor
 from contacts.core.db import get_or_404
-from contacts.core.errors import Conflict, Invalid, NotFound
+from contacts.core.errors import Conflict, Invalid
 from contacts.core.ids import new_id, with_article
-from contacts.core.mail import SUPPORT_LIST_ID
-from contacts.delivery import outbox
 from contacts.escalations.clock import (
     follow_clock,
     profiles_of,
@@ -37,6 +34,7 @@ from contacts.escalations.models import (
     ItemEvent,
     WorkItem,
 )
+from contacts.escalations.replies import tell_requester
 from contacts.vault import service as vault_service
 
 ASSIGNABLE_ROLES = ("support", "admin")
@@ -240,7 +238,7 @@ def change_status(*, session: Session, desk: SupportDesk, actor: Actor, item_id:
 
 
 def move(session: Session, desk: SupportDesk, item: WorkItem, actor: Actor, status: str,
-         now: datetime, note: str | None) -> None:
+         now: datetime, note: str | None) -> ItemEvent:
     """Move an item to a status the workflow allows from its own (checked by the caller)."""
     before = item.status
     item.status = status
@@ -262,7 +260,8 @@ def move(session: Session, desk: SupportDesk, item: WorkItem, actor: Actor, stat
     worked(item, actor, now)
     follow_clock(item, now, restarted=responded)
     session.add(item)
-    record_event(session, desk, item, actor, "status", now, f"{before} -> {status}", note)
+    return record_event(session, desk, item, actor, "status", now, f"{before} -> {status}",
+                        note)
 
 
 def _resolve_children(session: Session, desk: SupportDesk, parent: WorkItem, actor: Actor,
@@ -281,9 +280,9 @@ def resolve_with_note(*, session: Session, desk: SupportDesk, actor: Actor, item
                       note: str, now: datetime) -> None:
     """Resolve from any open status (a parent or an incident drives its items) and tell the
     requester."""
-    move(session, desk, item, actor, "resolved", now, note)
+    event = move(session, desk, item, actor, "resolved", now, note)
     if item.request_id or item.requester_contact_id:
-        _tell_requester(session, desk, actor, item, _resolution_message(item), now)
+        tell_requester(session, desk, actor, item, _resolution_message(item), now, event)
     _resolve_children(session, desk, item, actor, now)
 
 
@@ -383,37 +382,13 @@ def reply(*, session: Session, desk: SupportDesk, actor: Actor, item_id: str, bo
     body = _written(body, "reply")
     if not (item.request_id or item.requester_contact_id):
         raise Conflict("This item has no requester to reply to (log the contact who asked).")
-    _tell_requester(session, desk, actor, item, body, now)
+    event = record_event(session, desk, item, actor, "reply", now, "sent to the requester",
+                         body[:20_000])
+    tell_requester(session, desk, actor, item, body, now, event)
     responded = item.first_response_at is None
     if responded:
         item.first_response_at = now
     worked(item, actor, now)
     follow_clock(item, now, restarted=responded)
     session.add(item)
-    record_event(session, desk, item, actor, "reply", now, "sent to the requester", body[:20_000])
     return item
-
-
-def _tell_requester(session: Session, desk: SupportDesk, actor: Actor, item: WorkItem, body: str,
-                    now: datetime) -> None:
-    if item.request_id:
-        desk.neighbours.reply_to_request(session, actor, item.request_id, body, now)
-        return
-    try:
-        contact = vault_service.get_contact(session=session,
-                                            contact_id=item.requester_contact_id)
-    except NotFound:  # purged from the vault since: nobody left to tell
-        return
-    if contact.deleted_at is not None:
-        return
-    view = vault_service.contact_view(session=session, vault=desk.vault, contact=contact)
-    subject, text, html = desk.render("item_reply", view.locale, {
-        "item_id": item.id, "reply": body,
-        "contact_link": f"{desk.base_url}/contact"})
-    outbox.enqueue_email(session=session, cipher=desk.crypto.cipher,
-                         key=f"item-reply:{item.id}:{uuid.uuid4().hex}", purpose="item_reply",
-                         topic=outbox.Topic("item", item.id, "contact", contact.id,
-                                            item.account_id),
-                         now=now,
-                         email=outbox.Email(to=view.email, subject=subject, text=text,
-                                            html=html, headers={"List-Id": SUPPORT_LIST_ID}))

@@ -9,6 +9,12 @@ two areas imported here.
 """
 
 from contacts.escalations.accounts import AccountPicture, account_picture, set_profile
+from contacts.escalations.answers import (
+    Written,
+    customer_wrote,
+    item_for_update_reply,
+    ticket_of_request,
+)
 from contacts.escalations.clock import SlaReport, check_sla, sla_state, time_left
 from contacts.escalations.desk import Renderer, SupportDesk
 from contacts.escalations.follow import (
@@ -50,12 +56,7 @@ from contacts.escalations.queues import (
     saved_views,
 )
 from contacts.escalations.relations import bulk, link, merge
-from contacts.escalations.answers import (
-    Written,
-    customer_wrote,
-    item_for_update_reply,
-    ticket_of_request,
-)
+from contacts.escalations.replies import thread_message_ids as item_message_ids
 
 __all__ = [
     "AccountPicture", "Dashboard", "ItemView", "Neighbours", "NewItem", "Person", "Queue",
@@ -64,7 +65,8 @@ __all__ = [
     "account_picture",
     "assign", "assignable_staff", "bulk", "call_unreached", "change_status", "check_filter",
     "check_sla", "comment", "create_item", "dashboard", "delete_item", "delete_view",
-    "follow_requests", "get_item", "hand_off", "incidents_of_open_items", "item_view",
+    "follow_requests", "get_item", "hand_off", "incidents_of_open_items", "item_message_ids",
+    "item_view",
     "items_api", "link", "merge", "queue", "recent_handoffs", "reply", "requests_seen_since",
     "resolve_with_incidents", "save_view", "saved_views", "set_priority", "set_profile",
     "set_region", "sla_state", "time_left",

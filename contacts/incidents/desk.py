@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from contacts.core.crypto import Crypto
+from contacts.core.mailtokens import MailTokens
 from contacts.delivery.webhook import WebhookPolicy
 
 
@@ -24,6 +25,8 @@ class CommsDesk:
     templates_dir: Path
     crypto: Crypto
     webhooks: WebhookPolicy  # which endpoints an account's webhook may be set to
+    # Reply-To tokens naming the contact an update was sent to (contacts' updates only).
+    mail: MailTokens
     # A scheduled update goes out this long before the time it promised (never more than
     # half a cadence), so that the scheduler's run makes it on time.
     cadence_lead: timedelta = timedelta(seconds=60)
@@ -40,6 +43,7 @@ class CommsDesk:
                    secret_key=settings.secrets.secret_key,
                    default_cadence_hours=settings.incidents_default_cadence_hours,
                    templates_dir=templates_dir, crypto=crypto, mail_domain=settings.mail_domain,
+                   mail=MailTokens.from_settings(settings),
                    cadence_lead=timedelta(
                        seconds=max(0, settings.incidents_cadence_lead_seconds)))
 

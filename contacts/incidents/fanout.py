@@ -108,8 +108,7 @@ class Expansion:
         self.failures = messages.TemplateFailures(
             defaults=messages.default_sources(desk.templates_dir))
         self.accounts_per_batch = FIRST_BATCH_ACCOUNTS
-        self.first_update_id = publishing.first_update_of(session, self.incident.id,
-                                                          self.update)
+        self.earlier = publishing.earlier_updates_of(session, self.incident.id, self.update)
         for failure in self.update.template_failures or ():
             self.failures.failures[(failure["kind"], failure["locale"])] = dict(failure)
 
@@ -152,7 +151,7 @@ class Expansion:
                                                         account_ids=account_ids)
         return Batch(publishing.contact_rows(self.desk, self.incident, self.update, views,
                                              contacts, self.sources, self.failures, now,
-                                             self.first_update_id),
+                                             self.earlier),
                      Cursor("contacts", account_ids[-1]))
 
     def _webhooks(self, session: Session, at: Cursor, now: datetime) -> Batch:
@@ -166,7 +165,7 @@ class Expansion:
     def _subscribers(self, session: Session, at: Cursor, now: datetime) -> Batch:
         rows = publishing.subscriber_rows(
             session, self.desk, self.incident, self.update, self.sources, self.failures, now,
-            self.first_update_id, after=int(at.after or 0), limit=SUBSCRIBERS_PER_BATCH)
+            self.earlier, after=int(at.after or 0), limit=SUBSCRIBERS_PER_BATCH)
         if len(rows) < SUBSCRIBERS_PER_BATCH:
             return Batch(rows, Cursor("done", None))
         return Batch(rows, Cursor("subscribers", rows[-1]["recipient_id"]))

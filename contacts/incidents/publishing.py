@@ -260,10 +260,11 @@ def update_headers(incident: Incident) -> dict[str, str]:
 def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
                  views: dict[str, dict], contacts: dict[str, list], sources: dict,
                  failures: messages.TemplateFailures, now: datetime,
-                 first_update_id: str) -> list[dict]:
+                 earlier: tuple[str, ...]) -> list[dict]:
     """One outbox row per address of each account's contacts (an address twice in one
     account is told once), rendered once per account and language; later updates thread
-    under the first (`thread_headers`)."""
+    under the earlier ones (`thread_headers`), and answers go to the contact's signed
+    reply address."""
     rows = []
     base, headers = _values(desk, incident, update), update_headers(incident)
     for account_id in sorted(views):
@@ -280,7 +281,8 @@ def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
                 f"update:{update.id}:{account_id}:{contact.id}",
                 outbox.Topic("update", update.id, "contact", contact.id, account_id),
                 contact.email,
-                thread_headers(desk, first_update_id, update, f"{account_id}:{contact.id}")))
+                {"Reply-To": desk.mail.reply_address("contact", contact.id),
+                 **thread_headers(desk, earlier, f"{account_id}:{contact.id}")}))
         for language, recipients in by_language.items():
             message = messages.render_update(sources[language], values, language, failures)
             rows += outbox.email_rows(
@@ -291,24 +293,28 @@ def contact_rows(desk: CommsDesk, incident: Incident, update: IncidentUpdate,
     return rows
 
 
-def first_update_of(session: Session, incident_id: str, update: IncidentUpdate) -> str:
-    """The ID of the incident's first update (the one later updates thread under)."""
-    if update.number == 1:
-        return update.id
-    return session.exec(select(IncidentUpdate.id).where(
-        IncidentUpdate.incident_id == incident_id, IncidentUpdate.number == 1)).one()
+def earlier_updates_of(session: Session, incident_id: str,
+                       update: IncidentUpdate) -> tuple[str, ...]:
+    """The IDs of the updates a later one threads under: the incident's first and the one
+    just before it (RFC 5322 3.6.4 lets References be trimmed to the first and the last;
+    two hashes a row keep the fan-out's cost), none for the first."""
+    numbers = {1, update.number - 1} if update.number > 1 else set()
+    return tuple(session.exec(select(IncidentUpdate.id).where(
+        IncidentUpdate.incident_id == incident_id, col(IncidentUpdate.number).in_(numbers))
+        .order_by(IncidentUpdate.number)).all()) if numbers else ()
 
 
-def thread_headers(desk: CommsDesk, first_update_id: str, update: IncidentUpdate,
+def thread_headers(desk: CommsDesk, earlier: tuple[str, ...],
                    recipient: str) -> dict[str, str]:
-    """Later updates answer the incident's first email to the same recipient (whose
-    Message-ID comes from its outbox key, as the drain makes it), so mail clients show an
-    incident as one thread; `recipient` is the key's tail (`<account>:<contact>`,
-    `public:<subscriber>`)."""
-    if first_update_id == update.id:
+    """Later updates answer the incident's update before them to the same recipient and
+    name its first (Message-IDs from their outbox keys, as the drain makes them), so mail
+    clients show an incident as one thread; `recipient` is the key's tail
+    (`<account>:<contact>`, `public:<subscriber>`)."""
+    if not earlier:
         return {}
-    first = outbox.message_id_for(f"update:{first_update_id}:{recipient}", desk.mail_domain)
-    return {"In-Reply-To": first, "References": first}
+    named = [outbox.message_id_for(f"update:{update_id}:{recipient}", desk.mail_domain)
+             for update_id in earlier]
+    return {"In-Reply-To": named[-1], "References": " ".join(named)}
 
 
 def updates_of(*, session: Session, incident_id: str) -> list[IncidentUpdate]:
@@ -375,7 +381,7 @@ STOP_LINE = {"en": "Stop these emails", "fr": "Ne plus recevoir ces e-mails"}
 
 def subscriber_rows(session: Session, desk: CommsDesk, incident: Incident,
                     update: IncidentUpdate, sources: dict, failures: messages.TemplateFailures,
-                    now: datetime, first_update_id: str, *, after: int,
+                    now: datetime, earlier: tuple[str, ...], *, after: int,
                     limit: int) -> list[dict]:
     """The public audience: confirmed subscribers with an ID above `after` (a keyset),
     `limit` at most, rendered once per language; each email with its one-click
@@ -403,7 +409,7 @@ def subscriber_rows(session: Session, desk: CommsDesk, incident: Incident,
                 text=f"{message.text}\n{STOP_LINE[language]}: {stop}\n",
                 html=_with_stop_link(message.html, stop, STOP_LINE[language]),
                 headers={**headers, **unsubscribe_headers(stop), **thread_headers(
-                    desk, first_update_id, update, f"public:{subscriber.id}")})))
+                    desk, earlier, f"public:{subscriber.id}")})))
     return rows
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contacts.core.crypto import Crypto
+from contacts.core.mailtokens import MailTokens
 from contacts.intake.spool import Spool
 
 
@@ -20,6 +21,9 @@ class Intake:
     code_resends: int
     propose_score: float
     spool: Spool
+    # Reply-To tokens naming a request; `[mail] domain`, of the Message-IDs its emails name.
+    mail: MailTokens
+    mail_domain: str
 
     @classmethod
     def from_settings(cls, settings, crypto: Crypto) -> Intake:
@@ -29,5 +33,6 @@ class Intake:
                    code_attempts=settings.intake_code_attempts,
                    code_resends=settings.intake_code_resends,
                    propose_score=settings.intake_propose_score,
-                   spool=Spool(Path(settings.intake_spool_dir), crypto.cipher))
+                   spool=Spool(Path(settings.intake_spool_dir), crypto.cipher),
+                   mail=MailTokens.from_settings(settings), mail_domain=settings.mail_domain)
 

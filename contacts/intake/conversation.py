@@ -13,6 +13,7 @@ from contacts.core.audit import Actor
 from contacts.core.errors import Invalid
 from contacts.core.mail import SUPPORT_LIST_ID, Renderer
 from contacts.delivery import outbox
+from contacts.intake import threads
 from contacts.intake.codes import status_link
 from contacts.intake.config import Intake
 from contacts.intake.models import (
@@ -76,7 +77,12 @@ def request_view(*, session: Session, intake: Intake, request: SupportRequest) -
 
 def reply_as_staff(*, session: Session, intake: Intake, actor: Actor, request_id: str,
                    body: str, render: Renderer, now: datetime) -> RequestMessage:
+    """Queue a staff reply to the requester: answers come back to the request's reply
+    address, and it names the receipt and the staff replies before it."""
     request = get_request(session=session, request_id=request_id)
+    earlier = [threads.receipt_key(request.reference)] + [
+        threads.reply_key(earlier_id)
+        for earlier_id in threads.staff_reply_ids(session, request.id)]
     message = _add_message(session, intake, request, "staff", body, now, staff_id=actor.id)
     session.flush()
     email = intake.crypto.cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)
@@ -84,11 +90,13 @@ def reply_as_staff(*, session: Session, intake: Intake, actor: Actor, request_id
         "reference": request.reference, "reply": body,
         "status_link": status_link(intake, request.reference)})
     outbox.enqueue_email(session=session, cipher=intake.crypto.cipher,
-                         key=f"request-reply:{message.id}", purpose="request_reply", now=now,
+                         key=threads.reply_key(message.id), purpose="request_reply", now=now,
                          topic=outbox.Topic("request", request.reference, "requester",
                                             request.reference, request.account_id),
                          email=outbox.Email(to=email, subject=subject, text=text, html=html,
-                                            headers={"List-Id": SUPPORT_LIST_ID}))
+                                            headers={"List-Id": SUPPORT_LIST_ID,
+                                                     **threads.thread_headers(
+                                                         intake, request.id, earlier)}))
     audit.record(session, actor, "request.replied", target_kind="request", target_id=request.id)
     return message
 

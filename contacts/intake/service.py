@@ -22,8 +22,9 @@ from contacts.intake.config import Intake
 from contacts.intake.conversation import emailed_by_customer, reply_as_staff
 from contacts.intake.mailed import receive_email
 from contacts.intake.models import RequestCandidate, RequestMessage, SupportRequest
-from contacts.intake.references import get_by_reference
+from contacts.intake.references import get_by_reference, get_request
 from contacts.intake.spool import spool_health
+from contacts.intake.threads import thread_message_ids
 from contacts.intake.trust import process_pending
 from contacts.intake.writer import RequestWriter
 
@@ -33,8 +34,8 @@ __all__ = [
     "reply_as_staff", "spool_health",
     # defined here
     "Exchange", "RequestParty", "RequestState", "RequestSummary", "address_index",
-    "exchanges_of_account", "request_party", "request_state", "requests_by_address",
-    "requests_by_id", "requests_changed_since",
+    "exchanges_of_account", "request_message_ids", "request_party", "request_state",
+    "requests_by_address", "requests_by_id", "requests_changed_since",
 ]
 
 
@@ -173,3 +174,10 @@ def requests_by_address(*, session: Session, intake: Intake, address: str,
 def address_index(intake: Intake, address: str) -> str:
     """The keyed digest requests are found by, for an address in any spelling."""
     return intake.crypto.index.digest("email", normalize_email(address))
+
+
+def request_message_ids(*, session: Session, intake: Intake, request_id: str) -> set[str]:
+    """The Message-IDs of every email Lifeline sent about a request (receipt, codes, staff
+    replies): an inbound message naming one in In-Reply-To or References answers it."""
+    return thread_message_ids(session=session, intake=intake,
+                              request=get_request(session=session, request_id=request_id))

@@ -17,7 +17,7 @@ from contacts.core.audit import Actor
 from contacts.core.errors import Invalid, NotFound
 from contacts.core.mail import Renderer
 from contacts.delivery import outbox
-from contacts.intake import codes, trust
+from contacts.intake import codes, threads, trust
 from contacts.intake.config import Intake
 from contacts.intake.models import REQUEST_EMAIL, SupportRequest
 from contacts.intake.references import get_by_reference, normalize_reference
@@ -139,10 +139,13 @@ def resend_code(*, session: Session, intake: Intake, reference: str, render: Ren
     request.code_expires_at = now + timedelta(minutes=intake.code_minutes)
     session.add(request)
     email = intake.crypto.cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)
+    earlier = [threads.code_key(request.reference, number)
+               for number in range(2, request.codes_sent)]
     outbox.enqueue_rows(session=session, rows=[code_email_row(
-        intake, reference=request.reference, code_digest=request.code_digest,
-        locale=request.locale, severity=request.severity, email=email, code=code,
-        render=render, now=now, kind="request_code",
-        key=f"request-code:{request.reference}:{request.codes_sent}")])
+        intake, request_id=request.id, reference=request.reference,
+        code_digest=request.code_digest, locale=request.locale, severity=request.severity,
+        email=email, code=code, render=render, now=now, kind="request_code",
+        key=threads.code_key(request.reference, request.codes_sent),
+        earlier_keys=[threads.receipt_key(request.reference), *earlier])])
     audit.record(session, Actor.system("intake"), "request.code_resent",
                  target_kind="request", target_id=request.id)

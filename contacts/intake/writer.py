@@ -26,7 +26,7 @@ from contacts.core.db import bulk_insert, session_scope, utcnow
 from contacts.core.ids import new_id
 from contacts.core.mail import SUPPORT_LIST_ID, Renderer
 from contacts.delivery import outbox
-from contacts.intake import codes
+from contacts.intake import codes, threads
 from contacts.intake.config import Intake
 from contacts.intake.models import (
     REQUEST_COMPANY,
@@ -86,10 +86,11 @@ class Prepared:
     email: dict | None  # the receipt with its code; None: not sent (see intake/mailed.py)
 
 
-def code_email_row(intake: Intake, *, reference: str, code_digest: str, locale: str,
-                   severity: str, email: str, code: str, render: Renderer, now: datetime,
-                   kind: str, key: str) -> dict:
-    """The outbox row of an email carrying a code and its one-click link."""
+def code_email_row(intake: Intake, *, request_id: str, reference: str, code_digest: str,
+                   locale: str, severity: str, email: str, code: str, render: Renderer,
+                   now: datetime, kind: str, key: str, earlier_keys: list[str]) -> dict:
+    """The outbox row of an email carrying a code and its one-click link; answers go to
+    the request's reply address, and it names the request's emails before it."""
     values = {"reference": reference, "code": code, "minutes": intake.code_minutes,
               "verify_link": codes.verify_link(intake, reference, code_digest),
               "status_link": codes.status_link(intake, reference),
@@ -98,7 +99,10 @@ def code_email_row(intake: Intake, *, reference: str, code_digest: str, locale: 
     return outbox.email_row(cipher=intake.crypto.cipher, key=key, purpose=kind, now=now,
                             topic=outbox.Topic("request", reference, "requester", reference),
                             email=outbox.Email(to=email, subject=subject, text=text, html=html,
-                                               headers={"List-Id": SUPPORT_LIST_ID}))
+                                               headers={"List-Id": SUPPORT_LIST_ID,
+                                                        **threads.thread_headers(
+                                                            intake, request_id,
+                                                            earlier_keys)}))
 
 
 class RequestWriter:
@@ -136,10 +140,11 @@ class RequestWriter:
         thread only inserts."""
         request = self._request_row(draft, now)
         email = code_email_row(
-            self.intake, reference=draft.reference, code_digest=request["code_digest"],
-            locale=draft.locale, severity=draft.severity, email=draft.email, code=draft.code,
-            render=self.render, now=now, kind="request_received",
-            key=f"request-received:{draft.reference}")
+            self.intake, request_id=draft.id, reference=draft.reference,
+            code_digest=request["code_digest"], locale=draft.locale, severity=draft.severity,
+            email=draft.email, code=draft.code, render=self.render, now=now,
+            kind="request_received", key=threads.receipt_key(draft.reference),
+            earlier_keys=[])
         return Prepared(draft, request, email)
 
     def receive(self, *, prepared: list[Prepared], now: datetime) -> list[Prepared] | None:
