@@ -17,9 +17,8 @@ from contacts.core.errors import NotFound
 from contacts.inbound.message import Inbound
 from contacts.inbound.models import (
     ATTACHMENT_DATA,
-    ATTACHMENT_NAME,
+    ATTACHMENT_FILENAME,
     INBOUND_HTML,
-    INBOUND_RAW,
     INBOUND_SHOWN,
     INBOUND_SUBJECT,
     INBOUND_TEXT,
@@ -48,7 +47,7 @@ def seal(session: Session, row: InboundMessage, message: Inbound, *, cipher: Fie
     attachments = [InboundAttachment(
         message_id=row.id, content_type=attachment.content_type[:127], size=attachment.size,
         filename_encrypted=cipher.encrypt(attachment.filename or "attachment",
-                                          context=ATTACHMENT_NAME),
+                                          context=ATTACHMENT_FILENAME),
         dropped=attachment.data is None,
         data_encrypted=None if attachment.data is None else cipher.encrypt(
             base64.b64encode(attachment.data).decode("ascii"), context=ATTACHMENT_DATA))
@@ -85,7 +84,7 @@ def message_view(*, session: Session, cipher: FieldCipher, message_id: str) -> M
     def opened(value: str | None, context: str) -> str:
         return cipher.decrypt(value, context=context) if value else ""
 
-    attachments = [Attached(item.id, opened(item.filename_encrypted, ATTACHMENT_NAME),
+    attachments = [Attached(item.id, opened(item.filename_encrypted, ATTACHMENT_FILENAME),
                             item.content_type, item.size, item.dropped)
                    for item in session.exec(select(InboundAttachment)
                                             .where(InboundAttachment.message_id == row.id)
@@ -102,13 +101,8 @@ def attachment_bytes(*, session: Session, cipher: FieldCipher, message_id: str,
     item = session.get(InboundAttachment, number)
     if item is None or item.message_id != message_id or item.data_encrypted is None:
         raise NotFound("There is no such attachment on this email.")
-    return (cipher.decrypt(item.filename_encrypted, context=ATTACHMENT_NAME), item.content_type,
+    return (cipher.decrypt(item.filename_encrypted, context=ATTACHMENT_FILENAME), item.content_type,
             base64.b64decode(cipher.decrypt(item.data_encrypted, context=ATTACHMENT_DATA)))
-
-
-def raw_bytes(*, cipher: FieldCipher, row: InboundMessage) -> bytes | None:
-    return cipher.decrypt(row.raw_encrypted, context=INBOUND_RAW).encode("latin-1") \
-        if row.raw_encrypted else None
 
 
 @dataclass(frozen=True)
