@@ -37,6 +37,8 @@ from contacts.drill import cli as drill_cli
 from contacts.escalations import routes as escalations_routes
 from contacts.escalations import service as escalations_service
 from contacts.escalations.api import bp as escalations_api
+from contacts.inbound import cli as inbound_cli
+from contacts.inbound.mailbox import MailHandler
 from contacts.incidents import routes as incidents_routes
 from contacts.incidents import service as incidents_service
 from contacts.incidents import unsubscribe_routes
@@ -45,7 +47,12 @@ from contacts.incidents.endpoints_api import bp as webhooks_api
 from contacts.intake import routes as intake_routes
 from contacts.intake import service as intake_service
 from contacts.intake.api import bp as intake_api
-from contacts.jobs import background_services, message_renderer, scheduled_jobs
+from contacts.jobs import (
+    background_services,
+    inbound_handler,
+    message_renderer,
+    scheduled_jobs,
+)
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
 from contacts.staff import service as staff_service
@@ -122,7 +129,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
                   system_cli.keys_group, vault_cli.contacts_group, backup_cli.backup_group,
-                  drill_cli.drill_group):
+                  drill_cli.drill_group, inbound_cli.inbound_group):
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)
     app.cli.add_command(system_cli.worker)
@@ -146,6 +153,7 @@ def _build_areas(app: Flask, built: Services) -> None:
     built.add(escalations_service.SupportDesk.from_settings(
         settings, crypto, vault=vault, render=render,
         neighbours=_escalations_neighbours(crypto, intake, render)))
+    built.add(MailHandler(inbound_handler(app)))
     built.health_probes |= {
         "backups": functools.partial(backup_drills.drill_health,
                                      max_age_hours=settings.backup_drill_max_age_hours),
