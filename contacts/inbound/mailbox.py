@@ -94,6 +94,7 @@ class ReadReport:
 class _Verdict:
     kind: str  # processed, duplicate or failed
     folder: str | None  # where the message goes; None: leave it
+    row_id: str | None = None  # the row that answers for it (its own, or the first copy's)
 
 
 def configured_mailbox(settings, name: str) -> Mailbox:
@@ -161,6 +162,7 @@ class _Pass:
                         if message.size <= reader.max_message_bytes]
             fetched = self.imap.fetch(readable) if readable else {}
             moves: dict[str, list[int]] = {reader.done_folder: [], reader.failed_folder: []}
+            rows: list[str] = []
             for message in batch:
                 if message.size > reader.max_message_bytes:
                     verdict = self._failed(message, None, None, "too large")
@@ -169,13 +171,31 @@ class _Pass:
                 else:
                     continue  # moved by another reader since the listing
                 self._count(verdict)
-                if verdict.folder:
+                if verdict.folder and verdict.row_id:
                     moves[verdict.folder].append(message.uid)
+                    rows.append(verdict.row_id)
                 if self.progress:
                     self.progress(self.report.read, len(listed))
+            self._move(moves, rows)
+        return self.report
+
+    def _move(self, moves: dict[str, list[int]], rows: list[str]) -> None:
+        """Move while holding the messages' rows, so another reader that found them too
+        moves after us, when they are gone: two MOVEs of one message at once would both
+        copy it (Dovecot's MOVE is a copy, then an expunge)."""
+        if not rows:
+            return
+        with Session(self.engine) as db:
+            if self.postgresql:
+                db.execute(select(InboundMessage.id).where(InboundMessage.id.in_(rows))
+                           .order_by(InboundMessage.id).with_for_update())
+            else:  # SQLite: any write takes the database's one write lock
+                db.execute(text("UPDATE inbound_message SET state = state WHERE id = :id"),
+                           {"id": rows[0]})
+            self.imap.client.noop()  # what another reader moved meanwhile is gone here too
             for folder, uids in moves.items():
                 self.imap.move(uids, folder)
-        return self.report
+            db.commit()
 
     def _batches(self, listed: list[Listed]) -> Iterator[list[Listed]]:
         batch: list[Listed] = []
@@ -212,9 +232,10 @@ class _Pass:
             if not self._insert(db, values):
                 db.rollback()
                 return self._known(message)
-            if digest and self._processed_before(db, digest, values["id"]):
+            first = self._processed_before(db, digest, values["id"]) if digest else None
+            if first:
                 db.rollback()
-                return _Verdict("duplicate", self.reader.done_folder)
+                return _Verdict("duplicate", self.reader.done_folder, first)
             row = db.get(InboundMessage, values["id"],
                          options=[defer(InboundMessage.raw_encrypted)])
             try:
@@ -227,7 +248,7 @@ class _Pass:
                 db.rollback()
                 error = type(exc).__name__
             else:
-                return _Verdict("processed", self.reader.done_folder)
+                return _Verdict("processed", self.reader.done_folder, values["id"])
         log.warning("inbound mailbox %s: the message of UID %d was not handled (%s): moved "
                     "to %s", self.mailbox.name, message.uid, error, self.reader.failed_folder)
         return self._failed(message, raw, digest, error)
@@ -245,27 +266,29 @@ class _Pass:
             log.warning("inbound mailbox %s: the message of UID %d is %s (%d bytes): moved "
                         "to %s", self.mailbox.name, message.uid, error, message.size,
                         self.reader.failed_folder)
-        return _Verdict("failed", self.reader.failed_folder)
+        return _Verdict("failed", self.reader.failed_folder, values["id"])
 
     def _known(self, message: Listed) -> _Verdict:
         """Stored before (a crash before its move, or another reader): moved where its
         row says."""
         with Session(self.engine) as db:
-            state = db.scalar(select(InboundMessage.state).where(
+            known = db.execute(select(InboundMessage.id, InboundMessage.state).where(
                 InboundMessage.mailbox == self.mailbox.name,
                 InboundMessage.uidvalidity == self.validity,
-                InboundMessage.uid == message.uid))
-        if state is None:
+                InboundMessage.uid == message.uid)).first()
+        if known is None:
             return _Verdict("duplicate", None)
-        folder = self.reader.failed_folder if state == "failed" else self.reader.done_folder
-        return _Verdict("duplicate", folder)
+        failed = known.state == "failed"
+        return _Verdict("duplicate", self.reader.failed_folder if failed
+                        else self.reader.done_folder, known.id)
 
-    def _processed_before(self, db: Session, digest: str, own_id: str) -> bool:
+    def _processed_before(self, db: Session, digest: str, own_id: str) -> str | None:
+        """The row of a copy of this message (same Message-ID) processed before."""
         return db.scalar(select(InboundMessage.id).where(
             InboundMessage.mailbox == self.mailbox.name,
             InboundMessage.message_id_digest == digest,
             InboundMessage.state == "processed",
-            InboundMessage.id != own_id).limit(1)) is not None
+            InboundMessage.id != own_id).order_by(InboundMessage.id).limit(1))
 
     def _insert(self, db: Session, values: dict[str, Any]) -> bool:
         """INSERT that loses a race cleanly: False when the row was there already."""
