@@ -86,6 +86,8 @@ class ImapSession:
         if typ != "OK":
             raise MailboxUnavailable(f"mailbox {self.mailbox.name!r}: cannot open its folder "
                                      f"{folder!r}")
+        for seen in ("EXISTS", "RECENT"):  # what the count says; later ones are news
+            self.client.untagged_responses.pop(seen, None)
         _, validity = self.client.response("UIDVALIDITY")
         if not validity or validity[0] is None:
             raise MailboxUnavailable(f"mailbox {self.mailbox.name!r}: the server gave no "
@@ -166,10 +168,8 @@ class ImapSession:
     def wait_for_mail(self, seconds: float, stopping) -> bool:
         """IDLE up to `seconds` (checking `stopping()` each second); True when the server
         said new mail arrived."""
-        # Mail announced in the answer to an earlier command (imaplib keeps it) is news too.
-        announced = [self.client.untagged_responses.pop(name, None) for name in ("EXISTS",
-                                                                               "RECENT")]
-        if any(announced):
+        # Mail announced in the answer to a command since the pass's SELECT is news too.
+        if self.client.untagged_responses.pop("EXISTS", None):
             return True
         self.box.idle.start()
         try:
@@ -177,7 +177,7 @@ class ImapSession:
             while waited < seconds and not stopping():
                 step = min(1.0, seconds - waited)
                 responses = self.box.idle.poll(timeout=step)
-                if any(b"EXISTS" in line or b"RECENT" in line for line in responses):
+                if any(line.endswith(b" EXISTS") for line in responses):
                     return True
                 waited += step
             return False
