@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
 
 from contacts.core.crypto import BlindIndex, Crypto
@@ -236,8 +236,11 @@ class _Pass:
             if first:
                 db.rollback()
                 return _Verdict("duplicate", self.reader.done_folder, first)
-            row = db.get(InboundMessage, values["id"],
-                         options=[defer(InboundMessage.raw_encrypted)])
+            # The row as inserted, in the session without reading it back: the handler's
+            # changes to it are written as one UPDATE at the commit.
+            row = InboundMessage(**values)
+            make_transient_to_detached(row)
+            db.add(row)
             try:
                 self.handle(db, row, raw)
                 db.commit()

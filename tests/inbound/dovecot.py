@@ -71,6 +71,10 @@ class Dovecot:
         return self.root / "cert.pem"
 
     @property
+    def output_file(self) -> Path:
+        return self.root / "dovecot.out"
+
+    @property
     def log_file(self) -> Path:
         return self.root / "dovecot.log"
 
@@ -174,8 +178,10 @@ class Dovecot:
             self.imap_port, self.imaps_port = _free_port(), _free_port()
             self.config.write_text(_configuration(self))
             self.log_file.write_text("")
-            self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.config)],
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # Into a file, not a pipe: Dovecot's children inherit it and would hold a pipe.
+            with self.output_file.open("wb") as output:
+                self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.config)],
+                                                stdout=output, stderr=subprocess.STDOUT)
             try:
                 self._wait_until_listening()
                 return self
@@ -211,11 +217,14 @@ class Dovecot:
         if process.poll() is None:
             process.terminate()
         try:
-            output, _ = process.communicate(timeout=15)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
-            output, _ = process.communicate(timeout=5)
-        return (output or b"").decode(errors="replace")
+            process.wait(timeout=5)
+        try:
+            return self.output_file.read_text(errors="replace")
+        except OSError:
+            return ""
 
 
 def start_dovecot(root: Path | None = None) -> Dovecot:
