@@ -232,6 +232,7 @@ def start_dovecot(root: Path | None = None) -> Dovecot:
     missing = dovecot_missing()
     if missing:
         raise DovecotUnavailable(missing)
+    made = root is None
     root = Path(root or tempfile.mkdtemp(prefix="lifeline-dovecot-"))
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)  # noqa: S103 - the mail and login users traverse it
@@ -241,7 +242,12 @@ def start_dovecot(root: Path | None = None) -> Dovecot:
     os.chown(root / "home", mail_user.pw_uid, mail_user.pw_gid)
     _write_certificate(root)
     (root / "users").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-    return Dovecot(root).start()
+    try:
+        return Dovecot(root).start()
+    except DovecotFailed:
+        if made:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def remove(server: Dovecot) -> None:

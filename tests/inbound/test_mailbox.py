@@ -212,3 +212,17 @@ def test_an_empty_mailbox_is_a_pass_with_nothing_read(engine, crypto, dovecot, m
                           ssl_context=dovecot.ssl_context())
     assert (report.read, report.processed) == (0, 0)
     assert {DONE, FAILED} <= set(dovecot.folders())  # created, for the people who look
+
+
+def test_any_bytes_come_back_exactly_from_their_sealed_row(engine, crypto, dovecot, mailbox,
+                                                         reader):
+    """8-bit bodies in no charset at all (as old mailers send them) are stored byte for byte."""
+    raw = (b"From: =?iso-8859-1?q?Ren=E9?= <rene@example.fr>\r\nTo: support@example.com\r\n"
+           b"Subject: caf\xe9\r\nMessage-ID: <8bit@example.fr>\r\nContent-Type: text/plain\r\n"
+           b"Content-Transfer-Encoding: 8bit\r\n\r\nd\xe9j\xe0 vu \xff\xfe \x80\r\n")
+    dovecot.append(raw)
+    read_mailbox(engine=engine, crypto=crypto, mailbox=mailbox, reader=reader,
+                 ssl_context=dovecot.ssl_context())
+    (row,) = rows(engine)
+    assert open_raw(crypto.cipher, row.raw_encrypted) == raw == dovecot.messages(DONE)[0]
+    assert row.message_id_digest == crypto.index.digest(MESSAGE_ID_PURPOSE, "<8bit@example.fr>")
