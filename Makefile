@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 export PORT
 
-.PHONY: run test install install-test browser wrk lint migration bench clean
+.PHONY: run test install install-test browser dovecot wrk lint migration bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: install
 browser:
 	@bash scripts/ensure-chromium.sh
 
+# Debian's Dovecot is the inbound mail tests' IMAP server (each test run starts its own).
+dovecot:
+	@bash scripts/ensure-dovecot.sh
+
 # Debian's wrk drives the HTTP benchmarks (bench/intake.py).
 wrk:
 	@bash scripts/ensure-wrk.sh
@@ -42,7 +46,7 @@ lint: install-test
 # than cores, since many tests wait on sockets and subprocesses; an idle worker takes over
 # tests queued for a busy one (worksteal). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 4
-test: install-test browser lint
+test: install-test browser dovecot lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 migration: install

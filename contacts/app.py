@@ -38,7 +38,9 @@ from contacts.drill import cli as drill_cli
 from contacts.escalations import routes as escalations_routes
 from contacts.escalations import service as escalations_service
 from contacts.escalations.api import bp as escalations_api
+from contacts.inbound import cli as inbound_cli
 from contacts.inbound import routes as inbound_routes
+from contacts.inbound.mailbox import MailHandler
 from contacts.inbound.routing import Addresses
 from contacts.incidents import routes as incidents_routes
 from contacts.incidents import service as incidents_service
@@ -48,7 +50,12 @@ from contacts.incidents.endpoints_api import bp as webhooks_api
 from contacts.intake import routes as intake_routes
 from contacts.intake import service as intake_service
 from contacts.intake.api import bp as intake_api
-from contacts.jobs import background_services, message_renderer, scheduled_jobs
+from contacts.jobs import (
+    background_services,
+    inbound_handler,
+    message_renderer,
+    scheduled_jobs,
+)
 from contacts.mailroom import Mailroom
 from contacts.staff import cli as staff_cli
 from contacts.staff import routes as staff_routes
@@ -126,7 +133,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     for group in (staff_cli.staff_group, staff_cli.tokens_group, system_cli.db_group,
                   system_cli.keys_group, vault_cli.contacts_group, backup_cli.backup_group,
-                  drill_cli.drill_group):
+                  drill_cli.drill_group, inbound_cli.inbound_group):
         app.cli.add_command(group)
     app.cli.add_command(system_cli.serve)
     app.cli.add_command(system_cli.worker)
@@ -151,6 +158,7 @@ def _build_areas(app: Flask, built: Services) -> None:
         settings, crypto, vault=vault, render=render,
         neighbours=_escalations_neighbours(crypto, intake, render)))
     built.add(_mailroom(built, intake, render, vault))
+    built.add(MailHandler(inbound_handler(app)))
     built.health_probes |= {
         "backups": functools.partial(backup_drills.drill_health,
                                      max_age_hours=settings.backup_drill_max_age_hours),

@@ -22,10 +22,14 @@ from contacts.delivery.smtp_lane import SmtpPool
 from contacts.delivery.webhook import WebhookPolicy
 from contacts.escalations import service as escalations_service
 from contacts.escalations.service import SupportDesk
+from contacts.inbound import mailbox as inbound_mailbox
+from contacts.inbound.imap import MailboxUnavailable
+from contacts.inbound.watch import MailboxWatcher
 from contacts.incidents import service as incidents_service
 from contacts.incidents.service import CommsDesk
 from contacts.intake import service as intake_service
 from contacts.intake.service import Intake, RequestWriter
+from contacts.mailroom import Mailroom
 from contacts.vault import freshness, purge
 from contacts.vault.service import Vault
 
@@ -218,14 +222,51 @@ def follow_work() -> None:
                  handoff.to_region, handoff.items)
 
 
+def inbound_handler(app) -> inbound_mailbox.Handler:
+    """What each inbound message is handed to, in the transaction that stores it (the job,
+    the workers' watchers and `flask inbound read` all use this one): the mailroom."""
+    return services(app).get(Mailroom).handle
+
+
+def read_inbound_mailboxes() -> None:
+    """One pass over each `[inbound]` mailbox: new mail stored and handled, then moved."""
+    built = services(current_app())
+    reader = inbound_mailbox.ReaderSettings.from_settings(built.settings)
+    handle = built.get(inbound_mailbox.MailHandler).handle
+    for mailbox in built.settings.inbound_mailboxes:
+        try:
+            report = inbound_mailbox.read_mailbox(engine=built.engine, crypto=built.crypto,
+                                                  mailbox=mailbox, reader=reader, handle=handle)
+        except MailboxUnavailable as exc:
+            log.warning("inbound: %s", exc.message)
+            continue
+        if report.read:
+            log.info("inbound mailbox %s: %d read, %d processed, %d known, %d failed in "
+                     "%.1f s", mailbox.name, report.read, report.processed,
+                     report.duplicates, report.failed, report.seconds)
+
+
+def _inbound_watchers(app) -> list[MailboxWatcher]:
+    built = services(app)
+    settings = built.settings
+    reader = inbound_mailbox.ReaderSettings.from_settings(settings)
+    handle = built.get(inbound_mailbox.MailHandler).handle
+    return [MailboxWatcher(engine=built.engine, crypto=built.crypto, mailbox=mailbox,
+                           reader=reader, handle=handle,
+                           poll_seconds=settings.inbound_poll_seconds)
+            for mailbox in settings.inbound_mailboxes]
+
+
 def background_services(app) -> list:
-    """What every `flask worker` process runs besides the (leader-only) scheduler: on
+    """What every `flask worker` process runs besides the (leader-only) scheduler: a watch
+    over each inbound mailbox (IDLE, so new mail is read at once; `[inbound] idle`); on
     PostgreSQL, a delivery loop per lane (emails, webhooks), so several workers share the
     outbox and no webhook delays an email."""
     built = services(app)
     settings, engine = built.settings, built.engine
+    watchers = _inbound_watchers(app) if settings.inbound_idle else []
     if engine.dialect.name != "postgresql":
-        return []
+        return watchers
     cipher = built.crypto.cipher
     lease = timedelta(seconds=settings.delivery_lease_seconds)
     pool = SmtpPool.from_settings(settings)
@@ -233,7 +274,8 @@ def background_services(app) -> list:
                                 mailer=pool.primary, pool=pool),
             webhook_lane.WebhookLoop(engine=engine, cipher=cipher, lease=lease,
                                      policy=WebhookPolicy.from_settings(settings),
-                                     concurrency=settings.delivery_webhook_concurrency)]
+                                     concurrency=settings.delivery_webhook_concurrency),
+            *watchers]
 
 
 def scheduled_jobs(settings) -> list[ScheduledJob]:
@@ -252,6 +294,9 @@ def scheduled_jobs(settings) -> list[ScheduledJob]:
         ScheduledJob("escalations-sla", watch_slas, settings.escalations_sla_check_seconds),
         ScheduledJob("escalations-follow", follow_work, settings.escalations_sync_seconds),
     ]
+    if settings.inbound_mailboxes:
+        jobs.append(ScheduledJob("inbound-mailboxes", read_inbound_mailboxes,
+                                 settings.inbound_poll_seconds))
     if settings.backup_interval_hours > 0:
         jobs.append(ScheduledJob("backup-snapshot", snapshot_and_drill,
                                  int(settings.backup_interval_hours * HOUR), first_run_after=60))

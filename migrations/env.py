@@ -9,6 +9,7 @@ import contacts.core.audit  # noqa: F401
 import contacts.core.scheduler  # noqa: F401
 import contacts.delivery.models  # noqa: F401
 import contacts.escalations.models  # noqa: F401
+import contacts.inbound.models  # noqa: F401
 import contacts.incidents.models  # noqa: F401
 import contacts.intake.models  # noqa: F401
 import contacts.staff.models  # noqa: F401

@@ -30,6 +30,7 @@ KINDS = {
     "upd": "incident update",
     "itm": "work item",
     "whk": "webhook endpoint",
+    "inm": "inbound message",
 }
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from contacts.core import mailtokens
 from contacts.core.errors import ConfigError
 from contacts.core.mail import message_domain
+from contacts.core.mailboxes import check_inbound
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ def load_settings(
         keys_dir, environ, generate=values["app_env"] != "production"
     )
     _check_webhooks(values)
+    # [inbound] mailboxes become core.mailboxes.Mailbox values, each with its password.
+    values["inbound_mailboxes"] = check_inbound(
+        values, lambda name: _read_secret(name, keys_dir, environ))
     if values["delivery_retention_days"] < 1:
         raise ConfigError("delivery retention_days must be at least 1, got "
                           f"{values['delivery_retention_days']!r}")

@@ -128,7 +128,7 @@ def worker():
     for loop in loops:
         loop.start()
     click.echo(f"worker started: scheduler {runner.state}"
-               + (f", {len(loops)} delivery loops" if loops else ""))
+               + (f", {len(loops)} background loops" if loops else ""))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
