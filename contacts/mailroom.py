@@ -229,7 +229,8 @@ class Mailroom:
             author = "auto" if automatic else "customer" if thread.party else "other"
             intake.emailed_by_customer(session=session, intake=self.intake,
                                        request_id=thread.request_id, body=body, author=author,
-                                       inbound_id=row.id, now=now)
+                                       inbound_id=row.id, message_id=message.message_id,
+                                       now=now)
         item_id = thread.item_id
         if thread.request_id and not item_id:
             item_id = escalations.ticket_of_request(session=session, request_id=thread.request_id)
@@ -244,9 +245,11 @@ class Mailroom:
             row.item_id = item_id
             escalations.customer_wrote(
                 session=session, desk=self.desk, item_id=item_id, now=now,
-                written=escalations.Written(body=body, channel="email", as_requester=thread.party,
-                                            automatic=automatic,
-                                            verified=message.sender.verified))
+                written=escalations.Written(
+                    body=body, channel="email", as_requester=thread.party, automatic=automatic,
+                    verified=message.sender.verified,
+                    contact_id=thread.contact_id if thread.party else None,
+                    message_id=message.message_id))
 
     # -- new requests -------------------------------------------------------------------------
 

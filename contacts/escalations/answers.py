@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 from contacts.core.audit import Actor
 from contacts.escalations.desk import SupportDesk, record_event
 from contacts.escalations.items import NewItem, create_item, move
-from contacts.escalations.models import WorkItem
+from contacts.escalations.models import EVENT_MESSAGE_REF, WorkItem
 
 CUSTOMER = Actor.system("customer")
 
@@ -28,6 +28,10 @@ class Written:
     as_requester: bool  # from the thread's requester (else: kept, marked, acts as nobody)
     automatic: bool = False  # an auto-reply (out of office...): recorded, never acted on
     verified: bool = False  # the receiving server vouched for the sender (DMARC/DKIM)
+    # The account's contact who wrote (an answer to an update sent to them): the item's
+    # requester from now on if it had none, so support's answer goes back to them.
+    contact_id: str | None = None
+    message_id: str | None = None  # its Message-ID, which support's answer names
 
 
 def customer_wrote(*, session: Session, desk: SupportDesk, item_id: str, written: Written,
@@ -45,8 +49,17 @@ def customer_wrote(*, session: Session, desk: SupportDesk, item_id: str, written
     detail = (f"automatic reply by {written.channel}" if written.automatic else
               f"{who} wrote by {written.channel}"
               + ("" if written.verified or written.channel != "email" else " (sender unverified)"))
-    record_event(session, desk, item, CUSTOMER, kind, now, detail, written.body[:20_000])
+    event = record_event(session, desk, item, CUSTOMER, kind, now, detail,
+                         written.body[:20_000])
+    if written.message_id and kind == "customer_reply":
+        event.message_ref_encrypted = desk.seal(written.message_id[:998], EVENT_MESSAGE_REF)
     item.updated_at = now
+    if (written.as_requester and not written.automatic and written.contact_id
+            and not item.request_id and not item.requester_contact_id):
+        item.requester_contact_id = written.contact_id
+        item.requester_verification = "authorized"  # a listed contact of the account
+        record_event(session, desk, item, CUSTOMER, "requester", now,
+                     f"requester: contact {written.contact_id}, who answered by email")
     if written.as_requester and not written.automatic:
         if item.status == "waiting_on_customer":
             move(session, desk, item, CUSTOMER, "in_progress", now, "the customer answered")

@@ -108,6 +108,10 @@ class ItemEvent(SQLModel, table=True):
     detail: str = Field(default="", max_length=500)
     # Comments, replies and notes, sealed.
     body_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # A customer's email (a customer_reply): its Message-ID, sealed, which support's answer
+    # names (In-Reply-To), so the customer's mail client threads it under their message.
+    message_ref_encrypted: str | None = Field(default=None,
+                                              sa_column=Column(Text, nullable=True))
 
 
 class ShiftHandoff(SQLModel, table=True):
@@ -148,3 +152,5 @@ class AccountProfile(SQLModel, table=True):
 ITEM_TITLE = encrypted_column(WorkItem.__table__, "title_encrypted", "work_item.title")
 ITEM_BODY = encrypted_column(WorkItem.__table__, "body_encrypted", "work_item.body")
 EVENT_BODY = encrypted_column(ItemEvent.__table__, "body_encrypted", "item_event.body")
+EVENT_MESSAGE_REF = encrypted_column(ItemEvent.__table__, "message_ref_encrypted",
+                                     "item_event.message_ref")

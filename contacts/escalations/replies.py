@@ -15,7 +15,7 @@ from contacts.core.errors import NotFound
 from contacts.core.mail import SUPPORT_LIST_ID
 from contacts.delivery import outbox
 from contacts.escalations.desk import SupportDesk
-from contacts.escalations.models import ItemEvent, WorkItem
+from contacts.escalations.models import EVENT_MESSAGE_REF, ItemEvent, WorkItem
 from contacts.vault import service as vault_service
 
 # The first email and the latest ones are named (RFC 5322 3.6.4 lets References be trimmed).
@@ -45,13 +45,26 @@ def thread_message_ids(*, session: Session, desk: SupportDesk, item: WorkItem) -
             for event_id in thread_events(session, item.id)}
 
 
-def thread_headers(desk: SupportDesk, item: WorkItem, earlier: list[int]) -> dict[str, str]:
+def customer_ids(session: Session, desk: SupportDesk, item_id: str,
+                 before: int) -> list[tuple[int, str]]:
+    """(event ID, Message-ID) of the requester's emails on the item before an event."""
+    return [(event_id, desk.open(sealed, EVENT_MESSAGE_REF)) for event_id, sealed in session.exec(
+        select(ItemEvent.id, ItemEvent.message_ref_encrypted).where(
+            ItemEvent.item_id == item_id, ItemEvent.kind == "customer_reply",
+            col(ItemEvent.message_ref_encrypted).is_not(None), ItemEvent.id < before))]
+
+
+def thread_headers(desk: SupportDesk, item: WorkItem, earlier: list[int],
+                   theirs: list[tuple[int, str]] = ()) -> dict[str, str]:
+    """Reply-To naming the item; In-Reply-To/References naming the item's earlier emails
+    (Lifeline's, by event, and the requester's own `theirs`), in the order they came."""
     headers = {"Reply-To": desk.mail.reply_address("item", item.id)}
-    if earlier:
-        kept = earlier[:1] + earlier[1:][-(REFERENCES_KEPT - 1):]
-        named = [outbox.message_id_for(reply_key(item.id, event_id), desk.mail_domain)
-                 for event_id in kept]
-        headers |= {"In-Reply-To": named[-1], "References": " ".join(named)}
+    named = [message_id for _, message_id in sorted(
+        [(event_id, outbox.message_id_for(reply_key(item.id, event_id), desk.mail_domain))
+         for event_id in earlier] + list(theirs))]
+    if named:
+        kept = named[:1] + named[1:][-(REFERENCES_KEPT - 1):]
+        headers |= {"In-Reply-To": kept[-1], "References": " ".join(kept)}
     return headers
 
 
@@ -72,6 +85,7 @@ def tell_requester(session: Session, desk: SupportDesk, actor: Actor, item: Work
     if event.id is None:
         session.flush()
     earlier = [event_id for event_id in thread_events(session, item.id) if event_id < event.id]
+    theirs = customer_ids(session, desk, item.id, event.id)
     view = vault_service.contact_view(session=session, vault=desk.vault, contact=contact)
     subject, text, html = desk.render("item_reply", view.locale, {
         "item_id": item.id, "reply": body,
@@ -84,4 +98,5 @@ def tell_requester(session: Session, desk: SupportDesk, actor: Actor, item: Work
                          email=outbox.Email(to=view.email, subject=subject, text=text,
                                             html=html, headers={
                                                 "List-Id": SUPPORT_LIST_ID,
-                                                **thread_headers(desk, item, earlier)}))
+                                                **thread_headers(desk, item, earlier,
+                                                                 theirs)}))

@@ -18,6 +18,7 @@ from contacts.intake.codes import status_link
 from contacts.intake.config import Intake
 from contacts.intake.models import (
     MESSAGE_BODY,
+    MESSAGE_REF,
     REQUEST_COMPANY,
     REQUEST_EMAIL,
     REQUEST_MESSAGE,
@@ -80,9 +81,7 @@ def reply_as_staff(*, session: Session, intake: Intake, actor: Actor, request_id
     """Queue a staff reply to the requester: answers come back to the request's reply
     address, and it names the receipt and the staff replies before it."""
     request = get_request(session=session, request_id=request_id)
-    earlier = [threads.receipt_key(request.reference)] + [
-        threads.reply_key(earlier_id)
-        for earlier_id in threads.staff_reply_ids(session, request.id)]
+    earlier = threads.conversation_ids(session, intake, request)
     message = _add_message(session, intake, request, "staff", body, now, staff_id=actor.id)
     session.flush()
     email = intake.crypto.cipher.decrypt(request.email_encrypted, context=REQUEST_EMAIL)
@@ -96,7 +95,8 @@ def reply_as_staff(*, session: Session, intake: Intake, actor: Actor, request_id
                          email=outbox.Email(to=email, subject=subject, text=text, html=html,
                                             headers={"List-Id": SUPPORT_LIST_ID,
                                                      **threads.thread_headers(
-                                                         intake, request.id, earlier)}))
+                                                         intake, request.id, [],
+                                                         earlier_ids=earlier)}))
     audit.record(session, actor, "request.replied", target_kind="request", target_id=request.id)
     return message
 
@@ -111,7 +111,8 @@ def reply_as_customer(*, session: Session, intake: Intake, reference: str, body:
 
 
 def emailed_by_customer(*, session: Session, intake: Intake, request_id: str, body: str,
-                        author: str, inbound_id: str, now: datetime) -> RequestMessage:
+                        author: str, inbound_id: str, message_id: str | None,
+                        now: datetime) -> RequestMessage:
     """An email on a request's thread: from its requester (`customer`: reopens a closed
     request), from someone else (`other`) or automatic (`auto`): both kept, acting on
     nothing. The request's change time moves, so its ticket hears of it."""
@@ -120,8 +121,12 @@ def emailed_by_customer(*, session: Session, intake: Intake, request_id: str, bo
         request.status = "open"
     request.changed_at = now
     session.add(request)
-    return _add_message(session, intake, request, author, body or "(no text)", now,
-                        channel="email", inbound_id=inbound_id)
+    message = _add_message(session, intake, request, author, body or "(no text)", now,
+                           channel="email", inbound_id=inbound_id)
+    if message_id:
+        message.message_ref_encrypted = intake.crypto.cipher.encrypt(message_id[:998],
+                                                                     context=MESSAGE_REF)
+    return message
 
 
 def _add_message(session: Session, intake: Intake, request: SupportRequest, author: str,

@@ -103,8 +103,11 @@ class RequestMessage(SQLModel, table=True):
     staff_id: str | None = Field(default=None, max_length=40)
     channel: str = Field(default="web", max_length=16,  # web, email
                          sa_column_kwargs={"server_default": "web"})
-    # The inbound email it came in (inm_...), whose page shows it whole with its attachments.
+    # The inbound email it came in (inm_...), whose page shows it whole with its attachments,
+    # and that email's Message-ID, sealed: support's answer names it (In-Reply-To).
     inbound_id: str | None = Field(default=None, max_length=40)
+    message_ref_encrypted: str | None = Field(default=None,
+                                              sa_column=Column(Text, nullable=True))
     body_encrypted: str = Field(sa_column=Column(Text, nullable=False))
     at: datetime = Field(sa_column=utc_column())
 
@@ -119,3 +122,5 @@ REQUEST_MESSAGE = encrypted_column(SupportRequest.__table__, "message_encrypted"
                                    "request.message")
 MESSAGE_BODY = encrypted_column(RequestMessage.__table__, "body_encrypted",
                                 "request_message.body")
+MESSAGE_REF = encrypted_column(RequestMessage.__table__, "message_ref_encrypted",
+                               "request_message.message_ref")

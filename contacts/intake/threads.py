@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from contacts.delivery import outbox
 from contacts.intake.config import Intake
-from contacts.intake.models import RequestMessage, SupportRequest
+from contacts.intake.models import MESSAGE_REF, RequestMessage, SupportRequest
 
 # A long conversation names its first email and its latest ones, not every one (RFC 5322
 # 3.6.4 lets References be trimmed; mail clients thread on the first and the last).
@@ -29,15 +29,33 @@ def reply_key(message_id: int) -> str:
     return f"request-reply:{message_id}"
 
 
-def thread_headers(intake: Intake, request_id: str, earlier_keys: list[str]) -> dict[str, str]:
+def thread_headers(intake: Intake, request_id: str, earlier_keys: list[str],
+                   earlier_ids: list[str] | None = None) -> dict[str, str]:
     """Reply-To naming the request, and In-Reply-To/References naming its earlier emails
-    (by their outbox keys, oldest first)."""
+    (by their outbox keys, oldest first; or, `earlier_ids`, by their Message-IDs, which
+    includes the customer's own emails)."""
     headers = {"Reply-To": intake.mail.reply_address("request", request_id)}
-    if earlier_keys:
-        kept = earlier_keys[:1] + earlier_keys[1:][-(REFERENCES_KEPT - 1):]
-        named = [outbox.message_id_for(key, intake.mail_domain) for key in kept]
-        headers |= {"In-Reply-To": named[-1], "References": " ".join(named)}
+    named = earlier_ids if earlier_ids is not None else [
+        outbox.message_id_for(key, intake.mail_domain) for key in earlier_keys]
+    if named:
+        kept = named[:1] + named[1:][-(REFERENCES_KEPT - 1):]
+        headers |= {"In-Reply-To": kept[-1], "References": " ".join(kept)}
     return headers
+
+
+def conversation_ids(session: Session, intake: Intake, request: SupportRequest) -> list[str]:
+    """The Message-IDs of a request's conversation by email, oldest first: the receipt, then
+    each staff reply Lifeline sent and each email the requester sent (sealed with it)."""
+    named = [outbox.message_id_for(receipt_key(request.reference), intake.mail_domain)]
+    for message_id, author, sealed in session.exec(
+            select(RequestMessage.id, RequestMessage.author,
+                   RequestMessage.message_ref_encrypted)
+            .where(RequestMessage.request_id == request.id).order_by(col(RequestMessage.id))):
+        if author == "staff":
+            named.append(outbox.message_id_for(reply_key(message_id), intake.mail_domain))
+        elif author == "customer" and sealed:
+            named.append(intake.crypto.cipher.decrypt(sealed, context=MESSAGE_REF))
+    return named
 
 
 def staff_reply_ids(session: Session, request_id: str) -> list[int]:

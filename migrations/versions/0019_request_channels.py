@@ -1,5 +1,6 @@
 """request channels: a request and each of its messages say how they came (the web, or
-email), and a message names the inbound email it came in
+email); a message, and an item's customer_reply event, name the inbound email they came in
+and keep its Message-ID sealed
 
 Revision ID: 0019_request_channels
 Revises: 0018_inbound
@@ -24,10 +25,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column('channel', sa.String(16), nullable=False,
                                    server_default='web'))
         batch.add_column(sa.Column('inbound_id', sa.String(40), nullable=True))
+        batch.add_column(sa.Column('message_ref_encrypted', sa.Text(), nullable=True))
+    with op.batch_alter_table('item_event') as batch:
+        batch.add_column(sa.Column('message_ref_encrypted', sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('item_event') as batch:
+        batch.drop_column('message_ref_encrypted')
     with op.batch_alter_table('request_message') as batch:
+        batch.drop_column('message_ref_encrypted')
         batch.drop_column('inbound_id')
         batch.drop_column('channel')
     with op.batch_alter_table('support_request') as batch:

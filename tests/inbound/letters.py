@@ -13,6 +13,7 @@ import email
 import email.policy
 import textwrap
 import uuid
+from email.header import Header
 from email.utils import format_datetime, parseaddr
 
 from contacts.core.db import utcnow
@@ -186,7 +187,7 @@ def exchange_out_of_office(original: bytes, *, sender: str) -> bytes:
     head = (_stamp(domain, verdict=passed(domain))
             + f"From: \"{name}\" <{address}>\n"
             f"To: {message['Reply-To'] or message['From']}\n"
-            f"Subject: Automatic reply: {message['Subject']}\n"
+            f"Subject: {Header('Automatic reply: ' + str(message['Subject']), 'utf-8').encode()}\n"
             f"Date: {format_datetime(utcnow())}\n"
             f"Message-ID: {_id(domain)}\n"
             f"In-Reply-To: {message['Message-ID']}\n"

@@ -108,7 +108,7 @@ def test_the_command_reads_with_progress_and_says_what_it_did(dovecot, database_
 
 
 def test_an_unknown_mailbox_or_an_unreachable_server_is_one_line_and_exit_2(
-        dovecot, database_url, service_keys_dir, tmp_path):
+        dovecot, database_url, service_keys_dir, service_secrets, tmp_path):
     env = reader_env(database_url, service_keys_dir, dovecot, tmp_path)
     unknown = inbound_read(env, "--mailbox", "sales", stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)

@@ -10,7 +10,6 @@ import email.policy
 from email.utils import parseaddr
 
 import pytest
-from contacts.inbound.models import InboundAttachment, InboundMessage
 from sqlmodel import col, func, select
 
 from contacts.core import mailtokens
@@ -21,8 +20,9 @@ from contacts.core.services import services
 from contacts.delivery import outbox
 from contacts.delivery.models import OutboxMessage
 from contacts.escalations import service as escalations
-from contacts.escalations.models import ItemEvent, WorkItem
+from contacts.escalations.models import EVENT_BODY, ItemEvent, WorkItem
 from contacts.inbound import mailbox as inbound_mailbox
+from contacts.inbound.models import InboundAttachment, InboundMessage
 from contacts.incidents import progress, records
 from contacts.incidents import service as incidents_service
 from contacts.incidents.desk import CommsDesk
@@ -63,6 +63,10 @@ def document():
 
 @pytest.fixture
 def incident(app, sync_document, document):
+    return open_incident(app, sync_document, document)
+
+
+def open_incident(app, sync_document, document) -> str:
     """An incident over every account's first site, its first update sent."""
     sync_document(document)
     built = services(app)
@@ -161,7 +165,7 @@ def test_a_reply_to_an_update_joins_the_accounts_item_and_threads_both_ways(
         timeline = account_history(session, account)
     answered = [event for event in events(app, item_id) if event.kind == "customer_reply"]
     assert len(answered) == 1
-    body = desk.open(answered[0].body_encrypted)
+    body = desk.open(answered[0].body_encrypted, EVENT_BODY)
     assert "product pages are still missing" in body and "wrote:" not in body
     assert any(entry.text == "An email answered an incident update" for entry in timeline)
 
@@ -172,14 +176,16 @@ def test_a_reply_to_an_update_joins_the_accounts_item_and_threads_both_ways(
     drain(app)
     answer = sent_to(sink, admin["email"])[-1]
     parsed = email.message_from_bytes(answer, policy=email.policy.default)
-    assert parsed["References"] and parsed["In-Reply-To"]
+    theirs = str(email.message_from_bytes(reply, policy=email.policy.default)["Message-ID"])
+    assert str(parsed["In-Reply-To"]) == theirs and theirs in str(parsed["References"])
     assert mailtokens.read_reply_address(parseaddr(str(parsed["Reply-To"]))[1], SUPPORT,
                                          built.settings.secrets.secret_key) == ("item", item_id)
     dovecot.append(letters.thunderbird_reply(
         answer, sender=f"{admin['name']} <{admin['email']}>", body="They are back, thanks!"))
     poll(app)
     answered = [event for event in events(app, item_id) if event.kind == "customer_reply"]
-    assert [desk.open(event.body_encrypted) for event in answered][1] == "They are back, thanks!"
+    second = desk.open(answered[1].body_encrypted, EVENT_BODY)
+    assert second == "They are back, thanks!"
 
 
 def test_a_reply_from_someone_else_is_kept_marked_and_moves_nothing(
@@ -206,7 +212,8 @@ def test_a_new_email_becomes_a_request_with_trust_from_the_receiving_server(
     admin = contacts_of(document)[0]
     dovecot.append([
         letters.new_message(sender="Sam Stranger <sam@stranger.test>", to=SUPPORT,
-                            subject="Our site is gone", body="Everything is gone since 7:30."),
+                            subject="Our site is gone", body="Everything is gone since 7:30.",
+                            verdict=None),
         letters.new_message(sender=f"{admin['name']} <{admin['email']}>", to=SUPPORT,
                             subject="Sites deleted", body="All our sites are gone."),
         letters.new_message(sender=f"{admin['name']} <{admin['email']}>", to=SUPPORT,
@@ -296,8 +303,9 @@ def test_a_late_hard_bounce_acts_as_a_synchronous_one(app, smtp_server, dovecot,
 
 
 def test_out_of_office_replies_are_recorded_and_never_answered(app, smtp_server, dovecot,
-                                                               incident, document):
+                                                               sync_document):
     _, sink = smtp_server
+    open_incident(app, sync_document, make_document(accounts=250, contacts_per_account=2))
     built = services(app)
     with session_scope(built.engine) as session:
         queued_before = session.exec(select(func.count()).select_from(OutboxMessage)).one()
@@ -305,13 +313,14 @@ def test_out_of_office_replies_are_recorded_and_never_answered(app, smtp_server,
     updates = [raw for raw in sink.received if b"Reply-To" in raw]
     out_of_office = [letters.exchange_out_of_office(raw, sender=f"Away <{to_address(raw)}>")
                      for raw in updates]
-    dovecot.append(out_of_office * 100)  # each contact's responder, answering 100 times
+    assert len(out_of_office) == 500
+    dovecot.append(out_of_office)
     report = poll(app)
     with session_scope(built.engine) as session:
         outcomes = list(session.exec(select(InboundMessage.outcome)))
         queued_after = session.exec(select(func.count()).select_from(OutboxMessage)).one()
         items_after = session.exec(select(func.count()).select_from(WorkItem)).one()
-    assert report.processed == len(out_of_office) * 100 == len(outcomes)
+    assert report.processed == len(out_of_office) == len(outcomes)
     assert set(outcomes) == {"auto_reply"}
     assert (queued_after, items_after) == (queued_before, items_before)
 
