@@ -263,7 +263,8 @@ class Mailroom:
             reference = intake.receive_email(
                 session=session, writer=self.writer, email=sender, name=message.sender.name,
                 subject=message.subject, body=message.shown or message.text,
-                locale=_locale(message), verified=message.sender.verified, now=now)
+                locale=_locale(message), verified=message.sender.verified, inbound_id=row.id,
+                now=now)
         except LifelineError as refused:  # an address the form would refuse too
             row.outcome, row.error = "ignored", type(refused).__name__
             return

@@ -29,7 +29,8 @@ PLACEHOLDERS = {"staff_id": lambda: new_id("stf"), "token_id": lambda: new_id("t
                 "reference": lambda: "LL-7KQ2-9XHD", "incident_id": lambda: new_id("inc"),
                 "action": lambda: "confirm", "item_id": lambda: new_id("itm"),
                 "view_id": lambda: 1, "subscriber_id": lambda: 1,
-                "endpoint_id": lambda: new_id("whk")}
+                "endpoint_id": lambda: new_id("whk"), "message_id": lambda: new_id("inm"),
+                "number": lambda: 1}
 
 
 def walk(app):

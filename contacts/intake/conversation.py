@@ -59,7 +59,7 @@ def request_view(*, session: Session, intake: Intake, request: SupportRequest) -
 
     conversation = [Entry("customer", request.received_at,
                           cipher.decrypt(request.message_encrypted, context=REQUEST_MESSAGE),
-                          request.channel)]
+                          request.channel, request.inbound_id)]
     conversation += [Entry(message.author, message.at,
                            cipher.decrypt(message.body_encrypted, context=MESSAGE_BODY),
                            message.channel, message.inbound_id)

@@ -30,7 +30,8 @@ MESSAGE_MAX = 20_000  # characters of the email kept as the request's message (a
 
 
 def receive_email(*, session: Session, writer: RequestWriter, email: str, name: str | None,
-                  subject: str, body: str, locale: str, verified: bool, now: datetime) -> str:
+                  subject: str, body: str, locale: str, verified: bool, inbound_id: str,
+                  now: datetime) -> str:
     """Store a request from an email in the session's transaction; its reference."""
     message = (f"{subject.strip()}\n\n{body.strip()}" if subject.strip() else body.strip())
     draft = Draft(id=new_id("req"), reference=new_reference(), received_at=now,
@@ -38,7 +39,7 @@ def receive_email(*, session: Session, writer: RequestWriter, email: str, name: 
                   message=message[:MESSAGE_MAX] or "(no text)", name=name or None,
                   company=None, site=None, phone=None, code=codes.new_code())
     prepared = writer.prepare(draft=draft, now=now)
-    row = {**prepared.request, "channel": "email"}
+    row = {**prepared.request, "channel": "email", "inbound_id": inbound_id}
     if verified:
         row.update(verification="email_verified", verified_at=now, trust_rank=1)
     receipt = prepared.email if not _receipt_sent_lately(session, writer, email, now) else None

@@ -40,6 +40,7 @@ class SupportRequest(SQLModel, table=True):
     # How it came: "web" (the form and the API) or "email" (a message to a support address).
     channel: str = Field(default="web", max_length=16,
                          sa_column_kwargs={"server_default": "web"})
+    inbound_id: str | None = Field(default=None, max_length=40)  # the email it came as
     severity: str = Field(max_length=16)
     email_encrypted: str = Field(max_length=1024)
     email_index: str = Field(max_length=64, index=True)

@@ -21,6 +21,7 @@ def upgrade() -> None:
     with op.batch_alter_table('support_request') as batch:
         batch.add_column(sa.Column('channel', sa.String(16), nullable=False,
                                    server_default='web'))
+        batch.add_column(sa.Column('inbound_id', sa.String(40), nullable=True))
     with op.batch_alter_table('request_message') as batch:
         batch.add_column(sa.Column('channel', sa.String(16), nullable=False,
                                    server_default='web'))
@@ -38,4 +39,5 @@ def downgrade() -> None:
         batch.drop_column('inbound_id')
         batch.drop_column('channel')
     with op.batch_alter_table('support_request') as batch:
+        batch.drop_column('inbound_id')
         batch.drop_column('channel')

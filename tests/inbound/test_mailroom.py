@@ -361,3 +361,40 @@ def test_attachments_are_sealed_and_one_too_large_is_refused_with_a_note(
                                                    message_id=kept[0].message_id,
                                                    number=kept[0].id)
     assert (name, data) == ("restore-log.pdf", small)
+
+
+def test_staff_read_an_email_on_its_page_and_each_download_is_audited(
+        app, dovecot, document, sync_document, client, auth, make_staff):
+    from contacts.core.audit import AuditEntry
+
+    sync_document(document)
+    admin = contacts_of(document)[0]
+    attached = b"%PDF-1.4\nrestore report\n"
+    dovecot.append(letters.with_attachment(letters.new_message(
+        sender=f"{admin['name']} <{admin['email']}>", to=SUPPORT, subject="Our shop",
+        body="The shop is empty since this morning."), filename="report.pdf", data=attached))
+    poll(app)
+    built = services(app)
+    with session_scope(built.engine) as session:
+        row = session.exec(select(InboundMessage)).one()
+        attachment = session.exec(select(InboundAttachment)).one()
+        message_id, number, request_id = row.id, attachment.id, row.request_id
+    page = f"/console/inbound/{message_id}"
+    auth.login(make_staff("comms"))
+    assert client.get(page).status_code == 403
+    auth.logout()
+    auth.login(make_staff("support"))
+    shown = client.get(page)
+    assert shown.status_code == 200
+    assert b"The shop is empty since this morning." in shown.data
+    assert admin["email"].encode() not in shown.data  # the address is revealed elsewhere
+    request_page = client.get(f"/console/requests/{request_id}")
+    assert page.encode() in request_page.data and b"by email" in request_page.data
+    download = client.get(f"{page}/attachments/{number}")
+    assert download.status_code == 200 and download.data == attached
+    assert download.headers["Content-Disposition"] == 'attachment; filename="report.pdf"'
+    assert client.get(f"{page}/attachments/{number + 1}").status_code == 404
+    with session_scope(built.engine) as session:
+        audited = session.exec(select(AuditEntry).where(
+            AuditEntry.action == "inbound.attachment_downloaded")).all()
+    assert [entry.target_id for entry in audited] == [message_id]
