@@ -294,8 +294,8 @@ class Mailroom:
     def _sent_by_message_id(self, session: Session, addresses: list[str],
                             named: tuple[str, ...]) -> ledger.Sent | None:
         """The email Lifeline sent to one of these addresses whose Message-ID is named:
-        found through the recipients (requests and contacts by their keyed digests, then
-        their emails by the recipient index), never by scanning the outbox."""
+        found through the recipients (requests, contacts and subscribers by their keyed
+        digests, then their emails by the recipient index), never by scanning the outbox."""
         if not named:
             return None
         wanted = set(named)
@@ -305,7 +305,10 @@ class Mailroom:
             references = intake.requests_by_address(session=session, intake=self.intake,
                                                     address=address)
             contacts = self._contacts_of(session, address)
-            for kind, ids in (("requester", references), ("contact", sorted(contacts))):
+            subscriber = incidents.subscriber_of(session=session, crypto=self.intake.crypto,
+                                                 address=address)
+            for kind, ids in (("requester", references), ("contact", sorted(contacts)),
+                              ("subscriber", [str(subscriber)] if subscriber else [])):
                 for sent in ledger.emails_to(session=session, recipient_kind=kind,
                                              recipient_ids=ids):
                     if outbox.message_id_for(sent.key, self.domain) in wanted:

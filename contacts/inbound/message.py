@@ -60,4 +60,7 @@ class Inbound:
     reports: tuple[Report, ...] = ()
     # The Message-ID of the message a report is about (its attached headers), if given.
     reported_message_id: str | None = None
+    # The envelope sender of the message a report is about, if it says (ARF's
+    # Original-Mail-From): Lifeline's VERP return path, which names the outbox message.
+    reported_return_path: str | None = None
     extra: dict[str, str] = field(default_factory=dict)

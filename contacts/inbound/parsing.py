@@ -72,6 +72,7 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
         report_type=report.report_type,
         reports=report.reports,
         reported_message_id=report.reported_message_id,
+        reported_return_path=report.reported_return_path,
         extra=notes,
     )
 

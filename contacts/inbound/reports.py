@@ -25,6 +25,9 @@ class ReadReport:
     report_type: str | None = None
     reports: tuple[Report, ...] = ()
     reported_message_id: str | None = None
+    # The envelope sender the reported message was sent with, when the report says it (an
+    # abuse report's Original-Mail-From): Lifeline's VERP return path names the message.
+    reported_return_path: str | None = None
 
 
 def read_report(message: Message, sender_address: str | None) -> ReadReport:
@@ -142,7 +145,8 @@ def _feedback_report(report: Message) -> ReadReport:
                 break
     entry = Report(action="complaint", recipient=recipient,
                    feedback_type=feedback_type or None)
-    return ReadReport("feedback-report", (entry,), _reported_message_id(report))
+    return ReadReport("feedback-report", (entry,), _reported_message_id(report),
+                      _address_field(mime.raw_header(fields, "original-mail-from")))
 
 
 def _first_address(raw: str | None) -> str | None:

@@ -63,7 +63,9 @@ def _thread(message: Inbound, addresses: Addresses) -> tuple[str, str] | None:
 
 
 def _reported(message: Inbound, addresses: Addresses) -> int | None:
-    for recipient in message.recipients:
+    """The outbox row a report is about: by the return path it was sent back to (a DSN goes
+    to the envelope sender), or that it names (an abuse report's Original-Mail-From)."""
+    for recipient in (*message.recipients, message.reported_return_path or ""):
         found = mailtokens.read_return_path(recipient, addresses.return_path, addresses.secret)
         if found is not None:
             return found

@@ -14,8 +14,8 @@ from contacts.incidents.records import (
     incident_titles,
     resolved_incidents,
 )
-from contacts.incidents.subscriptions import stop_after_complaint
+from contacts.incidents.subscriptions import stop_after_complaint, subscriber_of
 
 __all__ = ["CommsDesk", "Unreached", "follow_up_bounces", "get_incident", "incident_of_update",
            "incident_titles", "publish_due", "queue_update_audiences", "resolved_incidents",
-           "stop_after_complaint", "updates_to_account", "warn_late"]
+           "stop_after_complaint", "subscriber_of", "updates_to_account", "warn_late"]

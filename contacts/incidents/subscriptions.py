@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from contacts.core import links
-from contacts.core.crypto import normalize_email
+from contacts.core.crypto import Crypto, normalize_email
 from contacts.core.errors import Invalid, NotFound
 from contacts.delivery import outbox
 from contacts.incidents.desk import CommsDesk
@@ -70,6 +70,15 @@ def unsubscribe_in_one_click(*, session: Session, desk: CommsDesk, subscriber_id
     if subscriber.unsubscribed_at is None:
         subscriber.unsubscribed_at = now
         session.add(subscriber)
+
+
+def subscriber_of(*, session: Session, crypto: Crypto, address: str) -> int | None:
+    """The subscriber with this address (by its keyed digest, in any spelling), if any."""
+    try:
+        index = crypto.index.digest("subscriber", normalize_email(address))
+    except Invalid:
+        return None
+    return session.exec(select(Subscriber.id).where(Subscriber.email_index == index)).first()
 
 
 def stop_after_complaint(*, session: Session, subscriber_id: int, now: datetime) -> bool:

@@ -198,3 +198,35 @@ def exchange_out_of_office(original: bytes, *, sender: str) -> bytes:
             "Content-Transfer-Encoding: quoted-printable\nMIME-Version: 1.0\n")
     body = "I'm out of the office until Monday and will answer when I am back.\n"
     return (head + "\n" + body).replace("\n", "\r\n").encode("ascii")
+
+
+def abuse_report(original: bytes, *, recipient: str, mail_from: str | None) -> bytes:
+    """A feedback-loop report (ARF, RFC 5965) as Yahoo! Mail's (the layout of
+    fixtures/arf_yahoo_abuse.eml): `recipient` marked `original` as spam; `mail_from` is the
+    envelope sender it was sent with (None: the provider leaves it out)."""
+    boundary = f"_----------={next(_counter):023d}"
+    now = format_datetime(utcnow())
+    original_from = f"Original-Mail-From: <{mail_from}>\n" if mail_from else ""
+    text = (f"Mime-Version: 1.0\nContent-Transfer-Encoding: 7bit\n"
+            f"Content-Type: multipart/report; boundary=\"{boundary}\";\n"
+            " report-type=\"feedback-report\"\n"
+            "X-Mailer: MIME::Lite 3.021 (F2.6; T1.27; A2.04; B3.05; Q3.03)\n"
+            f"Date: {now}\nFrom: Yahoo! Mail AntiSpam Feedback <feedback@arf.mail.yahoo.test>\n"
+            f"To: {SUPPORT_FEEDBACK}\nSubject: FW:Incident update\n"
+            f"Message-Id: <{next(_counter)}@returns.bulk.yahoo.test>\n\n"
+            "This is a multi-part message in MIME format.\n\n"
+            f"--{boundary}\nMIME-Version: 1.0\nContent-Disposition: inline\n"
+            "Content-Transfer-Encoding: 7bit\nContent-Type: text/plain; charset=\"US-ASCII\"\n\n"
+            "This is an email abuse report for an email message received from lifeline.test\n\n"
+            f"--{boundary}\nContent-Disposition: inline\nContent-Transfer-Encoding: 7bit\n"
+            "Content-Type: message/feedback-report\n\nFeedback-Type: abuse\n"
+            "User-Agent: Yahoo!-Mail-Feedback/1.0\nVersion: 0.1\n" + original_from
+            + f"Original-Rcpt-To: {recipient}\nReceived-Date: {now}\n"
+            "Reported-Domain: lifeline.test\n\n"
+            f"--{boundary}\nContent-Disposition: inline\nContent-Transfer-Encoding: 7bit\n"
+            "Content-Type: message/rfc822\n\n"
+            + original.decode("utf-8").replace("\r\n", "\n") + f"\n--{boundary}--\n")
+    return text.replace("\n", "\r\n").encode("utf-8")
+
+
+SUPPORT_FEEDBACK = "support@lifeline.test"  # where the provider's feedback loop reports

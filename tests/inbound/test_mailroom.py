@@ -302,6 +302,37 @@ def test_a_late_hard_bounce_acts_as_a_synchronous_one(app, smtp_server, dovecot,
             WorkItem.kind == "task")).one() == 1
 
 
+def test_an_abuse_report_flags_a_contact_and_stops_a_subscriber(app, smtp_server, dovecot,
+                                                                sync_document, document):
+    from contacts.incidents.models import SUBSCRIBER_EMAIL, Subscriber
+
+    _, sink = smtp_server
+    built = services(app)
+    with session_scope(built.engine) as session:
+        session.add(Subscriber(
+            email_index=built.crypto.index.digest("subscriber", "reader@mail.test"),
+            email_encrypted=built.crypto.cipher.encrypt("reader@mail.test",
+                                                        context=SUBSCRIBER_EMAIL),
+            locale="en", created_at=utcnow(), confirmed_at=utcnow()))
+    open_incident(app, sync_document, document)
+    contact = contacts_of(document)[0]
+    contact_row = update_rows(app, account_id(app, document))[contact_id_of(app, contact["email"])]
+    secret = built.settings.secrets.secret_key
+    dovecot.append([
+        # The contact's provider names the return path; the subscriber's does not.
+        letters.abuse_report(sent_to(sink, contact["email"])[0], recipient=contact["email"],
+                             mail_from=mailtokens.return_path(BOUNCES, secret, contact_row)),
+        letters.abuse_report(sent_to(sink, "reader@mail.test")[0],
+                             recipient="reader@mail.test", mail_from=None)])
+    poll(app)
+    with session_scope(built.engine) as session:
+        outcomes = [row.outcome for row in session.exec(select(InboundMessage))]
+        flagged = session.get(Contact, contact_id_of(app, contact["email"])).undeliverable_at
+        stopped = session.exec(select(Subscriber.unsubscribed_at)).one()
+    assert outcomes == ["complaint", "complaint"]
+    assert flagged is not None and stopped is not None
+
+
 def test_out_of_office_replies_are_recorded_and_never_answered(app, smtp_server, dovecot,
                                                                sync_document):
     _, sink = smtp_server
