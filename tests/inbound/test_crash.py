@@ -1,6 +1,7 @@
 """A real reader process (`flask --app app inbound read`) over 1,000 messages, killed with
 SIGKILL at random moments while it works, then run to the end: every message is stored
-exactly once and lands in Done exactly once; nothing is left in INBOX or Failed. And the
+exactly once, acted on once by the mailroom (each, a new request) and lands in Done exactly
+once; nothing is left in INBOX or Failed. And the
 command's own answers: one line and exit 2 for a mailbox it does not know or cannot reach."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlmodel import Session, select
 
 from contacts.inbound.mailbox import MESSAGE_ID_PURPOSE, message_id_of
 from contacts.inbound.models import InboundMessage
+from contacts.intake.models import SupportRequest
 from tests.inbound.messages import customer_message, message_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,8 +86,12 @@ def test_a_reader_killed_at_random_moments_processes_each_message_exactly_once(
     digests = {crypto.index.digest(MESSAGE_ID_PURPOSE, message_id(n)): n for n in range(MESSAGES)}
     with Session(engine) as session:
         rows = session.exec(select(InboundMessage.message_id_digest, InboundMessage.state)).all()
+        requests = session.exec(select(InboundMessage.request_id)).all()
+        stored_requests = session.exec(select(func.count()).select_from(SupportRequest)).one()
     assert Counter(digest for digest, _ in rows) == Counter(list(digests))  # each once
     assert {state for _, state in rows} == {"processed"}
+    # What the mailroom did happened once per message too: one request each, none twice.
+    assert len(set(requests)) == MESSAGES == stored_requests and None not in requests
     in_done = Counter(message_id_of(raw) for raw in dovecot.messages(DONE))
     assert in_done == Counter(message_id(n) for n in range(MESSAGES))
     assert dovecot.count("INBOX") == 0 and dovecot.count(FAILED) == 0
