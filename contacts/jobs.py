@@ -5,6 +5,7 @@ arguments (the job store keeps it by reference); it reaches the app through
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from contacts.core import audit, schema
 from contacts.core.audit import Actor
 from contacts.core.db import session_scope, utcnow
 from contacts.core.mail import Renderer, render_message
-from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat
+from contacts.core.scheduler import ScheduledJob, current_app, record_heartbeat, run_soon
 from contacts.core.services import services
 from contacts.delivery import ledger, outbox, quarantine, webhook_lane
 from contacts.delivery.smtp_lane import SmtpPool
@@ -188,7 +189,8 @@ def queue_update_audiences() -> None:
     transaction (emails of the first batches leave while later ones are expanded)."""
     built = services(current_app())
     queued = incidents_service.queue_update_audiences(
-        engine=built.engine, desk=built.get(CommsDesk), vault=built.get(Vault), clock=utcnow)
+        engine=built.engine, desk=built.get(CommsDesk), vault=built.get(Vault), clock=utcnow,
+        first_queued=functools.partial(run_soon, "delivery-drain"))
     if queued:
         log.info("queued %d messages of published updates", queued)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Column, create_engine, text
@@ -73,6 +74,20 @@ class ScheduledJob:
 
 _engine: Engine | None = None
 _app = None
+_running: BackgroundScheduler | None = None  # this process's scheduler, while it leads
+
+
+def run_soon(job_id: str) -> None:
+    """Bring a job's next run forward to now: work another job just made for it (the email
+    drain after a fan-out's first batch) need not wait for its interval. A no-op in a
+    process that runs no scheduler; a job running now runs again once it ends."""
+    scheduler = _running
+    if scheduler is None:
+        return
+    try:
+        scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
+    except JobLookupError:
+        log.debug("run_soon: no job %s", job_id)
 
 
 def current_engine() -> Engine:
@@ -194,7 +209,10 @@ class SchedulerRunner:
             self._lock_connection = None
 
     def _stop_scheduler(self) -> None:
+        global _running
         if self._scheduler is not None:
+            if _running is self._scheduler:
+                _running = None
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
 
@@ -211,6 +229,8 @@ class SchedulerRunner:
                               replace_existing=True, next_run_time=first)
         self._scheduler = scheduler
         self.state = "running"
+        global _running
+        _running = scheduler
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -212,14 +212,16 @@ def _claim(engine: Engine, now: datetime, lease: timedelta) -> str | None:
 
 @contextmanager
 def _batch_writer(engine: Engine, expansion: Expansion, update_id: str,
-                  clock: Callable[[], datetime],
-                  lease: timedelta) -> Iterator[Callable[[Batch], None]]:
+                  clock: Callable[[], datetime], lease: timedelta,
+                  first_committed: Callable[[], None] | None = None
+                  ) -> Iterator[Callable[[Batch], None]]:
     """Commits each batch (its rows, the cursor, a renewed lease) in a thread while the
     next batch is rendered, so the database's work and the renderer's overlap. One batch
     waits at most; the batches commit in order, so a job that dies leaves the cursor at
-    the last batch committed."""
+    the last batch committed. `first_committed` is called once the first batch is in."""
     pending: queue.Queue = queue.Queue(maxsize=1)
     failures: list[BaseException] = []
+    committed: list[Batch] = []
 
     def write() -> None:
         while (batch := pending.get()) is not None:
@@ -233,6 +235,10 @@ def _batch_writer(engine: Engine, expansion: Expansion, update_id: str,
                     fanout.lease_until = None if fanout.finished_at else now + lease
             except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
                 failures.append(exc)
+                continue
+            if first_committed is not None and not committed:
+                committed.append(batch)
+                first_committed()
 
     writer = threading.Thread(target=write, name="fanout-writer", daemon=True)
     writer.start()
@@ -252,10 +258,13 @@ def _batch_writer(engine: Engine, expansion: Expansion, update_id: str,
 
 
 def run_pending(*, engine: Engine, desk: CommsDesk, vault: vault_service.Vault,
-                clock: Callable[[], datetime], lease: timedelta = LEASE) -> int:
+                clock: Callable[[], datetime], lease: timedelta = LEASE,
+                first_queued: Callable[[], None] | None = None) -> int:
     """Expand every unfinished fan-out, a batch per transaction, each under a lease that
     every batch renews (a job that dies leaves it to the next run once the lease is out).
-    Returns how many messages were queued."""
+    `first_queued()` once each update's first batch is committed (the scheduler brings the
+    email drain forward: the first emails need not wait for its next turn). Returns how
+    many messages were queued."""
     queued = 0
     while (update_id := _claim(engine, clock(), lease)) is not None:
         with session_scope(engine) as session:
@@ -263,7 +272,8 @@ def run_pending(*, engine: Engine, desk: CommsDesk, vault: vault_service.Vault,
                                   update_id=update_id)
             fanout = session.get(UpdateFanout, update_id)
             at, before = Cursor(fanout.phase, fanout.after), fanout.queued
-        with _batch_writer(engine, expansion, update_id, clock, lease) as write:
+        with _batch_writer(engine, expansion, update_id, clock, lease,
+                           first_queued) as write:
             while at.phase != "done":
                 with session_scope(engine) as session:
                     batch = expansion.prepare(session, at, clock())

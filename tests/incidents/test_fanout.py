@@ -147,3 +147,45 @@ def test_after_the_retention_the_proof_still_says_who_was_told_what_and_when(
     assert {line.split(",")[3] for line in lines} == contacts  # who, by ID
     assert all(",email,sent,1," in line for line in lines)  # told, with the outcome
     assert all(line.split(",")[1] and line.split(",")[7] for line in lines)  # what, when
+
+
+def test_the_first_batch_brings_the_email_drain_forward(make_app, smtp_server, sync_document,
+                                                        deletion_document):
+    """On SQLite the scheduler's drain job sends; with an hour between its runs, the first
+    update email still leaves as soon as the fan-out's first batch is committed."""
+    import threading
+
+    from contacts.core.scheduler import SchedulerRunner
+    from tests.incidents.conftest import thirty_sites
+
+    port, sink = smtp_server
+    app = make_app(mail_port=port, delivery_drain_seconds=3600, incidents_fanout_seconds=1)
+    built = services(app)
+    sync_document(deletion_document)
+    desk = built.get(CommsDesk)
+    with session_scope(built.engine) as session:
+        from contacts.incidents import progress, records
+
+        actor = Actor.system("test")
+        created = records.create_incident(session=session, actor=actor, title="Deleted",
+                                          severity="critical", started_at=utcnow(),
+                                          now=utcnow())
+        progress.add_sites(session=session, desk=desk, actor=actor, incident_id=created.id,
+                           refs=thirty_sites(deletion_document), now=utcnow())
+    jobs = [job for job in built.jobs if job.id in ("delivery-drain", "incidents-fanout")]
+    assert len(jobs) == 2
+    runner = SchedulerRunner(built.engine, jobs, app=app)
+    runner.start()
+    try:
+        deadline = threading.Event()
+        while not deadline.wait(0.2) and runner.state != "running":
+            pass
+        deadline.wait(2)  # the drain's first run (at start) is over: its next is an hour off
+        _publish(built.engine, desk, created.id)
+        for _ in range(150):
+            if sink.received:
+                break
+            deadline.wait(0.2)
+    finally:
+        runner.shutdown()
+    assert sink.received, "no update email within 30 s: the drain waited for its interval"
