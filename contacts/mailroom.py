@@ -119,6 +119,11 @@ class Mailroom:
 
     def _report(self, session: Session, row: InboundMessage, message: Inbound, decided: Route,
                 now: datetime) -> None:
+        if message.report_type == "delivery-status" and message.envelope_sender:
+            # Mail systems send delivery reports from the null sender (RFC 5321 4.5.5,
+            # RFC 3464 2); one with a sender of its own was written by a person.
+            row.outcome, row.error = "report", "a delivery report with a sender: not acted on"
+            return
         sent = ledger.email_by_id(session=session, message_id=decided.reported) \
             if decided.reported is not None else None
         if sent is None:

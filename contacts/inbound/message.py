@@ -63,4 +63,7 @@ class Inbound:
     # The envelope sender of the message a report is about, if it says (ARF's
     # Original-Mail-From): Lifeline's VERP return path, which names the outbox message.
     reported_return_path: str | None = None
+    # The envelope sender the delivering server recorded (the topmost Return-Path): "" for
+    # the null one (<>) that delivery reports are sent with, None when there is none.
+    envelope_sender: str | None = None
     extra: dict[str, str] = field(default_factory=dict)

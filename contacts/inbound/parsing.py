@@ -73,6 +73,7 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
         reports=report.reports,
         reported_message_id=report.reported_message_id,
         reported_return_path=report.reported_return_path,
+        envelope_sender=_envelope_sender(mime.raw_header(message, "return-path")),
         extra=notes,
     )
 
@@ -246,6 +247,13 @@ def _recipients(message: Message) -> tuple[str, ...]:
                 if len(seen) < 500:
                     seen.setdefault(address, None)
     return tuple(seen)
+
+
+def _envelope_sender(raw: str | None) -> str | None:
+    """The topmost Return-Path (the delivering server's): "" for <>, else its address."""
+    if raw is None:
+        return None
+    return mime.one_line(raw, 500).strip().strip("<>").strip().lower()
 
 
 def _date(raw: str | None) -> datetime | None:

@@ -25,10 +25,13 @@ from tests.inbound import test_mailroom as end_to_end
 from tests.inbound.test_mailroom import (
     BOUNCES,
     SUPPORT,
+    account_id,
+    contact_id_of,
     contacts_of,
     drain,
     poll,
     sent_to,
+    update_rows,
 )
 
 app = end_to_end.app
@@ -182,6 +185,36 @@ def test_a_forged_results_header_counts_for_nothing_when_the_server_stamped_none
     dovecot.append(admin_writes(document, None, forged_results(document)))
     poll(app)
     assert [row.sender_verified for row in inbound_rows(app)] == [False]
+
+
+def forged_bounce(original: bytes, *, recipient: str, to: str, sender: str) -> bytes:
+    """Postfix's bounce layout, but written and sent by a person: a From and an envelope
+    sender (Return-Path) of their own, as their mail server delivers it."""
+    raw = letters.postfix_bounce(original, return_path=to, recipient=recipient)
+    raw = raw.replace(b"Return-Path: <>", f"Return-Path: <{sender}>".encode(), 1)
+    return re.sub(rb"From: MAILER-DAEMON@[^\r]*", f"From: {sender}".encode(), raw, count=1)
+
+
+def test_a_delivery_report_from_a_person_marks_nothing(app, smtp_server, dovecot, incident,
+                                                       document):
+    _, sink = smtp_server
+    victim = contacts_of(document)[0]["email"]
+    rows = update_rows(app, account_id(app, document))
+    update, = sent_to(sink, victim)
+    real_path = mailtokens.return_path(BOUNCES, services(app).settings.secrets.secret_key,
+                                       rows[contact_id_of(app, victim)])
+    # Mallory holds a copy of the update (forwarded with its headers): she reports it failed
+    # to its own return path, and to the support address by its Message-ID.
+    dovecot.append([forged_bounce(update, recipient=victim, to=real_path,
+                                  sender="mallory@evil.test"),
+                    forged_bounce(update, recipient=victim, to=SUPPORT,
+                                  sender="mallory@evil.test")])
+    poll(app)
+    with session_scope(services(app).engine) as session:
+        states = {row.state for row in session.exec(select(OutboxMessage).where(
+            OutboxMessage.about_kind == "update"))}
+    assert states == {"sent"}
+    assert [row.outcome for row in inbound_rows(app)] == ["report", "report"]
 
 
 def test_an_auto_responder_answering_our_receipt_is_never_answered(app, smtp_server, dovecot):
