@@ -100,7 +100,7 @@ class Mailroom:
         dropped = [attachment.filename or "attachment" for attachment in message.attachments
                    if attachment.data is None]
         sender = message.sender.address
-        if not dropped or not sender or self._is_ours(sender):
+        if not dropped or not sender or message.sender.refuted or self._is_ours(sender):
             return
         party = intake.request_party(session=session, request_id=row.request_id) \
             if row.request_id else None
@@ -269,7 +269,7 @@ class Mailroom:
                 session=session, writer=self.writer, email=sender, name=message.sender.name,
                 subject=message.subject, body=message.shown or message.text,
                 locale=_locale(message), verified=message.sender.verified, inbound_id=row.id,
-                now=now)
+                receipt=not message.sender.refuted, now=now)
         except LifelineError as refused:  # an address the form would refuse too
             row.outcome, row.error = "ignored", type(refused).__name__
             return

@@ -36,6 +36,9 @@ class Sender:
     # DMARC pass for the From domain, or an aligned DKIM pass, from a trusted authserv-id.
     verified: bool
     how: str | None = None  # "dmarc", "dkim" or None
+    # DMARC fail for the From domain, from a trusted authserv-id: a forged From, so
+    # nothing is sent to it (no receipt to an address that never wrote).
+    refuted: bool = False
 
 
 @dataclass(frozen=True)

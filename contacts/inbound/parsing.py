@@ -58,7 +58,9 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
         notes["truncated"] = "parts"
     return Inbound(
         message_id=mime.first_message_id(mime.raw_header(message, "message-id")),
-        sender=Sender(address=sender_address, name=from_name, verified=verified, how=how),
+        sender=Sender(address=sender_address, name=from_name, verified=verified, how=how,
+                      refuted=not verified and authentication.sender_refuted(
+                          message, domains, trusted_authserv_ids)),
         recipients=_recipients(message),
         subject=subject,
         date=_date(mime.raw_header(message, "date")),

@@ -362,3 +362,26 @@ def test_an_attachment_is_downloaded_only_through_its_own_message(
     assert mine.status_code == 200
     theirs = client.get(f"/console/inbound/{first.id}/attachments/{numbers[second.id]}")
     assert theirs.status_code == 404
+
+
+def test_receipts_go_once_an_hour_to_a_sender_and_never_to_a_spoofed_one(
+        app, smtp_server, dovecot):
+    _, sink = smtp_server
+    flood = [letters.new_message(sender="Ann <ann@one.test>", to=SUPPORT,
+                                 subject=f"Help {n}", body="Again.", verdict=None)
+             for n in range(5)]
+    # Many forged senders at a domain whose DMARC the receiving server saw fail.
+    spoofed = [letters.new_message(sender=f"Victim {n} <victim{n}@bank.test>", to=SUPPORT,
+                                   subject="Buy now", body="Spam.",
+                                   verdict="spf=fail smtp.mailfrom=bank.test;\n\t"
+                                           "dmarc=fail (p=reject) header.from=bank.test")
+               for n in range(5)]
+    dovecot.append(flood + spoofed)
+    poll(app)
+    drain(app)
+    assert [(row.outcome, row.error) for row in inbound_rows(app)] == [("request", None)] * 10
+    assert len(sent_to(sink, "ann@one.test")) == 1
+    assert [message for message in sink.received
+            if "bank.test" in str(parsed(message)["To"])] == []
+    with session_scope(services(app).engine) as session:
+        assert session.exec(select(func.count()).select_from(SupportRequest)).one() == 10
