@@ -18,7 +18,7 @@ Composed here, above the domains, as `reactions.py` is: it reaches five of them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlmodel import Session
@@ -78,6 +78,9 @@ class Mailroom:
             self._report(session, row, message, decided, now)
         elif decided.kind in ("reply", "auto_reply"):
             thread = self._thread(session, message, decided)
+            if thread is not None and message.sender.refuted:
+                # The thread's party by a From the receiving server found forged: nobody.
+                thread = replace(thread, party=False)
             if thread is not None:
                 self._join(session, row, message, thread, now,
                            automatic=decided.kind == "auto_reply")

@@ -18,6 +18,7 @@ from contacts.core import mailtokens
 from contacts.core.db import session_scope
 from contacts.core.services import services
 from contacts.delivery.models import OutboxMessage
+from contacts.escalations.models import WorkItem
 from contacts.inbound.models import InboundMessage
 from contacts.intake.models import RequestMessage, SupportRequest
 from tests.inbound import letters
@@ -385,3 +386,20 @@ def test_receipts_go_once_an_hour_to_a_sender_and_never_to_a_spoofed_one(
             if "bank.test" in str(parsed(message)["To"])] == []
     with session_scope(services(app).engine) as session:
         assert session.exec(select(func.count()).select_from(SupportRequest)).one() == 10
+
+
+def test_a_reply_in_the_name_of_the_party_that_fails_dmarc_acts_as_nobody(
+        app, smtp_server, dovecot, incident, document):
+    _, sink = smtp_server
+    admin = contacts_of(document)[0]
+    domain = admin["email"].rpartition("@")[2]
+    update, = sent_to(sink, admin["email"])
+    dovecot.append(letters.thunderbird_reply(
+        update, sender=f"{admin['name']} <{admin['email']}>", body="Delete the other admin.",
+        verdict=f"dkim=none;\n\tdmarc=fail (p=reject) header.from={domain}"))
+    poll(app)
+    row, = inbound_rows(app)
+    assert (row.outcome, row.sender_is_party) == ("reply", False)
+    with session_scope(services(app).engine) as session:
+        item = session.get(WorkItem, row.item_id)
+    assert item.requester_contact_id is None
