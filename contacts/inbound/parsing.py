@@ -32,8 +32,10 @@ def parse(raw: bytes, *, trusted_authserv_ids: tuple[str, ...],
           attachment_max_bytes: int) -> Inbound:
     try:
         return _parse(bytes(raw or b""), trusted_authserv_ids, attachment_max_bytes)
-    except Exception:  # a bug of ours: the message still reaches the router, unverified
-        _log.exception("inbound message read as bytes only after a parsing error")
+    except Exception as exc:  # a bug of ours: the message still reaches the router
+        # By class only: an exception's message may quote the mail (addresses, text).
+        _log.error("inbound message read as bytes only after a parsing error (%s)",
+                   type(exc).__name__)
         text = bytes(raw or b"")[:MAX_TEXT_CHARS].decode("utf-8", errors="replace")
         return Inbound(message_id=None, sender=Sender(address=None, name=None, verified=False),
                        recipients=(), subject="", date=None, in_reply_to=(), references=(),
@@ -85,8 +87,9 @@ def _or(default, read, *args):
     costs that value only."""
     try:
         return read(*args)
-    except Exception:
-        _log.exception("inbound message: %s failed", getattr(read, "__qualname__", "a reader"))
+    except Exception as exc:
+        _log.error("inbound message: %s failed (%s)", getattr(read, "__qualname__", "a reader"),
+                   type(exc).__name__)
         return default
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import re
 from email.header import Header
 from email.utils import parseaddr
@@ -403,3 +404,20 @@ def test_a_reply_in_the_name_of_the_party_that_fails_dmarc_acts_as_nobody(
     with session_scope(services(app).engine) as session:
         item = session.get(WorkItem, row.item_id)
     assert item.requester_contact_id is None
+
+
+def test_a_reader_that_fails_logs_its_name_never_the_mail(monkeypatch, caplog):
+    from contacts.inbound import parsing, reports
+
+    def quoting(message, sender_address):
+        raise ValueError(f"cannot read the report of {sender_address}")
+
+    monkeypatch.setattr(reports, "read_report", quoting)
+    caplog.set_level(logging.DEBUG)
+    raw = letters.new_message(sender="Ann <ann@one.test>", to=SUPPORT, subject="Help",
+                              body="Our site is gone.", verdict=None)
+    parsing.parse(raw, trusted_authserv_ids=(letters.MX,), attachment_max_bytes=1000)
+    monkeypatch.setattr(parsing, "_parse", lambda *args: quoting(None, "ann@one.test"))
+    parsing.parse(raw, trusted_authserv_ids=(letters.MX,), attachment_max_bytes=1000)
+    assert "quoting failed (ValueError)" in caplog.text
+    assert "ann@one.test" not in caplog.text
