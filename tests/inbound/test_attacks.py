@@ -421,3 +421,28 @@ def test_a_reader_that_fails_logs_its_name_never_the_mail(monkeypatch, caplog):
     parsing.parse(raw, trusted_authserv_ids=(letters.MX,), attachment_max_bytes=1000)
     assert "quoting failed (ValueError)" in caplog.text
     assert "ann@one.test" not in caplog.text
+
+
+@pytest.mark.xfail(strict=True, reason="left for the lead: outbox.message_id_for is an "
+                   "unkeyed hash of guessable keys (request-received:<reference>)")
+def test_a_message_id_computed_from_a_reference_does_not_make_a_party(
+        app, smtp_server, dovecot):
+    from contacts.delivery import outbox
+    from contacts.intake.threads import receipt_key
+
+    request_by_email(app, dovecot, smtp_server, "Ann <ann@one.test>")
+    with session_scope(services(app).engine) as session:
+        request = session.exec(select(SupportRequest)).one()
+        request.status = "closed"
+        session.add(request)
+        request_id, reference = request.id, request.reference
+    # Mallory knows Ann's address and her reference (it is in every subject line).
+    computed = outbox.message_id_for(receipt_key(reference), "lifeline.test")
+    forged = letters.new_message(sender="Ann <ann@one.test>", to=SUPPORT, subject="Re: help",
+                                 body="Close our account.", verdict=None)
+    dovecot.append(forged.replace(b"\r\nTo:", f"\r\nIn-Reply-To: {computed}\r\nTo:".encode()))
+    poll(app)
+    row = inbound_rows(app)[-1]
+    with session_scope(services(app).engine) as session:
+        status = session.get(SupportRequest, request_id).status
+    assert (row.request_id, row.sender_is_party, status) != (request_id, True, "open")
