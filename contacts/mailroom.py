@@ -10,7 +10,8 @@ it into its row (`inbound.store`), and does what it asks through each area's ser
   a contact;
 - an answer joins its thread: the request's conversation and its ticket, an item, or, for
   an answer to an incident update, the account's item for that incident (made if none);
-  from anyone but the thread's party it is kept, marked, and acts on nothing;
+  from anyone but the thread's party it is kept, marked, and moves nothing (an answer to
+  an update still makes the account's item when there is none, so support sees it);
 - an automatic reply is recorded on its thread and never answered;
 - anything else sent to the support address becomes a request, as from the form.
 Composed here, above the domains, as `reactions.py` is: it reaches five of them."""
