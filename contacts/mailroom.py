@@ -328,7 +328,8 @@ class Mailroom:
         address = address.lower()
         return any(address.split("@")[-1] == base.lower().split("@")[-1]
                    and address.split("@")[0].split("+")[0] == base.lower().split("@")[0]
-                   for base in (self.addresses.reply_to, self.addresses.return_path))
+                   for base in (self.addresses.reply_to, self.addresses.return_path,
+                                self.addresses.sender) if base)
 
 
 def _answer_headers(message: Inbound) -> dict[str, str]:

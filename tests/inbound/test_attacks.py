@@ -446,3 +446,28 @@ def test_a_message_id_computed_from_a_reference_does_not_make_a_party(
     with session_scope(services(app).engine) as session:
         status = session.get(SupportRequest, request_id).status
     assert (row.request_id, row.sender_is_party, status) != (request_id, True, "open")
+
+
+@pytest.fixture
+def noreply_app(make_app, smtp_server, dovecot, monkeypatch):
+    """The app of the end-to-end tests, its emails From an address of their own."""
+    port, _ = smtp_server
+    monkeypatch.setenv("LIFELINE_INBOUND_SUPPORT_PASSWORD", dovecot.password)
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot.cert_file))
+    return make_app(mail_port=port, mail_sender="Lifeline <noreply@lifeline.test>",
+                    mail_domain="lifeline.test", mail_reply_to=SUPPORT,
+                    mail_return_path=BOUNCES, inbound_trusted_authserv_ids=[letters.MX],
+                    inbound_mailboxes=[{"name": "support", "host": "127.0.0.1",
+                                        "port": dovecot.imaps_port, "security": "tls",
+                                        "username": dovecot.user}])
+
+
+def test_mail_from_our_own_sender_address_is_never_answered(noreply_app, smtp_server, dovecot):
+    _, sink = smtp_server
+    dovecot.append(letters.new_message(sender="Lifeline <noreply@lifeline.test>", to=SUPPORT,
+                                       subject="We have your request", body="Loop.",
+                                       verdict=None))
+    poll(noreply_app)
+    drain(noreply_app)
+    assert [row.outcome for row in inbound_rows(noreply_app)] == ["ignored"]
+    assert sink.received == []
