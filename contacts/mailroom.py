@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -40,6 +40,7 @@ from contacts.vault import service as vault_service
 log = logging.getLogger(__name__)
 
 MAILROOM = Actor.system("mailroom")
+NOTE_EVERY = timedelta(hours=1)  # at most one note about dropped attachments per sender
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,15 @@ class Mailroom:
     def _tell_of_dropped(self, session: Session, row: InboundMessage, message: Inbound,
                          now: datetime) -> None:
         """A note to the sender of a person's email whose attachments were over the cap
-        (once per email: its key is the email's)."""
+        (once per email: its key is the email's; once an hour per sender, as receipts)."""
         dropped = [attachment.filename or "attachment" for attachment in message.attachments
                    if attachment.data is None]
         sender = message.sender.address
         if not dropped or not sender or message.sender.refuted or self._is_ours(sender):
+            return
+        if row.sender_index and store.dropped_lately(
+                session=session, sender_index=row.sender_index, other_than=row.id,
+                since=now - NOTE_EVERY):
             return
         party = intake.request_party(session=session, request_id=row.request_id) \
             if row.request_id else None

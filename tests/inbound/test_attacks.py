@@ -471,3 +471,17 @@ def test_mail_from_our_own_sender_address_is_never_answered(noreply_app, smtp_se
     drain(noreply_app)
     assert [row.outcome for row in inbound_rows(noreply_app)] == ["ignored"]
     assert sink.received == []
+
+
+def test_notes_about_dropped_attachments_go_once_an_hour_to_a_sender(app, smtp_server, dovecot):
+    _, sink = smtp_server
+    dovecot.append([letters.with_attachment(
+        letters.new_message(sender="Ann <ann@one.test>", to=SUPPORT, subject=f"File {n}",
+                            body="Attached.", verdict=None),
+        filename="big.bin", data=b"x" * (11 * 1024 * 1024)) for n in range(3)])
+    poll(app)
+    drain(app)
+    assert [row.outcome for row in inbound_rows(app)] == ["request"] * 3
+    subjects = [str(parsed(message)["Subject"]) for message in sent_to(sink, "ann@one.test")]
+    assert len([subject for subject in subjects if "too large" in subject]) == 1
+    assert len(subjects) == 2  # and the one receipt
