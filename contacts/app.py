@@ -176,7 +176,7 @@ def _mailroom(built: Services, intake: intake_service.Intake, render,
         desk=built.get(escalations_service.SupportDesk), vault=vault,
         addresses=Addresses(reply_to=settings.mail_reply_to or sender,
                             return_path=settings.mail_return_path or sender,
-                            secret=settings.secrets.secret_key),
+                            secret=settings.secrets.secret_key, sender=sender),
         domain=settings.mail_domain,
         trusted_authserv_ids=tuple(settings.inbound_trusted_authserv_ids),
         attachment_max_bytes=settings.inbound_attachment_max_bytes)

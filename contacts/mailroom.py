@@ -10,7 +10,8 @@ it into its row (`inbound.store`), and does what it asks through each area's ser
   a contact;
 - an answer joins its thread: the request's conversation and its ticket, an item, or, for
   an answer to an incident update, the account's item for that incident (made if none);
-  from anyone but the thread's party it is kept, marked, and acts on nothing;
+  from anyone but the thread's party it is kept, marked, and moves nothing (an answer to
+  an update still makes the account's item when there is none, so support sees it);
 - an automatic reply is recorded on its thread and never answered;
 - anything else sent to the support address becomes a request, as from the form.
 Composed here, above the domains, as `reactions.py` is: it reaches five of them."""
@@ -18,8 +19,8 @@ Composed here, above the domains, as `reactions.py` is: it reaches five of them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
@@ -39,6 +40,7 @@ from contacts.vault import service as vault_service
 log = logging.getLogger(__name__)
 
 MAILROOM = Actor.system("mailroom")
+NOTE_EVERY = timedelta(hours=1)  # at most one note about dropped attachments per sender
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class Mailroom:
             self._report(session, row, message, decided, now)
         elif decided.kind in ("reply", "auto_reply"):
             thread = self._thread(session, message, decided)
+            if thread is not None and message.sender.refuted:
+                # The thread's party by a From the receiving server found forged: nobody.
+                thread = replace(thread, party=False)
             if thread is not None:
                 self._join(session, row, message, thread, now,
                            automatic=decided.kind == "auto_reply")
@@ -96,11 +101,15 @@ class Mailroom:
     def _tell_of_dropped(self, session: Session, row: InboundMessage, message: Inbound,
                          now: datetime) -> None:
         """A note to the sender of a person's email whose attachments were over the cap
-        (once per email: its key is the email's)."""
+        (once per email: its key is the email's; once an hour per sender, as receipts)."""
         dropped = [attachment.filename or "attachment" for attachment in message.attachments
                    if attachment.data is None]
         sender = message.sender.address
-        if not dropped or not sender or self._is_ours(sender):
+        if not dropped or not sender or message.sender.refuted or self._is_ours(sender):
+            return
+        if row.sender_index and store.dropped_lately(
+                session=session, sender_index=row.sender_index, other_than=row.id,
+                since=now - NOTE_EVERY):
             return
         party = intake.request_party(session=session, request_id=row.request_id) \
             if row.request_id else None
@@ -119,6 +128,11 @@ class Mailroom:
 
     def _report(self, session: Session, row: InboundMessage, message: Inbound, decided: Route,
                 now: datetime) -> None:
+        if message.report_type == "delivery-status" and message.envelope_sender:
+            # Mail systems send delivery reports from the null sender (RFC 5321 4.5.5,
+            # RFC 3464 2); one with a sender of its own was written by a person.
+            row.outcome, row.error = "report", "a delivery report with a sender: not acted on"
+            return
         sent = ledger.email_by_id(session=session, message_id=decided.reported) \
             if decided.reported is not None else None
         if sent is None:
@@ -264,7 +278,7 @@ class Mailroom:
                 session=session, writer=self.writer, email=sender, name=message.sender.name,
                 subject=message.subject, body=message.shown or message.text,
                 locale=_locale(message), verified=message.sender.verified, inbound_id=row.id,
-                now=now)
+                receipt=not message.sender.refuted, now=now)
         except LifelineError as refused:  # an address the form would refuse too
             row.outcome, row.error = "ignored", type(refused).__name__
             return
@@ -319,7 +333,8 @@ class Mailroom:
         address = address.lower()
         return any(address.split("@")[-1] == base.lower().split("@")[-1]
                    and address.split("@")[0].split("+")[0] == base.lower().split("@")[0]
-                   for base in (self.addresses.reply_to, self.addresses.return_path))
+                   for base in (self.addresses.reply_to, self.addresses.return_path,
+                                self.addresses.sender) if base)
 
 
 def _answer_headers(message: Inbound) -> dict[str, str]:

@@ -47,8 +47,24 @@ def sender_verified(message: Message, from_domains: list[str],
         return False, None
 
 
-def _verdict(message: Message, domain: str,
-             trusted_authserv_ids: tuple[str, ...]) -> tuple[bool, str | None]:
+def sender_refuted(message: Message, from_domains: list[str],
+                   trusted_authserv_ids: tuple[str, ...]) -> bool:
+    """True when a trusted result says DMARC fail for the one From domain: the domain's
+    owner disowns the message, so its From names someone who did not write it."""
+    if len(from_domains) != 1 or not trusted_authserv_ids:
+        return False
+    try:
+        domain = _ascii(from_domains[0])
+        return any((result.result or "").lower() == "fail"
+                   and _property(result, "header", "from") == domain
+                   for result in _first_by_method(message, trusted_authserv_ids)
+                   .get("dmarc", []))
+    except Exception:  # results we cannot read refute nobody
+        return False
+
+
+def _first_by_method(message: Message, trusted_authserv_ids: tuple[str, ...]
+                     ) -> dict[str, list[authres.core.AuthenticationResult]]:
     trusted = {_ascii(name) for name in trusted_authserv_ids}
     first_by_method: dict[str, list[authres.core.AuthenticationResult]] = {}
     for header in _receiving_side_results(message, trusted):
@@ -56,6 +72,12 @@ def _verdict(message: Message, domain: str,
         for method in methods - first_by_method.keys():
             first_by_method[method] = [result for result in header.results
                                        if (result.method or "").lower() == method]
+    return first_by_method
+
+
+def _verdict(message: Message, domain: str,
+             trusted_authserv_ids: tuple[str, ...]) -> tuple[bool, str | None]:
+    first_by_method = _first_by_method(message, trusted_authserv_ids)
     for result in first_by_method.get("dmarc", []):
         if (result.result or "").lower() == "pass" \
                 and _property(result, "header", "from") == domain:

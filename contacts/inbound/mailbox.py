@@ -5,8 +5,9 @@ large, is recorded as failed and moved to `failed_folder`.
 
 Nothing is processed twice: a message is known by its mailbox, UIDVALIDITY and UID (a
 unique key that a second reader's INSERT loses cleanly, ON CONFLICT DO NOTHING) and by
-its Message-ID's keyed digest. A reader that crashed after a commit and before the move
-finds the message known at its next pass, and only moves it."""
+its Message-ID's keyed digest with the same body (a copy delivered twice). A reader that
+crashed after a commit and before the move finds the message known at its next pass, and
+only moves it."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from contacts.core.errors import Invalid
 from contacts.core.ids import new_id
 from contacts.core.mailboxes import Mailbox
 from contacts.inbound.imap import IMAP_ERRORS, ImapSession, Listed, MailboxUnavailable, connect
-from contacts.inbound.models import InboundMessage, seal_raw
+from contacts.inbound.models import InboundMessage, open_raw, seal_raw
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ DATABASE_TROUBLE = (OperationalError, InterfaceError)
 # The advisory locks that serialize one Message-ID's messages on PostgreSQL ("INM").
 _LOCK_SPACE = 0x494E4D
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+# Earlier messages under one Message-ID compared with a new one (each a copy, or a sender
+# repeating someone's Message-ID): past these many, the new one is read as new.
+MAX_COPIES = 20
 _ANGLED = re.compile(r"<[^<>\s]+>")
 
 
@@ -135,6 +139,13 @@ def message_id_of(raw: bytes) -> str | None:
     value = " ".join(str(value or "").split())
     angled = _ANGLED.search(value)
     return angled.group(0) if angled else (value or None)
+
+
+def _body_of(raw: bytes) -> bytes:
+    """The body, its line ends made plain (a delivery agent may store LF where APPEND kept
+    CRLF)."""
+    parts = _HEAD_END.split(raw, 1)
+    return parts[1].replace(b"\r\n", b"\n").rstrip(b"\n") if len(parts) > 1 else b""
 
 
 def message_id_digest(index: BlindIndex, message_id: str | None) -> str | None:
@@ -232,7 +243,7 @@ class _Pass:
             if not self._insert(db, values):
                 db.rollback()
                 return self._known(message)
-            first = self._processed_before(db, digest, values["id"]) if digest else None
+            first = self._processed_before(db, digest, values["id"], raw) if digest else None
             if first:
                 db.rollback()
                 return _Verdict("duplicate", self.reader.done_folder, first)
@@ -285,13 +296,22 @@ class _Pass:
         return _Verdict("duplicate", self.reader.failed_folder if failed
                         else self.reader.done_folder, known.id)
 
-    def _processed_before(self, db: Session, digest: str, own_id: str) -> str | None:
-        """The row of a copy of this message (same Message-ID) processed before."""
-        return db.scalar(select(InboundMessage.id).where(
-            InboundMessage.mailbox == self.mailbox.name,
-            InboundMessage.message_id_digest == digest,
-            InboundMessage.state == "processed",
-            InboundMessage.id != own_id).order_by(InboundMessage.id).limit(1))
+    def _processed_before(self, db: Session, digest: str, own_id: str,
+                          raw: bytes) -> str | None:
+        """The row of a copy of this message processed before: the same Message-ID and the
+        same body (the head differs by its trace lines). The Message-ID is the sender's
+        choice, so another message that only repeats it is no copy, or a stranger could
+        have a customer's email dropped by sending one first."""
+        body = _body_of(raw)
+        for row_id, sealed in db.execute(select(InboundMessage.id, InboundMessage.raw_encrypted)
+                                         .where(InboundMessage.mailbox == self.mailbox.name,
+                                                InboundMessage.message_id_digest == digest,
+                                                InboundMessage.state == "processed",
+                                                InboundMessage.id != own_id)
+                                         .order_by(InboundMessage.id).limit(MAX_COPIES)):
+            if sealed is not None and _body_of(open_raw(self.crypto.cipher, sealed)) == body:
+                return row_id
+        return None
 
     def _insert(self, db: Session, values: dict[str, Any]) -> bool:
         """INSERT that loses a race cleanly: False when the row was there already."""

@@ -36,6 +36,9 @@ class Sender:
     # DMARC pass for the From domain, or an aligned DKIM pass, from a trusted authserv-id.
     verified: bool
     how: str | None = None  # "dmarc", "dkim" or None
+    # DMARC fail for the From domain, from a trusted authserv-id: a forged From, so
+    # nothing is sent to it (no receipt to an address that never wrote).
+    refuted: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,4 +66,7 @@ class Inbound:
     # The envelope sender of the message a report is about, if it says (ARF's
     # Original-Mail-From): Lifeline's VERP return path, which names the outbox message.
     reported_return_path: str | None = None
+    # The envelope sender the delivering server recorded (the topmost Return-Path): "" for
+    # the null one (<>) that delivery reports are sent with, None when there is none.
+    envelope_sender: str | None = None
     extra: dict[str, str] = field(default_factory=dict)

@@ -32,8 +32,10 @@ def parse(raw: bytes, *, trusted_authserv_ids: tuple[str, ...],
           attachment_max_bytes: int) -> Inbound:
     try:
         return _parse(bytes(raw or b""), trusted_authserv_ids, attachment_max_bytes)
-    except Exception:  # a bug of ours: the message still reaches the router, unverified
-        _log.exception("inbound message read as bytes only after a parsing error")
+    except Exception as exc:  # a bug of ours: the message still reaches the router
+        # By class only: an exception's message may quote the mail (addresses, text).
+        _log.error("inbound message read as bytes only after a parsing error (%s)",
+                   type(exc).__name__)
         text = bytes(raw or b"")[:MAX_TEXT_CHARS].decode("utf-8", errors="replace")
         return Inbound(message_id=None, sender=Sender(address=None, name=None, verified=False),
                        recipients=(), subject="", date=None, in_reply_to=(), references=(),
@@ -58,7 +60,9 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
         notes["truncated"] = "parts"
     return Inbound(
         message_id=mime.first_message_id(mime.raw_header(message, "message-id")),
-        sender=Sender(address=sender_address, name=from_name, verified=verified, how=how),
+        sender=Sender(address=sender_address, name=from_name, verified=verified, how=how,
+                      refuted=not verified and authentication.sender_refuted(
+                          message, domains, trusted_authserv_ids)),
         recipients=_recipients(message),
         subject=subject,
         date=_date(mime.raw_header(message, "date")),
@@ -73,6 +77,7 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
         reports=report.reports,
         reported_message_id=report.reported_message_id,
         reported_return_path=report.reported_return_path,
+        envelope_sender=_envelope_sender(mime.raw_header(message, "return-path")),
         extra=notes,
     )
 
@@ -82,8 +87,9 @@ def _or(default, read, *args):
     costs that value only."""
     try:
         return read(*args)
-    except Exception:
-        _log.exception("inbound message: %s failed", getattr(read, "__qualname__", "a reader"))
+    except Exception as exc:
+        _log.error("inbound message: %s failed (%s)", getattr(read, "__qualname__", "a reader"),
+                   type(exc).__name__)
         return default
 
 
@@ -246,6 +252,13 @@ def _recipients(message: Message) -> tuple[str, ...]:
                 if len(seen) < 500:
                     seen.setdefault(address, None)
     return tuple(seen)
+
+
+def _envelope_sender(raw: str | None) -> str | None:
+    """The topmost Return-Path (the delivering server's): "" for <>, else its address."""
+    if raw is None:
+        return None
+    return mime.one_line(raw, 500).strip().strip("<>").strip().lower()
 
 
 def _date(raw: str | None) -> datetime | None:

@@ -15,11 +15,13 @@ from contacts.inbound.message import Inbound
 @dataclass(frozen=True)
 class Addresses:
     """Lifeline's own mailboxes, as outgoing mail names them (`[mail] reply_to` and
-    `return_path`), and the key their tokens are signed with."""
+    `return_path`), and the key their tokens are signed with; `sender`, the From of what
+    Lifeline sends (`[mail] sender`), is never answered either."""
 
     reply_to: str
     return_path: str
     secret: str
+    sender: str = ""
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,17 @@ def seal(session: Session, row: InboundMessage, message: Inbound, *, cipher: Fie
     return attachments
 
 
+def dropped_lately(*, session: Session, sender_index: str, since: datetime,
+                   other_than: str) -> bool:
+    """Whether another email of this sender since `since` had an attachment dropped (and
+    so its sender a note about it)."""
+    return session.exec(select(InboundMessage.id).join(
+        InboundAttachment, col(InboundAttachment.message_id) == col(InboundMessage.id)).where(
+        InboundMessage.sender_index == sender_index, InboundMessage.id != other_than,
+        col(InboundMessage.stored_at) >= since, col(InboundAttachment.dropped).is_(True),
+        col(InboundMessage.outcome).in_(("reply", "request"))).limit(1)).first() is not None
+
+
 @dataclass(frozen=True)
 class Attached:
     number: int  # its row ID, for the download link

@@ -31,8 +31,9 @@ MESSAGE_MAX = 20_000  # characters of the email kept as the request's message (a
 
 def receive_email(*, session: Session, writer: RequestWriter, email: str, name: str | None,
                   subject: str, body: str, locale: str, verified: bool, inbound_id: str,
-                  now: datetime) -> str:
-    """Store a request from an email in the session's transaction; its reference."""
+                  now: datetime, receipt: bool = True) -> str:
+    """Store a request from an email in the session's transaction; its reference. With
+    `receipt` False (a From the receiving server found forged) nothing is sent."""
     message = (f"{subject.strip()}\n\n{body.strip()}" if subject.strip() else body.strip())
     draft = Draft(id=new_id("req"), reference=new_reference(), received_at=now,
                   locale=locale, severity="normal", email=email,
@@ -42,9 +43,10 @@ def receive_email(*, session: Session, writer: RequestWriter, email: str, name: 
     row = {**prepared.request, "channel": "email", "inbound_id": inbound_id}
     if verified:
         row.update(verification="email_verified", verified_at=now, trust_rank=1)
-    receipt = prepared.email if not _receipt_sent_lately(session, writer, email, now) else None
+    answer = prepared.email if receipt and not _receipt_sent_lately(session, writer, email,
+                                                                     now) else None
     stored = writer.store(session=session, now=now,
-                          prepared=[replace(prepared, request=row, email=receipt)])
+                          prepared=[replace(prepared, request=row, email=answer)])
     return stored[0].draft.reference
 
 

@@ -153,10 +153,11 @@ def test_a_message_stored_before_a_crash_is_only_moved(engine, crypto, dovecot, 
 
 def test_the_same_message_delivered_again_is_known_by_its_message_id(engine, crypto, dovecot,
                                                                     mailbox, reader):
-    dovecot.append(customer_message(7))
+    first = customer_message(7)
+    dovecot.append(first)
     read_mailbox(engine=engine, crypto=crypto, mailbox=mailbox, reader=reader,
                  ssl_context=dovecot.ssl_context())
-    dovecot.deliver(customer_message(7))  # by Dovecot's own delivery agent: a new UID
+    dovecot.deliver(first)  # by Dovecot's own delivery agent: a new UID
     dovecot.deliver(customer_message(8))
     report = read_mailbox(engine=engine, crypto=crypto, mailbox=mailbox, reader=reader,
                           ssl_context=dovecot.ssl_context())
