@@ -40,6 +40,9 @@ from contacts.vault import service as vault_service
 log = logging.getLogger(__name__)
 
 MAILROOM = Actor.system("mailroom")
+# A report names at most this many recipients that are looked up (each costs a few
+# queries; a crafted report may list a hundred).
+REPORTED_ADDRESSES = 3
 NOTE_EVERY = timedelta(hours=1)  # at most one note about dropped attachments per sender
 
 
@@ -80,8 +83,11 @@ class Mailroom:
             self._report(session, row, message, decided, now)
         elif decided.kind in ("reply", "auto_reply"):
             thread = self._thread(session, message, decided)
-            if thread is not None and message.sender.refuted:
-                # The thread's party by a From the receiving server found forged: nobody.
+            if thread is not None and (message.sender.refuted or (
+                    decided.thread is None and not message.sender.verified)):
+                # The thread's party by a From the receiving server found forged, or found
+                # by Message-IDs alone (which anyone can compute or copy) with a From no one
+                # vouches for: kept on the thread, acting as nobody.
                 thread = replace(thread, party=False)
             if thread is not None:
                 self._join(session, row, message, thread, now,
@@ -135,10 +141,11 @@ class Mailroom:
             return
         sent = ledger.email_by_id(session=session, message_id=decided.reported) \
             if decided.reported is not None else None
+        by_token = sent is not None
         if sent is None:
             named = (message.reported_message_id,) if message.reported_message_id else ()
             addresses = [report.recipient for report in message.reports if report.recipient]
-            sent = self._sent_by_message_id(session, addresses, named)
+            sent = self._sent_by_message_id(session, addresses[:REPORTED_ADDRESSES], named)
         actions = {report.action for report in message.reports}
         row.outcome = ("complaint" if "complaint" in actions else
                        "bounce" if "failed" in actions else
@@ -149,6 +156,12 @@ class Mailroom:
         row.thread_kind, row.thread_id, row.account_id = "outbox", str(sent.id), sent.account_id
         if sent.recipient_kind == "contact":
             row.contact_id = sent.recipient_id
+        if not by_token and not message.sender.verified:
+            # Found by its Message-ID alone, which anyone holding or computing it can name:
+            # only a report its sender's domain signs (a provider's DSN or feedback loop,
+            # vouched for by the receiving server) acts; this one is recorded.
+            row.error = "names a message by Message-ID only, from a sender not vouched for"
+            return
         if row.outcome == "bounce":
             status = next((report.status for report in message.reports
                            if report.action == "failed" and report.status), "5.0.0")

@@ -104,6 +104,12 @@ def enqueue_email(*, session: Session, cipher: FieldCipher, key: str, purpose: s
                                           topic=topic, email=email, now=now)))
 
 
+def any_queued(*, session: Session, keys: list[str]) -> bool:
+    """Whether a message was ever queued under one of these keys (by the unique key)."""
+    return bool(keys) and session.exec(select(OutboxMessage.id).where(
+        col(OutboxMessage.key).in_(keys)).limit(1)).first() is not None
+
+
 def email_row(*, cipher: FieldCipher, key: str, purpose: str, topic: Topic, email: Email,
               now: datetime) -> dict:
     """An outbox row for `enqueue_rows`, for callers that write many in one statement."""

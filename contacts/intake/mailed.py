@@ -20,7 +20,8 @@ from sqlmodel import Session, col, select
 
 from contacts.core.crypto import normalize_email
 from contacts.core.ids import new_id
-from contacts.intake import codes
+from contacts.delivery import outbox
+from contacts.intake import codes, threads
 from contacts.intake.models import SupportRequest
 from contacts.intake.references import new_reference
 from contacts.intake.writer import Draft, RequestWriter
@@ -39,7 +40,7 @@ def receive_email(*, session: Session, writer: RequestWriter, email: str, name: 
                   locale=locale, severity="normal", email=email,
                   message=message[:MESSAGE_MAX] or "(no text)", name=name or None,
                   company=None, site=None, phone=None, code=codes.new_code())
-    prepared = writer.prepare(draft=draft, now=now)
+    prepared = writer.prepare(draft=draft, now=now, by_email=True)
     row = {**prepared.request, "channel": "email", "inbound_id": inbound_id}
     if verified:
         row.update(verification="email_verified", verified_at=now, trust_rank=1)
@@ -52,7 +53,12 @@ def receive_email(*, session: Session, writer: RequestWriter, email: str, name: 
 
 def _receipt_sent_lately(session: Session, writer: RequestWriter, email: str,
                          now: datetime) -> bool:
+    """Whether a receipt went to this address in the last hour: a request by email from it
+    that had one queued (a request kept without one, its From found forged, does not
+    count, or a forger could keep the real sender from hearing from us)."""
     digest = writer.intake.crypto.index.digest("email", normalize_email(email))
-    return session.exec(select(SupportRequest.id).where(
+    references = list(session.exec(select(SupportRequest.reference).where(
         SupportRequest.email_index == digest, SupportRequest.channel == "email",
-        col(SupportRequest.received_at) > now - RECEIPT_EVERY)).first() is not None
+        col(SupportRequest.received_at) > now - RECEIPT_EVERY).limit(100)))
+    return bool(references) and outbox.any_queued(
+        session=session, keys=[threads.receipt_key(reference) for reference in references])

@@ -88,13 +88,15 @@ class Prepared:
 
 def code_email_row(intake: Intake, *, request_id: str, reference: str, code_digest: str,
                    locale: str, severity: str, email: str, code: str, render: Renderer,
-                   now: datetime, kind: str, key: str, earlier_keys: list[str]) -> dict:
+                   now: datetime, kind: str, key: str, earlier_keys: list[str],
+                   by_email: bool = False) -> dict:
     """The outbox row of an email carrying a code and its one-click link; answers go to
-    the request's reply address, and it names the request's emails before it."""
+    the request's reply address, and it names the request's emails before it. `by_email`:
+    the request came as an email, so no page showed a code box: the link comes first."""
     values = {"reference": reference, "code": code, "minutes": intake.code_minutes,
               "verify_link": codes.verify_link(intake, reference, code_digest),
               "status_link": codes.status_link(intake, reference),
-              "severity": SEVERITIES[severity]}
+              "severity": SEVERITIES[severity], "by_email": by_email}
     subject, text, html = render(kind, locale, values)
     return outbox.email_row(cipher=intake.crypto.cipher, key=key, purpose=kind, now=now,
                             topic=outbox.Topic("request", reference, "requester", reference),
@@ -135,7 +137,7 @@ class RequestWriter:
         self._spool_waiting = False  # files wait: retry every retry_seconds
         self._backlog = False  # files not yet tried wait: go on at once, between requests
 
-    def prepare(self, *, draft: Draft, now: datetime) -> Prepared:
+    def prepare(self, *, draft: Draft, now: datetime, by_email: bool = False) -> Prepared:
         """Encrypt and render a request (CPU only), in the caller's thread, so the one writer
         thread only inserts."""
         request = self._request_row(draft, now)
@@ -144,7 +146,7 @@ class RequestWriter:
             code_digest=request["code_digest"], locale=draft.locale, severity=draft.severity,
             email=draft.email, code=draft.code, render=self.render, now=now,
             kind="request_received", key=threads.receipt_key(draft.reference),
-            earlier_keys=[])
+            earlier_keys=[], by_email=by_email)
         return Prepared(draft, request, email)
 
     def receive(self, *, prepared: list[Prepared], now: datetime) -> list[Prepared] | None:

@@ -200,14 +200,18 @@ def exchange_out_of_office(original: bytes, *, sender: str) -> bytes:
     return (head + "\n" + body).replace("\n", "\r\n").encode("ascii")
 
 
-def abuse_report(original: bytes, *, recipient: str, mail_from: str | None) -> bytes:
+def abuse_report(original: bytes, *, recipient: str, mail_from: str | None,
+                 signed: bool = True) -> bytes:
     """A feedback-loop report (ARF, RFC 5965) as Yahoo! Mail's (the layout of
     fixtures/arf_yahoo_abuse.eml): `recipient` marked `original` as spam; `mail_from` is the
-    envelope sender it was sent with (None: the provider leaves it out)."""
+    envelope sender it was sent with (None: the provider leaves it out). `signed`: the
+    provider's DKIM signature verified by the receiving server (else no verdict at all)."""
     boundary = f"_----------={next(_counter):023d}"
     now = format_datetime(utcnow())
     original_from = f"Original-Mail-From: <{mail_from}>\n" if mail_from else ""
-    text = (f"Mime-Version: 1.0\nContent-Transfer-Encoding: 7bit\n"
+    stamp = _stamp("arf.mail.yahoo.test",
+                   verdict=passed("arf.mail.yahoo.test") if signed else None)
+    text = (stamp + "Mime-Version: 1.0\nContent-Transfer-Encoding: 7bit\n"
             f"Content-Type: multipart/report; boundary=\"{boundary}\";\n"
             " report-type=\"feedback-report\"\n"
             "X-Mailer: MIME::Lite 3.021 (F2.6; T1.27; A2.04; B3.05; Q3.03)\n"

@@ -423,8 +423,6 @@ def test_a_reader_that_fails_logs_its_name_never_the_mail(monkeypatch, caplog):
     assert "ann@one.test" not in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="left for the lead: outbox.message_id_for is an "
-                   "unkeyed hash of guessable keys (request-received:<reference>)")
 def test_a_message_id_computed_from_a_reference_does_not_make_a_party(
         app, smtp_server, dovecot):
     from contacts.delivery import outbox

@@ -323,14 +323,20 @@ def test_an_abuse_report_flags_a_contact_and_stops_a_subscriber(app, smtp_server
         letters.abuse_report(sent_to(sink, contact["email"])[0], recipient=contact["email"],
                              mail_from=mailtokens.return_path(BOUNCES, secret, contact_row)),
         letters.abuse_report(sent_to(sink, "reader@mail.test")[0],
-                             recipient="reader@mail.test", mail_from=None)])
+                             recipient="reader@mail.test", mail_from=None, signed=False)])
     poll(app)
     with session_scope(built.engine) as session:
         outcomes = [row.outcome for row in session.exec(select(InboundMessage))]
         flagged = session.get(Contact, contact_id_of(app, contact["email"])).undeliverable_at
         stopped = session.exec(select(Subscriber.unsubscribed_at)).one()
     assert outcomes == ["complaint", "complaint"]
-    assert flagged is not None and stopped is not None
+    # Named by its Message-ID alone and signed by no one: recorded, not acted on.
+    assert flagged is not None and stopped is None
+    dovecot.append(letters.abuse_report(sent_to(sink, "reader@mail.test")[0],
+                                        recipient="reader@mail.test", mail_from=None))
+    poll(app)
+    with session_scope(built.engine) as session:
+        assert session.exec(select(Subscriber.unsubscribed_at)).one() is not None
 
 
 def test_out_of_office_replies_are_recorded_and_never_answered(app, smtp_server, dovecot,
@@ -429,3 +435,23 @@ def test_staff_read_an_email_on_its_page_and_each_download_is_audited(
         audited = session.exec(select(AuditEntry).where(
             AuditEntry.action == "inbound.attachment_downloaded")).all()
     assert [entry.target_id for entry in audited] == [message_id]
+
+
+def test_a_forged_email_keeps_no_one_from_their_receipt(app, smtp_server, dovecot):
+    """A From the receiving server found forged gets no receipt, and does not count as the
+    address's receipt of the hour: the real sender, writing next, gets theirs, which leads
+    with the link (no page showed them a code box)."""
+    _, sink = smtp_server
+    forged = letters.new_message(sender="Ann <ann@one.test>", to=SUPPORT, subject="Help",
+                                 body="Forged.", verdict="dmarc=fail (p=reject) "
+                                                         "header.from=one.test")
+    real = letters.new_message(sender="Ann <ann@one.test>", to=SUPPORT, subject="Help",
+                               body="Our site is down.")
+    dovecot.append([forged, real])
+    assert poll(app).processed == 2
+    drain(app)
+    receipts = sent_to(sink, "ann@one.test")
+    assert len(receipts) == 1
+    text = email.message_from_bytes(receipts[0], policy=email.policy.default).get_body(
+        ("plain",)).get_content()
+    assert "We received it by email" in text and "page you were shown" not in text
