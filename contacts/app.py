@@ -179,7 +179,8 @@ def _mailroom(built: Services, intake: intake_service.Intake, render,
                             secret=settings.secrets.secret_key, sender=sender),
         domain=settings.mail_domain,
         trusted_authserv_ids=tuple(settings.inbound_trusted_authserv_ids),
-        attachment_max_bytes=settings.inbound_attachment_max_bytes)
+        attachment_max_bytes=settings.inbound_attachment_max_bytes,
+        results_below_received=settings.inbound_results_below_received)
 
 
 def _escalations_neighbours(crypto: Crypto, intake: intake_service.Intake,

@@ -71,11 +71,13 @@ class Mailroom:
     domain: str  # [mail] domain: the Message-IDs Lifeline makes
     trusted_authserv_ids: tuple[str, ...]
     attachment_max_bytes: int
+    results_below_received: bool = False
 
     def handle(self, session: Session, row: InboundMessage, raw: bytes) -> None:
         now = utcnow()
         message = parsing.parse(raw, trusted_authserv_ids=self.trusted_authserv_ids,
-                                attachment_max_bytes=self.attachment_max_bytes)
+                                attachment_max_bytes=self.attachment_max_bytes,
+                                results_below_received=self.results_below_received)
         store.seal(session, row, message, cipher=self.intake.crypto.cipher,
                    sender_index=self._index(message.sender.address))
         decided = route(message, self.addresses)

@@ -5,11 +5,17 @@ domain aligned with it.
 Which headers count (RFC 8601 §5: a header claiming a trusted authserv-id may have come
 with the message from outside; the receiving server prepends its own above everything it
 received):
-- Reading down from the top, the receiving side's headers end at the first `Received:`
-  stamped by a host other than a trusted authserv-id *below* the topmost `Received:` stamped
-  by a trusted one (that is where the message came from outside). Without any `Received:`
-  by a trusted host, nothing counts. A server that stamps its results above its own
-  `Received:` (a milter inserting at the top) is read only above it.
+- By default (`[inbound] results_below_received = false`) only the headers above the
+  topmost `Received:` stamped by a trusted host count: there the server puts its own
+  verdict (opendkim and opendmarc milters, rspamd, Gmail, Microsoft 365 insert at the top),
+  and nothing the sender wrote can be above it. Without any `Received:` by a trusted host,
+  nothing counts.
+- With `results_below_received`, for a server that stamps below its own `Received:`: the
+  receiving side's headers end at the first `Received:` stamped by a host other than a
+  trusted authserv-id below the trusted one (that is where the message came from outside);
+  a server that stamped above its own `Received:` is still read only above it. Such a
+  server must remove the copies of its authserv-id that arrive with a message (RFC 8601
+  §5), or a sender connecting to it directly could write its own verdict there.
 - Within them, only A-R headers with a trusted authserv-id count, and for each method only
   the first such header that reports it: a copy the sender placed right below the server's
   own is never read. This assumes, as opendkim/opendmarc, rspamd, Gmail and Microsoft 365
@@ -36,19 +42,20 @@ _BY = re.compile(r"\bby\s+\[?([A-Za-z0-9.:_-]+)\]?", re.IGNORECASE)
 
 
 def sender_verified(message: Message, from_domains: list[str],
-                    trusted_authserv_ids: tuple[str, ...]) -> tuple[bool, str | None]:
+                    trusted_authserv_ids: tuple[str, ...],
+                    below: bool = False) -> tuple[bool, str | None]:
     """(True, "dmarc" or "dkim") when a trusted result vouches for the one From domain;
     (False, None) otherwise, and always for none or several From addresses."""
     if len(from_domains) != 1 or not trusted_authserv_ids:
         return False, None
     try:
-        return _verdict(message, _ascii(from_domains[0]), trusted_authserv_ids)
+        return _verdict(message, _ascii(from_domains[0]), trusted_authserv_ids, below)
     except Exception:  # results we cannot read vouch for nobody
         return False, None
 
 
 def sender_refuted(message: Message, from_domains: list[str],
-                   trusted_authserv_ids: tuple[str, ...]) -> bool:
+                   trusted_authserv_ids: tuple[str, ...], below: bool = False) -> bool:
     """True when a trusted result says DMARC fail for the one From domain: the domain's
     owner disowns the message, so its From names someone who did not write it."""
     if len(from_domains) != 1 or not trusted_authserv_ids:
@@ -57,17 +64,17 @@ def sender_refuted(message: Message, from_domains: list[str],
         domain = _ascii(from_domains[0])
         return any((result.result or "").lower() == "fail"
                    and _property(result, "header", "from") == domain
-                   for result in _first_by_method(message, trusted_authserv_ids)
+                   for result in _first_by_method(message, trusted_authserv_ids, below)
                    .get("dmarc", []))
     except Exception:  # results we cannot read refute nobody
         return False
 
 
-def _first_by_method(message: Message, trusted_authserv_ids: tuple[str, ...]
+def _first_by_method(message: Message, trusted_authserv_ids: tuple[str, ...], below: bool
                      ) -> dict[str, list[authres.core.AuthenticationResult]]:
     trusted = {_ascii(name) for name in trusted_authserv_ids}
     first_by_method: dict[str, list[authres.core.AuthenticationResult]] = {}
-    for header in _receiving_side_results(message, trusted):
+    for header in _receiving_side_results(message, trusted, below):
         methods = {(result.method or "").lower() for result in header.results}
         for method in methods - first_by_method.keys():
             first_by_method[method] = [result for result in header.results
@@ -75,9 +82,9 @@ def _first_by_method(message: Message, trusted_authserv_ids: tuple[str, ...]
     return first_by_method
 
 
-def _verdict(message: Message, domain: str,
-             trusted_authserv_ids: tuple[str, ...]) -> tuple[bool, str | None]:
-    first_by_method = _first_by_method(message, trusted_authserv_ids)
+def _verdict(message: Message, domain: str, trusted_authserv_ids: tuple[str, ...],
+             below: bool) -> tuple[bool, str | None]:
+    first_by_method = _first_by_method(message, trusted_authserv_ids, below)
     for result in first_by_method.get("dmarc", []):
         if (result.result or "").lower() == "pass" \
                 and _property(result, "header", "from") == domain:
@@ -91,8 +98,8 @@ def _verdict(message: Message, domain: str,
     return False, None
 
 
-def _receiving_side_results(message: Message,
-                            trusted: set[str]) -> list[authres.AuthenticationResultsHeader]:
+def _receiving_side_results(message: Message, trusted: set[str],
+                            below: bool) -> list[authres.AuthenticationResultsHeader]:
     found = []
     entered = False  # passed the topmost Received by a trusted host
     try:
@@ -104,8 +111,8 @@ def _receiving_side_results(message: Message,
         if name == "received":
             host = _stamped_by(str(value))
             if host in trusted:
-                if found and not entered:
-                    return found  # stamped above its own Received: below it is outside
+                if not entered and (found or not below):
+                    return found  # what the server stamped above its own Received
                 entered = True
             elif entered:
                 break

@@ -28,10 +28,13 @@ _REPORT_PARTS = {"message/delivery-status", "message/global-delivery-status",
                  "message/feedback-report", "text/rfc822-headers", "message/rfc822-headers"}
 
 
-def parse(raw: bytes, *, trusted_authserv_ids: tuple[str, ...],
-          attachment_max_bytes: int) -> Inbound:
+def parse(raw: bytes, *, trusted_authserv_ids: tuple[str, ...], attachment_max_bytes: int,
+          results_below_received: bool = False) -> Inbound:
+    """`results_below_received`: the trusted server stamps its Authentication-Results below
+    its own Received line (see authentication.py)."""
     try:
-        return _parse(bytes(raw or b""), trusted_authserv_ids, attachment_max_bytes)
+        return _parse(bytes(raw or b""), trusted_authserv_ids, attachment_max_bytes,
+                      results_below_received)
     except Exception as exc:  # a bug of ours: the message still reaches the router
         # By class only: an exception's message may quote the mail (addresses, text).
         _log.error("inbound message read as bytes only after a parsing error (%s)",
@@ -42,15 +45,16 @@ def parse(raw: bytes, *, trusted_authserv_ids: tuple[str, ...],
                        text=text, shown=text, html=None, extra={"unparsed": "error"})
 
 
-def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
-           attachment_max_bytes: int) -> Inbound:
+def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...], attachment_max_bytes: int,
+           below: bool) -> Inbound:
     message, notes = _message_of(raw)
     from_addresses, from_name = _from(message)
     sender_address = from_addresses[0] if from_addresses else None
     domains = [address.rpartition("@")[2] for address in from_addresses]
     if len(from_addresses) > 1:
         notes["from_addresses"] = str(len(from_addresses))
-    verified, how = authentication.sender_verified(message, domains, trusted_authserv_ids)
+    verified, how = authentication.sender_verified(message, domains, trusted_authserv_ids,
+                                                   below)
     subject = mime.decoded_text("subject", mime.raw_header(message, "subject"))
     body = _Body(message, attachment_max_bytes, structured="unparsed" not in notes)
     report = _or(reports.ReadReport(), reports.read_report, message, sender_address)
@@ -62,7 +66,7 @@ def _parse(raw: bytes, trusted_authserv_ids: tuple[str, ...],
         message_id=mime.first_message_id(mime.raw_header(message, "message-id")),
         sender=Sender(address=sender_address, name=from_name, verified=verified, how=how,
                       refuted=not verified and authentication.sender_refuted(
-                          message, domains, trusted_authserv_ids)),
+                          message, domains, trusted_authserv_ids, below)),
         recipients=_recipients(message),
         subject=subject,
         date=_date(mime.raw_header(message, "date")),

@@ -179,8 +179,6 @@ def test_a_forged_results_header_below_the_servers_received_line_vouches_for_nob
         ("request", False), ("request", False), ("request", True)]
 
 
-@pytest.mark.xfail(strict=True, reason="left for the lead: a trusted server that stamps no "
-                   "result of its own lets the sender's copy below its Received line count")
 def test_a_forged_results_header_counts_for_nothing_when_the_server_stamped_none(
         app, dovecot, document, sync_document):
     sync_document(document)

@@ -4,6 +4,7 @@ own headers reads as unverified."""
 
 from __future__ import annotations
 
+from contacts.inbound.parsing import parse
 from tests.inbound.samples import eml, parsed, with_headers
 
 # bob@xxx.mailgun.org, a Thunderbird reply; its organizational domain is mailgun.org.
@@ -134,9 +135,15 @@ def test_an_address_in_an_encoded_word_is_not_the_sender():
         assert (sender.address, sender.verified) == (None, False), trick
 
 
-def test_gmail_receiving_for_us_is_read_below_its_own_internal_hops():
+def test_gmail_receiving_for_us_is_read_below_its_own_received_only_when_configured():
+    """Gmail stamps its verdict below its own Received line (and removes copies of its
+    authserv-id that arrive with a message): read there only with results_below_received,
+    since a server that does not remove them would let a sender write its own verdict."""
     raw = eml("bounce_gmail_plain")  # mx.google.com: dkim and dmarc pass for googlemail.com
-    assert parsed(raw, trusted=("mx.google.com",)).sender.how == "dmarc"
+    below = parse(raw, trusted_authserv_ids=("mx.google.com",),
+                  attachment_max_bytes=10 * 1024 * 1024, results_below_received=True)
+    assert below.sender.how == "dmarc"
+    assert parsed(raw, trusted=("mx.google.com",)).sender.verified is False
     assert parsed(raw, trusted=("mx.lifeline.test",)).sender.verified is False
 
 
