@@ -57,9 +57,6 @@ def check_inbound(values: dict[str, Any],
                for item in ids):
         raise ConfigError(f"inbound trusted_authserv_ids must be host names, got {ids!r}")
     values["inbound_trusted_authserv_ids"] = [item.strip().lower() for item in ids]
-    if not isinstance(values["inbound_results_below_received"], bool):
-        raise ConfigError("inbound results_below_received must be true or false, got "
-                          f"{values['inbound_results_below_received']!r}")
     return tuple(mailboxes.values())
 
 

@@ -83,7 +83,7 @@ def test_a_wrong_mailbox_is_one_clear_configuration_error(service_secrets, mailb
     ({"inbound_trusted_authserv_ids": ["mx.example.com", ""]},
      "inbound trusted_authserv_ids must be host names"),
     ({"inbound_results_below_received": "yes"},
-     "inbound results_below_received must be true or false"),
+     "setting 'inbound_results_below_received' in create_app overrides must be bool"),
 ])
 def test_wrong_reader_settings_are_refused(service_secrets, more, said):
     with pytest.raises(ConfigError, match=f"^{said}"):
