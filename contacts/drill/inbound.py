@@ -176,8 +176,8 @@ class Inbound:
             if not bounce.acted_on:
                 pending.setdefault(bounce.account.id, []).append(bounce)
         for account_id, bounces in pending.items():
-            proof = self.client.api("GET", f"/api/v1/incidents/{self.incident_id}/deliveries"
-                                           f"?account={account_id}")["deliveries"]
+            proof = self.client.api("GET", f"/api/v1/incidents/{self.incident_id}/accounts/"
+                                           f"{account_id}/deliveries")["deliveries"]
             bounced = {row["recipient"] for row in proof if row["update_number"] == 1
                        and row["state"] == "failed" and row["failure"] == "bounced"}
             called = True

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from contacts.core.api import API_PREFIX, Moment, Text, ValidationFailed, from_row, operation
 from contacts.core.db import request_session, utcnow
 from contacts.core.errors import WrongKind
-from contacts.core.ids import AccountId, kind_of, parse_id
+from contacts.core.ids import kind_of, parse_id
 from contacts.incidents import cadence, fanout, progress, proof, publishing, records
 from contacts.incidents.models import IncidentUpdate
 from contacts.incidents.web import desk
@@ -288,12 +288,6 @@ def get_incident(incident_id: str):
         accounts=accounts, updates=_updates_out(session, incident.id, updates))
 
 
-class DeliveryQuery(BaseModel):
-    account: AccountId = Field(max_length=40, description="The account whose messages are "
-                                                         "listed (an incident may have "
-                                                         "100,000 messages; an account few).")
-
-
 class DeliveryOut(BaseModel):
     update_number: int
     recipient: str = Field(description="The contact's ID (ctc_...), or `webhook`.")
@@ -311,14 +305,15 @@ class DeliveryList(BaseModel):
     deliveries: list[DeliveryOut] = Field(description="By update, then recipient.")
 
 
-@bp.get("/incidents/<incident_id>/deliveries")
-@operation(scope="read", response=DeliveryList, query=DeliveryQuery, tags=("incidents",))
-def account_deliveries(incident_id: str, query: DeliveryQuery):
-    """Proof of delivery for one account: every message of the incident's updates to its
-    contacts and its endpoint, with its outcome now (IDs only, no addresses)."""
+@bp.get("/incidents/<incident_id>/accounts/<account_id>/deliveries")
+@operation(scope="read", response=DeliveryList, tags=("incidents",))
+def account_deliveries(incident_id: str, account_id: str):
+    """Proof of delivery for one account (an incident may have 100,000 messages, an account
+    few): every message of the incident's updates to its contacts and its endpoint, with its
+    outcome now (IDs only, no addresses); none for an account the incident did not reach."""
     session = request_session()
     incident = records.get_incident(session=session, incident_id=incident_id)
-    account_id = parse_id(query.account, "acc")
+    account_id = parse_id(account_id, "acc")
     found = proof.deliveries(session=session, incident_id=incident.id, account_id=account_id)
     return DeliveryList(account_id=account_id, deliveries=[
         DeliveryOut(update_number=item.update_number, recipient=item.recipient,

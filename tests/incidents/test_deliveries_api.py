@@ -1,6 +1,7 @@
-"""GET /api/v1/incidents/<id>/deliveries?account=: one account's proof of delivery over the
-API (what the drill reads to judge late bounces): each message of each update with its
-outcome now, IDs only; a late bounce shows as failed and bounced, as a refusal at RCPT does."""
+"""GET /api/v1/incidents/<id>/accounts/<acc_...>/deliveries: one account's proof of
+delivery over the API (what the drill reads to judge late bounces): each message of each
+update with its outcome now, IDs only; a late bounce shows as failed and bounced, as a
+refusal at RCPT does."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_an_accounts_deliveries_show_a_late_bounce_as_failed_and_bounced(
     reader = make_token("read")
 
     answer = _get(app.test_client(),
-                  f"/api/v1/incidents/{incident.id}/deliveries?account={ada.account_id}", reader)
+                  f"/api/v1/incidents/{incident.id}/accounts/{ada.account_id}/deliveries", reader)
     assert answer.status_code == 200, answer.get_json()
     listed = answer.get_json()
     assert listed["account_id"] == ada.account_id
@@ -67,21 +68,21 @@ def test_an_accounts_deliveries_show_a_late_bounce_as_failed_and_bounced(
     assert bob["channel"] == "email" and bob["attempts"] == 1 and bob["sent_at"]
     assert "@" not in answer.get_data(as_text=True)  # IDs only, no addresses
 
-    beta = _get(app.test_client(), f"/api/v1/incidents/{incident.id}/deliveries?account="
-                f"{contacts['C-3'].account_id}", reader).get_json()["deliveries"]
+    beta = _get(app.test_client(), f"/api/v1/incidents/{incident.id}/accounts/"
+                f"{contacts['C-3'].account_id}/deliveries", reader).get_json()["deliveries"]
     assert [(row["recipient"], row["state"]) for row in beta] == [(contacts["C-3"].id, "sent")]
 
 
-def test_deliveries_need_an_account_the_read_scope_and_a_known_incident(
+def test_deliveries_need_an_account_id_the_read_scope_and_a_known_incident(
         client, make_token, incident):
     reader = make_token("read")
-    url = f"/api/v1/incidents/{incident}/deliveries"
-    assert _get(client, url, reader).status_code == 422  # which account, always
-    assert _get(client, f"{url}?account={incident}", reader).status_code == 400  # an inc_ ID
+    url = f"/api/v1/incidents/{incident}/accounts"
+    assert _get(client, f"{url}/{incident}/deliveries", reader).status_code == 400  # inc_
     account = new_id("acc")
-    assert _get(client, f"{url}?account={account}", reader).get_json()["deliveries"] == []
-    assert _get(client, f"{url}?account={account}",
+    assert _get(client, f"{url}/{account}/deliveries", reader).get_json() == {
+        "account_id": account, "deliveries": []}  # an account the incident did not reach
+    assert _get(client, f"{url}/{account}/deliveries",
                 make_token("progress:write")).status_code == 403
-    assert client.get(f"{url}?account={account}").status_code == 401
-    assert _get(client, f"/api/v1/incidents/{new_id('inc')}/deliveries?account={account}",
+    assert client.get(f"{url}/{account}/deliveries").status_code == 401
+    assert _get(client, f"/api/v1/incidents/{new_id('inc')}/accounts/{account}/deliveries",
                 reader).status_code == 404
