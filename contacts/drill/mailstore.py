@@ -69,7 +69,9 @@ class Mailstore:
                 return self
             self._halt()
             if attempt == 2:
-                raise RuntimeError(f"Dovecot did not start; see {self.log_file}")
+                log = self.log_file.read_text(errors="replace") if self.log_file.exists() \
+                    else ""
+                raise RuntimeError(f"Dovecot did not start: {log[-1500:]}")
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
