@@ -80,10 +80,10 @@ class Inbound:
         self.mailstore.append(letters)
         r = self.report
         r.replies_sent, r.late_bounces_sent = len(self.replies), len(self.bounces)
+        whole = (f"every email of one account's {len(self.all_bounced.contacts)} admins"
+                 if self.all_bounced else "no account all of whose admins got it")
         self.say.step(f"{len(self.replies)} answers to the first update and "
-                      f"{len(self.bounces)} late bounces delivered into the mailbox "
-                      f"(one account, {len(self.all_bounced.contacts) if self.all_bounced else 0}"
-                      " admins, every email bounced)")
+                      f"{len(self.bounces)} late bounces ({whole}) delivered into the mailbox")
         self._wait(started)
         r.replies_threaded = sum(1 for reply in self.replies if reply.threaded)
         # Nothing sent measures nothing: left None, so the target is missed, not met.
