@@ -16,6 +16,7 @@ from contacts.core.errors import CliError, cli_errors
 from contacts.core.services import services
 from contacts.drill.client import Client, DrillHttpError
 from contacts.drill.local import LocalLifeline
+from contacts.drill.mailstore import Mailstore, MailstoreUnavailable
 from contacts.drill.report import Report
 from contacts.drill.run import Drill, Options, scan_bytes
 from contacts.drill.sink import Sink
@@ -36,20 +37,23 @@ class Target:
 
 
 def run_drill(options: Options, target: Target, settings, *, workdir: Path) -> Report:
-    """Run one drill and judge it against `settings`' targets. The drill's own Lifeline,
-    when it starts one, is stopped (and its scratch database dropped) however it ends."""
+    """Run one drill and judge it against `settings`' targets. The drill's own Lifeline
+    and Dovecot, when it starts them, are stopped (the scratch database dropped, the
+    mailbox removed) however it ends."""
     sink = Sink()
     sink_port = sink.start(target.smtp_port)
-    local = None
+    local = mailstore = None
     try:
         if target.url:
             client = Client(target.url, target.token)
             report = Report(target=target.url)
             scan = None
         else:
+            mailstore = Mailstore()
+            mailstore.start()
             local = LocalLifeline(workdir=workdir, smtp_port=sink_port,
                                   database_url=target.database_url,
-                                  redis_url=target.redis_url)
+                                  redis_url=target.redis_url, mailstore=mailstore)
             token = local.start()
             client = Client(local.base_url, token)
             backend = "PostgreSQL" if target.database_url else "SQLite"
@@ -59,12 +63,15 @@ def run_drill(options: Options, target: Target, settings, *, workdir: Path) -> R
                 local.stop()  # everything written and closed before it is read
                 return scan_bytes(values, {"database": local.stored_bytes(),
                                            **local.files_at_rest(), **local.limiter_keys()})
-        Drill(client=client, sink=sink, options=options, report=report, scan=scan).run()
+        Drill(client=client, sink=sink, options=options, report=report, scan=scan,
+              mailstore=mailstore).run()
     finally:
         if local is not None:
             local.stop()
             local.drop_database()
             local.drop_limiter_keys()
+        if mailstore is not None:
+            mailstore.stop()
         sink.stop()
     report.judge(settings)
     return report
@@ -103,7 +110,8 @@ def run_drill(options: Options, target: Target, settings, *, workdir: Path) -> R
 def run(url, token, database_url, redis_url, smtp_port, sites, accounts, stale_share, requests,
         waves, cadence_seconds, seed, report_json, report_md, keep):
     """Replay the 2022 deletion: load, back up, lose the product, take the crowd, open the
-    incident, update until every site is restored, restore the vault, scan for plaintext.
+    incident, update until every site is restored, answer and bounce the first update by
+    mail (local drills), restore the vault, scan for plaintext.
     Exit code 0 when every target in [drill] is met, 1 when one is missed."""
     if sites < accounts:
         raise CliError(f"--sites ({sites}) must be at least --accounts ({accounts}): every "
@@ -128,6 +136,8 @@ def run(url, token, database_url, redis_url, smtp_port, sites, accounts, stale_s
                            services().settings, workdir=workdir)
     except DrillHttpError as exc:
         raise CliError(f"the drill stopped: {exc}") from None
+    except MailstoreUnavailable as exc:
+        raise CliError(f"a local drill reads mail through its own Dovecot: {exc}") from None
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """A Lifeline of the drill's own: a separate `flask serve` process on a scratch database (a
 SQLite file, or a new PostgreSQL database dropped afterwards), its mail sent to the drill's
-sink, its jobs run every second so the drill does not wait on them."""
+sink, its `[inbound]` mailbox the drill's Dovecot (when given one), its jobs run every second
+so the drill does not wait on them."""
 
 from __future__ import annotations
 
@@ -17,15 +18,21 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from contacts.core.access import SCOPES
+from contacts.drill.letters import MX
+from contacts.drill.mailstore import Mailstore
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MAIL_DOMAIN = "lifeline.drill.example"
+REPLY_TO = f"support@{MAIL_DOMAIN}"  # each reply address: support+<token>@
+RETURN_PATH = f"bounces@{MAIL_DOMAIN}"  # each envelope sender: bounces+m<id>.<sig>@
 FLASK = [sys.executable, "-m", "flask", "--app", "app"]
 
 
 class LocalLifeline:
     def __init__(self, *, workdir: Path, smtp_port: int, database_url: str | None,
-                 redis_url: str | None = None):
+                 redis_url: str | None = None, mailstore: Mailstore | None = None):
         self.workdir = workdir
+        self.mailstore = mailstore  # read as the `[inbound]` mailbox "drill"
         # Rate-limit counters in this Redis under a prefix of their own (scanned, then
         # removed), instead of the server's memory, where no scan can read them.
         self.redis_url = redis_url
@@ -68,10 +75,30 @@ class LocalLifeline:
             "LIFELINE_ESCALATIONS_SLA_CHECK_SECONDS": "5",
             "LIFELINE_INCIDENTS_CADENCE_CHECK_SECONDS": "1",
             "LIFELINE_SCHEDULER_HEARTBEAT_SECONDS": "5",
+            "LIFELINE_MAIL_REPLY_TO": REPLY_TO,
+            "LIFELINE_MAIL_RETURN_PATH": RETURN_PATH,
+            **self._inbound(),
             **({"LIFELINE_SECURITY_RATE_LIMIT_STORAGE_URI": self.redis_url,
                 "LIFELINE_SECURITY_RATE_LIMIT_KEY_PREFIX": self.limiter_prefix}
                if self.redis_url else {}),
         }
+
+    def _inbound(self) -> dict[str, str]:
+        """The drill's Dovecot as the one `[inbound]` mailbox, in a config file of the
+        drill's (an environment variable cannot hold the table), read every second; the MX
+        that stamps what the drill delivers is the one trusted authserv-id."""
+        if self.mailstore is None:
+            return {}
+        config = self.workdir / "inbound.toml"
+        config.write_text(
+            "[inbound]\n"
+            f'mailboxes = [{{ name = "drill", host = "{self.mailstore.host}", '
+            f'port = {self.mailstore.port}, security = "none", '
+            f'username = "{self.mailstore.username}", folder = "INBOX" }}]\n'
+            f'trusted_authserv_ids = ["{MX}"]\n'
+            "poll_seconds = 1\n")
+        return {"LIFELINE_CONFIG": str(config),
+                "LIFELINE_INBOUND_DRILL_PASSWORD": self.mailstore.password}
 
     def start(self) -> str:
         """Migrate, make an admin token with every scope, serve; the token."""

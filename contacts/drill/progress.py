@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+PHASES = 8
+
 
 class Say:
     """Progress on the terminal (stderr): one line per phase, and counters within one."""
@@ -16,7 +18,7 @@ class Say:
 
     def phase(self, number: int, text: str) -> None:
         self.phase_started = time.monotonic()
-        print(f"[{number}/7] {text}", file=self.stream, flush=True)
+        print(f"[{number}/{PHASES}] {text}", file=self.stream, flush=True)
 
     def step(self, text: str) -> None:
         print(f"      {text}", file=self.stream, flush=True)

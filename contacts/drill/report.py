@@ -27,12 +27,19 @@ TARGETS = {
     "sla_breaches": ("drill_max_sla_breaches", operator.le, "work items past an SLA target"),
     "time_to_first_update_s": ("drill_max_first_update_seconds", operator.le,
                                "from the incident opened to the first update in a mailbox"),
+    "replies_threaded_pct": ("drill_min_replies_threaded_pct", operator.ge,
+                             "admins' emailed answers to the first update found on their "
+                             "account's item for the incident"),
+    "late_bounces_acted_pct": ("drill_min_late_bounces_acted_pct", operator.ge,
+                               "late bounces that marked their email bounced (and called the "
+                               "account all of whose emails bounced)"),
     "vault_restore_s": ("drill_max_vault_restore_seconds", operator.le,
                         "restoring the backup into a fresh database and checking it"),
     "plaintext_hits": ("drill_max_plaintext_hits", operator.le,
                        "vault names, emails or phones found in clear at rest"),
 }
 SYMBOLS = {operator.le: "≤", operator.ge: "≥"}
+INBOUND_FIGURES = ("replies_threaded_pct", "late_bounces_acted_pct")
 
 
 @dataclass
@@ -99,12 +106,24 @@ class Report:
     update_emails: int = 0
     bounces: int = 0
     restore_curve: list[tuple[float, float]] = field(default_factory=list)
-    # 6. vault restore
+    # 6. inbound mail (local drills only): answers and late bounces to the first update
+    inbound_run: bool = False
+    replies_sent: int = 0
+    replies_threaded: int = 0
+    replies_threaded_pct: float | None = None
+    late_bounces_sent: int = 0
+    late_bounces_acted: int = 0
+    late_bounces_acted_pct: float | None = None
+    calls_expected: int = 0  # accounts all of whose first-update emails bounced late
+    calls_opened: int = 0
+    inbound_failed: int = 0  # of the emails delivered, those Lifeline moved to Failed
+    inbound_seconds: float = 0.0
+    # 7. vault restore
     vault_restore_ok: bool = False
     vault_restore_s: float | None = None
     vault_restore_rows: int = 0
     vault_restore_detail: str = ""
-    # 7. plaintext scan (local drills only)
+    # 8. plaintext scan (local drills only)
     plaintext_scanned: str = ""
     plaintext_hits: int | None = None
     plaintext_where: list[str] = field(default_factory=list)
@@ -113,12 +132,15 @@ class Report:
 
     def judge(self, settings) -> None:
         """Compare every figure with its target; a figure the drill could not measure (a
-        remote drill scans no files) is left out, never counted as met."""
+        remote drill scans no files and reads no mailbox) is left out, never counted as
+        met."""
         self.checks = []
         for figure, (setting, compare, meaning) in TARGETS.items():
             value = getattr(self, figure)
             target = getattr(settings, setting)
             if value is None and figure == "plaintext_hits" and not self.plaintext_scanned:
+                continue
+            if value is None and figure in INBOUND_FIGURES and not self.inbound_run:
                 continue
             met = value is not None and compare(value, target)
             self.checks.append(Check(figure, value, target, SYMBOLS[compare], met, meaning))
@@ -177,10 +199,11 @@ class Report:
             f"dead mailboxes. Admins reached: {self.admins_reached}/{self.admins_reachable} "
             f"({self.admins_reached_pct:.1f}%); accounts reached: {self.accounts_reached}/"
             f"{self.accounts_reachable}.",
-            f"6. **Vault restore.** {'passed' if self.vault_restore_ok else 'FAILED'} in "
+            f"6. **Inbound mail.** {self._inbound_line()}",
+            f"7. **Vault restore.** {'passed' if self.vault_restore_ok else 'FAILED'} in "
             f"{_number(self.vault_restore_s)} s, {self.vault_restore_rows} rows: "
             f"{self.vault_restore_detail}",
-            f"7. **Plaintext scan.** {self.plaintext_scanned or 'not run (remote drill)'}; "
+            f"8. **Plaintext scan.** {self.plaintext_scanned or 'not run (remote drill)'}; "
             f"hits: {_number(self.plaintext_hits)}"
             + (f" in {', '.join(self.plaintext_where)}" if self.plaintext_where else "") + ".",
             "",
@@ -192,6 +215,19 @@ class Report:
         lines += [f"| {seconds:.0f} | {percentage:.1f}% |"
                   for seconds, percentage in self.restore_curve]
         return "\n".join(lines) + "\n"
+
+    def _inbound_line(self) -> str:
+        if not self.inbound_run:
+            return "not run (remote drill: its mailboxes are not the drill's)."
+        return (f"{self.replies_sent} admins answered the first update from a mail client: "
+                f"{self.replies_threaded} found on their account's item for the incident "
+                f"({_number(self.replies_threaded_pct)}%). {self.late_bounces_sent} of its "
+                f"emails bounced late (Postfix DSNs to their VERP return path): "
+                f"{self.late_bounces_acted} acted on ({_number(self.late_bounces_acted_pct)}%); "
+                f"call tasks for accounts all of whose emails bounced: {self.calls_opened}/"
+                f"{self.calls_expected}. Emails Lifeline failed on: {self.inbound_failed}; "
+                f"{self.inbound_seconds:.1f} s from delivery into the mailbox to the last "
+                "outcome seen.")
 
 
 def _number(value) -> str:

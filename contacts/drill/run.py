@@ -4,8 +4,10 @@ phase, each phase measured for the report.
 1. load the fleet through the sync API, take a backup;  2. the product loses every site;
 3. a crowd at the public form, verifying by the codes the SMTP sink receives;  4. the
 incident, phone escalations, triage by account;  5. updates on a short cadence while sites
-are restored in waves;  6. the backup restored into a fresh database and checked;  7. (local
-drills) no vault name, email or phone in clear in the database, logs, backups or spool.
+are restored in waves;  6. (local drills) mail comes back: admins answer the first update,
+some of its emails bounce late (inbound.py);  7. the backup restored into a fresh database
+and checked;  8. (local drills) no vault name, email or phone in clear in the database,
+logs, backups or spool.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesHeaderParser
 from urllib.parse import quote
 
 from contacts.drill.client import Client, DrillHttpError
 from contacts.drill.crowd import Answered, Crowd
 from contacts.drill.fleet import Fleet, build_fleet
+from contacts.drill.inbound import Inbound
+from contacts.drill.mailstore import Mailstore
 from contacts.drill.progress import Say
 from contacts.drill.report import Report, percent
 from contacts.drill.sink import Received, Sink
@@ -42,6 +47,7 @@ class Options:
     seed: int = 2022
     crowd_threads: int = 16
     delivery_timeout: float = 600.0
+    inbound_timeout: float = 180.0  # for every reply and late bounce to be acted on
 
     @property
     def crowd_size(self) -> int:
@@ -57,6 +63,7 @@ class Drill:
     report: Report
     say: Say = field(default_factory=Say)
     scan: Callable[[list[str]], tuple[str, int, list[str]]] | None = None  # local drills
+    mailstore: Mailstore | None = None  # local drills: Lifeline's [inbound] mailbox
     fleet: Fleet | None = None
     answers: list[Answered] = field(default_factory=list)
     incident_id: str = ""
@@ -77,6 +84,7 @@ class Drill:
         self.crowd_at_the_form(rng)
         self.open_the_incident_and_triage(rng)
         self.publish_updates_while_restoring()
+        self.answer_and_bounce_by_mail()
         self.restore_the_vault()
         self.scan_for_plaintext()
         self.report.seconds = round(time.monotonic() - started, 1)
@@ -286,8 +294,34 @@ class Drill:
                                   if contact.email.lower() in reached})
 
     # -- 6 -------------------------------------------------------------------------------
+    def answer_and_bounce_by_mail(self) -> None:
+        if self.mailstore is None:
+            self.say.phase(6, "Inbound mail: not possible against a remote Lifeline (its "
+                              "mailboxes are not the drill's)")
+            return
+        self.say.phase(6, "Inbound mail: admins answer the first update, some of its emails "
+                          "bounce late")
+        self.report.inbound_run = True
+        inbound = Inbound(self.client, self.mailstore, self.fleet, self.report, self.say,
+                          self.incident_id, timeout=self.options.inbound_timeout)
+        inbound.run(self._first_update_mail(),
+                    random.Random(f"{self.options.seed}-inbound"))  # noqa: S311
+        r = self.report
+        self.say.done(f"{r.replies_threaded}/{r.replies_sent} replies threaded, "
+                      f"{r.late_bounces_acted}/{r.late_bounces_sent} late bounces acted on")
+
+    def _first_update_mail(self) -> list[Received]:
+        """Each recipient's email of the first update: the one that answers no earlier one."""
+        first: dict[str, Received] = {}
+        for message in self._update_mail():
+            head = BytesHeaderParser().parsebytes(message.content, headersonly=True)
+            if not head.get("In-Reply-To") and message.recipient not in first:
+                first[message.recipient] = message
+        return list(first.values())
+
+    # -- 7 -------------------------------------------------------------------------------
     def restore_the_vault(self) -> None:
-        self.say.phase(6, f"Restoring backup {self.report.backup_name} into a fresh database")
+        self.say.phase(7, f"Restoring backup {self.report.backup_name} into a fresh database")
         result = self.client.api("POST", "/api/v1/backups/drill",
                                  {"snapshot": self.report.backup_name})
         r = self.report
@@ -297,12 +331,12 @@ class Drill:
         r.vault_restore_detail = result.get("detail", "")
         self.say.done(f"{'passed' if r.vault_restore_ok else 'FAILED'}: {r.vault_restore_detail}")
 
-    # -- 7 -------------------------------------------------------------------------------
+    # -- 8 -------------------------------------------------------------------------------
     def scan_for_plaintext(self) -> None:
         if self.scan is None:
-            self.say.phase(7, "Plaintext scan: not possible against a remote Lifeline")
+            self.say.phase(8, "Plaintext scan: not possible against a remote Lifeline")
             return
-        self.say.phase(7, "Scanning the database, logs, backups, spool and rate-limit keys for "
+        self.say.phase(8, "Scanning the database, logs, backups, spool and rate-limit keys for "
                           "plaintext")
         scanned, hits, where = self.scan(self.fleet.personal_values())
         self.report.plaintext_scanned = scanned

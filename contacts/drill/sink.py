@@ -1,5 +1,6 @@
 """The drill's mailboxes: a real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what Lifeline
-sends, and refuses the addresses the drill made stale (550, as a dead mailbox would)."""
+sends (each message's bytes and its envelope sender, the VERP return path a late bounce goes
+back to), and refuses the addresses the drill made stale (550, as a dead mailbox would)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class Received:
     message_id: str
     at: float  # time.monotonic() when the message was accepted
     text: str = ""  # the plain-text body, kept only for the support desk's request emails
+    envelope_sender: str = ""  # MAIL FROM: where the recipient's servers send bounces
+    content: bytes = b""  # the message as it arrived, for answers and bounces to it
 
 
 REQUEST_SUBJECT = "[LL-"  # a support request's emails: the drill reads their codes
@@ -56,7 +59,8 @@ class Sink:
                 self.received.append(Received(
                     recipient=recipient.lower(), subject=subject,
                     list_id=str(headers.get("List-Id", "")),
-                    message_id=str(headers.get("Message-ID", "")), at=now, text=text))
+                    message_id=str(headers.get("Message-ID", "")), at=now, text=text,
+                    envelope_sender=envelope.mail_from or "", content=envelope.content))
         return "250 Message accepted"
 
     def start(self, port: int = 0) -> int:

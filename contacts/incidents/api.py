@@ -1,6 +1,6 @@
 """Incidents over JSON, so a script (the drill) can run one without the console: open it, add
-its sites, publish updates (`incidents:write`), read it back (`read`); the product reports
-restore progress (`progress:write`)."""
+its sites, publish updates (`incidents:write`), read it back and one account's proof of
+delivery (`read`); the product reports restore progress (`progress:write`)."""
 
 from __future__ import annotations
 
@@ -286,6 +286,39 @@ def get_incident(incident_id: str):
         **_incident_out(incident).model_dump(), restore_percentage=restore.percentage,
         sites=restore.sites, restored=restore.restored, by_stage=restore.by_stage,
         accounts=accounts, updates=_updates_out(session, incident.id, updates))
+
+
+class DeliveryOut(BaseModel):
+    update_number: int
+    recipient: str = Field(description="The contact's ID (ctc_...), or `webhook`.")
+    channel: str = Field(description="email or webhook")
+    state: str = Field(description="queued, sent or failed")
+    failure: str | None = Field(description="Why it failed: `bounced` when the recipient's "
+                                            "server refused it, at once or later by a "
+                                            "delivery status notification; null otherwise.")
+    attempts: int
+    sent_at: datetime | None
+
+
+class DeliveryList(BaseModel):
+    account_id: str
+    deliveries: list[DeliveryOut] = Field(description="By update, then recipient.")
+
+
+@bp.get("/incidents/<incident_id>/accounts/<account_id>/deliveries")
+@operation(scope="read", response=DeliveryList, tags=("incidents",))
+def account_deliveries(incident_id: str, account_id: str):
+    """Proof of delivery for one account (an incident may have 100,000 messages, an account
+    few): every message of the incident's updates to its contacts and its endpoint, with its
+    outcome now (IDs only, no addresses); none for an account the incident did not reach."""
+    session = request_session()
+    incident = records.get_incident(session=session, incident_id=incident_id)
+    account_id = parse_id(account_id, "acc")
+    found = proof.deliveries(session=session, incident_id=incident.id, account_id=account_id)
+    return DeliveryList(account_id=account_id, deliveries=[
+        DeliveryOut(update_number=item.update_number, recipient=item.recipient,
+                    channel=item.channel, state=item.state, failure=item.failure,
+                    attempts=item.attempts, sent_at=item.sent_at) for item in found])
 
 
 # -- progress from the product -----------------------------------------------------------------

@@ -28,6 +28,7 @@ class Delivery:
     state: str
     attempts: int
     sent_at: datetime | None
+    failure: str | None = None  # bounced, ... (delivery's FAILURES)
 
 
 def deliveries(*, session: Session, incident_id: str,
@@ -41,7 +42,8 @@ def deliveries(*, session: Session, incident_id: str,
         update = updates[row.about_id]
         recipient = "webhook" if row.recipient_kind == "webhook" else row.recipient_id or ""
         found.append(Delivery(update.number, update.published_at, row.account_id or "public",
-                              recipient, row.channel, row.state, row.attempts, row.sent_at))
+                              recipient, row.channel, row.state, row.attempts, row.sent_at,
+                              row.failure))
     return sorted(found, key=lambda d: (d.update_number, d.account_id, d.recipient))
 
 

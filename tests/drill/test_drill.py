@@ -53,6 +53,13 @@ def test_the_reduced_drill_meets_every_target(backend, request, tmp_path):
     assert report.restore_curve[0][1] == 0.0 and report.restore_curve[-1][1] == 100.0
     assert report.vault_restore_ok and report.vault_restore_rows == report.backup_rows
     assert report.escalations_logged == report.escalations_under_their_account > 0
+    # Mail came back: answers on their items, late bounces marked, the all-bounced account
+    # handed to support to call, nothing Lifeline could not handle.
+    assert report.inbound_run and {"replies_threaded_pct", "late_bounces_acted_pct"} <= checked
+    assert report.replies_threaded == report.replies_sent >= 2
+    assert report.late_bounces_acted == report.late_bounces_sent >= 3
+    assert report.calls_opened == report.calls_expected == 1
+    assert report.inbound_failed == 0
     document = json.loads(report.as_json())
     for key in ("requests_lost", "admins_reached_pct", "updates_missed", "all_targets_met"):
         assert key in document
@@ -84,4 +91,8 @@ def test_a_drill_against_a_running_lifeline_goes_through_its_url(backend, reques
     assert report["all_targets_met"] and report["requests_lost"] == 0
     assert report["admins_reached_pct"] == 100.0 and report["updates_published"] == 3
     assert report["plaintext_hits"] is None  # a remote Lifeline's files are not the drill's
-    assert "[7/7] Plaintext scan: not possible against a remote Lifeline" in done.stderr
+    assert "[8/8] Plaintext scan: not possible against a remote Lifeline" in done.stderr
+    assert "[6/8] Inbound mail: not possible against a remote Lifeline" in done.stderr
+    assert report["inbound_run"] is False and report["replies_threaded_pct"] is None
+    assert {check["figure"] for check in report["checks"]}.isdisjoint(
+        {"replies_threaded_pct", "late_bounces_acted_pct"})

@@ -45,3 +45,27 @@ def test_a_figure_that_could_not_be_measured_is_never_counted_as_met():
     assert [check.figure for check in report.checks if not check.met] == [
         "time_to_first_update_s"]
     assert "plaintext_hits" not in {check.figure for check in report.checks}  # remote drill
+
+
+def test_a_reply_that_missed_its_item_misses_the_inbound_target():
+    report = Report(admins_reached_pct=100.0, requests_matched_pct=100.0, verified_pct=100.0,
+                    time_to_first_update_s=3.0, vault_restore_s=1.0, inbound_run=True,
+                    replies_sent=4, replies_threaded=3, replies_threaded_pct=75.0,
+                    late_bounces_sent=5, late_bounces_acted=5, late_bounces_acted_pct=100.0)
+    report.judge(load_settings())
+
+    assert not report.all_targets_met
+    assert [check.figure for check in report.checks if not check.met] == [
+        "replies_threaded_pct"]
+    markdown = report.as_markdown()
+    assert "| `replies_threaded_pct` | 75.0 | ≥ 100.0 | **NO** |" in markdown
+    assert "6. **Inbound mail.** 4 admins answered the first update" in markdown
+
+
+def test_a_local_drill_whose_inbound_phase_measured_nothing_is_not_met():
+    report = Report(admins_reached_pct=100.0, requests_matched_pct=100.0, verified_pct=100.0,
+                    time_to_first_update_s=3.0, vault_restore_s=1.0, inbound_run=True)
+    report.judge(load_settings())
+
+    assert [check.figure for check in report.checks if not check.met] == [
+        "replies_threaded_pct", "late_bounces_acted_pct"]
