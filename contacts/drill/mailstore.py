@@ -48,17 +48,17 @@ class Mailstore:
             raise MailstoreUnavailable(f"{DOVECOT} is missing (bash scripts/ensure-dovecot.sh "
                                        "installs dovecot-imapd)")
         os.chmod(self.root, 0o755)  # noqa: S103 - the mail and login users traverse it
-        mail_user = _mail_user()
+        mail_user = mail_user_of_files()
         for name in ("home", "run", "state"):
             (self.root / name).mkdir(exist_ok=True)
         os.chown(self.root / "home", mail_user.pw_uid, mail_user.pw_gid)
         users = self.root / "users"
         users.write_text(f"{self.username}:{{PLAIN}}{self.password}::::::\n")
         users.chmod(0o600)  # read by Dovecot's auth process, as its internal user
-        internal = pwd.getpwnam(_service_users()[0])
+        internal = pwd.getpwnam(service_users()[0])
         os.chown(users, internal.pw_uid, internal.pw_gid)
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             (self.root / "dovecot.conf").write_text(self._configuration())
             # Into a file, not a pipe: Dovecot's children inherit it and would hold a pipe.
             with (self.root / "dovecot.out").open("wb") as output:
@@ -134,22 +134,38 @@ class Mailstore:
         return False
 
     def _configuration(self) -> str:
-        root, mail_user = self.root, _mail_user()
-        internal, internal_group, login = _service_users()
         # No TLS: only 127.0.0.1 listens, and Lifeline reads it with security = "none".
-        return f"""# Written by contacts/drill/mailstore.py for one drill.
-instance_name = lifeline-drill-{self.port}
+        return dovecot_configuration(self.root, self.log_file, f"lifeline-drill-{self.port}",
+                                     imap_port=self.port)
+
+
+def dovecot_configuration(root: Path, log_file: Path, instance: str, *, imap_port: int,
+                          imaps_port: int | None = None, lda: bool = False) -> str:
+    """The configuration of a private Dovecot: its own folders under `root`, IMAP on
+    127.0.0.1 only, users from `root/users` (plain passwords), Maildirs owned by
+    `mail_user()`. With `imaps_port`, TLS as well (`root/cert.pem`, `root/key.pem`: STARTTLS
+    on the IMAP port, implicit TLS on that one); `lda`: dovecot-lda may deliver into it.
+    Also used by the tests' Dovecot (tests/inbound/dovecot.py)."""
+    mail_user = mail_user_of_files()
+    internal, internal_group, login = service_users()
+    tls = (f"ssl = yes\nssl_cert = <{root}/cert.pem\nssl_key = <{root}/key.pem\n"
+           "ssl_min_protocol = TLSv1.2\n") if imaps_port else "ssl = no\n"
+    imaps = (f"address = 127.0.0.1\n    port = {imaps_port}\n    ssl = yes"
+             if imaps_port else "port = 0")
+    delivery = "protocol lda {\n  postmaster_address = postmaster@example.test\n}\n" \
+        if lda else ""
+    return f"""# Written by contacts/drill/mailstore.py.
+instance_name = {instance}
 base_dir = {root}/run
 state_dir = {root}/state
-log_path = {self.log_file}
-info_log_path = {self.log_file}
+log_path = {log_file}
+info_log_path = {log_file}
 protocols = imap
 listen = 127.0.0.1
 default_internal_user = {internal}
 default_internal_group = {internal_group}
 default_login_user = {login}
-ssl = no
-disable_plaintext_auth = no
+{tls}disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:~/Maildir
 mail_privileged_group =
@@ -166,10 +182,10 @@ service imap-login {{
   chroot =
   inet_listener imap {{
     address = 127.0.0.1
-    port = {self.port}
+    port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    {imaps}
   }}
 }}
 service anvil {{
@@ -183,16 +199,16 @@ service stats {{
 protocol imap {{
   mail_max_userip_connections = 100
 }}
-"""
+{delivery}"""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def _mail_user() -> pwd.struct_passwd:
+def mail_user_of_files() -> pwd.struct_passwd:
     """Whom the mail files belong to: ourselves, or `nobody` when we are root (Dovecot
     refuses to access mail as root)."""
     if os.geteuid() == 0:
@@ -200,7 +216,7 @@ def _mail_user() -> pwd.struct_passwd:
     return pwd.getpwuid(os.geteuid())
 
 
-def _service_users() -> tuple[str, str, str]:
+def service_users() -> tuple[str, str, str]:
     """(internal user, its group, login user): Debian's when we are root, else ourselves."""
     if os.geteuid() == 0:
         internal = pwd.getpwnam("dovecot")
